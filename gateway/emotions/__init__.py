@@ -1,0 +1,1 @@
+"""Emotion detection: model assets, the service (tokenize -> Triton -> thresholds) and its results."""

@@ -1,0 +1,99 @@
+"""The emotion service: one place that tokenizes, calls Triton and applies the thresholds."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway.emotions.model import EmotionModel
+from gateway.errors import ErrorType, SamoError, not_found
+from gateway.triton_client import TritonClient
+from samo.contracts.emotion import LOGITS, to_probabilities
+
+
+@dataclass(frozen=True)
+class EmotionOptions:
+    threshold: float | None = None
+    """Replaces every per-label threshold when set."""
+    top_k: int | None = None
+    """Keeps at most this many labels above threshold."""
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class TextEmotions:
+    labels: tuple[LabelScore, ...]
+    """Labels at or above their threshold, highest score first."""
+    scores: Mapping[str, float]
+    """Every label's score, in the model's label order."""
+    truncated: bool
+    tokens: int
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    kind: str
+    source: str
+    description: str
+
+
+@dataclass(frozen=True)
+class EmotionResult:
+    results: tuple[TextEmotions, ...]
+    model: ModelInfo
+    options: EmotionOptions
+
+
+class EmotionService:
+    def __init__(self, triton: TritonClient, models: Mapping[str, EmotionModel], default_model: str) -> None:
+        self.triton = triton
+        self.models = dict(models)
+        self.default_model = default_model
+
+    def model(self, name: str | None) -> EmotionModel:
+        name = name or self.default_model
+        try:
+            return self.models[name]
+        except KeyError:
+            known = ", ".join(sorted(self.models)) or "none installed"
+            raise not_found(f"unknown emotion model `{name}`; available: {known}") from None
+
+    async def detect(self, texts: Sequence[str], options: EmotionOptions = EmotionOptions()) -> EmotionResult:
+        model = self.model(options.model)
+        encoded = model.encode(texts)
+        outputs = await self.triton.infer(model.name, encoded.inputs, [LOGITS])
+        logits = outputs[LOGITS]
+        if logits.shape != (len(texts), len(model.card.labels)):
+            raise SamoError(
+                ErrorType.INTERNAL,
+                f"model `{model.name}` returned scores of shape {logits.shape} for {len(texts)} texts",
+            )
+        probabilities = to_probabilities(logits.astype(np.float64), model.card.activation)
+        thresholds = model.thresholds if options.threshold is None else np.full(len(model.card.labels), options.threshold)
+        labels = model.card.labels
+        results = []
+        for row, scores in enumerate(probabilities):
+            above = [i for i in np.argsort(-scores, kind="stable") if scores[i] >= thresholds[i]]
+            if options.top_k is not None:
+                above = above[: options.top_k]
+            results.append(
+                TextEmotions(
+                    labels=tuple(LabelScore(labels[i], float(scores[i])) for i in above),
+                    scores=dict(zip(labels, map(float, scores), strict=True)),
+                    truncated=encoded.truncated[row],
+                    tokens=encoded.token_counts[row],
+                )
+            )
+        card = model.card
+        info = ModelInfo(model.name, model.version, card.kind, card.source, card.description)
+        return EmotionResult(results=tuple(results), model=info, options=options)

@@ -1,0 +1,50 @@
+"""One error taxonomy for the gateway, mapped once per transport.
+
+Messages are safe to return and log: they never contain entry text.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorType(StrEnum):
+    INVALID_INPUT = "invalid_input"
+    NOT_FOUND = "not_found"
+    TOO_LARGE = "too_large"
+    OVERLOADED = "overloaded"
+    UNAVAILABLE = "upstream_unavailable"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    INTERNAL = "internal"
+
+
+HTTP_STATUS: dict[ErrorType, int] = {
+    ErrorType.INVALID_INPUT: 422,
+    ErrorType.NOT_FOUND: 404,
+    ErrorType.TOO_LARGE: 413,
+    ErrorType.OVERLOADED: 429,
+    ErrorType.UNAVAILABLE: 503,
+    ErrorType.DEADLINE_EXCEEDED: 504,
+    ErrorType.INTERNAL: 500,
+}
+
+RETRYABLE = frozenset({ErrorType.OVERLOADED, ErrorType.UNAVAILABLE})
+
+
+class SamoError(Exception):
+    def __init__(self, error_type: ErrorType, message: str) -> None:
+        super().__init__(message)
+        self.type = error_type
+        self.message = message
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS[self.type]
+
+
+def invalid_input(message: str) -> SamoError:
+    return SamoError(ErrorType.INVALID_INPUT, message)
+
+
+def not_found(message: str) -> SamoError:
+    return SamoError(ErrorType.NOT_FOUND, message)

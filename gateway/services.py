@@ -1,0 +1,56 @@
+"""What a gateway process holds while it runs: the Triton client and the services over it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from gateway.emotions.model import discover_emotion_models
+from gateway.emotions.service import EmotionService
+from gateway.errors import ErrorType, SamoError
+from gateway.triton_client import TritonClient
+from samo.settings import GatewaySettings
+
+logger = logging.getLogger(__name__)
+
+READINESS_TEXT = "Readiness check."
+
+
+@dataclass
+class Services:
+    settings: GatewaySettings
+    triton: TritonClient
+    emotions: EmotionService
+    inflight: int = 0
+    _ready_until: float = field(default=0.0)
+
+    @classmethod
+    def open(cls, settings: GatewaySettings) -> Services:
+        triton = TritonClient(settings.triton_grpc_url, settings.triton_timeout_s)
+        models = discover_emotion_models(settings.model_repository)
+        logger.info("emotion models: %s", ", ".join(models) or "none")
+        return cls(settings, triton, EmotionService(triton, models, settings.default_emotion_model))
+
+    async def close(self) -> None:
+        await self.triton.close()
+
+    def admit(self) -> None:
+        """Count a request in, or refuse it when too many are already waiting on Triton."""
+        if self.inflight >= self.settings.max_inflight_requests:
+            raise SamoError(ErrorType.OVERLOADED, "too many requests in progress; retry shortly")
+        self.inflight += 1
+
+    def release(self) -> None:
+        self.inflight -= 1
+
+    async def readiness(self) -> str | None:
+        """None when a real inference through Triton just succeeded, else why not."""
+        if time.monotonic() < self._ready_until:
+            return None
+        try:
+            await self.emotions.detect([READINESS_TEXT])
+        except SamoError as exc:
+            return exc.message
+        self._ready_until = time.monotonic() + self.settings.ready_cache_s
+        return None

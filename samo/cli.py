@@ -1,0 +1,189 @@
+"""`samo`: one console command for exporting, serving and benchmarking."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="SAMO serving on NVIDIA Triton.")
+export_app = typer.Typer(no_args_is_help=True, help="Export checkpoints into a Triton model repository.")
+bench_app = typer.Typer(no_args_is_help=True, help="Side-by-side benchmarks that print tables.")
+app.add_typer(export_app, name="export")
+app.add_typer(bench_app, name="bench")
+
+RepositoryOption = Annotated[Path, typer.Option("--repository", help="Triton model repository folder.")]
+
+
+def _logging(verbose: bool = False) -> None:
+    # Root stays at WARNING: onnxruntime's quantizer logs every tensor at INFO through it.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for package in ("samo", "exporters", "gateway", "load_tests"):
+        logging.getLogger(package).setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+@export_app.command("emotion")
+def export_emotion_command(
+    model: Annotated[
+        str | None,
+        typer.Option(help="Sequence-classification checkpoint (folder or hub id). Default: the embedded zero-shot MiniLM."),
+    ] = None,
+    name: Annotated[str, typer.Option(help="Model name in the repository.")] = "emotion",
+    quantize: Annotated[str, typer.Option(help="none | int8 (CPU, per-channel dynamic) | fp16.")] = "none",
+    target: Annotated[str, typer.Option(help="cpu (Python backend + ONNX Runtime) | gpu (NVIDIA's container).")] = "cpu",
+    repository: RepositoryOption = Path("model_repository"),
+    activation: Annotated[str, typer.Option(help="auto | sigmoid | softmax: how logits become scores.")] = "auto",
+    max_length: Annotated[int | None, typer.Option(help="Token limit; default: the checkpoint's.")] = None,
+    atol: Annotated[float, typer.Option(help="Parity tolerance against PyTorch on logits.")] = 1e-4,
+) -> None:
+    """Export an emotion classifier, validate it against PyTorch and write its Triton model folder."""
+    _logging()
+    from exporters.emotion.export import EmotionExportOptions, export_emotion
+    from exporters.onnx_tools import ExportError
+
+    choices = {"quantize": (quantize, ("none", "int8", "fp16")), "target": (target, ("cpu", "gpu"))}
+    choices["activation"] = (activation, ("auto", "sigmoid", "softmax"))
+    for flag, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise _fail(f"`--{flag}` must be one of {', '.join(allowed)}; got {value!r}")
+    options = EmotionExportOptions(
+        model=model,
+        name=name,
+        quantize=quantize,  # type: ignore[arg-type]
+        target=target,  # type: ignore[arg-type]
+        repository=repository,
+        activation=activation,  # type: ignore[arg-type]
+        max_length=max_length,
+        atol=atol,
+    )
+    try:
+        report = export_emotion(options)
+    except ExportError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(report.summary())
+
+
+@app.command("tune-thresholds")
+def tune_thresholds_command(
+    model_dir: Annotated[Path, typer.Option(help="An exported emotion model folder.")],
+    data: Annotated[Path, typer.Option(help="CSV or JSONL with `text` and `labels` (names or indices).")],
+    triton_url: Annotated[str | None, typer.Option(help="Score through this Triton (host:grpc_port).")] = None,
+) -> None:
+    """Per-label thresholds maximizing F1 on a validation set, written into the model folder."""
+    _logging()
+    from exporters.emotion.thresholds import ThresholdDataError, tune_thresholds
+
+    try:
+        report = tune_thresholds(model_dir, data)
+    except ThresholdDataError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(report.summary())
+
+
+@app.command("triton")
+def triton_command(
+    repository: RepositoryOption = Path("model_repository"),
+    host: str = "127.0.0.1",
+    http_port: int = 8000,
+    grpc_port: int = 8001,
+    metrics_port: int = 8002,
+) -> None:
+    """Run the local tritonserver (from the nvidia-pytriton wheel) until Ctrl-C."""
+    _logging()
+    from samo.triton.local_server import LocalTriton, TritonPorts, TritonStartError
+
+    server = LocalTriton(repository, host=host, ports=TritonPorts(http_port, grpc_port, metrics_port))
+    try:
+        server.start()
+    except TritonStartError as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        code = server.wait()
+    except KeyboardInterrupt:
+        code = 0
+    finally:
+        server.stop()
+    raise typer.Exit(code)
+
+
+@app.command("gateway")
+def gateway_command(
+    host: Annotated[str | None, typer.Option(help="Default: SAMO_HOST or 127.0.0.1.")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: SAMO_PORT or 8080.")] = None,
+) -> None:
+    """Run the HTTP gateway (Triton must be reachable at SAMO_TRITON_GRPC_URL)."""
+    _logging()
+    from gateway.main import run_gateway
+    from samo.settings import GatewaySettings
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    run_gateway(GatewaySettings(**overrides))
+
+
+@app.command("serve")
+def serve_command(
+    repository: RepositoryOption = Path("model_repository"),
+    host: str = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Gateway HTTP port.")] = 8080,
+    triton_http_port: int = 8000,
+    triton_grpc_port: int = 8001,
+    triton_metrics_port: int = 8002,
+) -> None:
+    """Triton and the gateway together in the foreground; Ctrl-C stops both."""
+    _logging()
+    from gateway.main import run_gateway
+    from samo.settings import GatewaySettings
+    from samo.triton.local_server import LocalTriton, TritonPorts, TritonStartError
+
+    ports = TritonPorts(triton_http_port, triton_grpc_port, triton_metrics_port)
+    server = LocalTriton(repository, host=host, ports=ports)
+    try:
+        server.start()
+    except TritonStartError as exc:
+        raise _fail(str(exc)) from exc
+    # SIGTERM stops the gateway the way Ctrl-C does, then Triton stops below.
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    settings = GatewaySettings(host=host, port=port, triton_grpc_url=server.grpc_url, model_repository=repository)
+    base = f"http://{host}:{port}"
+    typer.echo(
+        f"\nSAMO gateway  {base}  (docs {base}/docs)\n"
+        f"Triton        http {server.http_url}, grpc {server.grpc_url}, metrics {server.metrics_url}\n"
+        f"Try:\n  curl -s {base}/v1/emotions -H 'content-type: application/json' "
+        """-d '{"texts": ["I finally finished the project and I feel so proud of us."]}'\n"""
+    )
+    try:
+        run_gateway(settings)
+    finally:
+        server.stop()
+
+
+@bench_app.command("emotion")
+def bench_emotion_command(
+    duration: Annotated[float, typer.Option(help="Seconds per measurement.")] = 8.0,
+    concurrency: Annotated[str, typer.Option(help="Comma-separated client counts.")] = "1,8,32",
+    models: Annotated[str, typer.Option(help="Comma-separated: bert-base, minilm-zero-shot.")] = "bert-base,minilm-zero-shot",
+    output: Annotated[Path, typer.Option(help="Folder for the result tables.")] = Path("load_tests/results"),
+) -> None:
+    """Naive FastAPI + PyTorch vs in-process ONNX Runtime vs gateway + Triton, one table."""
+    _logging()
+    from load_tests.bench_emotion import BenchOptions, run_benchmark
+
+    options = BenchOptions(
+        duration_s=duration,
+        concurrency=tuple(int(c) for c in concurrency.split(",")),
+        models=tuple(m.strip() for m in models.split(",")),
+        output_dir=output,
+    )
+    typer.echo(run_benchmark(options))
+
+
+if __name__ == "__main__":
+    app()

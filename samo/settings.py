@@ -1,0 +1,35 @@
+"""Process settings: one pydantic object, read from `SAMO_*` environment variables when built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    """The gateway's settings. Built in `main()` or the app factory, never at import time."""
+
+    model_config = SettingsConfigDict(env_prefix="SAMO_", frozen=True)
+
+    host: str = Field("127.0.0.1", description="HTTP bind address.")
+    port: int = Field(8080, ge=1, le=65535, description="HTTP port.")
+    triton_grpc_url: str = Field("127.0.0.1:8001", description="Triton's gRPC endpoint, host:port.")
+    model_repository: Path = Field(
+        Path("model_repository"),
+        description="The repository Triton serves; the gateway reads tokenizers, labels and thresholds from it.",
+    )
+    default_emotion_model: str = Field("emotion", description="Model used when a request names none.")
+    max_texts: int = Field(64, ge=1, le=64, description="Texts per request; Triton's max_batch_size caps it.")
+    max_text_chars: int = Field(
+        20_000, ge=1, description="Characters per text; tokens past the model's limit are truncated anyway."
+    )
+    triton_timeout_s: float = Field(30.0, gt=0, description="Deadline for one Triton call, seconds.")
+    max_inflight_requests: int = Field(
+        256, ge=1, description="Requests in progress before new ones get 429; bounds queueing latency."
+    )
+    retry_after_s: int = Field(2, ge=1, description="Retry-After sent with 429 and 503, seconds.")
+    ready_cache_s: float = Field(
+        2.0, ge=0, description="How long a successful readiness inference is trusted, seconds."
+    )

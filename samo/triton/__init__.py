@@ -1,0 +1,1 @@
+"""Triton tooling: config.pbtxt generation and the local tritonserver from the nvidia-pytriton wheel."""
