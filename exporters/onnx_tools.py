@@ -88,7 +88,9 @@ def validate_against_torch(
             expected = module(**{k: torch.from_numpy(v) for k, v in batch.items()}).numpy()
             actual = session.run([output], dict(batch))[0]
             if actual.shape != expected.shape:
-                raise ValidationError(f"`{output}` shape {actual.shape} differs from PyTorch's {expected.shape}")
+                raise ValidationError(
+                    f"`{output}` shape {actual.shape} differs from PyTorch's {expected.shape}"
+                )
             diff = float(np.abs(actual - expected).max())
             worst = max(worst, diff)
             if diff > atol:

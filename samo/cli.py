@@ -34,13 +34,19 @@ def _fail(message: str) -> typer.Exit:
 def export_emotion_command(
     model: Annotated[
         str | None,
-        typer.Option(help="Sequence-classification checkpoint (folder or hub id). Default: the embedded zero-shot MiniLM."),
+        typer.Option(
+            help="Sequence-classification checkpoint (folder or hub id). Default: the embedded zero-shot MiniLM."
+        ),
     ] = None,
     name: Annotated[str, typer.Option(help="Model name in the repository.")] = "emotion",
     quantize: Annotated[str, typer.Option(help="none | int8 (CPU, per-channel dynamic) | fp16.")] = "none",
-    target: Annotated[str, typer.Option(help="cpu (Python backend + ONNX Runtime) | gpu (NVIDIA's container).")] = "cpu",
+    target: Annotated[
+        str, typer.Option(help="cpu (Python backend + ONNX Runtime) | gpu (NVIDIA's container).")
+    ] = "cpu",
     repository: RepositoryOption = Path("model_repository"),
-    activation: Annotated[str, typer.Option(help="auto | sigmoid | softmax: how logits become scores.")] = "auto",
+    activation: Annotated[
+        str, typer.Option(help="auto | sigmoid | softmax: how logits become scores.")
+    ] = "auto",
     max_length: Annotated[int | None, typer.Option(help="Token limit; default: the checkpoint's.")] = None,
     atol: Annotated[float, typer.Option(help="Parity tolerance against PyTorch on logits.")] = 1e-4,
 ) -> None:
@@ -74,8 +80,9 @@ def export_emotion_command(
 @app.command("tune-thresholds")
 def tune_thresholds_command(
     model_dir: Annotated[Path, typer.Option(help="An exported emotion model folder.")],
-    data: Annotated[Path, typer.Option(help="CSV or JSONL with `text` and `labels` (names or indices).")],
-    triton_url: Annotated[str | None, typer.Option(help="Score through this Triton (host:grpc_port).")] = None,
+    data: Annotated[
+        Path, typer.Option(help="CSV, TSV or JSONL with `text` and `labels` (names or indices).")
+    ],
 ) -> None:
     """Per-label thresholds maximizing F1 on a validation set, written into the model folder."""
     _logging()
@@ -151,7 +158,9 @@ def serve_command(
         raise _fail(str(exc)) from exc
     # SIGTERM stops the gateway the way Ctrl-C does, then Triton stops below.
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
-    settings = GatewaySettings(host=host, port=port, triton_grpc_url=server.grpc_url, model_repository=repository)
+    settings = GatewaySettings(
+        host=host, port=port, triton_grpc_url=server.grpc_url, model_repository=repository
+    )
     base = f"http://{host}:{port}"
     typer.echo(
         f"\nSAMO gateway  {base}  (docs {base}/docs)\n"
@@ -169,7 +178,9 @@ def serve_command(
 def bench_emotion_command(
     duration: Annotated[float, typer.Option(help="Seconds per measurement.")] = 8.0,
     concurrency: Annotated[str, typer.Option(help="Comma-separated client counts.")] = "1,8,32",
-    models: Annotated[str, typer.Option(help="Comma-separated: bert-base, minilm-zero-shot.")] = "bert-base,minilm-zero-shot",
+    models: Annotated[
+        str, typer.Option(help="Comma-separated: bert-base, minilm-zero-shot.")
+    ] = "bert-base,minilm-zero-shot",
     output: Annotated[Path, typer.Option(help="Folder for the result tables.")] = Path("load_tests/results"),
 ) -> None:
     """Naive FastAPI + PyTorch vs in-process ONNX Runtime vs gateway + Triton, one table."""

@@ -12,7 +12,12 @@ from typing import Literal
 
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
 
 import samo
 from exporters.emotion import zero_shot
@@ -161,10 +166,14 @@ def _load_checkpoint(options: EmotionExportOptions) -> _Loaded:
         tokenizer = AutoTokenizer.from_pretrained(options.model)
         model = AutoModelForSequenceClassification.from_pretrained(options.model).eval()
     except (OSError, ValueError) as exc:
-        raise ExportError(f"cannot load a sequence-classification checkpoint from {options.model!r}: {exc}") from exc
+        raise ExportError(
+            f"cannot load a sequence-classification checkpoint from {options.model!r}: {exc}"
+        ) from exc
     if not tokenizer.is_fast:
         raise ExportError(f"{options.model!r} has no fast tokenizer (tokenizer.json); the gateway needs one")
-    token_type_ids = "token_type_ids" in tokenizer.model_input_names and getattr(config, "type_vocab_size", 0) > 0
+    token_type_ids = (
+        "token_type_ids" in tokenizer.model_input_names and getattr(config, "type_vocab_size", 0) > 0
+    )
     contract = EmotionContract(num_labels=config.num_labels, token_type_ids=token_type_ids)
     labels = tuple(config.id2label[i] for i in range(config.num_labels))
     activation = options.activation
@@ -223,14 +232,18 @@ def sample_texts() -> list[str]:
     return [text for texts in zero_shot.load_prototype_phrases().values() for text in texts]
 
 
-def _encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], card: EmotionModelCard) -> dict[str, np.ndarray]:
+def _encode(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], card: EmotionModelCard
+) -> dict[str, np.ndarray]:
     encoded = tokenizer(
         list(texts), padding=True, truncation=True, max_length=card.max_length, return_tensors="np"
     )
     return {name: encoded[name].astype(np.int64) for name in card.contract.model.input_names}
 
 
-def validation_batches(tokenizer: PreTrainedTokenizerBase, card: EmotionModelCard) -> list[dict[str, np.ndarray]]:
+def validation_batches(
+    tokenizer: PreTrainedTokenizerBase, card: EmotionModelCard
+) -> list[dict[str, np.ndarray]]:
     """Batch sizes 1 to 16, short and long rows mixed, and rows truncated at the maximum length."""
     texts = sample_texts()
     long_text = " ".join(texts)
@@ -243,7 +256,9 @@ def validation_batches(tokenizer: PreTrainedTokenizerBase, card: EmotionModelCar
     ]
 
 
-def _accuracy(reference: Path, final: Path, tokenizer: PreTrainedTokenizerBase, card: EmotionModelCard) -> AccuracyReport:
+def _accuracy(
+    reference: Path, final: Path, tokenizer: PreTrainedTokenizerBase, card: EmotionModelCard
+) -> AccuracyReport:
     texts = sample_texts()
     fp32, quantized = cpu_session(reference), cpu_session(final)
     expected, actual = [], []
@@ -298,7 +313,9 @@ def export_emotion(options: EmotionExportOptions) -> ExportReport:
 
     with tempfile.TemporaryDirectory(prefix="samo-export-") as scratch_dir:
         scratch = Path(scratch_dir)
-        fp32 = export_onnx(loaded.module, contract, _as_torch(validation_batches(tokenizer, card)[1]), scratch / "fp32.onnx")
+        fp32 = export_onnx(
+            loaded.module, contract, _as_torch(validation_batches(tokenizer, card)[1]), scratch / "fp32.onnx"
+        )
         parity = validate_against_torch(
             loaded.module, cpu_session(fp32), validation_batches(tokenizer, card), LOGITS, options.atol
         )
@@ -307,7 +324,9 @@ def export_emotion(options: EmotionExportOptions) -> ExportReport:
         final, fused, accuracy = fp32, {}, None
         if options.target == "cpu" and loaded.num_heads:
             final = scratch / "optimized.onnx"
-            fused = optimize_transformer(fp32, final, num_heads=loaded.num_heads, hidden_size=loaded.hidden_size)
+            fused = optimize_transformer(
+                fp32, final, num_heads=loaded.num_heads, hidden_size=loaded.hidden_size
+            )
         if options.quantize == "int8":
             quantized = scratch / "int8.onnx"
             quantize_int8(final, quantized)

@@ -45,7 +45,9 @@ class TritonPythonModel:
         lengths = []
         counts = []
         for request in requests:
-            arrays = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.input_names}
+            arrays = {
+                name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.input_names
+            }
             mask = arrays[self.padding_mask]
             row_lengths = np.maximum(mask.sum(axis=1), 1)
             counts.append(len(mask))

@@ -104,7 +104,9 @@ def calibrate(phrase_embeddings: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
     return prototypes, torch.stack(biases)
 
 
-def build_zero_shot_model(encoder_dir: Path | None = None, prototypes_file: Path = PROTOTYPES_FILE) -> ZeroShotModel:
+def build_zero_shot_model(
+    encoder_dir: Path | None = None, prototypes_file: Path = PROTOTYPES_FILE
+) -> ZeroShotModel:
     encoder_dir = encoder_dir or minilm_path()
     tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir))
     embedder = MeanPooledEncoder(AutoModel.from_pretrained(str(encoder_dir))).eval()

@@ -49,7 +49,9 @@ class EmotionModel:
         # Exported tokenizer.json files may carry fixed padding (MiniLM's pads to 128): pad per request instead.
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length=card.max_length)
-        versions = sorted((int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True)
+        versions = sorted(
+            (int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True
+        )
         return cls(
             name=model_dir.name,
             version=str(versions[0]) if versions else "1",
@@ -63,7 +65,9 @@ class EmotionModel:
         lengths = [len(e.ids) for e in encodings]
         width = max(lengths)
         if not self.card.contract.ragged:
-            width = min(-(-width // NON_RAGGED_LENGTH_MULTIPLE) * NON_RAGGED_LENGTH_MULTIPLE, self.card.max_length)
+            width = min(
+                -(-width // NON_RAGGED_LENGTH_MULTIPLE) * NON_RAGGED_LENGTH_MULTIPLE, self.card.max_length
+            )
         ids = np.full((len(texts), width), self.card.pad_token_id, dtype=np.int64)
         mask = np.zeros((len(texts), width), dtype=np.int64)
         types = np.zeros((len(texts), width), dtype=np.int64)

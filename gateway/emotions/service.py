@@ -79,7 +79,11 @@ class EmotionService:
                 f"model `{model.name}` returned scores of shape {logits.shape} for {len(texts)} texts",
             )
         probabilities = to_probabilities(logits.astype(np.float64), model.card.activation)
-        thresholds = model.thresholds if options.threshold is None else np.full(len(model.card.labels), options.threshold)
+        thresholds = (
+            model.thresholds
+            if options.threshold is None
+            else np.full(len(model.card.labels), options.threshold)
+        )
         labels = model.card.labels
         results = []
         for row, scores in enumerate(probabilities):

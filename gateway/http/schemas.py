@@ -13,7 +13,9 @@ class LabelScoreBody(BaseModel):
 
 
 class TextEmotionsBody(BaseModel):
-    labels: list[LabelScoreBody] = Field(description="Labels at or above their threshold, highest score first.")
+    labels: list[LabelScoreBody] = Field(
+        description="Labels at or above their threshold, highest score first."
+    )
     scores: dict[str, float] = Field(description="Every label's score in [0, 1].")
     truncated: bool = Field(description="The text was longer than the model's token limit and was cut.")
     tokens: int = Field(description="Tokens the model saw, special tokens included.")

@@ -8,6 +8,7 @@ through it) and this interpreter's libpython first on LD_LIBRARY_PATH.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import signal
@@ -26,7 +27,9 @@ from types import TracebackType
 logger = logging.getLogger(__name__)
 server_log = logging.getLogger("samo.triton.server")
 
-INSTALL_HINT = "install it with `pip install nvidia-pytriton==0.7.0` (Linux x86_64, glibc 2.35+), or run `make install`"
+INSTALL_HINT = (
+    "install it with `pip install nvidia-pytriton==0.7.0` (Linux x86_64, glibc 2.35+), or run `make install`"
+)
 
 
 class TritonStartError(RuntimeError):
@@ -45,7 +48,9 @@ class TritonInstall:
         try:
             import pytriton
         except ImportError as exc:
-            raise TritonStartError(f"tritonserver not found: nvidia-pytriton is not installed; {INSTALL_HINT}") from exc
+            raise TritonStartError(
+                f"tritonserver not found: nvidia-pytriton is not installed; {INSTALL_HINT}"
+            ) from exc
         root = Path(pytriton.__file__).parent / "tritonserver"
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
         install = cls(
@@ -137,13 +142,19 @@ class LocalTriton:
     def _environment(self, install: TritonInstall) -> dict[str, str]:
         env = dict(os.environ)
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        libdirs = [sysconfig.get_config_var("LIBDIR") or "", str(install.libs), env.get("LD_LIBRARY_PATH", "")]
+        libdirs = [
+            sysconfig.get_config_var("LIBDIR") or "",
+            str(install.libs),
+            env.get("LD_LIBRARY_PATH", ""),
+        ]
         env["LD_LIBRARY_PATH"] = os.pathsep.join(d for d in libdirs if d)
         return env
 
     def start(self, timeout_s: float = 120.0) -> None:
         if not self.repository.is_dir():
-            raise TritonStartError(f"model repository {self.repository} does not exist; build it with `samo export`")
+            raise TritonStartError(
+                f"model repository {self.repository} does not exist; build it with `samo export`"
+            )
         install = TritonInstall.locate()
         self._workdir = tempfile.TemporaryDirectory(prefix="samo-triton-")
         backends = install.backend_directory(Path(self._workdir.name) / "backends")
@@ -206,13 +217,13 @@ class LocalTriton:
             try:
                 process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
-                logger.warning("tritonserver ignored SIGTERM for %.0f s; killing its process group", timeout_s)
+                logger.warning(
+                    "tritonserver ignored SIGTERM for %.0f s; killing its process group", timeout_s
+                )
         if process:
             # Python-backend stubs live in the same process group; none may outlive the server.
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             process.wait()
         self._cleanup()
 

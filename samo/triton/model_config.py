@@ -80,7 +80,9 @@ def _warmup(contract: ModelContract, warmup: Warmup) -> list[dict[str, Any]]:
     return [{"name": "zeros", "batch_size": warmup.batch_size, "inputs": inputs}]
 
 
-def build_model_config(name: str, contract: ModelContract, options: ServingOptions) -> model_config_pb2.ModelConfig:
+def build_model_config(
+    name: str, contract: ModelContract, options: ServingOptions
+) -> model_config_pb2.ModelConfig:
     config: dict[str, Any] = {
         "name": name,
         "backend": options.backend,
