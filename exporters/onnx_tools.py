@@ -81,11 +81,14 @@ def validate_against_torch(
     output: str,
     atol: float,
 ) -> ParityReport:
-    """Run every batch through both; raise ValidationError naming the worst batch beyond `atol`."""
+    """Run every batch through both; raise ValidationError naming the worst batch beyond `atol`.
+
+    Batches map input names to arrays in the contract's input order, the module's positional order.
+    """
     worst = 0.0
     with torch.inference_mode():
         for batch in batches:
-            expected = module(**{k: torch.from_numpy(v) for k, v in batch.items()}).numpy()
+            expected = module(*(torch.from_numpy(v) for v in batch.values())).numpy()
             actual = session.run([output], dict(batch))[0]
             if actual.shape != expected.shape:
                 raise ValidationError(

@@ -61,6 +61,7 @@ MAX_BATCH_SIZE = 64
 # request waits out the whole delay, so it stays short.
 QUEUE_DELAY_US = 100
 PREFERRED_BATCH_SIZES = (16, 32)
+BATCH_DEPENDENCE_WARNING = 1e-4
 
 
 @dataclass(frozen=True)
@@ -108,11 +109,27 @@ class AccuracyReport:
         )
 
 
+def batch_dependence(path: Path, tokenizer: PreTrainedTokenizerBase, card: EmotionModelCard) -> float:
+    """Largest score change between a text run alone and the same text inside a padded batch.
+
+    Near 1e-7 for float graphs. Dynamic int8 computes activation scales over the whole batch, so
+    there a text's scores depend on its neighbours and on padding.
+    """
+    session = cpu_session(path)
+    texts = sample_texts()[:32]
+    batched = session.run([LOGITS], _encode(tokenizer, texts, card))[0]
+    alone = np.concatenate([session.run([LOGITS], _encode(tokenizer, [text], card))[0] for text in texts])
+    return float(
+        np.abs(to_probabilities(batched, card.activation) - to_probabilities(alone, card.activation)).max()
+    )
+
+
 @dataclass(frozen=True)
 class ExportReport:
     model_dir: Path
     card: EmotionModelCard
     parity: ParityReport
+    batch_dependence: float
     fused_ops: dict[str, int] = field(default_factory=dict)
     accuracy: AccuracyReport | None = None
 
@@ -127,6 +144,12 @@ class ExportReport:
             lines.append("  fused: " + ", ".join(f"{op} x{n}" for op, n in sorted(self.fused_ops.items())))
         if self.accuracy:
             lines.append(f"  {self.card.quantization} vs fp32: {self.accuracy}")
+        lines.append(f"  batched vs alone: max score change {self.batch_dependence:.2e}")
+        if self.batch_dependence > BATCH_DEPENDENCE_WARNING:
+            lines.append(
+                "  warning: scores depend on what else is in the dynamic batch (dynamic int8 scales "
+                "activations per batch); export without --quantize int8 for answers independent of load"
+            )
         return "\n".join(lines)
 
 
@@ -337,9 +360,17 @@ def export_emotion(options: EmotionExportOptions) -> ExportReport:
             final = half
         if final is not fp32:
             accuracy = _accuracy(fp32, final, tokenizer, card)
+        dependence = batch_dependence(final, tokenizer, card)
 
         model_dir = _write_model_folder(options, card, tokenizer, final)
-    report = ExportReport(model_dir=model_dir, card=card, parity=parity, fused_ops=fused, accuracy=accuracy)
+    report = ExportReport(
+        model_dir=model_dir,
+        card=card,
+        parity=parity,
+        batch_dependence=dependence,
+        fused_ops=fused,
+        accuracy=accuracy,
+    )
     logger.info("%s", report.summary())
     return report
 

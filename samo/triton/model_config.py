@@ -13,6 +13,7 @@ from tritonclient.grpc import model_config_pb2
 from samo.contracts.tensors import ModelContract, TensorSpec
 
 CONFIG_FILE = "config.pbtxt"
+TENSORRT_CACHE = "/cache/tensorrt"
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,13 @@ def build_model_config(
     if options.tensorrt_fp16:
         tensorrt = {
             "name": "tensorrt",
-            "parameters": {"precision_mode": "FP16", "max_workspace_size_bytes": str(2 << 30)},
+            "parameters": {
+                "precision_mode": "FP16",
+                "max_workspace_size_bytes": str(2 << 30),
+                # Engines take minutes to build; the cache (a volume in k8s/) survives restarts.
+                "trt_engine_cache_enable": "true",
+                "trt_engine_cache_path": TENSORRT_CACHE,
+            },
         }
         config["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [tensorrt]}}
     return json_format.ParseDict(config, model_config_pb2.ModelConfig())

@@ -1,0 +1,194 @@
+"""Shared fixtures: tiny checkpoints built in the test, one real Triton and one real gateway per session."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+import uvicorn
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertTokenizerFast,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    DistilBertTokenizerFast,
+)
+
+from exporters.emotion.export import EmotionExportOptions, export_emotion
+from exporters.emotion.zero_shot import PROTOTYPES_FILE
+from gateway.http.app import create_app
+from samo.settings import GatewaySettings
+from samo.triton.local_server import LocalTriton, TritonPorts
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+LABELS = tuple(json.loads(PROTOTYPES_FILE.read_text()))
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+TINY_MAX_LENGTH = 64
+
+
+def journal_corpus() -> list[str]:
+    return [text for texts in json.loads(PROTOTYPES_FILE.read_text()).values() for text in texts]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def train_wordpiece(corpus: list[str]) -> Tokenizer:
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.train_from_iterator(
+        corpus, trainers.WordPieceTrainer(vocab_size=600, special_tokens=SPECIAL_TOKENS)
+    )
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return tokenizer
+
+
+def _tokenizer_kwargs(tokenizer: Tokenizer) -> dict[str, object]:
+    return {
+        "tokenizer_object": tokenizer,
+        "model_max_length": TINY_MAX_LENGTH,
+        "unk_token": "[UNK]",
+        "pad_token": "[PAD]",
+        "cls_token": "[CLS]",
+        "sep_token": "[SEP]",
+        "mask_token": "[MASK]",
+    }
+
+
+def build_tiny_bert(folder: Path, *, seed: int = 0) -> Path:
+    """A 2-layer BERT classifier over the 28 labels, random weights, with a tokenizer trained here."""
+    torch.manual_seed(seed)
+    tokenizer = train_wordpiece(journal_corpus())
+    config = BertConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=TINY_MAX_LENGTH,
+        num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)),
+        label2id={label: i for i, label in enumerate(LABELS)},
+        problem_type="multi_label_classification",
+        # Larger than the default 0.02 so scores visibly depend on the input.
+        initializer_range=0.3,
+    )
+    BertForSequenceClassification(config).eval().save_pretrained(folder)
+    BertTokenizerFast(**_tokenizer_kwargs(tokenizer)).save_pretrained(folder)
+    return folder
+
+
+def build_tiny_distilbert(folder: Path, *, seed: int = 1) -> Path:
+    """DistilBERT takes no token_type_ids: the contract drops that input."""
+    torch.manual_seed(seed)
+    tokenizer = train_wordpiece(journal_corpus())
+    config = DistilBertConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        dim=32,
+        n_layers=2,
+        n_heads=4,
+        hidden_dim=64,
+        max_position_embeddings=TINY_MAX_LENGTH,
+        num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)),
+        label2id={label: i for i, label in enumerate(LABELS)},
+        problem_type="multi_label_classification",
+        initializer_range=0.3,
+    )
+    DistilBertForSequenceClassification(config).eval().save_pretrained(folder)
+    DistilBertTokenizerFast(**_tokenizer_kwargs(tokenizer)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_distilbert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_distilbert(tmp_path_factory.mktemp("tiny-distilbert"))
+
+
+@pytest.fixture(scope="session")
+def serving_repository(
+    tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, tiny_distilbert: Path
+) -> Path:
+    """The repository the session's Triton serves: the embedded default and two tiny checkpoints."""
+    repository = tmp_path_factory.mktemp("model-repository")
+    export_emotion(EmotionExportOptions(repository=repository))
+    export_emotion(EmotionExportOptions(model=str(tiny_bert), name="tiny_bert", repository=repository))
+    export_emotion(
+        EmotionExportOptions(model=str(tiny_distilbert), name="tiny_distilbert", repository=repository)
+    )
+    return repository
+
+
+@pytest.fixture(scope="session")
+def default_export(serving_repository: Path) -> Path:
+    return serving_repository / "emotion"
+
+
+@pytest.fixture(scope="session")
+def triton(serving_repository: Path) -> Iterator[LocalTriton]:
+    ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
+    server = LocalTriton(serving_repository, ports=ports)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class _ThreadedServer(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # the test runner owns the signals
+        pass
+
+
+@pytest.fixture(scope="session")
+def gateway_url(triton: LocalTriton, serving_repository: Path) -> Iterator[str]:
+    """The real gateway over real HTTP, in a background thread."""
+    settings = GatewaySettings(
+        port=free_port(), triton_grpc_url=triton.grpc_url, model_repository=serving_repository
+    )
+    config = uvicorn.Config(
+        create_app(settings=settings), host="127.0.0.1", port=settings.port, log_level="warning"
+    )
+    server = _ThreadedServer(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("gateway did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{settings.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture()
+def http(gateway_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gateway_url, timeout=30) as client:
+        yield client

@@ -1,0 +1,117 @@
+"""Contracts and config.pbtxt generation: pure unit tests with exact messages and golden files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exporters.emotion.export import EmotionExportOptions, serving_options
+from samo.contracts.emotion import EmotionContract, EmotionModelCard, Thresholds, to_probabilities
+from samo.contracts.tensors import DataType, TensorSpec
+from samo.triton.model_config import (
+    DynamicBatching,
+    ServingOptions,
+    build_model_config,
+    render_model_config,
+)
+
+GOLDEN = Path(__file__).parent / "golden"
+LABELS = tuple(f"label_{i}" for i in range(28))
+
+
+def card(target: str) -> EmotionModelCard:
+    return EmotionModelCard(
+        kind="fine-tuned",
+        source="tests",
+        labels=LABELS,
+        activation="sigmoid",
+        max_length=128,
+        token_type_ids=True,
+        target=target,  # type: ignore[arg-type]
+    )
+
+
+def rendered(target: str) -> str:
+    model_card = card(target)
+    options = serving_options(model_card, EmotionExportOptions(target=target))  # type: ignore[arg-type]
+    return render_model_config(build_model_config("emotion", model_card.contract.model, options))
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu"])
+def test_config_matches_golden_file(target: str) -> None:
+    golden = GOLDEN / f"emotion_{target}.pbtxt"
+    if os.environ.get("SAMO_UPDATE_GOLDEN"):
+        golden.write_text(rendered(target))
+    assert rendered(target) == golden.read_text(), (
+        "regenerate with SAMO_UPDATE_GOLDEN=1 if the change is deliberate"
+    )
+
+
+def test_cpu_config_batches_ragged_inputs_and_gpu_config_does_not() -> None:
+    cpu, gpu = card("cpu").contract.model, card("gpu").contract.model
+    assert all(t.ragged for t in cpu.inputs)
+    assert not any(t.ragged for t in gpu.inputs)
+    assert cpu.input_names == ("input_ids", "attention_mask", "token_type_ids")
+    assert cpu.output("logits").dims == (28,)
+
+
+def test_contract_without_token_type_ids() -> None:
+    contract = EmotionContract(num_labels=5, token_type_ids=False).model
+    assert contract.input_names == ("input_ids", "attention_mask")
+    with pytest.raises(
+        KeyError, match="no input tensor `token_type_ids`; the contract has: input_ids, attention_mask"
+    ):
+        contract.input("token_type_ids")
+
+
+def test_dynamic_axes_name_the_batch_and_dynamic_dims() -> None:
+    spec = TensorSpec("input_ids", DataType.INT64, (-1,), ("batch_size", "sequence_length"))
+    assert spec.dynamic_axes == {0: "batch_size", 1: "sequence_length"}
+    logits = TensorSpec("logits", DataType.FP32, (28,), ("batch_size", "num_labels"))
+    assert logits.dynamic_axes == {0: "batch_size"}
+
+
+def test_tensor_spec_needs_a_name_per_axis() -> None:
+    with pytest.raises(
+        ValueError, match=r"tensor `x`: `axes` must name the batch axis and every dim \(2 names\), got 1"
+    ):
+        TensorSpec("x", DataType.FP32, (-1,), ("batch_size",))
+
+
+def test_string_dtype_is_spelled_type_string_in_configs() -> None:
+    assert DataType.BYTES.config_name == "TYPE_STRING"
+    assert DataType.INT64.config_name == "TYPE_INT64"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_batch_size": 0}, "`max_batch_size` must be at least 1, got 0"),
+        ({"max_batch_size": 8, "instance_count": 0}, "`instance_count` must be at least 1, got 0"),
+        (
+            {"max_batch_size": 8, "batching": DynamicBatching(preferred_batch_sizes=(4, 16))},
+            r"`preferred_batch_sizes` \[16\] must lie in 1..8 \(max_batch_size\)",
+        ),
+        ({"max_batch_size": 8, "tensorrt_fp16": True}, "`tensorrt_fp16` needs `instance_kind` KIND_GPU"),
+    ],
+)
+def test_serving_options_reject_impossible_values(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ServingOptions(backend="python", **kwargs)
+
+
+def test_probabilities_from_logits() -> None:
+    logits = np.array([[0.0, 2.0, -2.0]])
+    np.testing.assert_allclose(to_probabilities(logits, "sigmoid"), [[0.5, 0.880797, 0.119203]], atol=1e-6)
+    np.testing.assert_allclose(to_probabilities(logits, "softmax").sum(), 1.0)
+    assert to_probabilities(logits, "none") is logits
+
+
+def test_thresholds_must_cover_every_label() -> None:
+    thresholds = Thresholds(thresholds={"a": 0.3})
+    assert thresholds.for_labels(("a",)) == (0.3,)
+    with pytest.raises(ValueError, match=r"thresholds.json has no threshold for: b, c"):
+        thresholds.for_labels(("a", "b", "c"))
