@@ -182,6 +182,7 @@ def bench_emotion_command(
         str, typer.Option(help="Comma-separated: bert-base, minilm-zero-shot.")
     ] = "bert-base,minilm-zero-shot",
     output: Annotated[Path, typer.Option(help="Folder for the result tables.")] = Path("load_tests/results"),
+    quantize: Annotated[str, typer.Option(help="Export the served graphs with none | int8.")] = "none",
 ) -> None:
     """Naive FastAPI + PyTorch vs in-process ONNX Runtime vs gateway + Triton, one table."""
     _logging()
@@ -192,6 +193,7 @@ def bench_emotion_command(
         concurrency=tuple(int(c) for c in concurrency.split(",")),
         models=tuple(m.strip() for m in models.split(",")),
         output_dir=output,
+        quantize=quantize,
     )
     typer.echo(run_benchmark(options))
 

@@ -102,7 +102,7 @@ def test_distilbert_int8_has_no_token_type_ids_and_reports_accuracy(
     # Random weights drawn wide quantize badly; what matters is that the change is measured and shown.
     assert 0 < report.accuracy.max_abs_diff <= 1
     assert 0 < report.accuracy.top1_agreement <= 1
-    assert "int8 vs fp32" in report.summary()
+    assert "int8 vs exported fp32" in report.summary()
     graph = onnx.load(str(tmp_path / "distil" / "1" / "model.onnx")).graph
     assert any(node.op_type.startswith(("MatMulInteger", "DynamicQuantize")) for node in graph.node)
 

@@ -1,0 +1,56 @@
+"""Starting and stopping the servers a benchmark compares, on free loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http_ok(url: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with code {process.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout_s:.0f} s")
+
+
+@contextlib.contextmanager
+def server_process(
+    command: Sequence[str], *, ready_url: str, env: Mapping[str, str] | None = None, timeout_s: float = 120
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server in its own process group, stopped (SIGTERM, then SIGKILL) on exit."""
+    process = subprocess.Popen(
+        list(command), env={**os.environ, **(env or {})}, start_new_session=True, stdout=subprocess.DEVNULL
+    )
+    try:
+        wait_http_ok(ready_url, timeout_s, process)
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
