@@ -28,6 +28,19 @@ HTTP_STATUS: dict[ErrorType, int] = {
     ErrorType.INTERNAL: 500,
 }
 
+# gRPC status code names (grpc.StatusCode members), so this module needs no grpc import.
+GRPC_STATUS: dict[ErrorType, str] = {
+    ErrorType.INVALID_INPUT: "INVALID_ARGUMENT",
+    ErrorType.NOT_FOUND: "NOT_FOUND",
+    ErrorType.TOO_LARGE: "RESOURCE_EXHAUSTED",
+    ErrorType.OVERLOADED: "RESOURCE_EXHAUSTED",
+    ErrorType.UNAVAILABLE: "UNAVAILABLE",
+    ErrorType.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED",
+    ErrorType.INTERNAL: "INTERNAL",
+}
+# Trailing metadata key naming the exact ErrorType, since gRPC codes are coarser than the taxonomy.
+GRPC_ERROR_TYPE_KEY = "samo-error-type"
+
 RETRYABLE = frozenset({ErrorType.OVERLOADED, ErrorType.UNAVAILABLE})
 
 

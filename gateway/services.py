@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from gateway.emotions.model import discover_emotion_models
@@ -35,14 +37,16 @@ class Services:
     async def close(self) -> None:
         await self.triton.close()
 
-    def admit(self) -> None:
+    @contextmanager
+    def admitted(self) -> Iterator[None]:
         """Count a request in, or refuse it when too many are already waiting on Triton."""
         if self.inflight >= self.settings.max_inflight_requests:
             raise SamoError(ErrorType.OVERLOADED, "too many requests in progress; retry shortly")
         self.inflight += 1
-
-    def release(self) -> None:
-        self.inflight -= 1
+        try:
+            yield
+        finally:
+            self.inflight -= 1
 
     async def readiness(self) -> str | None:
         """None when a real inference through Triton just succeeded, else why not."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import random
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from exporters.onnx_tools import cpu_session
 from gateway.emotions.model import EmotionModel
 from load_tests.loadgen import format_table, run_load_sync
 from load_tests.processes import free_port, server_process
+from load_tests.texts import journal_texts
 from samo.contracts.emotion import LOGITS
 from samo.triton.local_server import LocalTriton, TritonPorts
 
@@ -59,13 +59,6 @@ class PreparedModel:
     @property
     def model_dir(self) -> Path:
         return self.repository / "emotion"
-
-
-def journal_texts(count: int = 256, seed: int = 0) -> list[str]:
-    """Journal-like entries of one to three sentences (about 10 to 45 tokens)."""
-    phrases = [p for texts in load_prototype_phrases().values() for p in texts[1:]]
-    rng = random.Random(seed)
-    return [" ".join(rng.sample(phrases, rng.choice((1, 2, 3)))) for _ in range(count)]
 
 
 def _bert_base_checkpoint(folder: Path) -> Path:

@@ -15,6 +15,13 @@ class GatewaySettings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="HTTP bind address.")
     port: int = Field(8080, ge=1, le=65535, description="HTTP port.")
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC API port (samo.v1); 0 picks a free one.")
+    grpc_max_message_bytes: int = Field(
+        16 << 20, ge=1 << 20, description="Largest gRPC request accepted, bytes (audio arrives this way)."
+    )
+    grpc_health_interval_s: float = Field(
+        2.0, gt=0, description="How often grpc.health.v1 re-checks Triton with a real inference, seconds."
+    )
     triton_grpc_url: str = Field("127.0.0.1:8001", description="Triton's gRPC endpoint, host:port.")
     model_repository: Path = Field(
         Path("model_repository"),

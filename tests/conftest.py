@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -27,6 +27,7 @@ from transformers import (
 from exporters.emotion.export import EmotionExportOptions, export_emotion
 from exporters.emotion.zero_shot import PROTOTYPES_FILE
 from gateway.http.app import create_app
+from load_tests.processes import free_port
 from samo.settings import GatewaySettings
 from samo.triton.local_server import LocalTriton, TritonPorts
 
@@ -38,12 +39,6 @@ TINY_MAX_LENGTH = 64
 
 def journal_corpus() -> list[str]:
     return [text for texts in json.loads(PROTOTYPES_FILE.read_text()).values() for text in texts]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def train_wordpiece(corpus: list[str]) -> Tokenizer:
@@ -164,11 +159,20 @@ class _ThreadedServer(uvicorn.Server):
         pass
 
 
+@dataclass(frozen=True)
+class Gateway:
+    http_url: str
+    grpc_target: str
+
+
 @pytest.fixture(scope="session")
-def gateway_url(triton: LocalTriton, serving_repository: Path) -> Iterator[str]:
-    """The real gateway over real HTTP, in a background thread."""
+def gateway(triton: LocalTriton, serving_repository: Path) -> Iterator[Gateway]:
+    """The real gateway over real HTTP and gRPC, in a background thread."""
     settings = GatewaySettings(
-        port=free_port(), triton_grpc_url=triton.grpc_url, model_repository=serving_repository
+        port=free_port(),
+        grpc_port=free_port(),
+        triton_grpc_url=triton.grpc_url,
+        model_repository=serving_repository,
     )
     config = uvicorn.Config(
         create_app(settings=settings), host="127.0.0.1", port=settings.port, log_level="warning"
@@ -182,10 +186,15 @@ def gateway_url(triton: LocalTriton, serving_repository: Path) -> Iterator[str]:
             raise RuntimeError("gateway did not start")
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{settings.port}"
+        yield Gateway(f"http://127.0.0.1:{settings.port}", f"127.0.0.1:{settings.grpc_port}")
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def gateway_url(gateway: Gateway) -> str:
+    return gateway.http_url
 
 
 @pytest.fixture()

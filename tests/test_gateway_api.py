@@ -13,8 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.http.app import create_app
+from load_tests.processes import free_port
 from samo.settings import GatewaySettings
-from tests.conftest import LABELS, free_port, journal_corpus
+from tests.conftest import LABELS, journal_corpus
 
 pytestmark = pytest.mark.integration
 
@@ -157,7 +158,7 @@ def test_openapi_document_is_pinned(http: httpx.Client) -> None:
 
 def test_triton_unreachable_gives_503_with_retry_after(serving_repository: Path) -> None:
     settings = GatewaySettings(
-        triton_grpc_url=f"127.0.0.1:{free_port()}", model_repository=serving_repository
+        triton_grpc_url=f"127.0.0.1:{free_port()}", model_repository=serving_repository, grpc_port=0
     )
     with TestClient(create_app(settings=settings)) as client:
         response = client.post("/v1/emotions", json={"texts": ["hello"]})
@@ -172,7 +173,10 @@ def test_triton_unreachable_gives_503_with_retry_after(serving_repository: Path)
 
 def test_overload_gives_429(serving_repository: Path, triton) -> None:
     settings = GatewaySettings(
-        triton_grpc_url=triton.grpc_url, model_repository=serving_repository, max_inflight_requests=1
+        triton_grpc_url=triton.grpc_url,
+        model_repository=serving_repository,
+        max_inflight_requests=1,
+        grpc_port=0,
     )
     app = create_app(settings=settings)
     with TestClient(app) as client:

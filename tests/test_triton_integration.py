@@ -13,7 +13,8 @@ from tritonclient.grpc.aio import InferenceServerClient
 from exporters.onnx_tools import cpu_session
 from gateway.emotions.model import EmotionModel
 from gateway.triton_client import TritonClient
-from samo.triton.local_server import LocalTriton, TritonStartError
+from load_tests.processes import free_port
+from samo.triton.local_server import LocalTriton, TritonPorts, TritonStartError
 from tests.conftest import journal_corpus
 
 pytestmark = pytest.mark.integration
@@ -110,8 +111,5 @@ def test_broken_model_makes_start_fail_with_the_log(tmp_path: Path) -> None:
         server.start(timeout_s=60)
 
 
-def _ports():
-    from samo.triton.local_server import TritonPorts
-    from tests.conftest import free_port
-
+def _ports() -> TritonPorts:
     return TritonPorts(free_port(), free_port(), free_port())

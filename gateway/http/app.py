@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import samo
+from gateway.grpc_api.server import start_grpc_server
 from gateway.http.emotions import emotion_router
 from gateway.http.errors import install_error_handlers
 from gateway.services import Services
@@ -62,15 +63,21 @@ class _RequestMetrics:
 
 
 def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
+    """The gateway: HTTP routes here, and the gRPC server (samo.v1) started by the lifespan, both over
+    the same services."""
     settings = settings or GatewaySettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.services = Services.open(settings)
+        services = Services.open(settings)
+        app.state.services = services
+        grpc_server = await start_grpc_server(services, settings)
+        app.state.grpc_port = grpc_server.port
         try:
             yield
         finally:
-            await app.state.services.close()
+            await grpc_server.stop()
+            await services.close()
 
     app = FastAPI(
         title="SAMO serving",

@@ -5,8 +5,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from gateway.emotions.service import EmotionOptions, EmotionResult
-from gateway.http.schemas import EmotionResponse, ErrorResponse, emotion_request_model
+from gateway.emotions.request import emotion_request_model
+from gateway.emotions.service import EmotionOptions, EmotionResult, LabelScore, ModelInfo, TextEmotions
+from gateway.http.schemas import EmotionResponse, ErrorResponse
 from gateway.services import Services
 from samo.settings import GatewaySettings
 
@@ -44,6 +45,26 @@ def result_body(result: EmotionResult) -> dict[str, Any]:
     }
 
 
+def result_from_body(body: dict[str, Any]) -> EmotionResult:
+    """The inverse of `result_body`, for clients."""
+    model = body["model"]
+    return EmotionResult(
+        results=tuple(
+            TextEmotions(
+                labels=tuple(LabelScore(item["label"], item["score"]) for item in text["labels"]),
+                scores=dict(text["scores"]),
+                truncated=text["truncated"],
+                tokens=text["tokens"],
+            )
+            for text in body["results"]
+        ),
+        model=ModelInfo(
+            model["name"], model["version"], model["kind"], model["source"], model["description"]
+        ),
+        options=EmotionOptions(threshold=body["options"]["threshold"], top_k=body["options"]["top_k"]),
+    )
+
+
 def emotion_router(settings: GatewaySettings) -> APIRouter:
     router = APIRouter(tags=["emotions"])
     body_model = emotion_request_model(settings)
@@ -53,11 +74,8 @@ def emotion_router(settings: GatewaySettings) -> APIRouter:
         """Emotion labels and scores for each text (28 GoEmotions labels for the default model)."""
         services: Services = request.app.state.services
         options = EmotionOptions(threshold=body.threshold, top_k=body.top_k, model=body.model)
-        services.admit()
-        try:
+        with services.admitted():
             result = await services.emotions.detect(body.texts, options)
-        finally:
-            services.release()
         return JSONResponse(result_body(result))
 
     return router

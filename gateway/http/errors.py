@@ -5,6 +5,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from gateway.errors import RETRYABLE, ErrorType, SamoError
+from gateway.validation import describe_errors
 from samo.settings import GatewaySettings
 
 
@@ -14,28 +15,6 @@ def error_response(error: SamoError, settings: GatewaySettings) -> JSONResponse:
     return JSONResponse(body, status_code=error.http_status, headers=headers)
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
-    parts = [str(p) for p in loc if p != "body"]
-    path = ""
-    for part in parts:
-        path += f"[{part}]" if part.isdigit() else (f".{part}" if path else part)
-    return path or "body"
-
-
-def describe_validation_error(exc: RequestValidationError) -> str:
-    """`texts[3]: String should have at most 100 characters`; pydantic's `input` is left out."""
-    messages = []
-    for error in exc.errors():
-        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-        if error.get("type") == "json_invalid":
-            messages.append("request body is not valid JSON")
-        elif error.get("type") == "missing":
-            messages.append(f"{_location(tuple(error['loc']))}: field required")
-        else:
-            messages.append(f"{_location(tuple(error['loc']))}: {message}")
-    return "; ".join(messages)
-
-
 def install_error_handlers(app: FastAPI, settings: GatewaySettings) -> None:
     @app.exception_handler(SamoError)
     async def _samo_error(_: Request, exc: SamoError) -> JSONResponse:
@@ -43,4 +22,4 @@ def install_error_handlers(app: FastAPI, settings: GatewaySettings) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(SamoError(ErrorType.INVALID_INPUT, describe_validation_error(exc)), settings)
+        return error_response(SamoError(ErrorType.INVALID_INPUT, describe_errors(exc.errors())), settings)

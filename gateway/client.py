@@ -1,0 +1,115 @@
+"""Typed Python clients for SAMO over HTTP and gRPC, returning the same result objects.
+
+    with HttpClient("http://127.0.0.1:8080") as samo:
+        result = samo.detect_emotions(["I feel great today."], top_k=3)
+    with GrpcClient("127.0.0.1:50051") as samo:
+        result = samo.detect_emotions(["I feel great today."], top_k=3)
+
+Failures raise `SamoError` with the same `ErrorType` and message from either transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Protocol, Self
+
+import grpc
+import httpx
+
+from gateway.emotions.service import EmotionResult
+from gateway.errors import GRPC_ERROR_TYPE_KEY, ErrorType, SamoError
+from gateway.grpc_api import samo_v1_pb2 as pb
+from gateway.grpc_api import samo_v1_pb2_grpc
+from gateway.grpc_api.convert import emotion_result
+from gateway.http.emotions import result_from_body
+
+
+class SamoClient(Protocol):
+    def detect_emotions(
+        self,
+        texts: Sequence[str],
+        *,
+        threshold: float | None = None,
+        top_k: int | None = None,
+        model: str | None = None,
+    ) -> EmotionResult: ...
+
+    def close(self) -> None: ...
+
+
+class _ClosingContext:
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class HttpClient(_ClosingContext):
+    def __init__(self, base_url: str, *, timeout_s: float = 30.0) -> None:
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s)
+
+    def detect_emotions(
+        self,
+        texts: Sequence[str],
+        *,
+        threshold: float | None = None,
+        top_k: int | None = None,
+        model: str | None = None,
+    ) -> EmotionResult:
+        body = {"texts": list(texts), "threshold": threshold, "top_k": top_k, "model": model}
+        try:
+            response = self._http.post("/v1/emotions", json=body)
+        except httpx.TransportError as exc:
+            raise SamoError(ErrorType.UNAVAILABLE, f"gateway unreachable: {type(exc).__name__}") from None
+        if response.status_code != 200:
+            error = response.json().get("error", {})
+            raise SamoError(ErrorType(error.get("type", "internal")), error.get("message", response.text))
+        return result_from_body(response.json())
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class GrpcClient(_ClosingContext):
+    def __init__(self, target: str, *, timeout_s: float = 30.0) -> None:
+        self._channel = grpc.insecure_channel(target)
+        self._stub = samo_v1_pb2_grpc.SamoStub(self._channel)
+        self.timeout_s = timeout_s
+
+    def detect_emotions(
+        self,
+        texts: Sequence[str],
+        *,
+        threshold: float | None = None,
+        top_k: int | None = None,
+        model: str | None = None,
+    ) -> EmotionResult:
+        request = pb.DetectEmotionsRequest(
+            texts=list(texts), threshold=threshold, top_k=top_k, model=model or ""
+        )
+        try:
+            return emotion_result(self._stub.DetectEmotions(request, timeout=self.timeout_s))
+        except grpc.RpcError as exc:
+            raise _samo_error(exc) from None
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _samo_error(exc: grpc.RpcError) -> SamoError:
+    metadata = dict(exc.trailing_metadata() or ())  # type: ignore[attr-defined]
+    code = exc.code()  # type: ignore[attr-defined]
+    if GRPC_ERROR_TYPE_KEY in metadata:
+        return SamoError(ErrorType(metadata[GRPC_ERROR_TYPE_KEY]), exc.details())  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return SamoError(ErrorType.UNAVAILABLE, "gateway unreachable")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return SamoError(ErrorType.DEADLINE_EXCEEDED, "the gateway did not answer in time")
+    return SamoError(ErrorType.INTERNAL, exc.details() or code.name)  # type: ignore[attr-defined]

@@ -1,0 +1,62 @@
+"""`samo.v1.Samo`: converts messages, validates with the HTTP schema, calls the same services."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+
+from gateway.emotions.request import emotion_request_model
+from gateway.emotions.service import EmotionOptions
+from gateway.errors import GRPC_ERROR_TYPE_KEY, GRPC_STATUS, SamoError
+from gateway.grpc_api import samo_v1_pb2 as pb
+from gateway.grpc_api import samo_v1_pb2_grpc
+from gateway.grpc_api.convert import emotion_response
+from gateway.services import Services
+from gateway.validation import validate_body
+from samo.settings import GatewaySettings
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Handler = Callable[["SamoServicer", Request, grpc.aio.ServicerContext], Awaitable[Response]]
+
+
+def samo_errors(handler: Handler) -> Handler:
+    """The error taxonomy mapped to gRPC status codes, once, with the same messages as HTTP."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: SamoServicer, request: Request, context: grpc.aio.ServicerContext) -> Response:
+        try:
+            return await handler(self, request, context)
+        except SamoError as exc:
+            context.set_trailing_metadata(((GRPC_ERROR_TYPE_KEY, exc.type.value),))
+            await context.abort(grpc.StatusCode[GRPC_STATUS[exc.type]], exc.message)
+            raise  # unreachable: abort raises
+
+    return wrapper
+
+
+class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
+    def __init__(self, services: Services, settings: GatewaySettings) -> None:
+        self.services = services
+        self.emotion_request = emotion_request_model(settings)
+
+    @samo_errors
+    async def DetectEmotions(
+        self, request: pb.DetectEmotionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DetectEmotionsResponse:
+        body = validate_body(
+            self.emotion_request,
+            {
+                "texts": list(request.texts),
+                "threshold": request.threshold if request.HasField("threshold") else None,
+                "top_k": request.top_k if request.HasField("top_k") else None,
+                "model": request.model or None,
+            },
+        )
+        options = EmotionOptions(threshold=body.threshold, top_k=body.top_k, model=body.model)
+        with self.services.admitted():
+            result = await self.services.emotions.detect(body.texts, options)
+        return emotion_response(result)

@@ -1,0 +1,129 @@
+"""samo.v1 over gRPC: parity with HTTP, the same error meanings, health, reflection, pinned proto."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import grpc
+import pytest
+from fastapi.testclient import TestClient
+from google.protobuf import descriptor_pb2, text_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from gateway.client import GrpcClient, HttpClient
+from gateway.errors import ErrorType, SamoError
+from gateway.grpc_api import samo_v1_pb2, samo_v1_pb2_grpc
+from gateway.http.app import create_app
+from load_tests.processes import free_port
+from samo.settings import GatewaySettings
+from tests.conftest import Gateway, journal_corpus
+
+pytestmark = pytest.mark.integration
+
+GOLDEN_PROTO = Path(__file__).parent / "golden" / "samo_v1.descriptor.txt"
+
+
+@pytest.fixture()
+def clients(gateway: Gateway):
+    with HttpClient(gateway.http_url) as http, GrpcClient(gateway.grpc_target) as rpc:
+        yield http, rpc
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"threshold": 0.2, "top_k": 2},
+        {"model": "tiny_bert"},
+    ],
+)
+def test_http_and_grpc_give_identical_results(clients, kwargs: dict) -> None:
+    http, rpc = clients
+    texts = [journal_corpus()[7], " ".join(journal_corpus()[40:44]), "Lunch at noon."]
+    via_http = http.detect_emotions(texts, **kwargs)
+    via_grpc = rpc.detect_emotions(texts, **kwargs)
+    assert via_grpc == via_http
+    assert len(via_grpc.results) == 3
+
+
+@pytest.mark.parametrize(
+    ("texts", "kwargs", "error_type"),
+    [
+        ([], {}, ErrorType.INVALID_INPUT),
+        (["fine", "   "], {}, ErrorType.INVALID_INPUT),
+        (["a"] * 65, {}, ErrorType.INVALID_INPUT),
+        (["fine"], {"threshold": 1.5}, ErrorType.INVALID_INPUT),
+        (["fine"], {"model": "nope"}, ErrorType.NOT_FOUND),
+    ],
+)
+def test_errors_carry_the_same_meaning_and_message(clients, texts, kwargs, error_type) -> None:
+    http, rpc = clients
+    with pytest.raises(SamoError) as over_http:
+        http.detect_emotions(texts, **kwargs)
+    with pytest.raises(SamoError) as over_grpc:
+        rpc.detect_emotions(texts, **kwargs)
+    assert over_http.value.type is over_grpc.value.type is error_type
+    assert over_http.value.message == over_grpc.value.message
+
+
+def test_invalid_argument_status_code(gateway: Gateway) -> None:
+    with grpc.insecure_channel(gateway.grpc_target) as channel:
+        stub = samo_v1_pb2_grpc.SamoStub(channel)
+        with pytest.raises(grpc.RpcError) as error:
+            stub.DetectEmotions(samo_v1_pb2.DetectEmotionsRequest(texts=[]), timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details() == "texts: List should have at least 1 item after validation, not 0"
+
+
+def _health(target: str, service: str) -> int:
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+
+
+def test_health_serving_with_triton_up(gateway: Gateway) -> None:
+    assert _health(gateway.grpc_target, "") == health_pb2.HealthCheckResponse.SERVING
+    assert _health(gateway.grpc_target, "samo.v1.Samo") == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_lists_the_services(gateway: Gateway) -> None:
+    with grpc.insecure_channel(gateway.grpc_target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        response = next(iter(stub.ServerReflectionInfo(iter([request]), timeout=10)))
+    names = {service.name for service in response.list_services_response.service}
+    assert {"samo.v1.Samo", "grpc.health.v1.Health"} <= names
+
+
+def test_triton_down_is_unavailable_on_both_transports(serving_repository: Path) -> None:
+    grpc_port = free_port()
+    settings = GatewaySettings(
+        triton_grpc_url=f"127.0.0.1:{free_port()}",
+        model_repository=serving_repository,
+        grpc_port=grpc_port,
+        grpc_health_interval_s=0.2,
+    )
+    with TestClient(create_app(settings=settings)) as http:
+        response = http.post("/v1/emotions", json={"texts": ["hello"]})
+        assert response.status_code == 503
+        with GrpcClient(f"127.0.0.1:{grpc_port}") as rpc, pytest.raises(SamoError) as error:
+            rpc.detect_emotions(["hello"])
+        assert error.value.type is ErrorType.UNAVAILABLE
+        assert error.value.message == response.json()["error"]["message"]
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = samo_v1_pb2_grpc.SamoStub(channel)
+            with pytest.raises(grpc.RpcError) as raw:
+                stub.DetectEmotions(samo_v1_pb2.DetectEmotionsRequest(texts=["hello"]), timeout=10)
+        assert raw.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert _health(f"127.0.0.1:{grpc_port}", "") == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_proto_is_pinned() -> None:
+    descriptor = descriptor_pb2.FileDescriptorProto()
+    samo_v1_pb2.DESCRIPTOR.CopyToProto(descriptor)
+    rendered = text_format.MessageToString(descriptor)
+    if os.environ.get("SAMO_UPDATE_GOLDEN"):
+        GOLDEN_PROTO.write_text(rendered)
+    assert rendered == GOLDEN_PROTO.read_text(), "samo.v1 changed: SAMO_UPDATE_GOLDEN=1 if deliberate"
