@@ -12,6 +12,7 @@ class ErrorType(StrEnum):
     INVALID_INPUT = "invalid_input"
     NOT_FOUND = "not_found"
     TOO_LARGE = "too_large"
+    UNSUPPORTED_MEDIA = "unsupported_media"
     OVERLOADED = "overloaded"
     UNAVAILABLE = "upstream_unavailable"
     DEADLINE_EXCEEDED = "deadline_exceeded"
@@ -22,6 +23,7 @@ HTTP_STATUS: dict[ErrorType, int] = {
     ErrorType.INVALID_INPUT: 422,
     ErrorType.NOT_FOUND: 404,
     ErrorType.TOO_LARGE: 413,
+    ErrorType.UNSUPPORTED_MEDIA: 415,
     ErrorType.OVERLOADED: 429,
     ErrorType.UNAVAILABLE: 503,
     ErrorType.DEADLINE_EXCEEDED: 504,
@@ -33,6 +35,7 @@ GRPC_STATUS: dict[ErrorType, str] = {
     ErrorType.INVALID_INPUT: "INVALID_ARGUMENT",
     ErrorType.NOT_FOUND: "NOT_FOUND",
     ErrorType.TOO_LARGE: "RESOURCE_EXHAUSTED",
+    ErrorType.UNSUPPORTED_MEDIA: "INVALID_ARGUMENT",
     ErrorType.OVERLOADED: "RESOURCE_EXHAUSTED",
     ErrorType.UNAVAILABLE: "UNAVAILABLE",
     ErrorType.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED",

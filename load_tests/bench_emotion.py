@@ -173,6 +173,7 @@ def measure_stack(model: PreparedModel, texts: list[str], options: BenchOptions)
     with LocalTriton(model.repository, ports=ports) as triton:
         env = {
             "SAMO_PORT": str(gateway_port),
+            "SAMO_GRPC_PORT": str(free_port()),
             "SAMO_TRITON_GRPC_URL": triton.grpc_url,
             "SAMO_MODEL_REPOSITORY": str(model.repository),
         }

@@ -125,13 +125,15 @@ def triton_command(
 def gateway_command(
     host: Annotated[str | None, typer.Option(help="Default: SAMO_HOST or 127.0.0.1.")] = None,
     port: Annotated[int | None, typer.Option(help="Default: SAMO_PORT or 8080.")] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="Default: SAMO_GRPC_PORT or 50051.")] = None,
 ) -> None:
-    """Run the HTTP gateway (Triton must be reachable at SAMO_TRITON_GRPC_URL)."""
+    """Run the gateway, HTTP and gRPC (Triton must be reachable at SAMO_TRITON_GRPC_URL)."""
     _logging()
     from gateway.main import run_gateway
     from samo.settings import GatewaySettings
 
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    given = {"host": host, "port": port, "grpc_port": grpc_port}
+    overrides = {k: v for k, v in given.items() if v is not None}
     run_gateway(GatewaySettings(**overrides))
 
 
@@ -140,6 +142,7 @@ def serve_command(
     repository: RepositoryOption = Path("model_repository"),
     host: str = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Gateway HTTP port.")] = 8080,
+    grpc_port: Annotated[int, typer.Option(help="Gateway gRPC (samo.v1) port.")] = 50051,
     triton_http_port: int = 8000,
     triton_grpc_port: int = 8001,
     triton_metrics_port: int = 8002,
@@ -159,11 +162,15 @@ def serve_command(
     # SIGTERM stops the gateway the way Ctrl-C does, then Triton stops below.
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     settings = GatewaySettings(
-        host=host, port=port, triton_grpc_url=server.grpc_url, model_repository=repository
+        host=host,
+        port=port,
+        grpc_port=grpc_port,
+        triton_grpc_url=server.grpc_url,
+        model_repository=repository,
     )
     base = f"http://{host}:{port}"
     typer.echo(
-        f"\nSAMO gateway  {base}  (docs {base}/docs)\n"
+        f"\nSAMO gateway  {base}  (docs {base}/docs), gRPC samo.v1 {host}:{grpc_port}\n"
         f"Triton        http {server.http_url}, grpc {server.grpc_url}, metrics {server.metrics_url}\n"
         f"Try:\n  curl -s {base}/v1/emotions -H 'content-type: application/json' "
         """-d '{"texts": ["I finally finished the project and I feel so proud of us."]}'\n"""
