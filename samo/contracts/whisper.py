@@ -1,0 +1,94 @@
+"""Whisper transcription: the Triton model's contract, its model card and the decoding options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from samo.contracts.tensors import DataType, ModelContract, TensorSpec
+
+AUDIO = "audio"
+OPTIONS = "options"
+RESULT = "result"
+SAMPLE_RATE = 16000
+# Whisper's encoder sees 30 s windows; longer audio is split at pauses in the gateway first.
+WINDOW_SECONDS = 30.0
+CARD_FILE = "samo.json"
+
+
+@dataclass(frozen=True)
+class WhisperContract:
+    """One audio window (16 kHz mono float32, at most 30 s) and its decoding options in, JSON out.
+
+    Audio is ragged: windows of any length share a dynamic batch and are decoded in one batched
+    generate call. Options and result are JSON strings, parsed against `DecodeOptions` and
+    `WindowTranscript`.
+    """
+
+    @property
+    def model(self) -> ModelContract:
+        return ModelContract(
+            inputs=(
+                TensorSpec(AUDIO, DataType.FP32, (-1,), ("batch_size", "samples"), ragged=True),
+                TensorSpec(OPTIONS, DataType.BYTES, (1,), ("batch_size", "one")),
+            ),
+            outputs=(TensorSpec(RESULT, DataType.BYTES, (1,), ("batch_size", "one")),),
+        )
+
+
+class DecodeOptions(BaseModel):
+    """How to decode one window. Requests with equal generate settings are decoded together."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    language: str | None = Field(None, description="ISO 639-1 code; None detects it (multilingual models).")
+    task: Literal["transcribe", "translate"] = "transcribe"
+    beam_size: int = Field(5, ge=1, le=10)
+    temperature: float = Field(0.0, ge=0.0, le=1.0, description="0: beam search; above: sampling.")
+    initial_prompt: str | None = Field(None, max_length=1000, description="Text that conditions the decoder.")
+    without_timestamps: bool = False
+
+
+class WindowSegment(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    start: float
+    end: float
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+
+
+class WindowTranscript(BaseModel):
+    """What the Triton model returns for one window; times are relative to the window."""
+
+    model_config = ConfigDict(frozen=True)
+
+    language: str
+    language_probability: float
+    segments: tuple[WindowSegment, ...]
+
+
+class WhisperModelCard(BaseModel):
+    """What the gateway needs to know about an installed Whisper model (`samo.json`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task: Literal["transcription"] = "transcription"
+    backend: Literal["ctranslate2", "onnx"]
+    source: str
+    multilingual: bool
+    languages: tuple[str, ...]
+    compute_type: str
+    target: Literal["cpu", "gpu"] = "cpu"
+    samo_version: str = ""
+
+    def write(self, model_dir: Path) -> None:
+        (model_dir / CARD_FILE).write_text(self.model_dump_json(indent=2) + "\n")
+
+    @classmethod
+    def read(cls, model_dir: Path) -> WhisperModelCard:
+        return cls.model_validate_json((model_dir / CARD_FILE).read_text())
