@@ -25,7 +25,10 @@ install: $(STAMP)
 $(REPOSITORY)/emotion/config.pbtxt: | $(STAMP)
 	$(BIN)/samo export emotion --repository $(REPOSITORY)
 
-serve: $(STAMP) $(REPOSITORY)/emotion/config.pbtxt
+$(REPOSITORY)/whisper/config.pbtxt: | $(STAMP)
+	$(BIN)/samo export whisper-ct2 --repository $(REPOSITORY)
+
+serve: $(STAMP) $(REPOSITORY)/emotion/config.pbtxt $(REPOSITORY)/whisper/config.pbtxt
 	$(BIN)/samo serve --repository $(REPOSITORY)
 
 test: $(STAMP)
@@ -37,4 +40,4 @@ bench-emotion: $(STAMP)
 	$(BIN)/samo bench emotion
 
 clean-repository:
-	rm -rf $(REPOSITORY)/emotion
+	rm -rf $(REPOSITORY)/emotion $(REPOSITORY)/whisper

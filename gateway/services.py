@@ -8,9 +8,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from gateway.audio.decode import AudioLimits
 from gateway.emotions.model import discover_emotion_models
 from gateway.emotions.service import EmotionService
 from gateway.errors import ErrorType, SamoError
+from gateway.transcription.model import discover_whisper_models
+from gateway.transcription.service import TranscriptionService
 from gateway.triton_client import TritonClient
 from samo.settings import GatewaySettings
 
@@ -24,6 +27,7 @@ class Services:
     settings: GatewaySettings
     triton: TritonClient
     emotions: EmotionService
+    transcription: TranscriptionService
     inflight: int = 0
     _ready_until: float = field(default=0.0)
 
@@ -31,8 +35,19 @@ class Services:
     def open(cls, settings: GatewaySettings) -> Services:
         triton = TritonClient(settings.triton_grpc_url, settings.triton_timeout_s)
         models = discover_emotion_models(settings.model_repository)
-        logger.info("emotion models: %s", ", ".join(models) or "none")
-        return cls(settings, triton, EmotionService(triton, models, settings.default_emotion_model))
+        whisper = discover_whisper_models(settings.model_repository)
+        logger.info(
+            "emotion models: %s; transcription models: %s",
+            ", ".join(models) or "none",
+            ", ".join(whisper) or "none",
+        )
+        limits = AudioLimits(max_bytes=settings.max_audio_bytes, max_duration_s=settings.max_audio_duration_s)
+        return cls(
+            settings,
+            triton,
+            EmotionService(triton, models, settings.default_emotion_model),
+            TranscriptionService(triton, whisper, settings.default_whisper_model, limits),
+        )
 
     async def close(self) -> None:
         await self.triton.close()
@@ -53,7 +68,12 @@ class Services:
         if time.monotonic() < self._ready_until:
             return None
         try:
-            await self.emotions.detect([READINESS_TEXT])
+            if self.emotions.models:
+                await self.emotions.detect([READINESS_TEXT])
+            elif self.transcription.models:
+                await self.transcription.probe()
+            else:
+                return f"no models installed in {self.settings.model_repository}"
         except SamoError as exc:
             return exc.message
         self._ready_until = time.monotonic() + self.settings.ready_cache_s

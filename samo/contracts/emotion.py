@@ -10,6 +10,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from samo.contracts.cards import CARD_FILE
 from samo.contracts.tensors import DataType, ModelContract, TensorSpec
 
 INPUT_IDS = "input_ids"
@@ -17,7 +18,6 @@ ATTENTION_MASK = "attention_mask"
 TOKEN_TYPE_IDS = "token_type_ids"
 LOGITS = "logits"
 
-CARD_FILE = "samo.json"
 THRESHOLDS_FILE = "thresholds.json"
 LABELS_FILE = "labels.txt"
 TOKENIZER_DIR = "tokenizer"

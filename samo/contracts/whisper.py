@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from samo.contracts.cards import CARD_FILE
 from samo.contracts.tensors import DataType, ModelContract, TensorSpec
 
 AUDIO = "audio"
@@ -16,7 +17,6 @@ RESULT = "result"
 SAMPLE_RATE = 16000
 # Whisper's encoder sees 30 s windows; longer audio is split at pauses in the gateway first.
 WINDOW_SECONDS = 30.0
-CARD_FILE = "samo.json"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,182 @@
+"""POST /v1/transcribe and the OpenAI-compatible POST /v1/audio/transcriptions: form fields in, the
+service's `Transcript` out, in the format asked for."""
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import ValidationError
+
+from gateway.errors import ErrorType, SamoError, invalid_input
+from gateway.http.emotions import ERRORS
+from gateway.services import Services
+from gateway.transcription.service import Transcript
+from gateway.validation import describe_errors
+from samo.contracts.whisper import DecodeOptions
+from samo.settings import GatewaySettings
+
+# Multipart framing around the file: an upload may exceed the file limit by this much.
+MULTIPART_OVERHEAD = 64 * 1024
+OPENAI_MODEL_ALIASES = {"whisper-1"}
+AUDIO_ERRORS = {
+    **ERRORS,
+    413: {"model": ERRORS[422]["model"], "description": "File larger or audio longer than the limits"},
+    415: {"model": ERRORS[422]["model"], "description": "Not audio in a supported format"},
+}
+ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
+
+
+def transcript_body(transcript: Transcript) -> dict[str, Any]:
+    return {
+        "text": transcript.text,
+        "segments": [
+            {
+                "start": s.start,
+                "end": s.end,
+                "text": s.text,
+                "avg_logprob": s.avg_logprob,
+                "no_speech_prob": s.no_speech_prob,
+            }
+            for s in transcript.segments
+        ],
+        "duration": transcript.duration,
+        "language": transcript.language,
+        "language_probability": transcript.language_probability,
+        "model": {
+            "name": transcript.model.name,
+            "version": transcript.model.version,
+            "backend": transcript.model.backend,
+            "source": transcript.model.source,
+        },
+    }
+
+
+def _timestamp(seconds: float, separator: str) -> str:
+    milliseconds = round(seconds * 1000)
+    hours, milliseconds = divmod(milliseconds, 3_600_000)
+    minutes, milliseconds = divmod(milliseconds, 60_000)
+    whole, milliseconds = divmod(milliseconds, 1000)
+    return f"{hours:02d}:{minutes:02d}:{whole:02d}{separator}{milliseconds:03d}"
+
+
+def subtitles(transcript: Transcript, kind: Literal["srt", "vtt"]) -> str:
+    separator = "," if kind == "srt" else "."
+    blocks = [
+        f"{index}\n{_timestamp(s.start, separator)} --> {_timestamp(s.end, separator)}\n{s.text}\n"
+        if kind == "srt"
+        else f"{_timestamp(s.start, separator)} --> {_timestamp(s.end, separator)}\n{s.text}\n"
+        for index, s in enumerate(transcript.segments, start=1)
+    ]
+    header = "WEBVTT\n\n" if kind == "vtt" else ""
+    return header + "\n".join(blocks)
+
+
+def _language_name(code: str) -> str:
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    return LANGUAGES.get(code, code)
+
+
+def verbose_body(transcript: Transcript) -> dict[str, Any]:
+    """OpenAI's `verbose_json`: token ids and compression ratios are not tracked and left empty."""
+    return {
+        "task": transcript.options.task,
+        "language": _language_name(transcript.language),
+        "duration": transcript.duration,
+        "text": transcript.text,
+        "segments": [
+            {
+                "id": index,
+                "seek": 0,
+                "start": s.start,
+                "end": s.end,
+                "text": s.text,
+                "tokens": [],
+                "temperature": transcript.options.temperature,
+                "avg_logprob": s.avg_logprob,
+                "compression_ratio": None,
+                "no_speech_prob": s.no_speech_prob,
+            }
+            for index, s in enumerate(transcript.segments)
+        ],
+    }
+
+
+def _options(**fields: Any) -> DecodeOptions:
+    try:
+        return DecodeOptions(**fields)
+    except ValidationError as exc:
+        raise invalid_input(describe_errors(exc.errors())) from None
+
+
+def transcription_router(settings: GatewaySettings) -> APIRouter:
+    router = APIRouter(tags=["transcription"])
+    limit_mb = settings.max_audio_bytes / (1 << 20)
+
+    async def read_upload(request: Request, file: UploadFile) -> bytes:
+        declared = int(request.headers.get("content-length") or 0)
+        size = file.size if file.size is not None else declared
+        if size > settings.max_audio_bytes + (0 if file.size is not None else MULTIPART_OVERHEAD):
+            raise SamoError(
+                ErrorType.TOO_LARGE,
+                f"audio file is {size / (1 << 20):.1f} MB; the limit is {limit_mb:.1f} MB",
+            )
+        return await file.read()
+
+    async def run(
+        request: Request, file: UploadFile, options: DecodeOptions, model: str | None
+    ) -> Transcript:
+        services: Services = request.app.state.services
+        data = await read_upload(request, file)
+        with services.admitted():
+            return await services.transcription.transcribe(data, options, model)
+
+    @router.post("/v1/transcribe", responses=AUDIO_ERRORS)
+    async def transcribe(
+        request: Request,
+        file: Annotated[
+            UploadFile,
+            File(description=f"Audio: wav, flac, mp3, ogg/opus, webm, m4a; up to {limit_mb:.0f} MB"),
+        ],
+        language: Annotated[
+            str | None, Form(min_length=2, max_length=3, description="ISO 639-1; default: detect")
+        ] = None,
+        task: Annotated[Literal["transcribe", "translate"], Form()] = "transcribe",
+        beam_size: Annotated[int, Form(ge=1, le=10)] = 5,
+        word_timestamps: Annotated[
+            bool, Form(description="Not available from the CTranslate2 backend yet")
+        ] = False,
+        model: Annotated[str | None, Form(max_length=128)] = None,
+    ) -> JSONResponse:
+        """Text, segments with start/end in seconds, duration and language for one audio file."""
+        if word_timestamps:
+            raise invalid_input("word_timestamps: not available from the installed backends yet")
+        options = _options(language=language, task=task, beam_size=beam_size)
+        return JSONResponse(transcript_body(await run(request, file, options, model)))
+
+    @router.post("/v1/audio/transcriptions", responses=AUDIO_ERRORS)
+    async def openai_transcriptions(
+        request: Request,
+        file: Annotated[UploadFile, File()],
+        model: Annotated[
+            str, Form(max_length=128, description="`whisper-1` or an installed model name")
+        ] = "whisper-1",
+        language: Annotated[str | None, Form(min_length=2, max_length=3)] = None,
+        prompt: Annotated[str | None, Form(max_length=1000)] = None,
+        response_format: Annotated[ResponseFormat, Form()] = "json",
+        temperature: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
+    ) -> Response:
+        """OpenAI's audio transcription API, so existing OpenAI clients work unchanged."""
+        options = _options(language=language, initial_prompt=prompt, temperature=temperature)
+        name = None if model in OPENAI_MODEL_ALIASES else model
+        transcript = await run(request, file, options, name)
+        if response_format == "text":
+            return PlainTextResponse(transcript.text)
+        if response_format in ("srt", "vtt"):
+            media = "text/vtt" if response_format == "vtt" else "text/plain"
+            return PlainTextResponse(subtitles(transcript, response_format), media_type=media)
+        if response_format == "verbose_json":
+            return JSONResponse(verbose_body(transcript))
+        return JSONResponse({"text": transcript.text})
+
+    return router

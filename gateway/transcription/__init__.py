@@ -1,0 +1,1 @@
+"""Transcription: installed Whisper models, long-audio windows, and the service over Triton."""

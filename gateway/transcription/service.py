@@ -1,0 +1,142 @@
+"""The transcription service: decode audio, split long audio at pauses, batch windows through Triton."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gateway.audio.decode import AudioLimits, decode_audio
+from gateway.errors import ErrorType, SamoError, invalid_input, not_found
+from gateway.transcription.model import WhisperModel
+from gateway.transcription.windows import plan_windows
+from gateway.triton_client import TritonClient
+from samo.contracts.whisper import AUDIO, OPTIONS, RESULT, SAMPLE_RATE, DecodeOptions, WindowTranscript
+
+# Whisper's own rule for silence: a window it thinks holds no speech and decodes with low confidence.
+NO_SPEECH_PROB = 0.6
+LOW_LOGPROB = -1.0
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float
+    end: float
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+
+
+@dataclass(frozen=True)
+class TranscriptionModelInfo:
+    name: str
+    version: str
+    backend: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    segments: tuple[Segment, ...]
+    duration: float
+    language: str
+    language_probability: float
+    model: TranscriptionModelInfo
+    options: DecodeOptions = field(default_factory=DecodeOptions)
+
+
+class TranscriptionService:
+    def __init__(
+        self,
+        triton: TritonClient,
+        models: Mapping[str, WhisperModel],
+        default_model: str,
+        limits: AudioLimits,
+    ) -> None:
+        self.triton = triton
+        self.models = dict(models)
+        self.default_model = default_model
+        self.limits = limits
+
+    def model(self, name: str | None) -> WhisperModel:
+        name = name or self.default_model
+        try:
+            return self.models[name]
+        except KeyError:
+            known = ", ".join(sorted(self.models)) or "none installed"
+            raise not_found(f"unknown transcription model `{name}`; available: {known}") from None
+
+    def check_options(self, model: WhisperModel, options: DecodeOptions) -> None:
+        card = model.card
+        if options.language and options.language not in card.languages:
+            supported = "en only" if not card.multilingual else f"{len(card.languages)} languages"
+            raise invalid_input(
+                f"language `{options.language}` is not supported by model `{model.name}` ({supported})"
+            )
+        if options.task == "translate" and not card.multilingual:
+            raise invalid_input(f"model `{model.name}` is English-only and cannot translate")
+
+    async def transcribe(
+        self, data: bytes, options: DecodeOptions, model_name: str | None = None
+    ) -> Transcript:
+        model = self.model(model_name)
+        self.check_options(model, options)
+        audio = await asyncio.to_thread(decode_audio, data, self.limits)
+        windows = await asyncio.to_thread(plan_windows, audio.samples)
+        payload = options.model_dump_json().encode()
+        results = await asyncio.gather(
+            *(self._window(model.name, audio.samples[start:end], payload) for start, end in windows)
+        )
+        segments: list[Segment] = []
+        for (start, end), window in zip(windows, results, strict=True):
+            offset, limit = start / SAMPLE_RATE, end / SAMPLE_RATE
+            for piece in window.segments:
+                if piece.no_speech_prob > NO_SPEECH_PROB and piece.avg_logprob < LOW_LOGPROB:
+                    continue
+                begin = max(offset + piece.start, segments[-1].end if segments else 0.0)
+                finish = min(max(offset + piece.end, begin), limit)
+                segments.append(
+                    Segment(
+                        round(begin, 3), round(finish, 3), piece.text, piece.avg_logprob, piece.no_speech_prob
+                    )
+                )
+        first = results[0] if results else None
+        card = model.card
+        return Transcript(
+            text=" ".join(s.text for s in segments),
+            segments=tuple(segments),
+            duration=round(audio.duration_s, 3),
+            language=options.language or (first.language if first else card.languages[0]),
+            language_probability=1.0 if options.language or not first else first.language_probability,
+            model=TranscriptionModelInfo(model.name, model.version, card.backend, card.source),
+            options=options,
+        )
+
+    async def probe(self) -> None:
+        """A real inference on a short silent window of the default model (readiness)."""
+        model = self.model(None)
+        silence = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
+        await self._window(model.name, silence, DecodeOptions(beam_size=1).model_dump_json().encode())
+
+    async def _window(self, model: str, samples: np.ndarray, options: bytes) -> WindowTranscript:
+        if samples.size == 0:
+            return WindowTranscript(language="en", language_probability=0.0, segments=())
+        outputs = await self.triton.infer(
+            model,
+            {
+                AUDIO: samples.reshape(1, -1).astype(np.float32),
+                OPTIONS: np.array([[options]], dtype=np.object_),
+            },
+            [RESULT],
+        )
+        raw = outputs[RESULT].reshape(-1)[0]
+        try:
+            return WindowTranscript.model_validate(json.loads(raw))
+        except ValueError:
+            raise SamoError(
+                ErrorType.INTERNAL, f"model `{model}` returned an unreadable transcript"
+            ) from None

@@ -1,0 +1,199 @@
+"""`samo bench whisper`: faster-whisper in-process, one file at a time, against this stack.
+
+(a) faster-whisper in-process (`WhisperModel.transcribe`, int8, beam 5), one file at a time: what
+    users run instead;
+(b) gateway + Triton with the CTranslate2 backend (cross-request batching), at each concurrency.
+(c) the ONNX backend has not been built yet; the table says so.
+
+Audio: real speech cut from the JFK clip (1 to 15 s) and one long file (the clip six times with
+pauses, 72 s). Audio seconds processed per wall second, p50/p95 latency per file, and the word error
+rate on the files that have a reference text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import wave
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from load_tests.loadgen import format_table
+from load_tests.processes import free_port, server_process
+
+logger = logging.getLogger(__name__)
+
+RATE = 16000
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+COLUMNS = ("system", "load", "audio_s_per_s", "p50_s", "p95_s", "files", "wer_jfk", "wer_long")
+
+
+@dataclass(frozen=True)
+class WhisperBenchOptions:
+    jfk: Path = Path("tests/data/jfk.wav")
+    duration_s: float = 40.0
+    concurrency: tuple[int, ...] = (1, 8)
+    output_dir: Path = Path("load_tests/results")
+
+
+@dataclass(frozen=True)
+class Clip:
+    name: str
+    wav: bytes
+    seconds: float
+    reference: str | None
+
+
+def _wav(samples: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(RATE)
+        out.writeframes(samples.astype(np.int16).tobytes())
+    return buffer.getvalue()
+
+
+def clips(jfk: Path) -> list[Clip]:
+    with wave.open(str(jfk)) as clip:
+        speech = np.frombuffer(clip.readframes(clip.getnframes()), dtype=np.int16)
+    pause = np.zeros(RATE, dtype=np.int16)
+    cuts = [(0, 1.5), (0, 3), (2, 7), (4, 11), (0, 8), (3, 9)]
+    result = [
+        Clip(f"jfk[{a}:{b}]", _wav(speech[int(a * RATE) : int(b * RATE)]), b - a, None) for a, b in cuts
+    ]
+    result.append(Clip("jfk", _wav(speech), speech.size / RATE, JFK_TEXT))
+    fifteen = np.concatenate([speech, pause, speech[: 3 * RATE]])
+    result.append(Clip("jfk+3s", _wav(fifteen), fifteen.size / RATE, None))
+    long = np.concatenate([np.concatenate([speech, pause]) for _ in range(6)])
+    result.append(Clip("long", _wav(long), long.size / RATE, " ".join([JFK_TEXT] * 6)))
+    return result
+
+
+def _wer(reference: str, hypothesis: str) -> float:
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    normalize = EnglishTextNormalizer({})
+    ref, hyp = normalize(reference).split(), normalize(hypothesis).split()
+    distance = np.arange(len(hyp) + 1)
+    for i, word in enumerate(ref, start=1):
+        previous, distance[0] = distance.copy(), i
+        for j, other in enumerate(hyp, start=1):
+            distance[j] = min(previous[j] + 1, distance[j - 1] + 1, previous[j - 1] + (word != other))
+    return float(distance[len(hyp)]) / max(len(ref), 1)
+
+
+def _row(system: str, load: str, done: list[tuple[Clip, float, str]], wall: float) -> dict:
+    latencies = sorted(latency for _, latency, _ in done)
+    texts = {clip.name: text for clip, _, text in done}
+    by_name = {clip.name: clip for clip, _, _ in done}
+    return {
+        "system": system,
+        "load": load,
+        "audio_s_per_s": sum(clip.seconds for clip, _, _ in done) / wall,
+        "p50_s": statistics.median(latencies),
+        "p95_s": float(np.percentile(latencies, 95)),
+        "files": len(done),
+        "wer_jfk": _wer(JFK_TEXT, texts["jfk"]) if "jfk" in texts else None,
+        "wer_long": _wer(by_name["long"].reference or "", texts["long"]) if "long" in texts else None,
+    }
+
+
+def measure_faster_whisper(model_dir: Path, mix: list[Clip], options: WhisperBenchOptions) -> dict:
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=2)
+    done = []
+    start = time.perf_counter()
+    index = 0
+    while time.perf_counter() - start < options.duration_s or index < len(mix):
+        clip = mix[index % len(mix)]
+        began = time.perf_counter()
+        segments, _ = model.transcribe(io.BytesIO(clip.wav), beam_size=5, language="en")
+        text = " ".join(s.text.strip() for s in segments)
+        done.append((clip, time.perf_counter() - began, text))
+        index += 1
+    return _row("(a) faster-whisper in-process", "one at a time", done, time.perf_counter() - start)
+
+
+async def _closed_loop(url: str, mix: list[Clip], concurrency: int, duration_s: float) -> tuple[list, float]:
+    """Files finished inside the window, and the window: a file still running at the end is not
+    counted, so the tail of a long file does not stretch the denominator."""
+    done: list[tuple[Clip, float, str]] = []
+    start = time.perf_counter()
+
+    async def worker(offset: int) -> None:
+        async with httpx.AsyncClient(timeout=600) as client:
+            index = offset
+            while time.perf_counter() - start < duration_s:
+                clip = mix[index % len(mix)]
+                began = time.perf_counter()
+                response = await client.post(url, files={"file": (f"{clip.name}.wav", clip.wav)})
+                response.raise_for_status()
+                if time.perf_counter() - start <= duration_s:
+                    done.append((clip, time.perf_counter() - began, response.json()["text"]))
+                index += 1
+
+    await asyncio.gather(*(worker(i * len(mix) // concurrency) for i in range(concurrency)))
+    return done, duration_s
+
+
+def measure_stack(repository: Path, mix: list[Clip], options: WhisperBenchOptions) -> list[dict]:
+    from samo.triton.local_server import LocalTriton, TritonPorts
+
+    rows = []
+    ports = TritonPorts(free_port(), free_port(), free_port())
+    gateway_port = free_port()
+    with LocalTriton(repository, ports=ports) as triton:
+        env = {
+            "SAMO_PORT": str(gateway_port),
+            "SAMO_GRPC_PORT": str(free_port()),
+            "SAMO_TRITON_GRPC_URL": triton.grpc_url,
+            "SAMO_MODEL_REPOSITORY": str(repository),
+        }
+        command = [sys.executable, "-m", "samo.cli", "gateway"]
+        with server_process(command, ready_url=f"http://127.0.0.1:{gateway_port}/health/live", env=env):
+            url = f"http://127.0.0.1:{gateway_port}/v1/transcribe"
+            asyncio.run(_closed_loop(url, mix[:2], 1, 0.1))  # warm-up
+            for concurrency in options.concurrency:
+                done, wall = asyncio.run(_closed_loop(url, mix, concurrency, options.duration_s))
+                rows.append(_row("(b) gateway + Triton, CTranslate2", f"c={concurrency}", done, wall))
+                logger.info("stack c=%d: %.1f audio s/s", concurrency, rows[-1]["audio_s_per_s"])
+    return rows
+
+
+def run_whisper_benchmark(options: WhisperBenchOptions) -> str:
+    from exporters.whisper.ct2_export import WhisperCt2ExportOptions, embedded_model_dir, export_whisper_ct2
+
+    mix = clips(options.jfk)
+    rows = [measure_faster_whisper(embedded_model_dir(), mix, options)]
+    with tempfile.TemporaryDirectory(prefix="samo-bench-whisper-") as workdir:
+        repository = Path(workdir) / "repository"
+        export_whisper_ct2(WhisperCt2ExportOptions(repository=repository))
+        rows += measure_stack(repository, mix, options)
+    rows.append({"system": "(c) gateway + Triton, ONNX", "load": "not built yet"})
+    baseline = rows[0]["audio_s_per_s"]
+    summary = [
+        f"- {row['system']} {row['load']}: {row['audio_s_per_s'] / baseline:.2f}x (a)"
+        for row in rows[1:]
+        if "audio_s_per_s" in row
+    ]
+    header = (
+        f"# Whisper benchmark\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
+        f"{platform.machine()}; Whisper tiny.en int8, beam 5, English; {len(mix)} files "
+        f"({', '.join(f'{c.seconds:.1f}' for c in mix)} s) cycled for {options.duration_s:.0f} s per row.\n\n"
+    )
+    report = header + format_table(rows, COLUMNS) + "\n" + "\n".join(summary) + "\n"
+    options.output_dir.mkdir(parents=True, exist_ok=True)
+    (options.output_dir / "whisper.md").write_text(report)
+    return report

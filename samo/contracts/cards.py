@@ -1,0 +1,3 @@
+"""Model cards: the `samo.json` beside every exported model, read by the gateway."""
+
+CARD_FILE = "samo.json"

@@ -1,0 +1,49 @@
+"""Real speech for tests: the JFK clip, its reference text, clips cut from it, and word error rate."""
+
+from __future__ import annotations
+
+import io
+import wave
+from pathlib import Path
+
+import numpy as np
+from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+JFK_WAV = Path(__file__).parent / "data" / "jfk.wav"
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+RATE = 16000
+
+
+def jfk_samples() -> np.ndarray:
+    with wave.open(str(JFK_WAV)) as clip:
+        return np.frombuffer(clip.readframes(clip.getnframes()), dtype=np.int16)
+
+
+def wav_bytes(samples: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(RATE)
+        out.writeframes(np.asarray(samples, dtype=np.int16).tobytes())
+    return buffer.getvalue()
+
+
+def long_speech(repeats: int = 6, pause_s: float = 1.0) -> np.ndarray:
+    """The JFK clip `repeats` times with pauses between: real speech well over 60 s."""
+    pause = np.zeros(int(pause_s * RATE), dtype=np.int16)
+    pieces = []
+    for _ in range(repeats):
+        pieces += [jfk_samples(), pause]
+    return np.concatenate(pieces)
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    normalize = EnglishTextNormalizer({})
+    ref, hyp = normalize(reference).split(), normalize(hypothesis).split()
+    distance = np.arange(len(hyp) + 1)
+    for i, word in enumerate(ref, start=1):
+        previous, distance[0] = distance.copy(), i
+        for j, other in enumerate(hyp, start=1):
+            distance[j] = min(previous[j] + 1, distance[j - 1] + 1, previous[j - 1] + (word != other))
+    return float(distance[len(hyp)]) / max(len(ref), 1)
