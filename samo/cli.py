@@ -9,11 +9,17 @@ from typing import Annotated
 
 import typer
 
+from exporters.whisper.ct2_convert import convert_app
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="SAMO serving on NVIDIA Triton.")
 export_app = typer.Typer(no_args_is_help=True, help="Export checkpoints into a Triton model repository.")
 bench_app = typer.Typer(no_args_is_help=True, help="Side-by-side benchmarks that print tables.")
 app.add_typer(export_app, name="export")
 app.add_typer(bench_app, name="bench")
+# The converter's module imports no model libraries until a command runs.
+app.add_typer(
+    convert_app, name="convert", help="Convert model formats (CTranslate2 Whisper to Hugging Face)."
+)
 
 RepositoryOption = Annotated[Path, typer.Option("--repository", help="Triton model repository folder.")]
 
