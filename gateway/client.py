@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 import grpc
 import httpx
@@ -21,8 +21,11 @@ from gateway.emotions.service import EmotionResult
 from gateway.errors import GRPC_ERROR_TYPE_KEY, ErrorType, SamoError
 from gateway.grpc_api import samo_v1_pb2 as pb
 from gateway.grpc_api import samo_v1_pb2_grpc
-from gateway.grpc_api.convert import emotion_result
+from gateway.grpc_api.convert import emotion_result, transcript
 from gateway.http.emotions import result_from_body
+from gateway.http.transcription import transcript_from_body
+from gateway.transcription.service import Transcript
+from samo.contracts.whisper import DecodeOptions
 
 
 class SamoClient(Protocol):
@@ -34,6 +37,16 @@ class SamoClient(Protocol):
         top_k: int | None = None,
         model: str | None = None,
     ) -> EmotionResult: ...
+
+    def transcribe(
+        self,
+        audio: bytes,
+        *,
+        language: str | None = None,
+        task: str = "transcribe",
+        beam_size: int = 5,
+        model: str | None = None,
+    ) -> Transcript: ...
 
     def close(self) -> None: ...
 
@@ -64,14 +77,33 @@ class HttpClient(_ClosingContext):
         model: str | None = None,
     ) -> EmotionResult:
         body = {"texts": list(texts), "threshold": threshold, "top_k": top_k, "model": model}
+        return result_from_body(self._post("/v1/emotions", json=body).json())
+
+    def transcribe(
+        self,
+        audio: bytes,
+        *,
+        language: str | None = None,
+        task: str = "transcribe",
+        beam_size: int = 5,
+        model: str | None = None,
+    ) -> Transcript:
+        form = {"task": task, "beam_size": str(beam_size)}
+        form |= {key: value for key, value in {"language": language, "model": model}.items() if value}
+        response = self._post("/v1/transcribe", files={"file": ("audio", audio)}, data=form)
+        return transcript_from_body(
+            response.json(), DecodeOptions(language=language, task=task, beam_size=beam_size)
+        )  # type: ignore[arg-type]
+
+    def _post(self, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.post("/v1/emotions", json=body)
+            response = self._http.post(path, **kwargs)
         except httpx.TransportError as exc:
             raise SamoError(ErrorType.UNAVAILABLE, f"gateway unreachable: {type(exc).__name__}") from None
         if response.status_code != 200:
             error = response.json().get("error", {})
             raise SamoError(ErrorType(error.get("type", "internal")), error.get("message", response.text))
-        return result_from_body(response.json())
+        return response
 
     def close(self) -> None:
         self._http.close()
@@ -98,6 +130,24 @@ class GrpcClient(_ClosingContext):
             return emotion_result(self._stub.DetectEmotions(request, timeout=self.timeout_s))
         except grpc.RpcError as exc:
             raise _samo_error(exc) from None
+
+    def transcribe(
+        self,
+        audio: bytes,
+        *,
+        language: str | None = None,
+        task: str = "transcribe",
+        beam_size: int = 5,
+        model: str | None = None,
+    ) -> Transcript:
+        request = pb.TranscribeRequest(
+            audio=audio, language=language or "", task=task, beam_size=beam_size, model=model or ""
+        )
+        try:
+            response = self._stub.Transcribe(request, timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise _samo_error(exc) from None
+        return transcript(response, DecodeOptions(language=language, task=task, beam_size=beam_size))  # type: ignore[arg-type]
 
     def close(self) -> None:
         self._channel.close()

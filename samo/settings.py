@@ -17,7 +17,7 @@ class GatewaySettings(BaseSettings):
     port: int = Field(8080, ge=1, le=65535, description="HTTP port.")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC API port (samo.v1); 0 picks a free one.")
     grpc_max_message_bytes: int = Field(
-        16 << 20, ge=1 << 20, description="Largest gRPC request accepted, bytes (audio arrives this way)."
+        26 << 20, ge=1 << 20, description="Largest gRPC request accepted, bytes: the audio limit plus room."
     )
     grpc_health_interval_s: float = Field(
         2.0, gt=0, description="How often grpc.health.v1 re-checks Triton with a real inference, seconds."

@@ -19,6 +19,7 @@ from gateway.http.app import create_app
 from load_tests.processes import free_port
 from samo.settings import GatewaySettings
 from tests.conftest import Gateway, journal_corpus
+from tests.speech import JFK_WAV
 
 pytestmark = pytest.mark.integration
 
@@ -127,3 +128,33 @@ def test_proto_is_pinned() -> None:
     if os.environ.get("SAMO_UPDATE_GOLDEN"):
         GOLDEN_PROTO.write_text(rendered)
     assert rendered == GOLDEN_PROTO.read_text(), "samo.v1 changed: SAMO_UPDATE_GOLDEN=1 if deliberate"
+
+
+def test_transcribe_is_identical_over_http_and_grpc(clients) -> None:
+    http, rpc = clients
+    audio = JFK_WAV.read_bytes()
+    via_http = http.transcribe(audio, beam_size=2)
+    via_grpc = rpc.transcribe(audio, beam_size=2)
+    assert via_grpc == via_http
+    assert "country" in via_grpc.text
+
+
+@pytest.mark.parametrize(
+    ("audio", "kwargs", "error_type"),
+    [
+        (b"", {}, ErrorType.INVALID_INPUT),
+        (b"dear diary, not audio\n" * 40, {}, ErrorType.UNSUPPORTED_MEDIA),
+        (JFK_WAV.read_bytes(), {"language": "de"}, ErrorType.INVALID_INPUT),
+        (JFK_WAV.read_bytes(), {"beam_size": 0}, ErrorType.INVALID_INPUT),
+        (JFK_WAV.read_bytes(), {"model": "nope"}, ErrorType.NOT_FOUND),
+    ],
+)
+def test_transcribe_errors_match_across_transports(clients, audio: bytes, kwargs: dict, error_type) -> None:
+    http, rpc = clients
+    with pytest.raises(SamoError) as over_http:
+        http.transcribe(audio, **kwargs)
+    with pytest.raises(SamoError) as over_grpc:
+        rpc.transcribe(audio, **kwargs)
+    assert over_http.value.type is over_grpc.value.type is error_type
+    assert over_http.value.message == over_grpc.value.message
+    assert "diary" not in over_grpc.value.message

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from gateway.emotions.service import EmotionOptions, EmotionResult, LabelScore, ModelInfo, TextEmotions
 from gateway.grpc_api import samo_v1_pb2 as pb
+from gateway.transcription.service import Segment, Transcript, TranscriptionModelInfo
+from samo.contracts.whisper import DecodeOptions
 
 
 def emotion_response(result: EmotionResult) -> pb.DetectEmotionsResponse:
@@ -46,4 +48,42 @@ def emotion_result(message: pb.DetectEmotionsResponse) -> EmotionResult:
             threshold=options.threshold if options.HasField("threshold") else None,
             top_k=options.top_k if options.HasField("top_k") else None,
         ),
+    )
+
+
+def transcribe_response(transcript: Transcript) -> pb.TranscribeResponse:
+    model = transcript.model
+    return pb.TranscribeResponse(
+        text=transcript.text,
+        segments=[
+            pb.TranscriptSegment(
+                start=s.start,
+                end=s.end,
+                text=s.text,
+                avg_logprob=s.avg_logprob,
+                no_speech_prob=s.no_speech_prob,
+            )
+            for s in transcript.segments
+        ],
+        duration=transcript.duration,
+        language=transcript.language,
+        language_probability=transcript.language_probability,
+        model=pb.TranscriptionModelInfo(
+            name=model.name, version=model.version, backend=model.backend, source=model.source
+        ),
+    )
+
+
+def transcript(message: pb.TranscribeResponse, options: DecodeOptions) -> Transcript:
+    model = message.model
+    return Transcript(
+        text=message.text,
+        segments=tuple(
+            Segment(s.start, s.end, s.text, s.avg_logprob, s.no_speech_prob) for s in message.segments
+        ),
+        duration=message.duration,
+        language=message.language,
+        language_probability=message.language_probability,
+        model=TranscriptionModelInfo(model.name, model.version, model.backend, model.source),
+        options=options,
     )

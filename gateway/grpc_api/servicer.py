@@ -13,9 +13,10 @@ from gateway.emotions.service import EmotionOptions
 from gateway.errors import GRPC_ERROR_TYPE_KEY, GRPC_STATUS, SamoError
 from gateway.grpc_api import samo_v1_pb2 as pb
 from gateway.grpc_api import samo_v1_pb2_grpc
-from gateway.grpc_api.convert import emotion_response
+from gateway.grpc_api.convert import emotion_response, transcribe_response
 from gateway.services import Services
 from gateway.validation import validate_body
+from samo.contracts.whisper import DecodeOptions
 from samo.settings import GatewaySettings
 
 Request = TypeVar("Request")
@@ -60,3 +61,21 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
         with self.services.admitted():
             result = await self.services.emotions.detect(body.texts, options)
         return emotion_response(result)
+
+    @samo_errors
+    async def Transcribe(
+        self, request: pb.TranscribeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TranscribeResponse:
+        options = validate_body(
+            DecodeOptions,
+            {
+                "language": request.language or None,
+                "task": request.task or "transcribe",
+                "beam_size": request.beam_size if request.HasField("beam_size") else 5,
+            },
+        )
+        with self.services.admitted():
+            result = await self.services.transcription.transcribe(
+                request.audio, options, request.model or None
+            )
+        return transcribe_response(result)

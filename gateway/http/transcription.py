@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from gateway.errors import ErrorType, SamoError, invalid_input
 from gateway.http.emotions import ERRORS
 from gateway.services import Services
-from gateway.transcription.service import Transcript
+from gateway.transcription.service import Segment, Transcript, TranscriptionModelInfo
 from gateway.validation import describe_errors
 from samo.contracts.whisper import DecodeOptions
 from samo.settings import GatewaySettings
@@ -49,6 +49,23 @@ def transcript_body(transcript: Transcript) -> dict[str, Any]:
             "source": transcript.model.source,
         },
     }
+
+
+def transcript_from_body(body: dict[str, Any], options: DecodeOptions) -> Transcript:
+    """The inverse of `transcript_body`, for clients."""
+    model = body["model"]
+    return Transcript(
+        text=body["text"],
+        segments=tuple(
+            Segment(s["start"], s["end"], s["text"], s["avg_logprob"], s["no_speech_prob"])
+            for s in body["segments"]
+        ),
+        duration=body["duration"],
+        language=body["language"],
+        language_probability=body["language_probability"],
+        model=TranscriptionModelInfo(model["name"], model["version"], model["backend"], model["source"]),
+        options=options,
+    )
 
 
 def _timestamp(seconds: float, separator: str) -> str:

@@ -1,0 +1,50 @@
+"""Long-audio windows: pure grouping rules, and VAD on real speech."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from gateway.transcription.windows import WINDOW, group_regions, plan_windows
+from tests.speech import RATE, long_speech
+
+
+def test_regions_that_fit_share_one_window() -> None:
+    assert group_regions([(0, 100), (150, 300)], window=1000) == [(0, 300)]
+
+
+def test_cut_moves_back_to_the_longest_pause() -> None:
+    # Pauses of 10, 200 (after 600) and 10 samples; the 1000-sample window must be cut once.
+    regions = [(0, 290), (300, 600), (800, 990), (1000, 1200)]
+    assert group_regions(regions, window=1000) == [(0, 600), (800, 1200)]
+
+
+def test_overlong_region_is_cut_hard() -> None:
+    assert group_regions([(0, 2500)], window=1000) == [(0, 1000), (1000, 2000), (2000, 2500)]
+
+
+def test_windows_are_ordered_disjoint_and_bounded() -> None:
+    rng = np.random.default_rng(0)
+    edges = np.cumsum(rng.integers(50, 400, size=200))
+    regions = [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=False)]
+    windows = group_regions(regions, window=1000)
+    for (a, b), (c, d) in itertools.pairwise(windows):
+        assert a < b <= c < d
+    assert all(b - a <= 1000 for a, b in windows)
+    assert windows[0][0] == regions[0][0] and windows[-1][1] == regions[-1][1]
+
+
+def test_short_audio_is_one_window() -> None:
+    assert plan_windows(np.zeros(10 * RATE, dtype=np.float32)) == [(0, 10 * RATE)]
+
+
+def test_real_speech_is_cut_in_the_pauses_between_repetitions() -> None:
+    audio = long_speech(repeats=6).astype(np.float32) / 32768
+    windows = plan_windows(audio)
+    assert all(end - start <= WINDOW for start, end in windows)
+    clip = 12 * RATE  # 11 s of speech and 1 s of pause per repetition
+    for _, end in windows[:-1]:
+        assert end % clip > 10.5 * RATE or end % clip < 0.5 * RATE, (
+            f"cut at {end / RATE:.2f} s is inside a sentence"
+        )
