@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.emotion.export import MODEL_VERSION, ONNX_FILE, EmotionExportOptions, export_emotion
+from exporters.emotion.export import EmotionExportOptions, export_emotion
 from exporters.emotion.zero_shot import load_prototype_phrases, minilm_path
+from exporters.encoder_serving import MODEL_VERSION, ONNX_FILE
 from exporters.onnx_tools import cpu_session
 from gateway.emotions.model import EmotionModel
 from load_tests.loadgen import format_table, run_load_sync

@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from transformers import (
 
 import samo
 from exporters.emotion import zero_shot
+from exporters.encoder_serving import MODEL_VERSION, ONNX_FILE, TRITON_MODEL_FILE, encoder_serving_options
 from exporters.onnx_tools import (
     ExportError,
     ParityReport,
@@ -32,7 +33,6 @@ from exporters.onnx_tools import (
     validate_against_torch,
 )
 from samo.contracts.emotion import (
-    INPUT_IDS,
     LOGITS,
     TOKENIZER_DIR,
     Activation,
@@ -41,27 +41,13 @@ from samo.contracts.emotion import (
     Thresholds,
     to_probabilities,
 )
-from samo.triton.model_config import (
-    DynamicBatching,
-    ServingOptions,
-    build_model_config,
-    write_model_config,
-)
+from samo.triton.model_config import ServingOptions, build_model_config, write_model_config
 
 logger = logging.getLogger(__name__)
 
 Quantization = Literal["none", "int8", "fp16"]
 Target = Literal["cpu", "gpu"]
 
-MODEL_VERSION = "1"
-ONNX_FILE = "model.onnx"
-TRITON_MODEL_FILE = Path(__file__).with_name("triton_model.py")
-MAX_BATCH_SIZE = 64
-# Measured through the gateway on 2 cores (MiniLM, c=1 p50 / c=32 throughput): 100 us 11.9 ms / 96 req/s,
-# 1000 us 13.5 ms / 114, 2000 us 16.1 ms / 110. Batches form on their own while the model is busy
-# (12 to 14 requests each at c=32), and a lone request waits out the whole delay, so it stays short.
-QUEUE_DELAY_US = 100
-PREFERRED_BATCH_SIZES = (16, 32)
 BATCH_DEPENDENCE_WARNING = 1e-4
 
 
@@ -257,8 +243,18 @@ def sample_texts() -> list[str]:
     return [text for texts in zero_shot.load_prototype_phrases().values() for text in texts]
 
 
+class EncoderCard(Protocol):
+    """What encoding for validation needs from a card: the token limit and the contract's inputs."""
+
+    @property
+    def max_length(self) -> int: ...
+
+    @property
+    def contract(self) -> Any: ...
+
+
 def _encode(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], card: EmotionModelCard
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], card: EncoderCard
 ) -> dict[str, np.ndarray]:
     encoded = tokenizer(
         list(texts), padding=True, truncation=True, max_length=card.max_length, return_tensors="np"
@@ -266,9 +262,7 @@ def _encode(
     return {name: encoded[name].astype(np.int64) for name in card.contract.model.input_names}
 
 
-def validation_batches(
-    tokenizer: PreTrainedTokenizerBase, card: EmotionModelCard
-) -> list[dict[str, np.ndarray]]:
+def validation_batches(tokenizer: PreTrainedTokenizerBase, card: EncoderCard) -> list[dict[str, np.ndarray]]:
     """Batch sizes 1 to 16, short and long rows mixed, and rows truncated at the maximum length."""
     texts = sample_texts()
     long_text = " ".join(texts)
@@ -304,29 +298,12 @@ def _accuracy(
 
 
 def serving_options(card: EmotionModelCard, options: EmotionExportOptions) -> ServingOptions:
-    batching = DynamicBatching(max_queue_delay_us=QUEUE_DELAY_US, preferred_batch_sizes=PREFERRED_BATCH_SIZES)
-    if card.target == "gpu":
-        return ServingOptions(
-            backend="onnxruntime",
-            max_batch_size=MAX_BATCH_SIZE,
-            batching=batching,
-            instance_count=options.instance_count,
-            instance_kind="KIND_GPU",
-            default_model_filename=ONNX_FILE,
-            tensorrt_fp16=True,
-        )
-    contract = card.contract
-    return ServingOptions(
-        backend="python",
-        max_batch_size=MAX_BATCH_SIZE,
-        batching=batching,
+    return encoder_serving_options(
+        target=card.target,
+        padding_mask=card.contract.padding_mask,
+        pad_token_id=card.pad_token_id,
+        intra_op_threads=options.intra_op_threads,
         instance_count=options.instance_count,
-        parameters={
-            "onnx_file": ONNX_FILE,
-            "padding_mask_input": contract.padding_mask,
-            "pad_values": f'{{"{INPUT_IDS}": {card.pad_token_id}}}',
-            "intra_op_threads": str(options.intra_op_threads),
-        },
     )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.emotion.export import MODEL_VERSION, ONNX_FILE
+from exporters.encoder_serving import MODEL_VERSION, ONNX_FILE
 from exporters.onnx_tools import cpu_session
 from gateway.emotions.model import EmotionModel
 from samo.contracts.emotion import LOGITS, Thresholds, to_probabilities

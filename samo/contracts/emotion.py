@@ -25,6 +25,12 @@ TOKENIZER_DIR = "tokenizer"
 TOKEN_AXES = ("batch_size", "sequence_length")
 
 
+def token_inputs(*, token_type_ids: bool, ragged: bool) -> tuple[TensorSpec, ...]:
+    """Token ids, mask and (BERT) segment ids: the inputs of every text encoder SAMO serves."""
+    names = [INPUT_IDS, ATTENTION_MASK] + ([TOKEN_TYPE_IDS] if token_type_ids else [])
+    return tuple(TensorSpec(name, DataType.INT64, (-1,), TOKEN_AXES, ragged=ragged) for name in names)
+
+
 @dataclass(frozen=True)
 class EmotionContract:
     """Token ids in, one score per label out.
@@ -43,10 +49,7 @@ class EmotionContract:
 
     @property
     def model(self) -> ModelContract:
-        names = [INPUT_IDS, ATTENTION_MASK] + ([TOKEN_TYPE_IDS] if self.token_type_ids else [])
-        inputs = tuple(
-            TensorSpec(name, DataType.INT64, (-1,), TOKEN_AXES, ragged=self.ragged) for name in names
-        )
+        inputs = token_inputs(token_type_ids=self.token_type_ids, ragged=self.ragged)
         logits = TensorSpec(
             LOGITS, DataType.FP32, (self.num_labels,), ("batch_size", "num_labels"), label_file=LABELS_FILE
         )

@@ -1,9 +1,11 @@
-"""Triton Python-backend model: a text classifier in ONNX Runtime over whole dynamic batches.
+"""Triton Python-backend model: a token-level encoder in ONNX Runtime over whole dynamic batches.
 
-Copied into the model repository as `<name>/1/model.py`. Runs in the stub process, so it depends on
-numpy and onnxruntime only. Inputs are ragged: each request brings its own [n, length] token ids,
-padded within the request. The batch's rows are stripped of padding, sorted by length and run in
-sub-batches that pad only to their own longest row, then the scores go back to their requests.
+Serves any graph that maps token ids to one vector per text: the emotion classifiers (scores per
+label) and the sentence embedder (an embedding per text). Copied into the model repository as
+`<name>/1/model.py`. Runs in the stub process, so it depends on numpy and onnxruntime only. Inputs
+are ragged: each request brings its own [n, length] token ids, padded within the request. The batch's
+rows are stripped of padding, sorted by length and run in sub-batches that pad only to their own
+longest row, then the outputs go back to their requests.
 """
 
 import json
@@ -20,7 +22,7 @@ class TritonPythonModel:
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         self.input_names = [tensor["name"] for tensor in config["input"]]
         self.output_name = config["output"][0]["name"]
-        self.num_labels = int(config["output"][0]["dims"][0])
+        self.output_width = int(config["output"][0]["dims"][0])
         self.padding_mask = params["padding_mask_input"]
         self.pad_values = json.loads(params.get("pad_values", "{}"))
         # Padding cost grows with rows x longest row; cap both per ONNX Runtime call.
@@ -59,7 +61,7 @@ class TritonPythonModel:
         total = len(lengths)
         lengths_arr = np.asarray(lengths)
         order = np.argsort(lengths_arr, kind="stable")
-        scores = np.empty((total, self.num_labels), dtype=np.float32)
+        scores = np.empty((total, self.output_width), dtype=np.float32)
         start = 0
         while start < total:
             stop = start + 1
