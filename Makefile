@@ -28,7 +28,10 @@ $(REPOSITORY)/emotion/config.pbtxt: | $(STAMP)
 $(REPOSITORY)/whisper/config.pbtxt: | $(STAMP)
 	$(BIN)/samo export whisper-ct2 --repository $(REPOSITORY)
 
-serve: $(STAMP) $(REPOSITORY)/emotion/config.pbtxt $(REPOSITORY)/whisper/config.pbtxt
+$(REPOSITORY)/embedder/config.pbtxt: | $(STAMP)
+	$(BIN)/samo export embedder --repository $(REPOSITORY)
+
+serve: $(STAMP) $(REPOSITORY)/emotion/config.pbtxt $(REPOSITORY)/whisper/config.pbtxt $(REPOSITORY)/embedder/config.pbtxt
 	$(BIN)/samo serve --repository $(REPOSITORY)
 
 test: $(STAMP)
@@ -40,4 +43,4 @@ bench-emotion: $(STAMP)
 	$(BIN)/samo bench emotion
 
 clean-repository:
-	rm -rf $(REPOSITORY)/emotion $(REPOSITORY)/whisper
+	rm -rf $(REPOSITORY)/emotion $(REPOSITORY)/whisper $(REPOSITORY)/embedder

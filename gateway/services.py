@@ -12,6 +12,7 @@ from gateway.audio.decode import AudioLimits
 from gateway.emotions.model import discover_emotion_models
 from gateway.emotions.service import EmotionService
 from gateway.errors import ErrorType, SamoError
+from gateway.summarization.service import SummarizationService, discover_embedder
 from gateway.transcription.model import discover_whisper_models
 from gateway.transcription.service import TranscriptionService
 from gateway.triton_client import TritonClient
@@ -28,6 +29,7 @@ class Services:
     triton: TritonClient
     emotions: EmotionService
     transcription: TranscriptionService
+    summarization: SummarizationService
     inflight: int = 0
     _ready_until: float = field(default=0.0)
 
@@ -47,6 +49,7 @@ class Services:
             triton,
             EmotionService(triton, models, settings.default_emotion_model),
             TranscriptionService(triton, whisper, settings.default_whisper_model, limits),
+            SummarizationService(triton, discover_embedder(settings.model_repository)),
         )
 
     async def close(self) -> None:

@@ -123,6 +123,22 @@ def export_whisper_ct2_command(
     typer.echo(report.summary())
 
 
+@export_app.command("embedder")
+def export_embedder_command(
+    name: Annotated[str, typer.Option(help="Model name in the repository.")] = "embedder",
+    target: Annotated[str, typer.Option(help="cpu | gpu.")] = "cpu",
+    repository: RepositoryOption = Path("model_repository"),
+) -> None:
+    """Export the MiniLM sentence embedder that the extractive summarizer uses."""
+    _logging()
+    from exporters.embedder import EmbedderExportOptions, export_embedder
+
+    if target not in ("cpu", "gpu"):
+        raise _fail(f"`--target` must be one of cpu, gpu; got {target!r}")
+    report = export_embedder(EmbedderExportOptions(name=name, repository=repository, target=target))  # type: ignore[arg-type]
+    typer.echo(report.summary())
+
+
 @app.command("tune-thresholds")
 def tune_thresholds_command(
     model_dir: Annotated[Path, typer.Option(help="An exported emotion model folder.")],

@@ -24,6 +24,7 @@ from transformers import (
     DistilBertTokenizerFast,
 )
 
+from exporters.embedder import EmbedderExportOptions, export_embedder
 from exporters.emotion.export import EmotionExportOptions, export_emotion
 from exporters.emotion.zero_shot import PROTOTYPES_FILE
 from exporters.whisper.ct2_export import WhisperCt2ExportOptions, export_whisper_ct2
@@ -147,6 +148,7 @@ def serving_repository(
         EmotionExportOptions(model=str(tiny_distilbert), name="tiny_distilbert", repository=repository)
     )
     export_whisper_ct2(WhisperCt2ExportOptions(repository=repository))
+    export_embedder(EmbedderExportOptions(repository=repository))
     base = multilingual_base_parts()
     export_whisper_ct2(
         WhisperCt2ExportOptions(model=base[0].parent, parts=base, name="whisper_base", repository=repository)

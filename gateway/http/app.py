@@ -16,6 +16,7 @@ import samo
 from gateway.grpc_api.server import start_grpc_server
 from gateway.http.emotions import emotion_router
 from gateway.http.errors import install_error_handlers
+from gateway.http.summarization import summarization_router
 from gateway.http.transcription import transcription_router
 from gateway.services import Services
 from samo.settings import GatewaySettings
@@ -83,7 +84,7 @@ def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
     app = FastAPI(
         title="SAMO serving",
         version=samo.__version__,
-        description="Emotions and transcripts for journal entries, served by NVIDIA Triton.",
+        description="Emotions, transcripts and summaries for journal entries, served by NVIDIA Triton.",
         lifespan=lifespan,
     )
     install_error_handlers(app, settings)
@@ -91,6 +92,7 @@ def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(_RequestMetrics, registry=registry)
     app.include_router(emotion_router(settings))
     app.include_router(transcription_router(settings))
+    app.include_router(summarization_router(settings))
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.repository import cards_for_task
+from gateway.text_encoding import latest_version
 from samo.contracts.whisper import WhisperModelCard
 
 
@@ -19,7 +20,7 @@ class WhisperModel:
 def discover_whisper_models(repository: Path) -> dict[str, WhisperModel]:
     models = {}
     for model_dir in cards_for_task(repository, "transcription"):
-        versions = sorted((int(p.name) for p in model_dir.iterdir() if p.name.isdigit()), reverse=True)
-        card = WhisperModelCard.read(model_dir)
-        models[model_dir.name] = WhisperModel(model_dir.name, str(versions[0]) if versions else "1", card)
+        models[model_dir.name] = WhisperModel(
+            model_dir.name, latest_version(model_dir), WhisperModelCard.read(model_dir)
+        )
     return models

@@ -1,0 +1,1 @@
+"""Summarization: the extractive default (MiniLM sentence embeddings served by Triton, centrality + MMR)."""

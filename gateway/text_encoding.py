@@ -1,0 +1,70 @@
+"""Tokenizing texts for the token-encoder models (emotion classifiers, the sentence embedder)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from samo.contracts.emotion import ATTENTION_MASK, INPUT_IDS, TOKEN_TYPE_IDS, TOKENIZER_DIR
+
+# Without ragged batching Triton batches only equal shapes; rounding lengths up makes them meet.
+NON_RAGGED_LENGTH_MULTIPLE = 16
+
+
+@dataclass(frozen=True)
+class EncodedTexts:
+    inputs: dict[str, np.ndarray]
+    truncated: tuple[bool, ...]
+    token_counts: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TokenEncoder:
+    tokenizer: Tokenizer
+    max_length: int
+    pad_token_id: int
+    token_type_ids: bool
+    ragged: bool
+
+    @classmethod
+    def load(
+        cls, model_dir: Path, *, max_length: int, pad_token_id: int, token_type_ids: bool, ragged: bool
+    ) -> TokenEncoder:
+        tokenizer = Tokenizer.from_file(str(model_dir / TOKENIZER_DIR / "tokenizer.json"))
+        # Exported tokenizer.json files may carry fixed padding (MiniLM's pads to 128): pad per request.
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length=max_length)
+        return cls(tokenizer, max_length, pad_token_id, token_type_ids, ragged)
+
+    def encode(self, texts: Sequence[str]) -> EncodedTexts:
+        encodings = self.tokenizer.encode_batch(list(texts))
+        lengths = [len(e.ids) for e in encodings]
+        width = max(lengths)
+        if not self.ragged:
+            width = min(-(-width // NON_RAGGED_LENGTH_MULTIPLE) * NON_RAGGED_LENGTH_MULTIPLE, self.max_length)
+        ids = np.full((len(texts), width), self.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(texts), width), dtype=np.int64)
+        types = np.zeros((len(texts), width), dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            ids[row, : lengths[row]] = encoding.ids
+            mask[row, : lengths[row]] = 1
+            types[row, : lengths[row]] = encoding.type_ids
+        inputs = {INPUT_IDS: ids, ATTENTION_MASK: mask}
+        if self.token_type_ids:
+            inputs[TOKEN_TYPE_IDS] = types
+        return EncodedTexts(
+            inputs=inputs,
+            truncated=tuple(bool(e.overflowing) for e in encodings),
+            token_counts=tuple(lengths),
+        )
+
+
+def latest_version(model_dir: Path) -> str:
+    versions = sorted(
+        (int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True
+    )
+    return str(versions[0]) if versions else "1"
