@@ -16,6 +16,8 @@ export_app = typer.Typer(no_args_is_help=True, help="Export checkpoints into a T
 bench_app = typer.Typer(no_args_is_help=True, help="Side-by-side benchmarks that print tables.")
 app.add_typer(export_app, name="export")
 app.add_typer(bench_app, name="bench")
+eval_app = typer.Typer(no_args_is_help=True, help="Quality evaluations on real data.")
+app.add_typer(eval_app, name="eval")
 # The converter's module imports no model libraries until a command runs.
 app.add_typer(
     convert_app, name="convert", help="Convert model formats (CTranslate2 Whisper to Hugging Face)."
@@ -281,6 +283,24 @@ def bench_whisper_command(
         duration_s=duration, concurrency=tuple(int(c) for c in concurrency.split(",")), output_dir=output
     )
     typer.echo(run_whisper_benchmark(options))
+
+
+@eval_app.command("summarizer")
+def eval_summarizer_command(
+    data: Annotated[str, typer.Option(help="Data set: aclsum.")] = "aclsum",
+    split: Annotated[str, typer.Option(help="test | val | train.")] = "test",
+    sentences: Annotated[int, typer.Option(help="Sentences per summary, for both systems.")] = 3,
+    output: Annotated[Path, typer.Option(help="Folder for the result table.")] = Path("load_tests/results"),
+) -> None:
+    """ROUGE-1/2/L of the extractive default and a lead-k baseline of the same length."""
+    _logging()
+    from samo.evaluation.summarizer import evaluate
+
+    if data != "aclsum":
+        raise _fail(f"`--data` must be aclsum; got {data!r}")
+    if split not in ("test", "val", "train"):
+        raise _fail(f"`--split` must be one of test, val, train; got {split!r}")
+    typer.echo(evaluate(split, sentences, output))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Quality evaluations on real data that packages carry."""
