@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,33 +80,45 @@ class TranscriptionService:
         if options.task == "translate" and not card.multilingual:
             raise invalid_input(f"model `{model.name}` is English-only and cannot translate")
 
-    async def transcribe(
+    async def stream(
         self, data: bytes, options: DecodeOptions, model_name: str | None = None
-    ) -> Transcript:
+    ) -> AsyncIterator[Segment | Transcript]:
+        """Segments in order as their windows finish decoding, then the whole `Transcript`.
+
+        All windows go to Triton at once (so they share batches); a segment is yielded as soon as
+        its window and every earlier one are done.
+        """
         model = self.model(model_name)
         self.check_options(model, options)
         audio = await asyncio.to_thread(decode_audio, data, self.limits)
         windows = await asyncio.to_thread(plan_windows, audio.samples)
         payload = options.model_dump_json().encode()
-        results = await asyncio.gather(
-            *(self._window(model.name, audio.samples[start:end], payload) for start, end in windows)
-        )
+        pending = [
+            asyncio.ensure_future(self._window(model.name, audio.samples[start:end], payload))
+            for start, end in windows
+        ]
         segments: list[Segment] = []
-        for (start, end), window in zip(windows, results, strict=True):
-            offset, limit = start / SAMPLE_RATE, end / SAMPLE_RATE
-            for piece in window.segments:
-                if piece.no_speech_prob > NO_SPEECH_PROB and piece.avg_logprob < LOW_LOGPROB:
-                    continue
-                begin = max(offset + piece.start, segments[-1].end if segments else 0.0)
-                finish = min(max(offset + piece.end, begin), limit)
-                segments.append(
-                    Segment(
+        first: WindowTranscript | None = None
+        try:
+            for (start, end), task in zip(windows, pending, strict=True):
+                window = await task
+                first = first or window
+                offset, limit = start / SAMPLE_RATE, end / SAMPLE_RATE
+                for piece in window.segments:
+                    if piece.no_speech_prob > NO_SPEECH_PROB and piece.avg_logprob < LOW_LOGPROB:
+                        continue
+                    begin = max(offset + piece.start, segments[-1].end if segments else 0.0)
+                    finish = min(max(offset + piece.end, begin), limit)
+                    segment = Segment(
                         round(begin, 3), round(finish, 3), piece.text, piece.avg_logprob, piece.no_speech_prob
                     )
-                )
-        first = results[0] if results else None
+                    segments.append(segment)
+                    yield segment
+        finally:
+            for task in pending:
+                task.cancel()
         card = model.card
-        return Transcript(
+        yield Transcript(
             text=" ".join(s.text for s in segments),
             segments=tuple(segments),
             duration=round(audio.duration_s, 3),
@@ -115,6 +127,16 @@ class TranscriptionService:
             model=TranscriptionModelInfo(model.name, model.version, card.backend, card.source),
             options=options,
         )
+
+    async def transcribe(
+        self, data: bytes, options: DecodeOptions, model_name: str | None = None
+    ) -> Transcript:
+        transcript = None
+        async for item in self.stream(data, options, model_name):
+            if isinstance(item, Transcript):
+                transcript = item
+        assert transcript is not None, "stream() always ends with the transcript"
+        return transcript
 
     async def probe(self) -> None:
         """A real inference on a short silent window of the default model (readiness)."""
