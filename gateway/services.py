@@ -12,6 +12,7 @@ from gateway.audio.decode import AudioLimits
 from gateway.emotions.model import discover_emotion_models
 from gateway.emotions.service import EmotionService
 from gateway.errors import ErrorType, SamoError
+from gateway.journal.service import JournalService
 from gateway.summarization.service import SummarizationService, discover_embedder
 from gateway.transcription.model import discover_whisper_models
 from gateway.transcription.service import TranscriptionService
@@ -30,8 +31,12 @@ class Services:
     emotions: EmotionService
     transcription: TranscriptionService
     summarization: SummarizationService
+    journal: JournalService = field(init=False)
     inflight: int = 0
     _ready_until: float = field(default=0.0)
+
+    def __post_init__(self) -> None:
+        self.journal = JournalService(self.emotions, self.summarization, self.transcription)
 
     @classmethod
     def open(cls, settings: GatewaySettings) -> Services:

@@ -16,6 +16,7 @@ import samo
 from gateway.grpc_api.server import start_grpc_server
 from gateway.http.emotions import emotion_router
 from gateway.http.errors import install_error_handlers
+from gateway.http.journal import journal_router
 from gateway.http.summarization import summarization_router
 from gateway.http.transcription import transcription_router
 from gateway.services import Services
@@ -93,6 +94,7 @@ def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(emotion_router(settings))
     app.include_router(transcription_router(settings))
     app.include_router(summarization_router(settings))
+    app.include_router(journal_router(settings))
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -23,6 +23,15 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def text_emotions_body(text: TextEmotions) -> dict[str, Any]:
+    return {
+        "labels": [{"label": s.label, "score": s.score} for s in text.labels],
+        "scores": dict(text.scores),
+        "truncated": text.truncated,
+        "tokens": text.tokens,
+    }
+
+
 def result_body(result: EmotionResult) -> dict[str, Any]:
     return {
         "model": {
@@ -32,15 +41,7 @@ def result_body(result: EmotionResult) -> dict[str, Any]:
             "source": result.model.source,
             "description": result.model.description,
         },
-        "results": [
-            {
-                "labels": [{"label": s.label, "score": s.score} for s in text.labels],
-                "scores": dict(text.scores),
-                "truncated": text.truncated,
-                "tokens": text.tokens,
-            }
-            for text in result.results
-        ],
+        "results": [text_emotions_body(text) for text in result.results],
         "options": {"threshold": result.options.threshold, "top_k": result.options.top_k},
     }
 

@@ -126,25 +126,27 @@ def _options(**fields: Any) -> DecodeOptions:
         raise invalid_input(describe_errors(exc.errors())) from None
 
 
+async def read_upload(request: Request, file: UploadFile, settings: GatewaySettings) -> bytes:
+    """The upload's bytes, refused with 413 from its size alone, before anything is decoded."""
+    declared = int(request.headers.get("content-length") or 0)
+    size = file.size if file.size is not None else declared
+    if size > settings.max_audio_bytes + (0 if file.size is not None else MULTIPART_OVERHEAD):
+        limit_mb = settings.max_audio_bytes / (1 << 20)
+        raise SamoError(
+            ErrorType.TOO_LARGE, f"audio file is {size / (1 << 20):.1f} MB; the limit is {limit_mb:.1f} MB"
+        )
+    return await file.read()
+
+
 def transcription_router(settings: GatewaySettings) -> APIRouter:
     router = APIRouter(tags=["transcription"])
     limit_mb = settings.max_audio_bytes / (1 << 20)
-
-    async def read_upload(request: Request, file: UploadFile) -> bytes:
-        declared = int(request.headers.get("content-length") or 0)
-        size = file.size if file.size is not None else declared
-        if size > settings.max_audio_bytes + (0 if file.size is not None else MULTIPART_OVERHEAD):
-            raise SamoError(
-                ErrorType.TOO_LARGE,
-                f"audio file is {size / (1 << 20):.1f} MB; the limit is {limit_mb:.1f} MB",
-            )
-        return await file.read()
 
     async def run(
         request: Request, file: UploadFile, options: DecodeOptions, model: str | None
     ) -> Transcript:
         services: Services = request.app.state.services
-        data = await read_upload(request, file)
+        data = await read_upload(request, file, settings)
         with services.admitted():
             return await services.transcription.transcribe(data, options, model)
 

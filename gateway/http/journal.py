@@ -1,0 +1,154 @@
+"""POST /v1/journal: a journal entry as JSON text or as multipart audio; JSON or Server-Sent Events out."""
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from gateway.emotions.service import EmotionOptions
+from gateway.errors import SamoError, invalid_input
+from gateway.http.emotions import ERRORS, result_body, text_emotions_body
+from gateway.http.summarization import summary_body
+from gateway.http.transcription import AUDIO_ERRORS, read_upload, transcript_body
+from gateway.journal.service import JournalAnalysis
+from gateway.services import Services
+from gateway.transcription.service import Segment
+from gateway.validation import validate_body
+from samo.contracts.whisper import DecodeOptions
+from samo.settings import GatewaySettings
+
+EVENT_STREAM = "text/event-stream"
+
+
+def analysis_body(analysis: JournalAnalysis) -> dict[str, Any]:
+    emotions = result_body(analysis.emotions) if analysis.emotions else None
+    return {
+        "source": "audio" if analysis.transcript else "text",
+        "transcript": transcript_body(analysis.transcript) if analysis.transcript else None,
+        "emotions": emotions["results"][0] if emotions else None,
+        "sentences": [
+            {"text": s.text, "emotions": text_emotions_body(s.emotions)} for s in analysis.sentences
+        ],
+        "summary": summary_body(analysis.summary)["results"][0] if analysis.summary else None,
+        "models": {
+            "emotion": emotions["model"] if emotions else None,
+            "summarization": summary_body(analysis.summary)["model"] if analysis.summary else None,
+            "transcription": transcript_body(analysis.transcript)["model"] if analysis.transcript else None,
+        },
+    }
+
+
+def segment_body(segment: Segment) -> dict[str, Any]:
+    return {"start": segment.start, "end": segment.end, "text": segment.text}
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def journal_router(settings: GatewaySettings) -> APIRouter:
+    router = APIRouter(tags=["journal"])
+    entry = Annotated[str, StringConstraints(strict=True, max_length=settings.max_text_chars)]
+
+    class JournalText(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        text: entry = Field(description="The entry's text.")
+        threshold: float | None = Field(None, ge=0.0, le=1.0)
+        top_k: int | None = Field(None, ge=1, le=1000)
+
+    class JournalAudioForm(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        language: str | None = Field(None, min_length=2, max_length=3)
+        beam_size: int = Field(5, ge=1, le=10)
+        threshold: float | None = Field(None, ge=0.0, le=1.0)
+        top_k: int | None = Field(None, ge=1, le=1000)
+        model: str | None = Field(None, max_length=128)
+
+    request_body = {
+        "content": {
+            "application/json": {"schema": JournalText.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        **JournalAudioForm.model_json_schema()["properties"],
+                    },
+                }
+            },
+        },
+        "required": True,
+    }
+
+    @router.post(
+        "/v1/journal", responses={**ERRORS, **AUDIO_ERRORS}, openapi_extra={"requestBody": request_body}
+    )
+    async def journal(request: Request) -> Response:
+        """Transcript (audio entries), emotions for the entry and per sentence, and a summary.
+
+        With `Accept: text/event-stream`, transcript segments arrive as `segment` events while they are
+        decoded, then one `analysis` event.
+        """
+        services: Services = request.app.state.services
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            form = await request.form()
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise invalid_input("file: field required")
+            fields = validate_body(
+                JournalAudioForm, {k: v for k, v in form.items() if k != "file" and v != ""}
+            )
+            data = await read_upload(request, upload, settings)
+            decode = validate_body(
+                DecodeOptions, {"language": fields.language, "beam_size": fields.beam_size}
+            )
+            options = EmotionOptions(threshold=fields.threshold, top_k=fields.top_k)
+            items = services.journal.stream_audio(data, decode, options, fields.model)
+        else:
+            try:
+                payload = json.loads(await request.body() or b"null")
+            except json.JSONDecodeError:
+                raise invalid_input("request body is not valid JSON") from None
+            if not isinstance(payload, dict):
+                raise invalid_input("body: send a JSON object with `text`, or multipart audio with `file`")
+            body = validate_body(JournalText, payload)
+            options = EmotionOptions(threshold=body.threshold, top_k=body.top_k)
+            items = _single(services.journal.analyze_text(body.text, options))
+
+        with services.admitted():
+            first = await anext(items)  # errors before any output are ordinary HTTP errors
+            if EVENT_STREAM in request.headers.get("accept", ""):
+                # The stream runs after this returns; admission covers its start.
+                return StreamingResponse(_events(first, items), media_type=EVENT_STREAM)
+            async for item in items:
+                first = item
+        assert isinstance(first, JournalAnalysis)
+        return JSONResponse(analysis_body(first))
+
+    return router
+
+
+async def _single(coroutine: Any) -> AsyncIterator[JournalAnalysis]:
+    yield await coroutine
+
+
+async def _events(
+    first: Segment | JournalAnalysis, rest: AsyncIterator[Segment | JournalAnalysis]
+) -> AsyncIterator[bytes]:
+    item = first
+    try:
+        while True:
+            if isinstance(item, JournalAnalysis):
+                yield _event("analysis", analysis_body(item))
+                return
+            yield _event("segment", segment_body(item))
+            item = await anext(rest)
+    except SamoError as exc:  # after the headers went out, errors travel as an event
+        yield _event("error", {"type": exc.type.value, "message": exc.message})

@@ -1,0 +1,1 @@
+"""The journal pipeline: transcript (for audio), then emotions and summary concurrently."""
