@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from google.protobuf import descriptor_pb2, text_format
@@ -158,3 +159,43 @@ def test_transcribe_errors_match_across_transports(clients, audio: bytes, kwargs
     assert over_http.value.type is over_grpc.value.type is error_type
     assert over_http.value.message == over_grpc.value.message
     assert "diary" not in over_grpc.value.message
+
+
+JOURNAL_ENTRY = "I finally finished the project and I feel so proud of us. Then dad called and I am worried."
+
+
+def test_analyze_journal_matches_http(gateway: Gateway) -> None:
+    over_http = httpx.post(f"{gateway.http_url}/v1/journal", json={"text": JOURNAL_ENTRY}, timeout=60).json()
+    with grpc.insecure_channel(gateway.grpc_target) as channel:
+        stub = samo_v1_pb2_grpc.SamoStub(channel)
+        analysis = stub.AnalyzeJournal(samo_v1_pb2.AnalyzeJournalRequest(text=JOURNAL_ENTRY), timeout=60)
+    assert analysis.source == "text" and not analysis.HasField("transcript")
+    # Equal up to fp32 batching noise: the entry may share a Triton batch with its own sentences.
+    assert {s.label: s.score for s in analysis.emotions.scores} == pytest.approx(
+        over_http["emotions"]["scores"], abs=1e-5
+    )
+    assert [s.text for s in analysis.sentences] == [s["text"] for s in over_http["sentences"]]
+    assert analysis.summary.summary == over_http["summary"]["summary"]
+    assert analysis.emotion_model.name == "emotion" and analysis.summarization_model.name == "extractive"
+
+
+def test_stream_journal_sends_segments_then_the_analysis(gateway: Gateway) -> None:
+    with grpc.insecure_channel(gateway.grpc_target) as channel:
+        stub = samo_v1_pb2_grpc.SamoStub(channel)
+        request = samo_v1_pb2.AnalyzeJournalRequest(audio=JFK_WAV.read_bytes())
+        kinds = [event.WhichOneof("event") for event in stub.StreamJournal(request, timeout=120)]
+    assert kinds[-1] == "analysis" and set(kinds[:-1]) == {"segment"} and len(kinds) >= 2
+
+
+def test_journal_errors_match_http(gateway: Gateway) -> None:
+    response = httpx.post(f"{gateway.http_url}/v1/journal", json={"text": " "}, timeout=30)
+    with grpc.insecure_channel(gateway.grpc_target) as channel:
+        stub = samo_v1_pb2_grpc.SamoStub(channel)
+        with pytest.raises(grpc.RpcError) as error:
+            stub.AnalyzeJournal(samo_v1_pb2.AnalyzeJournalRequest(text=" "), timeout=30)
+        with pytest.raises(grpc.RpcError) as streamed:
+            list(stub.StreamJournal(samo_v1_pb2.AnalyzeJournalRequest(audio=b"not audio" * 20), timeout=30))
+    assert response.status_code == 422
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details() == response.json()["error"]["message"]
+    assert streamed.value.code() == grpc.StatusCode.INVALID_ARGUMENT

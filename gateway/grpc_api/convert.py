@@ -4,29 +4,34 @@ from __future__ import annotations
 
 from gateway.emotions.service import EmotionOptions, EmotionResult, LabelScore, ModelInfo, TextEmotions
 from gateway.grpc_api import samo_v1_pb2 as pb
+from gateway.journal.service import JournalAnalysis
 from gateway.transcription.service import Segment, Transcript, TranscriptionModelInfo
 from samo.contracts.whisper import DecodeOptions
 
 
+def text_emotions(text: TextEmotions) -> pb.TextEmotions:
+    return pb.TextEmotions(
+        labels=[pb.LabelScore(label=s.label, score=s.score) for s in text.labels],
+        scores=[pb.LabelScore(label=label, score=score) for label, score in text.scores.items()],
+        truncated=text.truncated,
+        tokens=text.tokens,
+    )
+
+
+def model_info(model: ModelInfo) -> pb.ModelInfo:
+    return pb.ModelInfo(
+        name=model.name,
+        version=model.version,
+        kind=model.kind,
+        source=model.source,
+        description=model.description,
+    )
+
+
 def emotion_response(result: EmotionResult) -> pb.DetectEmotionsResponse:
-    model = result.model
     return pb.DetectEmotionsResponse(
-        model=pb.ModelInfo(
-            name=model.name,
-            version=model.version,
-            kind=model.kind,
-            source=model.source,
-            description=model.description,
-        ),
-        results=[
-            pb.TextEmotions(
-                labels=[pb.LabelScore(label=s.label, score=s.score) for s in text.labels],
-                scores=[pb.LabelScore(label=label, score=score) for label, score in text.scores.items()],
-                truncated=text.truncated,
-                tokens=text.tokens,
-            )
-            for text in result.results
-        ],
+        model=model_info(result.model),
+        results=[text_emotions(text) for text in result.results],
         options=pb.EmotionOptions(threshold=result.options.threshold, top_k=result.options.top_k),
     )
 
@@ -51,20 +56,17 @@ def emotion_result(message: pb.DetectEmotionsResponse) -> EmotionResult:
     )
 
 
+def segment_message(s: Segment) -> pb.TranscriptSegment:
+    return pb.TranscriptSegment(
+        start=s.start, end=s.end, text=s.text, avg_logprob=s.avg_logprob, no_speech_prob=s.no_speech_prob
+    )
+
+
 def transcribe_response(transcript: Transcript) -> pb.TranscribeResponse:
     model = transcript.model
     return pb.TranscribeResponse(
         text=transcript.text,
-        segments=[
-            pb.TranscriptSegment(
-                start=s.start,
-                end=s.end,
-                text=s.text,
-                avg_logprob=s.avg_logprob,
-                no_speech_prob=s.no_speech_prob,
-            )
-            for s in transcript.segments
-        ],
+        segments=[segment_message(s) for s in transcript.segments],
         duration=transcript.duration,
         language=transcript.language,
         language_probability=transcript.language_probability,
@@ -87,3 +89,34 @@ def transcript(message: pb.TranscribeResponse, options: DecodeOptions) -> Transc
         model=TranscriptionModelInfo(model.name, model.version, model.backend, model.source),
         options=options,
     )
+
+
+def journal_message(analysis: JournalAnalysis) -> pb.JournalAnalysis:
+    message = pb.JournalAnalysis(
+        source="audio" if analysis.transcript else "text",
+        sentences=[
+            pb.SentenceEmotions(text=s.text, emotions=text_emotions(s.emotions)) for s in analysis.sentences
+        ],
+    )
+    if analysis.transcript:
+        message.transcript.CopyFrom(transcribe_response(analysis.transcript))
+    if analysis.emotions:
+        message.emotions.CopyFrom(text_emotions(analysis.emotions.results[0]))
+        message.emotion_model.CopyFrom(model_info(analysis.emotions.model))
+    if analysis.summary:
+        summary, model = analysis.summary.results[0], analysis.summary.model
+        message.summary.CopyFrom(
+            pb.Summary(
+                summary=summary.text,
+                method=model.method,
+                sentences=list(summary.sentences),
+                sentence_count=summary.sentence_count,
+                truncated=summary.truncated,
+            )
+        )
+        message.summarization_model.CopyFrom(
+            pb.SummaryModelInfo(
+                name=model.name, method=model.method, version=model.version, source=model.source
+            )
+        )
+    return message

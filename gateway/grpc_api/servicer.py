@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -13,8 +13,11 @@ from gateway.emotions.service import EmotionOptions
 from gateway.errors import GRPC_ERROR_TYPE_KEY, GRPC_STATUS, SamoError
 from gateway.grpc_api import samo_v1_pb2 as pb
 from gateway.grpc_api import samo_v1_pb2_grpc
-from gateway.grpc_api.convert import emotion_response, transcribe_response
+from gateway.grpc_api.convert import emotion_response, journal_message, segment_message, transcribe_response
+from gateway.journal.request import JournalAudioOptions, journal_text_model
+from gateway.journal.service import JournalAnalysis
 from gateway.services import Services
+from gateway.transcription.service import Segment
 from gateway.validation import validate_body
 from samo.contracts.whisper import DecodeOptions
 from samo.settings import GatewaySettings
@@ -43,6 +46,7 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
     def __init__(self, services: Services, settings: GatewaySettings) -> None:
         self.services = services
         self.emotion_request = emotion_request_model(settings)
+        self.journal_text = journal_text_model(settings)
 
     @samo_errors
     async def DetectEmotions(
@@ -79,3 +83,49 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
                 request.audio, options, request.model or None
             )
         return transcribe_response(result)
+
+    def _journal_items(self, request: pb.AnalyzeJournalRequest) -> AsyncIterator[Segment | JournalAnalysis]:
+        options = {
+            "threshold": request.threshold if request.HasField("threshold") else None,
+            "top_k": request.top_k if request.HasField("top_k") else None,
+        }
+        if request.WhichOneof("entry") == "audio":
+            audio = validate_body(
+                JournalAudioOptions,
+                {
+                    **options,
+                    "language": request.language or None,
+                    "beam_size": request.beam_size if request.HasField("beam_size") else 5,
+                    "model": request.transcription_model or None,
+                },
+            )
+            decode = DecodeOptions(language=audio.language, beam_size=audio.beam_size)
+            emotion = EmotionOptions(threshold=audio.threshold, top_k=audio.top_k)
+            return self.services.journal.stream_audio(request.audio, decode, emotion, audio.model)
+        body = validate_body(self.journal_text, {"text": request.text, **options})
+        return self.services.journal.stream_text(body.text, EmotionOptions(body.threshold, body.top_k))
+
+    @samo_errors
+    async def AnalyzeJournal(
+        self, request: pb.AnalyzeJournalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.JournalAnalysis:
+        analysis = None
+        with self.services.admitted():
+            async for item in self._journal_items(request):
+                analysis = item
+        assert isinstance(analysis, JournalAnalysis)
+        return journal_message(analysis)
+
+    async def StreamJournal(
+        self, request: pb.AnalyzeJournalRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.JournalEvent]:
+        try:
+            with self.services.admitted():
+                async for item in self._journal_items(request):
+                    if isinstance(item, JournalAnalysis):
+                        yield pb.JournalEvent(analysis=journal_message(item))
+                    else:
+                        yield pb.JournalEvent(segment=segment_message(item))
+        except SamoError as exc:
+            context.set_trailing_metadata(((GRPC_ERROR_TYPE_KEY, exc.type.value),))
+            await context.abort(grpc.StatusCode[GRPC_STATUS[exc.type]], exc.message)

@@ -2,17 +2,17 @@
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from gateway.emotions.service import EmotionOptions
 from gateway.errors import SamoError, invalid_input
 from gateway.http.emotions import ERRORS, result_body, text_emotions_body
 from gateway.http.summarization import summary_body
 from gateway.http.transcription import AUDIO_ERRORS, read_upload, transcript_body
+from gateway.journal.request import JournalAudioOptions, journal_text_model
 from gateway.journal.service import JournalAnalysis
 from gateway.services import Services
 from gateway.transcription.service import Segment
@@ -51,23 +51,8 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
 
 def journal_router(settings: GatewaySettings) -> APIRouter:
     router = APIRouter(tags=["journal"])
-    entry = Annotated[str, StringConstraints(strict=True, max_length=settings.max_text_chars)]
-
-    class JournalText(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-
-        text: entry = Field(description="The entry's text.")
-        threshold: float | None = Field(None, ge=0.0, le=1.0)
-        top_k: int | None = Field(None, ge=1, le=1000)
-
-    class JournalAudioForm(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-
-        language: str | None = Field(None, min_length=2, max_length=3)
-        beam_size: int = Field(5, ge=1, le=10)
-        threshold: float | None = Field(None, ge=0.0, le=1.0)
-        top_k: int | None = Field(None, ge=1, le=1000)
-        model: str | None = Field(None, max_length=128)
+    JournalText = journal_text_model(settings)
+    JournalAudioForm = JournalAudioOptions
 
     request_body = {
         "content": {
@@ -120,7 +105,7 @@ def journal_router(settings: GatewaySettings) -> APIRouter:
                 raise invalid_input("body: send a JSON object with `text`, or multipart audio with `file`")
             body = validate_body(JournalText, payload)
             options = EmotionOptions(threshold=body.threshold, top_k=body.top_k)
-            items = _single(services.journal.analyze_text(body.text, options))
+            items = services.journal.stream_text(body.text, options)
 
         with services.admitted():
             first = await anext(items)  # errors before any output are ordinary HTTP errors
@@ -133,10 +118,6 @@ def journal_router(settings: GatewaySettings) -> APIRouter:
         return JSONResponse(analysis_body(first))
 
     return router
-
-
-async def _single(coroutine: Any) -> AsyncIterator[JournalAnalysis]:
-    yield await coroutine
 
 
 async def _events(

@@ -71,6 +71,12 @@ class JournalService:
             transcript=transcript,
         )
 
+    async def stream_text(
+        self, text: str, options: EmotionOptions = EmotionOptions()
+    ) -> AsyncIterator[JournalAnalysis]:
+        """`analyze_text` in the shape of `stream_audio`, so the fronts treat both entries alike."""
+        yield await self.analyze_text(text, options)
+
     async def stream_audio(
         self,
         data: bytes,
