@@ -298,3 +298,87 @@ def test_images_match_their_pods(
     pod = rendered.get("Deployment", deployment)["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsUser"] == int(uid)
     assert {p["containerPort"] for p in _container(rendered.get("Deployment", deployment))["ports"]} == ports
+
+
+# The models Triton serves, as `samo export <command>` writes them: folder name and export command.
+MODELS = {"emotion": "emotion", "embedder": "embedder", "whisper": "whisper-ct2"}
+# What the gateway reads from each model folder (beyond that, weights stay in the Triton image).
+GATEWAY_FILES = {
+    "emotion": {"samo.json", "thresholds.json", "labels.txt", "tokenizer"},
+    "embedder": {"samo.json", "tokenizer"},
+    "whisper": {"samo.json"},
+}
+# The Python backend's packages for whisper's model.py, on the Triton image's own Python.
+TRITON_PYTHON_PACKAGES = {"ctranslate2==4.8.5", "faster-whisper==1.2.1", "numpy<2"}
+
+
+def _instructions(text: str) -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined and comments dropped."""
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))
+    return [" ".join(line.split()) for line in joined.splitlines() if line.strip()]
+
+
+def _stages(dockerfile: str) -> list[str]:
+    text = (ROOT / dockerfile).read_text()
+    return re.split(r"^FROM\s", text, flags=re.MULTILINE)[1:]
+
+
+def _copies_from_export(stage: str) -> list[tuple[list[str], str]]:
+    """Each `COPY --from=export SRC... DEST` of a stage as (sources, destination)."""
+    copies = []
+    for instruction in _instructions(stage):
+        words = instruction.split()
+        if words[0] == "COPY" and "--from=export" in words:
+            paths = [w for w in words[1:] if not w.startswith("--")]
+            copies.append((paths[:-1], paths[-1]))
+    return copies
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_export_stage_exports_every_model(dockerfile: str) -> None:
+    export = _stages(dockerfile)[0]
+    assert export.split()[2] == "export", f"{dockerfile}'s first stage is not named export"
+    commands = " ".join(_instructions(export))
+    for folder, command in MODELS.items():
+        assert f"samo export {command} --target gpu --repository /models" in commands, (
+            f"{dockerfile} does not export {folder} for the GPU into /models"
+        )
+
+
+def test_export_stages_are_identical() -> None:
+    triton, gateway = (_instructions(_stages(d)[0]) for d in DOCKERFILES)
+    assert triton == gateway, "the gateway must read the same export that Triton serves"
+
+
+def test_triton_image_carries_every_model_and_its_python_packages() -> None:
+    stage = _final_stage("Dockerfile.triton")
+    assert (["/models"], "/models") in _copies_from_export(stage), "the whole repository goes to /models"
+    installs = [i for i in _instructions(stage) if re.search(r"\bpip3? install\b", i)]
+    assert installs, "no pip install for whisper's Python backend"
+    pinned = {w.strip("\"'") for i in installs for w in i.split()}
+    assert pinned >= TRITON_PYTHON_PACKAGES, f"missing {TRITON_PYTHON_PACKAGES - pinned}"
+    assert all("--no-cache-dir" in i for i in installs)
+    # Installed as root, before the image drops to its non-root user.
+    instructions = _instructions(stage)
+    user = next(n for n, i in enumerate(instructions) if i.startswith("USER "))
+    assert all(instructions.index(i) < user for i in installs)
+
+
+def test_gateway_image_carries_what_the_gateway_reads() -> None:
+    copied: dict[str, set[str]] = {}
+    for sources, dest in _copies_from_export(_final_stage("Dockerfile.gateway")):
+        for source in sources:
+            match = re.fullmatch(r"/models/([^/]+)/([^/]+)", source)
+            if match is None:
+                continue
+            folder, name = match.groups()
+            target = dest if dest.endswith("/") else dest.rsplit("/", 1)[0] + "/"
+            assert target.rstrip("/") == f"/models/{folder}", f"{source} copied to {dest}"
+            if not dest.endswith("/"):
+                assert dest.rsplit("/", 1)[1] == name, f"{source} copied to {dest}"
+            copied.setdefault(folder, set()).add(name)
+    for folder, needed in GATEWAY_FILES.items():
+        missing = needed - copied.get(folder, set())
+        assert not missing, f"the gateway image lacks {folder}'s {sorted(missing)}"
+    assert set(copied) == set(MODELS), "the gateway image holds a model folder Triton does not serve"
