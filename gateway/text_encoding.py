@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -20,6 +21,17 @@ class EncodedTexts:
     inputs: dict[str, np.ndarray]
     truncated: tuple[bool, ...]
     token_counts: tuple[int, ...]
+
+
+class EncoderCard(Protocol):
+    """The model-card fields tokenization needs (emotion and embedding cards have them)."""
+
+    max_length: int
+    pad_token_id: int
+    token_type_ids: bool
+
+    @property
+    def contract(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,16 @@ class TokenEncoder:
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length=max_length)
         return cls(tokenizer, max_length, pad_token_id, token_type_ids, ragged)
+
+    @classmethod
+    def for_card(cls, model_dir: Path, card: EncoderCard) -> TokenEncoder:
+        return cls.load(
+            model_dir,
+            max_length=card.max_length,
+            pad_token_id=card.pad_token_id,
+            token_type_ids=card.token_type_ids,
+            ragged=card.contract.ragged,
+        )
 
     def encode(self, texts: Sequence[str]) -> EncodedTexts:
         encodings = self.tokenizer.encode_batch(list(texts))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, ValidationError
 
 from gateway.errors import invalid_input
+from samo.settings import GatewaySettings
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -39,3 +40,22 @@ def validate_body(model: type[Body], data: Mapping[str, Any]) -> Body:
         return model.model_validate(data)
     except ValidationError as exc:
         raise invalid_input(describe_errors(exc.errors())) from None
+
+
+def reject_blank_texts(texts: list[str]) -> list[str]:
+    """A field validator for `texts`: every text must have content."""
+    blank = [str(i) for i, t in enumerate(texts) if not t.strip()]
+    if blank:
+        raise ValueError(f"texts at positions {', '.join(blank)} are empty or whitespace only")
+    return texts
+
+
+def texts_field(settings: GatewaySettings, what: str = "texts") -> Any:
+    """The annotated `texts` list with this process's limits, for request schemas."""
+    text = Annotated[str, StringConstraints(strict=True, max_length=settings.max_text_chars)]
+    description = f"1 to {settings.max_texts} {what}, each up to {settings.max_text_chars} characters."
+    return Annotated[
+        list[text],
+        Field(min_length=1, max_length=settings.max_texts, description=description),
+        AfterValidator(reject_blank_texts),
+    ]

@@ -30,6 +30,7 @@ import numpy as np
 
 from load_tests.loadgen import format_table
 from load_tests.processes import free_port, server_process
+from samo.evaluation.wer import word_error_rate
 
 logger = logging.getLogger(__name__)
 
@@ -80,19 +81,6 @@ def clips(jfk: Path) -> list[Clip]:
     return result
 
 
-def _wer(reference: str, hypothesis: str) -> float:
-    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
-
-    normalize = EnglishTextNormalizer({})
-    ref, hyp = normalize(reference).split(), normalize(hypothesis).split()
-    distance = np.arange(len(hyp) + 1)
-    for i, word in enumerate(ref, start=1):
-        previous, distance[0] = distance.copy(), i
-        for j, other in enumerate(hyp, start=1):
-            distance[j] = min(previous[j] + 1, distance[j - 1] + 1, previous[j - 1] + (word != other))
-    return float(distance[len(hyp)]) / max(len(ref), 1)
-
-
 def _row(system: str, load: str, done: list[tuple[Clip, float, str]], wall: float) -> dict:
     latencies = sorted(latency for _, latency, _ in done)
     texts = {clip.name: text for clip, _, text in done}
@@ -104,8 +92,10 @@ def _row(system: str, load: str, done: list[tuple[Clip, float, str]], wall: floa
         "p50_s": statistics.median(latencies),
         "p95_s": float(np.percentile(latencies, 95)),
         "files": len(done),
-        "wer_jfk": _wer(JFK_TEXT, texts["jfk"]) if "jfk" in texts else None,
-        "wer_long": _wer(by_name["long"].reference or "", texts["long"]) if "long" in texts else None,
+        "wer_jfk": word_error_rate(JFK_TEXT, texts["jfk"]) if "jfk" in texts else None,
+        "wer_long": word_error_rate(by_name["long"].reference or "", texts["long"])
+        if "long" in texts
+        else None,
     }
 
 

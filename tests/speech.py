@@ -7,7 +7,10 @@ import wave
 from pathlib import Path
 
 import numpy as np
-from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+from samo.evaluation.wer import word_error_rate
+
+__all__ = ["JFK_TEXT", "JFK_WAV", "RATE", "jfk_samples", "long_speech", "wav_bytes", "word_error_rate"]
 
 JFK_WAV = Path(__file__).parent / "data" / "jfk.wav"
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -36,14 +39,3 @@ def long_speech(repeats: int = 6, pause_s: float = 1.0) -> np.ndarray:
     for _ in range(repeats):
         pieces += [jfk_samples(), pause]
     return np.concatenate(pieces)
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    normalize = EnglishTextNormalizer({})
-    ref, hyp = normalize(reference).split(), normalize(hypothesis).split()
-    distance = np.arange(len(hyp) + 1)
-    for i, word in enumerate(ref, start=1):
-        previous, distance[0] = distance.copy(), i
-        for j, other in enumerate(hyp, start=1):
-            distance[j] = min(previous[j] + 1, distance[j - 1] + 1, previous[j - 1] + (word != other))
-    return float(distance[len(hyp)]) / max(len(ref), 1)

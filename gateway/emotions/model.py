@@ -28,13 +28,7 @@ class EmotionModel:
     def load(cls, model_dir: Path) -> EmotionModel:
         card = EmotionModelCard.read(model_dir)
         thresholds = np.asarray(Thresholds.read(model_dir).for_labels(card.labels), dtype=np.float32)
-        encoder = TokenEncoder.load(
-            model_dir,
-            max_length=card.max_length,
-            pad_token_id=card.pad_token_id,
-            token_type_ids=card.token_type_ids,
-            ragged=card.contract.ragged,
-        )
+        encoder = TokenEncoder.for_card(model_dir, card)
         return cls(model_dir.name, latest_version(model_dir), card, thresholds, encoder)
 
     def encode(self, texts: Sequence[str]) -> EncodedTexts:

@@ -70,13 +70,7 @@ class Embedder:
     @classmethod
     def load(cls, model_dir: Path) -> Embedder:
         card = EmbeddingModelCard.read(model_dir)
-        encoder = TokenEncoder.load(
-            model_dir,
-            max_length=card.max_length,
-            pad_token_id=card.pad_token_id,
-            token_type_ids=card.token_type_ids,
-            ragged=card.contract.ragged,
-        )
+        encoder = TokenEncoder.for_card(model_dir, card)
         return cls(model_dir.name, latest_version(model_dir), card, encoder)
 
 

@@ -1,0 +1,26 @@
+"""Word error rate after Whisper's English text normalization (the convention Whisper results use)."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+
+
+@cache
+def _normalizer():
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    return EnglishTextNormalizer({})
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level edit distance over the reference's length, both normalized first."""
+    normalize = _normalizer()
+    ref, hyp = normalize(reference).split(), normalize(hypothesis).split()
+    distance = np.arange(len(hyp) + 1)
+    for i, word in enumerate(ref, start=1):
+        previous, distance[0] = distance.copy(), i
+        for j, other in enumerate(hyp, start=1):
+            distance[j] = min(previous[j] + 1, distance[j - 1] + 1, previous[j - 1] + (word != other))
+    return float(distance[len(hyp)]) / max(len(ref), 1)
