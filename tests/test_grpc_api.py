@@ -199,3 +199,37 @@ def test_journal_errors_match_http(gateway: Gateway) -> None:
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.value.details() == response.json()["error"]["message"]
     assert streamed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_summarize_matches_http(gateway: Gateway) -> None:
+    texts = [JOURNAL_ENTRY + " I will call him tomorrow. Work can wait."]
+    over_http = httpx.post(f"{gateway.http_url}/v1/summarize", json={"texts": texts}, timeout=60).json()
+    with grpc.insecure_channel(gateway.grpc_target) as channel:
+        stub = samo_v1_pb2_grpc.SamoStub(channel)
+        response = stub.Summarize(samo_v1_pb2.SummarizeRequest(texts=texts), timeout=60)
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Summarize(samo_v1_pb2.SummarizeRequest(texts=texts, num_beams=0), timeout=60)
+    assert response.model.name == "extractive"
+    assert response.results[0].summary == over_http["results"][0]["summary"]
+    assert list(response.results[0].sentences) == over_http["results"][0]["sentences"]
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details() == "num_beams: Input should be greater than or equal to 1"
+
+
+def test_transcribe_stream_takes_chunks_and_streams_segments(gateway: Gateway) -> None:
+    audio = JFK_WAV.read_bytes()
+    chunks = [audio[i : i + 32_000] for i in range(0, len(audio), 32_000)]
+    requests = [samo_v1_pb2.AudioChunk(data=chunks[0], beam_size=2)]
+    requests += [samo_v1_pb2.AudioChunk(data=chunk) for chunk in chunks[1:]]
+    with grpc.insecure_channel(gateway.grpc_target) as channel:
+        stub = samo_v1_pb2_grpc.SamoStub(channel)
+        events = list(stub.TranscribeStream(iter(requests), timeout=120))
+        unary = stub.Transcribe(samo_v1_pb2.TranscribeRequest(audio=audio, beam_size=2), timeout=120)
+        with pytest.raises(grpc.RpcError) as empty:
+            list(stub.TranscribeStream(iter([]), timeout=30))
+    kinds = [event.WhichOneof("event") for event in events]
+    assert kinds[-1] == "transcript" and set(kinds[:-1]) == {"segment"}
+    assert [e.segment for e in events[:-1]] == list(events[-1].transcript.segments)
+    assert events[-1].transcript == unary
+    assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert empty.value.details() == "send the audio in at least one chunk"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from gateway.emotions.service import EmotionOptions, EmotionResult, LabelScore, ModelInfo, TextEmotions
 from gateway.grpc_api import samo_v1_pb2 as pb
 from gateway.journal.service import JournalAnalysis
+from gateway.summarization.service import Summary, SummaryModelInfo, SummaryResult
 from gateway.transcription.service import Segment, Transcript, TranscriptionModelInfo
 from samo.contracts.whisper import DecodeOptions
 
@@ -104,19 +105,28 @@ def journal_message(analysis: JournalAnalysis) -> pb.JournalAnalysis:
         message.emotions.CopyFrom(text_emotions(analysis.emotions.results[0]))
         message.emotion_model.CopyFrom(model_info(analysis.emotions.model))
     if analysis.summary:
-        summary, model = analysis.summary.results[0], analysis.summary.model
-        message.summary.CopyFrom(
-            pb.Summary(
-                summary=summary.text,
-                method=model.method,
-                sentences=list(summary.sentences),
-                sentence_count=summary.sentence_count,
-                truncated=summary.truncated,
-            )
-        )
-        message.summarization_model.CopyFrom(
-            pb.SummaryModelInfo(
-                name=model.name, method=model.method, version=model.version, source=model.source
-            )
-        )
+        message.summary.CopyFrom(summary_message(analysis.summary.results[0], analysis.summary.model))
+        message.summarization_model.CopyFrom(summary_model(analysis.summary.model))
     return message
+
+
+def summary_message(summary: Summary, model: SummaryModelInfo) -> pb.Summary:
+    return pb.Summary(
+        summary=summary.text,
+        method=model.method,
+        sentences=list(summary.sentences),
+        sentence_count=summary.sentence_count,
+        truncated=summary.truncated,
+    )
+
+
+def summary_model(model: SummaryModelInfo) -> pb.SummaryModelInfo:
+    return pb.SummaryModelInfo(
+        name=model.name, method=model.method, version=model.version, source=model.source
+    )
+
+
+def summarize_response(result: SummaryResult) -> pb.SummarizeResponse:
+    return pb.SummarizeResponse(
+        model=summary_model(result.model), results=[summary_message(s, result.model) for s in result.results]
+    )

@@ -10,14 +10,22 @@ import grpc
 
 from gateway.emotions.request import emotion_request_model
 from gateway.emotions.service import EmotionOptions
-from gateway.errors import GRPC_ERROR_TYPE_KEY, GRPC_STATUS, SamoError
+from gateway.errors import GRPC_ERROR_TYPE_KEY, GRPC_STATUS, ErrorType, SamoError, invalid_input
 from gateway.grpc_api import samo_v1_pb2 as pb
 from gateway.grpc_api import samo_v1_pb2_grpc
-from gateway.grpc_api.convert import emotion_response, journal_message, segment_message, transcribe_response
+from gateway.grpc_api.convert import (
+    emotion_response,
+    journal_message,
+    segment_message,
+    summarize_response,
+    transcribe_response,
+)
 from gateway.journal.request import JournalAudioOptions, journal_text_model
 from gateway.journal.service import JournalAnalysis
 from gateway.services import Services
-from gateway.transcription.service import Segment
+from gateway.summarization.request import summary_request_model
+from gateway.summarization.service import SummaryOptions
+from gateway.transcription.service import Segment, Transcript
 from gateway.validation import validate_body
 from samo.contracts.whisper import DecodeOptions
 from samo.settings import GatewaySettings
@@ -35,8 +43,7 @@ def samo_errors(handler: Handler) -> Handler:
         try:
             return await handler(self, request, context)
         except SamoError as exc:
-            context.set_trailing_metadata(((GRPC_ERROR_TYPE_KEY, exc.type.value),))
-            await context.abort(grpc.StatusCode[GRPC_STATUS[exc.type]], exc.message)
+            await _abort(context, exc)
             raise  # unreachable: abort raises
 
     return wrapper
@@ -47,6 +54,7 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
         self.services = services
         self.emotion_request = emotion_request_model(settings)
         self.journal_text = journal_text_model(settings)
+        self.summary_request = summary_request_model(settings)
 
     @samo_errors
     async def DetectEmotions(
@@ -127,5 +135,66 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
                     else:
                         yield pb.JournalEvent(segment=segment_message(item))
         except SamoError as exc:
-            context.set_trailing_metadata(((GRPC_ERROR_TYPE_KEY, exc.type.value),))
-            await context.abort(grpc.StatusCode[GRPC_STATUS[exc.type]], exc.message)
+            await _abort(context, exc)
+
+    async def TranscribeStream(
+        self, chunks: AsyncIterator[pb.AudioChunk], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.TranscribeEvent]:
+        try:
+            first, data = await self._collect(chunks)
+            options = validate_body(
+                DecodeOptions,
+                {
+                    "language": first.language or None,
+                    "beam_size": first.beam_size if first.HasField("beam_size") else 5,
+                },
+            )
+            with self.services.admitted():
+                async for item in self.services.transcription.stream(data, options, first.model or None):
+                    if isinstance(item, Transcript):
+                        yield pb.TranscribeEvent(transcript=transcribe_response(item))
+                    else:
+                        yield pb.TranscribeEvent(segment=segment_message(item))
+        except SamoError as exc:
+            await _abort(context, exc)
+
+    async def _collect(self, chunks: AsyncIterator[pb.AudioChunk]) -> tuple[pb.AudioChunk, bytes]:
+        """The first chunk (it carries the options) and all the audio, refused past the size limit."""
+        first = None
+        parts: list[bytes] = []
+        size = 0
+        limit = self.services.settings.max_audio_bytes
+        async for chunk in chunks:
+            first = first or chunk
+            size += len(chunk.data)
+            if size > limit:
+                raise SamoError(ErrorType.TOO_LARGE, f"audio is over the {limit / (1 << 20):.1f} MB limit")
+            parts.append(chunk.data)
+        if first is None:
+            raise invalid_input("send the audio in at least one chunk")
+        return first, b"".join(parts)
+
+    @samo_errors
+    async def Summarize(
+        self, request: pb.SummarizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SummarizeResponse:
+        body = validate_body(
+            self.summary_request,
+            {
+                "texts": list(request.texts),
+                "max_new_tokens": request.max_new_tokens if request.HasField("max_new_tokens") else None,
+                "min_new_tokens": request.min_new_tokens,
+                "num_beams": request.num_beams if request.HasField("num_beams") else 1,
+                "model": request.model or None,
+            },
+        )
+        options = SummaryOptions(body.max_new_tokens, body.min_new_tokens, body.num_beams, body.model)
+        with self.services.admitted():
+            result = await self.services.summarization.summarize(body.texts, options)
+        return summarize_response(result)
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: SamoError) -> None:
+    """The error taxonomy mapped to a gRPC status, with the exact type in trailing metadata."""
+    context.set_trailing_metadata(((GRPC_ERROR_TYPE_KEY, exc.type.value),))
+    await context.abort(grpc.StatusCode[GRPC_STATUS[exc.type]], exc.message)
