@@ -17,13 +17,17 @@ from typing import Any, Protocol, Self
 import grpc
 import httpx
 
-from gateway.emotions.service import EmotionResult
+from gateway.emotions.service import EmotionOptions, EmotionResult
 from gateway.errors import GRPC_ERROR_TYPE_KEY, ErrorType, SamoError
 from gateway.grpc_api import samo_v1_pb2 as pb
 from gateway.grpc_api import samo_v1_pb2_grpc
-from gateway.grpc_api.convert import emotion_result, transcript
+from gateway.grpc_api.convert import emotion_result, journal_result, summary_result, transcript
 from gateway.http.emotions import result_from_body
+from gateway.http.journal import analysis_from_body
+from gateway.http.summarization import summary_from_body
 from gateway.http.transcription import transcript_from_body
+from gateway.journal.service import JournalAnalysis
+from gateway.summarization.service import SummaryOptions, SummaryResult
 from gateway.transcription.service import Transcript
 from samo.contracts.whisper import DecodeOptions
 
@@ -47,6 +51,27 @@ class SamoClient(Protocol):
         beam_size: int = 5,
         model: str | None = None,
     ) -> Transcript: ...
+
+    def summarize(
+        self,
+        texts: Sequence[str],
+        *,
+        max_new_tokens: int | None = None,
+        min_new_tokens: int = 0,
+        num_beams: int = 1,
+        model: str | None = None,
+    ) -> SummaryResult: ...
+
+    def analyze_journal(
+        self,
+        *,
+        text: str | None = None,
+        audio: bytes | None = None,
+        threshold: float | None = None,
+        top_k: int | None = None,
+        language: str | None = None,
+        beam_size: int = 5,
+    ) -> JournalAnalysis: ...
 
     def close(self) -> None: ...
 
@@ -94,6 +119,44 @@ class HttpClient(_ClosingContext):
         return transcript_from_body(
             response.json(), DecodeOptions(language=language, task=task, beam_size=beam_size)
         )  # type: ignore[arg-type]
+
+    def summarize(
+        self,
+        texts: Sequence[str],
+        *,
+        max_new_tokens: int | None = None,
+        min_new_tokens: int = 0,
+        num_beams: int = 1,
+        model: str | None = None,
+    ) -> SummaryResult:
+        body = {
+            "texts": list(texts),
+            "max_new_tokens": max_new_tokens,
+            "min_new_tokens": min_new_tokens,
+            "num_beams": num_beams,
+            "model": model,
+        }
+        options = SummaryOptions(max_new_tokens, min_new_tokens, num_beams, model)
+        return summary_from_body(self._post("/v1/summarize", json=body).json(), options)
+
+    def analyze_journal(
+        self,
+        *,
+        text: str | None = None,
+        audio: bytes | None = None,
+        threshold: float | None = None,
+        top_k: int | None = None,
+        language: str | None = None,
+        beam_size: int = 5,
+    ) -> JournalAnalysis:
+        emotion, decode = _journal_options(text, audio, threshold, top_k, language, beam_size)
+        if audio is not None:
+            form = {"threshold": threshold, "top_k": top_k, "language": language, "beam_size": beam_size}
+            data = {key: str(value) for key, value in form.items() if value is not None}
+            response = self._post("/v1/journal", files={"file": ("entry", audio)}, data=data)
+        else:
+            response = self._post("/v1/journal", json={"text": text, "threshold": threshold, "top_k": top_k})
+        return analysis_from_body(response.json(), emotion, decode)
 
     def _post(self, path: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -149,8 +212,69 @@ class GrpcClient(_ClosingContext):
             raise _samo_error(exc) from None
         return transcript(response, DecodeOptions(language=language, task=task, beam_size=beam_size))  # type: ignore[arg-type]
 
+    def summarize(
+        self,
+        texts: Sequence[str],
+        *,
+        max_new_tokens: int | None = None,
+        min_new_tokens: int = 0,
+        num_beams: int = 1,
+        model: str | None = None,
+    ) -> SummaryResult:
+        request = pb.SummarizeRequest(
+            texts=list(texts),
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            num_beams=num_beams,
+            model=model or "",
+        )
+        try:
+            response = self._stub.Summarize(request, timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise _samo_error(exc) from None
+        return summary_result(response, SummaryOptions(max_new_tokens, min_new_tokens, num_beams, model))
+
+    def analyze_journal(
+        self,
+        *,
+        text: str | None = None,
+        audio: bytes | None = None,
+        threshold: float | None = None,
+        top_k: int | None = None,
+        language: str | None = None,
+        beam_size: int = 5,
+    ) -> JournalAnalysis:
+        emotion, decode = _journal_options(text, audio, threshold, top_k, language, beam_size)
+        common = {"threshold": threshold, "top_k": top_k}
+        if audio is not None:
+            request = pb.AnalyzeJournalRequest(
+                audio=audio, language=language or "", beam_size=beam_size, **common
+            )
+        else:
+            request = pb.AnalyzeJournalRequest(text=text, **common)
+        try:
+            response = self._stub.AnalyzeJournal(request, timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise _samo_error(exc) from None
+        return journal_result(response, emotion, decode)
+
     def close(self) -> None:
         self._channel.close()
+
+
+def _journal_options(
+    text: str | None,
+    audio: bytes | None,
+    threshold: float | None,
+    top_k: int | None,
+    language: str | None,
+    beam_size: int,
+) -> tuple[EmotionOptions, DecodeOptions]:
+    if (text is None) == (audio is None):
+        raise ValueError("pass exactly one of `text` and `audio`")
+    return EmotionOptions(threshold=threshold, top_k=top_k), DecodeOptions(
+        language=language, beam_size=beam_size
+    )
 
 
 def _samo_error(exc: grpc.RpcError) -> SamoError:

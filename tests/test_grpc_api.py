@@ -233,3 +233,31 @@ def test_transcribe_stream_takes_chunks_and_streams_segments(gateway: Gateway) -
     assert events[-1].transcript == unary
     assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert empty.value.details() == "send the audio in at least one chunk"
+
+
+def test_typed_clients_summarize_alike(clients) -> None:
+    http, rpc = clients
+    texts = [JOURNAL_ENTRY + " I will call him tomorrow. Work can wait."]
+    assert http.summarize(texts, max_new_tokens=40) == rpc.summarize(texts, max_new_tokens=40)
+    with pytest.raises(SamoError) as over_http:
+        http.summarize(texts, model="t5-small")
+    with pytest.raises(SamoError) as over_grpc:
+        rpc.summarize(texts, model="t5-small")
+    assert over_http.value.type is over_grpc.value.type is ErrorType.NOT_FOUND
+    assert over_http.value.message == over_grpc.value.message
+
+
+def test_typed_clients_analyze_journal_alike(clients) -> None:
+    http, rpc = clients
+    for entry in ({"text": JOURNAL_ENTRY, "top_k": 2}, {"audio": JFK_WAV.read_bytes(), "beam_size": 2}):
+        via_http, via_grpc = http.analyze_journal(**entry), rpc.analyze_journal(**entry)
+        assert via_grpc.text == via_http.text and via_grpc.transcript == via_http.transcript
+        assert via_grpc.summary == via_http.summary
+        assert [s.text for s in via_grpc.sentences] == [s.text for s in via_http.sentences]
+        # Scores agree to fp32 batching noise: the entry shares Triton batches with its sentences.
+        assert via_grpc.emotions.results[0].scores == pytest.approx(
+            via_http.emotions.results[0].scores, abs=1e-5
+        )
+        assert via_grpc.emotions.model == via_http.emotions.model
+    with pytest.raises(ValueError, match="exactly one of `text` and `audio`"):
+        http.analyze_journal()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from gateway.emotions.service import EmotionOptions, EmotionResult, LabelScore, ModelInfo, TextEmotions
 from gateway.grpc_api import samo_v1_pb2 as pb
-from gateway.journal.service import JournalAnalysis
-from gateway.summarization.service import Summary, SummaryModelInfo, SummaryResult
+from gateway.journal.service import JournalAnalysis, SentenceEmotions
+from gateway.summarization.service import Summary, SummaryModelInfo, SummaryOptions, SummaryResult
 from gateway.transcription.service import Segment, Transcript, TranscriptionModelInfo
 from samo.contracts.whisper import DecodeOptions
 
@@ -37,19 +37,24 @@ def emotion_response(result: EmotionResult) -> pb.DetectEmotionsResponse:
     )
 
 
+def text_emotions_result(text: pb.TextEmotions) -> TextEmotions:
+    return TextEmotions(
+        labels=tuple(LabelScore(s.label, s.score) for s in text.labels),
+        scores={s.label: s.score for s in text.scores},
+        truncated=text.truncated,
+        tokens=text.tokens,
+    )
+
+
+def model_info_result(model: pb.ModelInfo) -> ModelInfo:
+    return ModelInfo(model.name, model.version, model.kind, model.source, model.description)
+
+
 def emotion_result(message: pb.DetectEmotionsResponse) -> EmotionResult:
-    model, options = message.model, message.options
+    options = message.options
     return EmotionResult(
-        results=tuple(
-            TextEmotions(
-                labels=tuple(LabelScore(s.label, s.score) for s in text.labels),
-                scores={s.label: s.score for s in text.scores},
-                truncated=text.truncated,
-                tokens=text.tokens,
-            )
-            for text in message.results
-        ),
-        model=ModelInfo(model.name, model.version, model.kind, model.source, model.description),
+        results=tuple(text_emotions_result(text) for text in message.results),
+        model=model_info_result(message.model),
         options=EmotionOptions(
             threshold=options.threshold if options.HasField("threshold") else None,
             top_k=options.top_k if options.HasField("top_k") else None,
@@ -95,6 +100,7 @@ def transcript(message: pb.TranscribeResponse, options: DecodeOptions) -> Transc
 def journal_message(analysis: JournalAnalysis) -> pb.JournalAnalysis:
     message = pb.JournalAnalysis(
         source="audio" if analysis.transcript else "text",
+        text=analysis.text,
         sentences=[
             pb.SentenceEmotions(text=s.text, emotions=text_emotions(s.emotions)) for s in analysis.sentences
         ],
@@ -129,4 +135,56 @@ def summary_model(model: SummaryModelInfo) -> pb.SummaryModelInfo:
 def summarize_response(result: SummaryResult) -> pb.SummarizeResponse:
     return pb.SummarizeResponse(
         model=summary_model(result.model), results=[summary_message(s, result.model) for s in result.results]
+    )
+
+
+def summary_result(message: pb.SummarizeResponse, options: SummaryOptions) -> SummaryResult:
+    model = message.model
+    return SummaryResult(
+        results=tuple(
+            Summary(s.summary, tuple(s.sentences), s.sentence_count, s.truncated) for s in message.results
+        ),
+        model=SummaryModelInfo(model.name, model.method, model.version, model.source),
+        options=options,
+    )
+
+
+def journal_result(
+    message: pb.JournalAnalysis, emotion: EmotionOptions, decode: DecodeOptions
+) -> JournalAnalysis:
+    """The inverse of `journal_message`, for clients; options are the ones the client sent."""
+    summary = None
+    if message.HasField("summary"):
+        summary = SummaryResult(
+            results=(
+                Summary(
+                    message.summary.summary,
+                    tuple(message.summary.sentences),
+                    message.summary.sentence_count,
+                    message.summary.truncated,
+                ),
+            ),
+            model=SummaryModelInfo(
+                message.summarization_model.name,
+                message.summarization_model.method,
+                message.summarization_model.version,
+                message.summarization_model.source,
+            ),
+            options=SummaryOptions(),
+        )
+    emotions = None
+    if message.HasField("emotions"):
+        emotions = EmotionResult(
+            results=(text_emotions_result(message.emotions),),
+            model=model_info_result(message.emotion_model),
+            options=emotion,
+        )
+    return JournalAnalysis(
+        text=message.text,
+        emotions=emotions,
+        sentences=tuple(
+            SentenceEmotions(s.text, text_emotions_result(s.emotions)) for s in message.sentences
+        ),
+        summary=summary,
+        transcript=transcript(message.transcript, decode) if message.HasField("transcript") else None,
     )

@@ -46,22 +46,24 @@ def result_body(result: EmotionResult) -> dict[str, Any]:
     }
 
 
+def text_emotions_from_body(text: dict[str, Any]) -> TextEmotions:
+    return TextEmotions(
+        labels=tuple(LabelScore(item["label"], item["score"]) for item in text["labels"]),
+        scores=dict(text["scores"]),
+        truncated=text["truncated"],
+        tokens=text["tokens"],
+    )
+
+
+def model_from_body(model: dict[str, Any]) -> ModelInfo:
+    return ModelInfo(model["name"], model["version"], model["kind"], model["source"], model["description"])
+
+
 def result_from_body(body: dict[str, Any]) -> EmotionResult:
     """The inverse of `result_body`, for clients."""
-    model = body["model"]
     return EmotionResult(
-        results=tuple(
-            TextEmotions(
-                labels=tuple(LabelScore(item["label"], item["score"]) for item in text["labels"]),
-                scores=dict(text["scores"]),
-                truncated=text["truncated"],
-                tokens=text["tokens"],
-            )
-            for text in body["results"]
-        ),
-        model=ModelInfo(
-            model["name"], model["version"], model["kind"], model["source"], model["description"]
-        ),
+        results=tuple(text_emotions_from_body(text) for text in body["results"]),
+        model=model_from_body(body["model"]),
         options=EmotionOptions(threshold=body["options"]["threshold"], top_k=body["options"]["top_k"]),
     )
 

@@ -7,14 +7,21 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from gateway.emotions.service import EmotionOptions
+from gateway.emotions.service import EmotionOptions, EmotionResult
 from gateway.errors import SamoError, invalid_input
-from gateway.http.emotions import ERRORS, result_body, text_emotions_body
-from gateway.http.summarization import summary_body
-from gateway.http.transcription import AUDIO_ERRORS, read_upload, transcript_body
+from gateway.http.emotions import (
+    ERRORS,
+    model_from_body,
+    result_body,
+    text_emotions_body,
+    text_emotions_from_body,
+)
+from gateway.http.summarization import summary_body, summary_from_body
+from gateway.http.transcription import AUDIO_ERRORS, read_upload, transcript_body, transcript_from_body
 from gateway.journal.request import JournalAudioOptions, journal_text_model
-from gateway.journal.service import JournalAnalysis
+from gateway.journal.service import JournalAnalysis, SentenceEmotions
 from gateway.services import Services
+from gateway.summarization.service import SummaryOptions
 from gateway.transcription.service import Segment
 from gateway.validation import validate_body
 from samo.contracts.whisper import DecodeOptions
@@ -27,6 +34,7 @@ def analysis_body(analysis: JournalAnalysis) -> dict[str, Any]:
     emotions = result_body(analysis.emotions) if analysis.emotions else None
     return {
         "source": "audio" if analysis.transcript else "text",
+        "text": analysis.text,
         "transcript": transcript_body(analysis.transcript) if analysis.transcript else None,
         "emotions": emotions["results"][0] if emotions else None,
         "sentences": [
@@ -39,6 +47,33 @@ def analysis_body(analysis: JournalAnalysis) -> dict[str, Any]:
             "transcription": transcript_body(analysis.transcript)["model"] if analysis.transcript else None,
         },
     }
+
+
+def analysis_from_body(
+    body: dict[str, Any], emotion: EmotionOptions, decode: DecodeOptions
+) -> JournalAnalysis:
+    """The inverse of `analysis_body`, for clients; options are the ones the client sent."""
+    models = body["models"]
+    emotions = None
+    if body["emotions"]:
+        emotions = EmotionResult(
+            results=(text_emotions_from_body(body["emotions"]),),
+            model=model_from_body(models["emotion"]),
+            options=emotion,
+        )
+    summary = None
+    if body["summary"]:
+        envelope = {"model": models["summarization"], "results": [body["summary"]]}
+        summary = summary_from_body(envelope, SummaryOptions())
+    return JournalAnalysis(
+        text=body["text"],
+        emotions=emotions,
+        sentences=tuple(
+            SentenceEmotions(s["text"], text_emotions_from_body(s["emotions"])) for s in body["sentences"]
+        ),
+        summary=summary,
+        transcript=transcript_from_body(body["transcript"], decode) if body["transcript"] else None,
+    )
 
 
 def segment_body(segment: Segment) -> dict[str, Any]:

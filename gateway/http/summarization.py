@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from gateway.http.emotions import ERRORS
 from gateway.services import Services
 from gateway.summarization.request import summary_request_model
-from gateway.summarization.service import SummaryOptions, SummaryResult
+from gateway.summarization.service import Summary, SummaryModelInfo, SummaryOptions, SummaryResult
 from samo.settings import GatewaySettings
 
 
@@ -37,6 +37,19 @@ def summary_body(result: SummaryResult) -> dict[str, Any]:
             "num_beams": result.options.num_beams,
         },
     }
+
+
+def summary_from_body(body: dict[str, Any], options: SummaryOptions) -> SummaryResult:
+    """The inverse of `summary_body`, for clients."""
+    model = body["model"]
+    return SummaryResult(
+        results=tuple(
+            Summary(r["summary"], tuple(r["sentences"]), r["sentence_count"], r["truncated"])
+            for r in body["results"]
+        ),
+        model=SummaryModelInfo(model["name"], model["method"], model["version"], model["source"]),
+        options=options,
+    )
 
 
 def summarization_router(settings: GatewaySettings) -> APIRouter:
