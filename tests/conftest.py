@@ -71,49 +71,40 @@ def _tokenizer_kwargs(tokenizer: Tokenizer) -> dict[str, object]:
     }
 
 
-def build_tiny_bert(folder: Path, *, seed: int = 0) -> Path:
-    """A 2-layer BERT classifier over the 28 labels, random weights, with a tokenizer trained here."""
+def _classifier_head() -> dict[str, object]:
+    """Config fields every tiny classifier shares: the 28 labels, multi-label, input-dependent scores."""
+    return {
+        "max_position_embeddings": TINY_MAX_LENGTH,
+        "num_labels": len(LABELS),
+        "id2label": dict(enumerate(LABELS)),
+        "label2id": {label: i for i, label in enumerate(LABELS)},
+        "problem_type": "multi_label_classification",
+        # Larger than the default 0.02 so scores visibly depend on the input.
+        "initializer_range": 0.3,
+    }
+
+
+def _build(folder: Path, seed: int, config_class, model_class, tokenizer_class, **shape) -> Path:
     torch.manual_seed(seed)
     tokenizer = train_wordpiece(journal_corpus())
-    config = BertConfig(
-        vocab_size=tokenizer.get_vocab_size(),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=TINY_MAX_LENGTH,
-        num_labels=len(LABELS),
-        id2label=dict(enumerate(LABELS)),
-        label2id={label: i for i, label in enumerate(LABELS)},
-        problem_type="multi_label_classification",
-        # Larger than the default 0.02 so scores visibly depend on the input.
-        initializer_range=0.3,
-    )
-    BertForSequenceClassification(config).eval().save_pretrained(folder)
-    BertTokenizerFast(**_tokenizer_kwargs(tokenizer)).save_pretrained(folder)
+    config = config_class(vocab_size=tokenizer.get_vocab_size(), **shape, **_classifier_head())
+    model_class(config).eval().save_pretrained(folder)
+    tokenizer_class(**_tokenizer_kwargs(tokenizer)).save_pretrained(folder)
     return folder
+
+
+def build_tiny_bert(folder: Path, *, seed: int = 0) -> Path:
+    """A 2-layer BERT classifier over the 28 labels, random weights, with a tokenizer trained here."""
+    shape = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+    return _build(folder, seed, BertConfig, BertForSequenceClassification, BertTokenizerFast, **shape)
 
 
 def build_tiny_distilbert(folder: Path, *, seed: int = 1) -> Path:
     """DistilBERT takes no token_type_ids: the contract drops that input."""
-    torch.manual_seed(seed)
-    tokenizer = train_wordpiece(journal_corpus())
-    config = DistilBertConfig(
-        vocab_size=tokenizer.get_vocab_size(),
-        dim=32,
-        n_layers=2,
-        n_heads=4,
-        hidden_dim=64,
-        max_position_embeddings=TINY_MAX_LENGTH,
-        num_labels=len(LABELS),
-        id2label=dict(enumerate(LABELS)),
-        label2id={label: i for i, label in enumerate(LABELS)},
-        problem_type="multi_label_classification",
-        initializer_range=0.3,
+    shape = {"dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 64}
+    return _build(
+        folder, seed, DistilBertConfig, DistilBertForSequenceClassification, DistilBertTokenizerFast, **shape
     )
-    DistilBertForSequenceClassification(config).eval().save_pretrained(folder)
-    DistilBertTokenizerFast(**_tokenizer_kwargs(tokenizer)).save_pretrained(folder)
-    return folder
 
 
 def multilingual_base_parts() -> tuple[Path, ...]:
