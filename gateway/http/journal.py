@@ -87,7 +87,6 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
 def journal_router(settings: GatewaySettings) -> APIRouter:
     router = APIRouter(tags=["journal"])
     JournalText = journal_text_model(settings)
-    JournalAudioForm = JournalAudioOptions
 
     request_body = {
         "content": {
@@ -98,7 +97,7 @@ def journal_router(settings: GatewaySettings) -> APIRouter:
                     "required": ["file"],
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
-                        **JournalAudioForm.model_json_schema()["properties"],
+                        **JournalAudioOptions.model_json_schema()["properties"],
                     },
                 }
             },
@@ -123,7 +122,7 @@ def journal_router(settings: GatewaySettings) -> APIRouter:
             if upload is None or isinstance(upload, str):
                 raise invalid_input("file: field required")
             fields = validate_body(
-                JournalAudioForm, {k: v for k, v in form.items() if k != "file" and v != ""}
+                JournalAudioOptions, {k: v for k, v in form.items() if k != "file" and v != ""}
             )
             data = await read_upload(request, upload, settings)
             decode = validate_body(
