@@ -33,6 +33,11 @@ def _logging(verbose: bool = False) -> None:
         logging.getLogger(package).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+def _check_choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise _fail(f"`--{flag}` must be one of {', '.join(allowed)}; got {value!r}")
+
+
 def _fail(message: str) -> typer.Exit:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     return typer.Exit(code=2)
@@ -63,11 +68,9 @@ def export_emotion_command(
     from exporters.emotion.export import EmotionExportOptions, export_emotion
     from exporters.onnx_tools import ExportError
 
-    choices = {"quantize": (quantize, ("none", "int8", "fp16")), "target": (target, ("cpu", "gpu"))}
-    choices["activation"] = (activation, ("auto", "sigmoid", "softmax"))
-    for flag, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise _fail(f"`--{flag}` must be one of {', '.join(allowed)}; got {value!r}")
+    _check_choice("quantize", quantize, ("none", "int8", "fp16"))
+    _check_choice("target", target, ("cpu", "gpu"))
+    _check_choice("activation", activation, ("auto", "sigmoid", "softmax"))
     options = EmotionExportOptions(
         model=model,
         name=name,
@@ -108,8 +111,7 @@ def export_whisper_ct2_command(
     from exporters.onnx_tools import ExportError
     from exporters.whisper.ct2_export import WhisperCt2ExportOptions, export_whisper_ct2
 
-    if target not in ("cpu", "gpu"):
-        raise _fail(f"`--target` must be one of cpu, gpu; got {target!r}")
+    _check_choice("target", target, ("cpu", "gpu"))
     options = WhisperCt2ExportOptions(
         model=model,
         parts=tuple(part or ()),
@@ -135,8 +137,7 @@ def export_embedder_command(
     _logging()
     from exporters.embedder import EmbedderExportOptions, export_embedder
 
-    if target not in ("cpu", "gpu"):
-        raise _fail(f"`--target` must be one of cpu, gpu; got {target!r}")
+    _check_choice("target", target, ("cpu", "gpu"))
     report = export_embedder(EmbedderExportOptions(name=name, repository=repository, target=target))  # type: ignore[arg-type]
     typer.echo(report.summary())
 
@@ -298,8 +299,7 @@ def eval_summarizer_command(
 
     if data != "aclsum":
         raise _fail(f"`--data` must be aclsum; got {data!r}")
-    if split not in ("test", "val", "train"):
-        raise _fail(f"`--split` must be one of test, val, train; got {split!r}")
+    _check_choice("split", split, ("test", "val", "train"))
     typer.echo(evaluate(split, sentences, output))
 
 

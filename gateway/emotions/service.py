@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from gateway.emotions.model import EmotionModel
-from gateway.errors import ErrorType, SamoError, not_found
+from gateway.errors import ErrorType, SamoError
+from gateway.repository import pick_model
 from gateway.triton_client import TritonClient
 from samo.contracts.emotion import LOGITS, to_probabilities
 
@@ -61,12 +62,7 @@ class EmotionService:
         self.default_model = default_model
 
     def model(self, name: str | None) -> EmotionModel:
-        name = name or self.default_model
-        try:
-            return self.models[name]
-        except KeyError:
-            known = ", ".join(sorted(self.models)) or "none installed"
-            raise not_found(f"unknown emotion model `{name}`; available: {known}") from None
+        return pick_model(self.models, name or self.default_model, "emotion")
 
     async def detect(self, texts: Sequence[str], options: EmotionOptions = EmotionOptions()) -> EmotionResult:
         model = self.model(options.model)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from gateway.emotions.request import emotion_request_model
 from gateway.emotions.service import EmotionOptions
@@ -64,8 +65,8 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
             self.emotion_request,
             {
                 "texts": list(request.texts),
-                "threshold": request.threshold if request.HasField("threshold") else None,
-                "top_k": request.top_k if request.HasField("top_k") else None,
+                "threshold": _optional(request, "threshold", None),
+                "top_k": _optional(request, "top_k", None),
                 "model": request.model or None,
             },
         )
@@ -83,7 +84,7 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
             {
                 "language": request.language or None,
                 "task": request.task or "transcribe",
-                "beam_size": request.beam_size if request.HasField("beam_size") else 5,
+                "beam_size": _optional(request, "beam_size", 5),
             },
         )
         with self.services.admitted():
@@ -94,8 +95,8 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
 
     def _journal_items(self, request: pb.AnalyzeJournalRequest) -> AsyncIterator[Segment | JournalAnalysis]:
         options = {
-            "threshold": request.threshold if request.HasField("threshold") else None,
-            "top_k": request.top_k if request.HasField("top_k") else None,
+            "threshold": _optional(request, "threshold", None),
+            "top_k": _optional(request, "top_k", None),
         }
         if request.WhichOneof("entry") == "audio":
             audio = validate_body(
@@ -103,7 +104,7 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
                 {
                     **options,
                     "language": request.language or None,
-                    "beam_size": request.beam_size if request.HasField("beam_size") else 5,
+                    "beam_size": _optional(request, "beam_size", 5),
                     "model": request.transcription_model or None,
                 },
             )
@@ -146,7 +147,7 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
                 DecodeOptions,
                 {
                     "language": first.language or None,
-                    "beam_size": first.beam_size if first.HasField("beam_size") else 5,
+                    "beam_size": _optional(first, "beam_size", 5),
                 },
             )
             with self.services.admitted():
@@ -182,9 +183,9 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
             self.summary_request,
             {
                 "texts": list(request.texts),
-                "max_new_tokens": request.max_new_tokens if request.HasField("max_new_tokens") else None,
+                "max_new_tokens": _optional(request, "max_new_tokens", None),
                 "min_new_tokens": request.min_new_tokens,
-                "num_beams": request.num_beams if request.HasField("num_beams") else 1,
+                "num_beams": _optional(request, "num_beams", 1),
                 "model": request.model or None,
             },
         )
@@ -192,6 +193,11 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
         with self.services.admitted():
             result = await self.services.summarization.summarize(body.texts, options)
         return summarize_response(result)
+
+
+def _optional(message: Message, field: str, default: object) -> object:
+    """A proto3 `optional` field's value, or `default` when the client left it unset."""
+    return getattr(message, field) if message.HasField(field) else default
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: SamoError) -> None:

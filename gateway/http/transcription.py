@@ -5,13 +5,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import ValidationError
 
 from gateway.errors import ErrorType, SamoError, invalid_input
 from gateway.http.emotions import ERRORS
 from gateway.services import Services
 from gateway.transcription.service import Segment, Transcript, TranscriptionModelInfo
-from gateway.validation import describe_errors
+from gateway.validation import validate_body
 from samo.contracts.whisper import DecodeOptions
 from samo.settings import GatewaySettings
 
@@ -119,13 +118,6 @@ def verbose_body(transcript: Transcript) -> dict[str, Any]:
     }
 
 
-def _options(**fields: Any) -> DecodeOptions:
-    try:
-        return DecodeOptions(**fields)
-    except ValidationError as exc:
-        raise invalid_input(describe_errors(exc.errors())) from None
-
-
 async def read_upload(request: Request, file: UploadFile, settings: GatewaySettings) -> bytes:
     """The upload's bytes, refused with 413 from its size alone, before anything is decoded."""
     declared = int(request.headers.get("content-length") or 0)
@@ -170,7 +162,7 @@ def transcription_router(settings: GatewaySettings) -> APIRouter:
         """Text, segments with start/end in seconds, duration and language for one audio file."""
         if word_timestamps:
             raise invalid_input("word_timestamps: not available from the installed backends yet")
-        options = _options(language=language, task=task, beam_size=beam_size)
+        options = validate_body(DecodeOptions, {"language": language, "task": task, "beam_size": beam_size})
         return JSONResponse(transcript_body(await run(request, file, options, model)))
 
     @router.post("/v1/audio/transcriptions", responses=AUDIO_ERRORS)
@@ -186,7 +178,9 @@ def transcription_router(settings: GatewaySettings) -> APIRouter:
         temperature: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
     ) -> Response:
         """OpenAI's audio transcription API, so existing OpenAI clients work unchanged."""
-        options = _options(language=language, initial_prompt=prompt, temperature=temperature)
+        options = validate_body(
+            DecodeOptions, {"language": language, "initial_prompt": prompt, "temperature": temperature}
+        )
         name = None if model in OPENAI_MODEL_ALIASES else model
         transcript = await run(request, file, options, name)
         if response_format == "text":

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gateway.audio.decode import AudioLimits, decode_audio
-from gateway.errors import ErrorType, SamoError, invalid_input, not_found
+from gateway.errors import ErrorType, SamoError, invalid_input
+from gateway.repository import pick_model
 from gateway.transcription.model import WhisperModel
 from gateway.transcription.windows import plan_windows
 from gateway.triton_client import TritonClient
@@ -63,12 +64,7 @@ class TranscriptionService:
         self.limits = limits
 
     def model(self, name: str | None) -> WhisperModel:
-        name = name or self.default_model
-        try:
-            return self.models[name]
-        except KeyError:
-            known = ", ".join(sorted(self.models)) or "none installed"
-            raise not_found(f"unknown transcription model `{name}`; available: {known}") from None
+        return pick_model(self.models, name or self.default_model, "transcription")
 
     def check_options(self, model: WhisperModel, options: DecodeOptions) -> None:
         card = model.card
