@@ -10,4 +10,4 @@ a batch.
 from samo.generation.search import Generated, generate
 from samo.generation.settings import GenerationSettings, SpecialTokens
 
-__all__ = ["GenerationSettings", "Generated", "SpecialTokens", "generate"]
+__all__ = ["Generated", "GenerationSettings", "SpecialTokens", "generate"]

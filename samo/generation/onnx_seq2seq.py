@@ -78,13 +78,18 @@ class OnnxDecoderSession:
         self.past: dict[str, np.ndarray] = {}
 
     def start(self, prompt: np.ndarray) -> np.ndarray:
+        return self.start_all(prompt)[:, -1, :]
+
+    def start_all(self, prompt: np.ndarray) -> np.ndarray:
+        """Like `start`, but the logits at every prompt position [rows, length, vocab] (Whisper reads
+        its no-speech probability at <|startoftranscript|>, inside the prompt)."""
         feeds = {"input_ids": prompt.astype(np.int64), "encoder_hidden_states": self.hidden}
         if "encoder_attention_mask" in self.model._first_inputs and self.mask is not None:
             feeds["encoder_attention_mask"] = self.mask
         outputs = self.model.first.run(self.model._first_outputs, feeds)
         self._store(self.model._first_outputs, outputs)
         self.hidden = None  # the cross-attention cache replaces it
-        return outputs[0][:, -1, :]
+        return outputs[0]
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         feeds = dict(self.past)
@@ -101,5 +106,5 @@ class OnnxDecoderSession:
             self.mask = self.mask[rows]
 
     def _store(self, names: list[str], outputs: list[np.ndarray]) -> None:
-        for name, value in zip(names[1:], outputs[1:]):
+        for name, value in zip(names[1:], outputs[1:], strict=True):
             self.past[name.replace("present.", "past_key_values.", 1)] = value

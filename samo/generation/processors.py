@@ -30,7 +30,9 @@ class Row:
         return self.prompt_length + self.settings.max_new_tokens
 
 
-def process(sequences: np.ndarray, scores: np.ndarray, rows: Sequence[Row], special: SpecialTokens) -> np.ndarray:
+def process(
+    sequences: np.ndarray, scores: np.ndarray, rows: Sequence[Row], special: SpecialTokens
+) -> np.ndarray:
     """Apply every processor to `scores` [rows, vocab] in place; `sequences` [rows, length] so far."""
     length = sequences.shape[1]
     eos = list(special.eos)

@@ -73,7 +73,9 @@ def generate(
         groups[(request.settings.num_beams, len(request.prompt))].append(index)
     for (num_beams, _), members in groups.items():
         search = _greedy if num_beams == 1 else _beam
-        for index, generated in zip(members, search(model, encoded, requests, members, special, on_token)):
+        for index, generated in zip(
+            members, search(model, encoded, requests, members, special, on_token), strict=True
+        ):
             results[index] = generated
     return results  # type: ignore[return-value]
 
@@ -147,7 +149,9 @@ def _beam(model, encoded, requests, members, special, on_token) -> list[Generate
     first_beams = np.arange(keep_count) < beams
 
     session = model.decoder(encoded, np.repeat(np.asarray(members), beams))
-    running = np.repeat(np.asarray([requests[i].prompt for i in members], dtype=np.int64)[:, None, :], beams, axis=1)
+    running = np.repeat(
+        np.asarray([requests[i].prompt for i in members], dtype=np.int64)[:, None, :], beams, axis=1
+    )
     running_scores = np.zeros((items, beams), dtype=np.float32)
     running_scores[:, 1:] = _NEG
     finished_scores = np.full((items, beams), _NEG, dtype=np.float32)
@@ -161,9 +165,13 @@ def _beam(model, encoded, requests, members, special, on_token) -> list[Generate
     while True:
         count, length = len(active), running.shape[2]
         rows = [Row(settings[i], prompt_length, hooks[i]) for i in active for _ in range(beams)]
-        log_probs = process(running.reshape(count * beams, length), _log_softmax(logits.astype(np.float32)), rows, special)
+        log_probs = process(
+            running.reshape(count * beams, length), _log_softmax(logits.astype(np.float32)), rows, special
+        )
         vocab = log_probs.shape[1]
-        totals = (log_probs.reshape(count, beams, vocab) + running_scores[:, :, None]).reshape(count, beams * vocab)
+        totals = (log_probs.reshape(count, beams, vocab) + running_scores[:, :, None]).reshape(
+            count, beams * vocab
+        )
         picked = _top(totals, keep_count)
         candidate_scores = np.take_along_axis(totals, picked, axis=1)
         candidate_beams, candidate_tokens = picked // vocab, picked % vocab
@@ -189,7 +197,7 @@ def _beam(model, encoded, requests, members, special, on_token) -> list[Generate
         finish_scores = candidate_scores / denominator[:, None]
         full = is_finished.all(axis=1) & early_true[active]
         finish_scores += (full.astype(np.float32) * _NEG)[:, None]
-        finish_scores += ((~improvable).astype(np.float32) * _NEG)[:, None]
+        finish_scores += ((~improvable[active]).astype(np.float32) * _NEG)[:, None]
         finish_scores += (~just_finished).astype(np.float32) * _NEG
         merged = np.concatenate([finished_scores, finish_scores], axis=1)
         best = _top(merged, beams)
@@ -203,7 +211,10 @@ def _beam(model, encoded, requests, members, special, on_token) -> list[Generate
                 else:
                     candidate = slot - beams
                     beam = candidate_beams[position, candidate]
-                    tokens = running[position, beam, prompt_length:].tolist() + [int(candidate_tokens[position, candidate])]
+                    tokens = [
+                        *running[position, beam, prompt_length:].tolist(),
+                        int(candidate_tokens[position, candidate]),
+                    ]
                     slots.append(tuple(tokens))
             finished_tokens[item] = slots
         finished_scores = np.take_along_axis(merged, best, axis=1)

@@ -44,6 +44,8 @@ class ServingOptions:
     tensorrt_fp16: bool = False
     warmup: Warmup | None = Warmup()
     parameters: Mapping[str, str] = field(default_factory=dict)
+    decoupled: bool = False
+    """Responses are sent by the model as they are ready (streaming), any number per request."""
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -101,6 +103,8 @@ def build_model_config(
         config["dynamic_batching"] = batching
     if options.warmup:
         config["model_warmup"] = _warmup(contract, options.warmup)
+    if options.decoupled:
+        config["model_transaction_policy"] = {"decoupled": True}
     if options.parameters:
         config["parameters"] = {k: {"string_value": v} for k, v in options.parameters.items()}
     if options.tensorrt_fp16:

@@ -1,0 +1,1 @@
+"""`samo export summarizer`: T5, BART and Pegasus checkpoints as Triton generation models."""
