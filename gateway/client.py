@@ -27,6 +27,7 @@ from gateway.http.journal import analysis_from_body
 from gateway.http.summarization import summary_from_body
 from gateway.http.transcription import transcript_from_body
 from gateway.journal.service import JournalAnalysis
+from gateway.summarization.abstractive import LongInput
 from gateway.summarization.service import SummaryOptions, SummaryResult
 from gateway.transcription.service import Transcript
 from samo.contracts.whisper import DecodeOptions
@@ -57,9 +58,10 @@ class SamoClient(Protocol):
         texts: Sequence[str],
         *,
         max_new_tokens: int | None = None,
-        min_new_tokens: int = 0,
-        num_beams: int = 1,
+        min_new_tokens: int | None = None,
+        num_beams: int | None = None,
         model: str | None = None,
+        long_input: LongInput = "truncate",
     ) -> SummaryResult: ...
 
     def analyze_journal(
@@ -125,9 +127,10 @@ class HttpClient(_ClosingContext):
         texts: Sequence[str],
         *,
         max_new_tokens: int | None = None,
-        min_new_tokens: int = 0,
-        num_beams: int = 1,
+        min_new_tokens: int | None = None,
+        num_beams: int | None = None,
         model: str | None = None,
+        long_input: LongInput = "truncate",
     ) -> SummaryResult:
         body = {
             "texts": list(texts),
@@ -135,8 +138,9 @@ class HttpClient(_ClosingContext):
             "min_new_tokens": min_new_tokens,
             "num_beams": num_beams,
             "model": model,
+            "long_input": long_input,
         }
-        options = SummaryOptions(max_new_tokens, min_new_tokens, num_beams, model)
+        options = SummaryOptions(max_new_tokens, min_new_tokens, num_beams, model, long_input)
         return summary_from_body(self._post("/v1/summarize", json=body).json(), options)
 
     def analyze_journal(
@@ -217,9 +221,10 @@ class GrpcClient(_ClosingContext):
         texts: Sequence[str],
         *,
         max_new_tokens: int | None = None,
-        min_new_tokens: int = 0,
-        num_beams: int = 1,
+        min_new_tokens: int | None = None,
+        num_beams: int | None = None,
         model: str | None = None,
+        long_input: LongInput = "truncate",
     ) -> SummaryResult:
         request = pb.SummarizeRequest(
             texts=list(texts),
@@ -227,12 +232,14 @@ class GrpcClient(_ClosingContext):
             min_new_tokens=min_new_tokens,
             num_beams=num_beams,
             model=model or "",
+            long_input=long_input,
         )
         try:
             response = self._stub.Summarize(request, timeout=self.timeout_s)
         except grpc.RpcError as exc:
             raise _samo_error(exc) from None
-        return summary_result(response, SummaryOptions(max_new_tokens, min_new_tokens, num_beams, model))
+        options = SummaryOptions(max_new_tokens, min_new_tokens, num_beams, model, long_input)
+        return summary_result(response, options)
 
     def analyze_journal(
         self,

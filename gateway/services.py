@@ -13,6 +13,7 @@ from gateway.emotions.model import discover_emotion_models
 from gateway.emotions.service import EmotionService
 from gateway.errors import ErrorType, SamoError
 from gateway.journal.service import JournalService
+from gateway.summarization.abstractive import discover_abstractive
 from gateway.summarization.service import SummarizationService, discover_embedder
 from gateway.transcription.model import discover_whisper_models
 from gateway.transcription.service import TranscriptionService
@@ -54,7 +55,12 @@ class Services:
             triton,
             EmotionService(triton, models, settings.default_emotion_model),
             TranscriptionService(triton, whisper, settings.default_whisper_model, limits),
-            SummarizationService(triton, discover_embedder(settings.model_repository)),
+            SummarizationService(
+                triton,
+                discover_embedder(settings.model_repository),
+                discover_abstractive(settings.model_repository),
+                settings.default_summarizer,
+            ),
         )
 
     async def close(self) -> None:

@@ -31,6 +31,11 @@ class GatewaySettings(BaseSettings):
     default_whisper_model: str = Field(
         "whisper", description="Transcription model used when a request names none."
     )
+    default_summarizer: str | None = Field(
+        None,
+        description="Summarization model used when a request names none; unset: the first abstractive "
+        "model installed, else `extractive`.",
+    )
     max_audio_bytes: int = Field(25 << 20, ge=1024, description="Largest audio upload, bytes (413 above).")
     max_audio_duration_s: float = Field(
         3600.0, gt=0, description="Longest audio accepted, seconds (413 above)."

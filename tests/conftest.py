@@ -27,7 +27,10 @@ from transformers import (
 from exporters.embedder import EmbedderExportOptions, export_embedder
 from exporters.emotion.export import EmotionExportOptions, export_emotion
 from exporters.emotion.zero_shot import PROTOTYPES_FILE
-from exporters.whisper.ct2_export import WhisperCt2ExportOptions, export_whisper_ct2
+from exporters.summarizer.export import SummarizerExportOptions, export_summarizer
+from exporters.whisper.ct2_convert import convert_ct2_whisper
+from exporters.whisper.ct2_export import WhisperCt2ExportOptions, embedded_model_dir, export_whisper_ct2
+from exporters.whisper.onnx_export import WhisperOnnxExportOptions, export_whisper_onnx
 from gateway.http.app import create_app
 from load_tests.processes import free_port
 from samo.settings import GatewaySettings
@@ -128,8 +131,27 @@ def tiny_distilbert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.seq2seq_models import build_tiny_t5
+
+    return build_tiny_t5(tmp_path_factory.mktemp("tiny-t5"), journal_corpus())
+
+
+@pytest.fixture(scope="session")
+def whisper_tiny_en_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded CTranslate2 tiny.en converted to a Hugging Face folder (lossless)."""
+    folder = tmp_path_factory.mktemp("whisper-tiny-en-hf")
+    convert_ct2_whisper(embedded_model_dir(), folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def serving_repository(
-    tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, tiny_distilbert: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_bert: Path,
+    tiny_distilbert: Path,
+    tiny_t5: Path,
+    whisper_tiny_en_hf: Path,
 ) -> Path:
     """The repository the session's Triton serves: the embedded default and two tiny checkpoints."""
     repository = tmp_path_factory.mktemp("model-repository")
@@ -140,10 +162,12 @@ def serving_repository(
     )
     export_whisper_ct2(WhisperCt2ExportOptions(repository=repository))
     export_embedder(EmbedderExportOptions(repository=repository))
+    export_summarizer(SummarizerExportOptions(model=str(tiny_t5), name="tiny_t5", repository=repository))
     base = multilingual_base_parts()
     export_whisper_ct2(
         WhisperCt2ExportOptions(model=base[0].parent, parts=base, name="whisper_base", repository=repository)
     )
+    export_whisper_onnx(WhisperOnnxExportOptions(model=whisper_tiny_en_hf, repository=repository))
     return repository
 
 
@@ -182,6 +206,8 @@ def gateway(triton: LocalTriton, serving_repository: Path) -> Iterator[Gateway]:
         grpc_port=free_port(),
         triton_grpc_url=triton.grpc_url,
         model_repository=serving_repository,
+        # The tiny random T5 writes gibberish: tests ask for it by name and keep the extractive default.
+        default_summarizer="extractive",
     )
     config = uvicorn.Config(
         create_app(settings=settings), host="127.0.0.1", port=settings.port, log_level="warning"

@@ -100,7 +100,7 @@ def test_token_bound(http: httpx.Client) -> None:
         (
             {"texts": ["a."], "model": "t5-small"},
             404,
-            "unknown summarization model `t5-small`; available: extractive",
+            "unknown summarization model `t5-small`; available: tiny_t5, extractive",
         ),
     ],
 )

@@ -86,7 +86,7 @@ class SummarizerExportReport:
 
 
 def export_summarizer(options: SummarizerExportOptions) -> SummarizerExportReport:
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
     try:
         config = AutoConfig.from_pretrained(options.model)
@@ -97,12 +97,8 @@ def export_summarizer(options: SummarizerExportOptions) -> SummarizerExportRepor
         raise ExportError(
             f"`{options.model}` is a {config.model_type} model; summarizers: {', '.join(ARCHITECTURES)}"
         )
-    try:
-        generation = GenerationConfig.from_pretrained(options.model)
-    except OSError:
-        generation = GenerationConfig.from_model_config(config)
-    card = model_card(options, config, generation, tokenizer)
     torch_model = AutoModelForSeq2SeqLM.from_pretrained(options.model).eval()
+    card = model_card(options, config, _generation_config(torch_model), tokenizer)
     with tempfile.TemporaryDirectory(prefix="samo-export-") as scratch_dir:
         scratch = Path(scratch_dir)
         files = export_with_past(options.model, TASK, scratch / "fp32")
@@ -161,6 +157,16 @@ def model_card(
         target=options.target,
         samo_version=samo.__version__,
     )
+
+
+def _generation_config(torch_model: Any) -> Any:
+    """The settings `generate` itself resolves: generation_config.json, or the legacy generation
+    fields of config.json where a checkpoint still sets them there (older BART and T5 checkpoints)."""
+    try:
+        resolved, _ = torch_model._prepare_generation_config(None)
+    except (AttributeError, TypeError):  # the private helper moved: the saved generation config
+        return torch_model.generation_config
+    return resolved
 
 
 def validate_generation(

@@ -123,6 +123,20 @@ def summary_message(summary: Summary, model: SummaryModelInfo) -> pb.Summary:
         sentences=list(summary.sentences),
         sentence_count=summary.sentence_count,
         truncated=summary.truncated,
+        tokens=summary.tokens,
+        chunks=summary.chunks,
+    )
+
+
+def summary_from_message(message: pb.Summary) -> Summary:
+    tokens = message.tokens if message.HasField("tokens") else None
+    return Summary(
+        message.summary,
+        tuple(message.sentences),
+        message.sentence_count,
+        message.truncated,
+        tokens,
+        message.chunks,
     )
 
 
@@ -141,9 +155,7 @@ def summarize_response(result: SummaryResult) -> pb.SummarizeResponse:
 def summary_result(message: pb.SummarizeResponse, options: SummaryOptions) -> SummaryResult:
     model = message.model
     return SummaryResult(
-        results=tuple(
-            Summary(s.summary, tuple(s.sentences), s.sentence_count, s.truncated) for s in message.results
-        ),
+        results=tuple(summary_from_message(s) for s in message.results),
         model=SummaryModelInfo(model.name, model.method, model.version, model.source),
         options=options,
     )
@@ -156,14 +168,7 @@ def journal_result(
     summary = None
     if message.HasField("summary"):
         summary = SummaryResult(
-            results=(
-                Summary(
-                    message.summary.summary,
-                    tuple(message.summary.sentences),
-                    message.summary.sentence_count,
-                    message.summary.truncated,
-                ),
-            ),
+            results=(summary_from_message(message.summary),),
             model=SummaryModelInfo(
                 message.summarization_model.name,
                 message.summarization_model.method,

@@ -184,12 +184,15 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
             {
                 "texts": list(request.texts),
                 "max_new_tokens": _optional(request, "max_new_tokens", None),
-                "min_new_tokens": request.min_new_tokens,
-                "num_beams": _optional(request, "num_beams", 1),
+                "min_new_tokens": _optional(request, "min_new_tokens", None),
+                "num_beams": _optional(request, "num_beams", None),
                 "model": request.model or None,
+                "long_input": request.long_input or "truncate",
             },
         )
-        options = SummaryOptions(body.max_new_tokens, body.min_new_tokens, body.num_beams, body.model)
+        options = SummaryOptions(
+            body.max_new_tokens, body.min_new_tokens, body.num_beams, body.model, body.long_input
+        )
         with self.services.admitted():
             result = await self.services.summarization.summarize(body.texts, options)
         return summarize_response(result)

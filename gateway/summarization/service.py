@@ -1,4 +1,5 @@
-"""The summarization service: sentences -> embeddings through Triton -> extractive selection."""
+"""The summarization service: abstractive models generating through Triton, or the extractive
+default (sentence embeddings through Triton, then central, non-redundant sentences)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,19 @@ import numpy as np
 
 from gateway.errors import ErrorType, SamoError, not_found
 from gateway.repository import cards_for_task
+from gateway.summarization.abstractive import AbstractiveModel, Encoded, LongInput
 from gateway.summarization.extractive import SelectionBudget, select_sentences
 from gateway.summarization.sentences import split_sentences
 from gateway.text_encoding import TokenEncoder, latest_version
 from gateway.triton_client import TritonClient
 from samo.contracts.embedding import EMBEDDINGS, EmbeddingModelCard
+from samo.contracts.emotion import INPUT_IDS
+from samo.contracts.summarizer import OPTIONS, OUTPUT_IDS, GenerationOptions
 
 logger = logging.getLogger(__name__)
 
 EXTRACTIVE = "extractive"
+ABSTRACTIVE = "abstractive"
 DEFAULT_SENTENCES = 3
 ROWS_PER_REQUEST = 64  # the embedder's max_batch_size
 
@@ -28,11 +33,14 @@ ROWS_PER_REQUEST = 64  # the embedder's max_batch_size
 @dataclass(frozen=True)
 class SummaryOptions:
     max_new_tokens: int | None = None
-    """Summary length bound, tokens; the extractive default counts the embedder's tokens."""
-    min_new_tokens: int = 0
-    num_beams: int = 1
-    """Beam search width for abstractive models; the extractive default does not search."""
+    """Summary length bound, tokens; the extractive default counts the embedder's tokens. None: the
+    model's own setting (3 sentences for the extractive default)."""
+    min_new_tokens: int | None = None
+    num_beams: int | None = None
+    """Beam search width for abstractive models (None: the checkpoint's); extractive does not search."""
     model: str | None = None
+    long_input: LongInput = "truncate"
+    """Texts past an abstractive model's input limit: truncated (flagged) or summarized in chunks."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,11 @@ class Summary:
     """Indices of the chosen sentences among the text's sentences."""
     sentence_count: int
     truncated: bool
-    """A sentence was longer than the embedder's token limit and was embedded from its start."""
+    """Input was cut: past an abstractive model's limit, or a sentence past the embedder's."""
+    tokens: int | None = None
+    """New tokens generated (abstractive)."""
+    chunks: int = 1
+    """Inputs summarized before the final pass (long input summarized in chunks)."""
 
 
 @dataclass(frozen=True)
@@ -75,23 +87,36 @@ class Embedder:
 
 
 def discover_embedder(repository: Path) -> Embedder | None:
+    """The sentence embedder behind the extractive default, if exported."""
     found = cards_for_task(repository, "embedding")
     return Embedder.load(found[0]) if found else None
 
 
 class SummarizationService:
-    def __init__(self, triton: TritonClient, embedder: Embedder | None) -> None:
+    def __init__(
+        self,
+        triton: TritonClient,
+        embedder: Embedder | None,
+        abstractive: dict[str, AbstractiveModel] | None = None,
+        default: str | None = None,
+    ) -> None:
         self.triton = triton
         self.embedder = embedder
+        self.abstractive = abstractive or {}
+        # An installed abstractive model is the default unless one is named; extractive otherwise.
+        self.default = default or (min(self.abstractive) if self.abstractive else EXTRACTIVE)
 
     @property
     def models(self) -> tuple[str, ...]:
-        return (EXTRACTIVE,) if self.embedder else ()
+        return tuple(sorted(self.abstractive)) + ((EXTRACTIVE,) if self.embedder else ())
 
-    def _embedder(self, name: str | None) -> Embedder:
-        if (name or EXTRACTIVE) not in self.models or self.embedder is None:
-            known = ", ".join(self.models) or "none installed (export the embedder: `samo export embedder`)"
-            raise not_found(f"unknown summarization model `{name or EXTRACTIVE}`; available: {known}")
+    def _unknown(self, name: str) -> SamoError:
+        known = ", ".join(self.models) or "none installed (export the embedder: `samo export embedder`)"
+        return not_found(f"unknown summarization model `{name}`; available: {known}")
+
+    def _embedder(self, name: str) -> Embedder:
+        if name != EXTRACTIVE or self.embedder is None:
+            raise self._unknown(name)
         return self.embedder
 
     async def embed(
@@ -118,17 +143,70 @@ class SummarizationService:
     async def summarize(
         self, texts: Sequence[str], options: SummaryOptions = SummaryOptions()
     ) -> SummaryResult:
-        embedder = self._embedder(options.model)
+        name = options.model or self.default
+        if name in self.abstractive:
+            return await self._abstractive(self.abstractive[name], texts, options)
+        return await self._extractive(self._embedder(name), texts, options)
+
+    async def _abstractive(
+        self, model: AbstractiveModel, texts: Sequence[str], options: SummaryOptions
+    ) -> SummaryResult:
+        generation = GenerationOptions(
+            max_new_tokens=options.max_new_tokens,
+            min_new_tokens=options.min_new_tokens,
+            num_beams=options.num_beams,
+        )
+        results = await asyncio.gather(*(self._summarize_text(model, t, generation, options) for t in texts))
+        card = model.card
+        info = SummaryModelInfo(model.name, ABSTRACTIVE, model.version, f"{card.architecture}: {card.source}")
+        return SummaryResult(results=tuple(results), model=info, options=options)
+
+    async def _summarize_text(
+        self, model: AbstractiveModel, text: str, generation: GenerationOptions, options: SummaryOptions
+    ) -> Summary:
+        whole = model.encode(text)
+        chunks = 1
+        if whole.truncated and options.long_input == "chunk":
+            pieces = model.chunks(text)
+            partial = await asyncio.gather(*(self._generate(model, piece, generation) for piece in pieces))
+            whole = model.encode(" ".join(model.decode(tokens) for tokens in partial))
+            chunks = len(pieces)
+            truncated = whole.truncated or any(piece.truncated for piece in pieces)
+        else:
+            truncated = whole.truncated
+        tokens = await self._generate(model, whole, generation)
+        return Summary(
+            text=model.decode(tokens),
+            sentences=(),
+            sentence_count=len(split_sentences(text)),
+            truncated=truncated,
+            tokens=int(tokens.size),
+            chunks=chunks,
+        )
+
+    async def _generate(
+        self, model: AbstractiveModel, encoded: Encoded, generation: GenerationOptions
+    ) -> np.ndarray:
+        options = np.array([[generation.model_dump_json(exclude_none=True).encode()]], dtype=np.object_)
+        outputs = await self.triton.infer(
+            model.name, {INPUT_IDS: encoded.ids[None, :], OPTIONS: options}, [OUTPUT_IDS]
+        )
+        tokens = outputs[OUTPUT_IDS].reshape(-1)
+        return tokens[~np.isin(tokens, model.card.eos_token_ids)]
+
+    async def _extractive(
+        self, embedder: Embedder, texts: Sequence[str], options: SummaryOptions
+    ) -> SummaryResult:
         split = [split_sentences(text) for text in texts]
         flat = [sentence for sentences in split for sentence in sentences]
         vectors, tokens, truncated = await self.embed(embedder, flat)
         if options.max_new_tokens is None:
-            budget = SelectionBudget(max_sentences=DEFAULT_SENTENCES, min_tokens=options.min_new_tokens)
+            budget = SelectionBudget(max_sentences=DEFAULT_SENTENCES, min_tokens=options.min_new_tokens or 0)
         else:
             budget = SelectionBudget(
                 max_sentences=len(flat) or 1,
                 max_tokens=options.max_new_tokens,
-                min_tokens=options.min_new_tokens,
+                min_tokens=options.min_new_tokens or 0,
             )
         results = []
         offset = 0
