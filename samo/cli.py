@@ -127,6 +127,37 @@ def export_whisper_ct2_command(
     typer.echo(report.summary())
 
 
+@export_app.command("whisper")
+def export_whisper_onnx_command(
+    model: Annotated[
+        str,
+        typer.Option(help="Hugging Face Whisper folder or hub id (e.g. from `samo convert ct2-whisper`)."),
+    ],
+    name: Annotated[str, typer.Option(help="Model name in the repository.")] = "whisper_onnx",
+    target: Annotated[
+        str, typer.Option(help="cpu | gpu (ONNX Runtime's CUDA provider in the Python backend).")
+    ] = "cpu",
+    repository: RepositoryOption = Path("model_repository"),
+) -> None:
+    """Export Whisper to ONNX with optimum (validated against PyTorch), decoded by SAMO's engine in Triton."""
+    _logging()
+    from exporters.onnx_tools import ExportError
+    from exporters.whisper.onnx_export import WhisperOnnxExportOptions, export_whisper_onnx
+
+    _check_choice("target", target, ("cpu", "gpu"))
+    options = WhisperOnnxExportOptions(
+        model=model,
+        name=name,
+        repository=repository,
+        target=target,  # type: ignore[arg-type]
+    )
+    try:
+        report = export_whisper_onnx(options)
+    except ExportError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(report.summary())
+
+
 @export_app.command("embedder")
 def export_embedder_command(
     name: Annotated[str, typer.Option(help="Model name in the repository.")] = "embedder",
@@ -139,6 +170,44 @@ def export_embedder_command(
 
     _check_choice("target", target, ("cpu", "gpu"))
     report = export_embedder(EmbedderExportOptions(name=name, repository=repository, target=target))  # type: ignore[arg-type]
+    typer.echo(report.summary())
+
+
+@export_app.command("summarizer")
+def export_summarizer_command(
+    model: Annotated[
+        str, typer.Option(help="T5/FLAN-T5, BART/DistilBART or Pegasus checkpoint (folder or hub id).")
+    ],
+    name: Annotated[
+        str, typer.Option(help="Model name in the repository (`<name>_stream` streams).")
+    ] = "summarizer",
+    quantize: Annotated[str, typer.Option(help="none | int8 (per-channel dynamic).")] = "none",
+    target: Annotated[
+        str, typer.Option(help="cpu | gpu (ONNX Runtime's CUDA provider in the Python backend).")
+    ] = "cpu",
+    repository: RepositoryOption = Path("model_repository"),
+    atol: Annotated[float, typer.Option(help="Parity tolerance against PyTorch on decoder logits.")] = 1e-3,
+) -> None:
+    """Export a summarizer (encoder, decoder, decoder with past), validate it against PyTorch's
+    generate and write its Triton generation model and streaming variant."""
+    _logging()
+    from exporters.onnx_tools import ExportError
+    from exporters.summarizer.export import SummarizerExportOptions, export_summarizer
+
+    _check_choice("quantize", quantize, ("none", "int8"))
+    _check_choice("target", target, ("cpu", "gpu"))
+    options = SummarizerExportOptions(
+        model=model,
+        name=name,
+        repository=repository,
+        quantize=quantize,  # type: ignore[arg-type]
+        target=target,  # type: ignore[arg-type]
+        atol=atol,
+    )
+    try:
+        report = export_summarizer(options)
+    except ExportError as exc:
+        raise _fail(str(exc)) from exc
     typer.echo(report.summary())
 
 
