@@ -4,7 +4,8 @@ Copied into the model repository as `<name>/1/model.py`, beside the CTranslate2 
 Every window that the dynamic batcher hands to one `execute` call is decoded in one batched
 `generate` call per group of equal generate settings (beam size, temperature); prompts (language,
 task, initial prompt, timestamps) may differ inside a group. Log-mel features are computed here,
-next to the model, with faster-whisper's extractor.
+next to the model, with faster-whisper's extractor. Segments come from `split_by_timestamps`, shared
+with the ONNX backend (`samo/generation/whisper.py`; a copy travels in `1/samo/`).
 """
 
 import json
@@ -17,9 +18,10 @@ import triton_python_backend_utils as pb_utils
 from faster_whisper.feature_extractor import FeatureExtractor
 from faster_whisper.tokenizer import Tokenizer
 
+from samo.generation.whisper import split_by_timestamps
+
 SAMPLE_RATE = 16000
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
-TIME_PRECISION = 0.02
 MAX_PROMPT_TOKENS = 223  # Whisper's limit: half the 448-token context
 
 
@@ -141,7 +143,13 @@ class TritonPythonModel:
                     "avg_logprob": score,
                     "no_speech_prob": float(result.no_speech_prob),
                 }
-                for start, end, text in split_by_timestamps(result.sequences_ids[0], tokenizer, duration)
+                for start, end, text in split_by_timestamps(
+                    result.sequences_ids[0],
+                    tokenizer.timestamp_begin,
+                    tokenizer.eot,
+                    tokenizer.decode,
+                    duration,
+                )
             ]
             language, probability = languages[position]
             body = {"language": language, "language_probability": probability, "segments": segments}
@@ -149,24 +157,3 @@ class TritonPythonModel:
                 self.result_name, np.array([[json.dumps(body).encode()]], dtype=np.object_)
             )
             responses[index] = pb_utils.InferenceResponse(output_tensors=[tensor])
-
-
-def split_by_timestamps(tokens, tokenizer, duration):
-    """(start, end, text) per segment from Whisper's `<|t0|> text <|t1|>` pattern, window-relative."""
-    segments = []
-    start = None
-    text = []
-    for token in tokens:
-        if token >= tokenizer.timestamp_begin:
-            time = min((token - tokenizer.timestamp_begin) * TIME_PRECISION, duration)
-            if start is not None and text:
-                segments.append((start, time, text))
-                text, start = [], None
-            else:
-                start = time
-        elif token < tokenizer.eot:
-            text.append(token)
-    if text:
-        segments.append((start if start is not None else 0.0, duration, text))
-    decoded = [(s, max(s, e), tokenizer.decode(t).strip()) for s, e, t in segments]
-    return [segment for segment in decoded if segment[2]]

@@ -75,6 +75,9 @@ class TranscriptionService:
             )
         if options.task == "translate" and not card.multilingual:
             raise invalid_input(f"model `{model.name}` is English-only and cannot translate")
+        if options.temperature > 0 and card.backend == "onnx":
+            # The shared seq2seq engine does greedy and beam search; it does not sample.
+            raise invalid_input(f"model `{model.name}` (ONNX backend) does not sample: use temperature 0")
 
     async def stream(
         self, data: bytes, options: DecodeOptions, model_name: str | None = None

@@ -1,0 +1,182 @@
+"""`samo export whisper`: a Hugging Face Whisper checkpoint -> ONNX (optimum) -> a Triton model decoded
+by SAMO's shared seq2seq engine (`exporters/whisper/onnx_triton_model.py`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import samo
+from exporters.onnx_tools import ExportError
+from exporters.seq2seq_onnx import export_with_past
+from exporters.whisper.ct2_export import MAX_BATCH_SIZE, MODEL_VERSION, QUEUE_DELAY_US
+from exporters.whisper.model_files import copy_generation_package
+from samo.contracts.whisper import WhisperContract, WhisperModelCard
+from samo.generation.onnx_seq2seq import ONNX_FILES
+from samo.triton.model_config import (
+    DynamicBatching,
+    ServingOptions,
+    Warmup,
+    build_model_config,
+    write_model_config,
+)
+
+logger = logging.getLogger(__name__)
+
+TRITON_MODEL_FILE = Path(__file__).with_name("onnx_triton_model.py")
+TASK = "automatic-speech-recognition-with-past"
+# What model.py reads besides the ONNX graphs; optimum saves them next to the graphs. optimum's own
+# validation only warns, so the export compares with PyTorch itself (`_validate`).
+REQUIRED_FILES = ("config.json", "generation_config.json", "tokenizer.json", "preprocessor_config.json")
+
+
+@dataclass(frozen=True)
+class WhisperOnnxExportOptions:
+    model: str | Path
+    """Hugging Face Whisper folder (e.g. from `samo convert ct2-whisper`) or hub id."""
+    name: str = "whisper_onnx"
+    repository: Path = Path("model_repository")
+    target: Literal["cpu", "gpu"] = "cpu"
+    intra_threads: int = 2
+    atol: float = 1e-3
+    """Largest allowed difference from PyTorch on encoder outputs and decoder logits."""
+
+
+@dataclass(frozen=True)
+class WhisperOnnxExportReport:
+    model_dir: Path
+    card: WhisperModelCard
+    onnx_bytes: int
+    max_difference: float
+
+    def summary(self) -> str:
+        card = self.card
+        languages = f"{len(card.languages)} languages" if card.multilingual else "English only"
+        return (
+            f"exported Whisper to ONNX at {self.model_dir}; largest difference from PyTorch "
+            f"{self.max_difference:.1e} (encoder outputs and logits)\n"
+            f"  source {card.source}, {languages}, {self.onnx_bytes / 1e6:.0f} MB of ONNX "
+            f"({', '.join(ONNX_FILES)}), {card.compute_type}, target {card.target}"
+        )
+
+
+def _check_model(model: str | Path) -> None:
+    folder = Path(model)
+    if not folder.exists():
+        if isinstance(model, Path) or str(model).startswith((".", "/")):
+            raise ExportError(
+                f"{model} does not exist; pass a Hugging Face Whisper folder or hub id to `--model`"
+            )
+        return  # a hub id: optimum resolves it (offline, from the cache)
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ExportError(f"{folder} has no config.json; pass a Hugging Face Whisper folder to `--model`")
+    model_type = json.loads(config_file.read_text()).get("model_type")
+    if model_type != "whisper":
+        raise ExportError(f"{folder} holds a `{model_type}` model, not Whisper")
+
+
+def _validate(model: str | Path, version_dir: Path, atol: float) -> float:
+    """Largest logit difference between ONNX Runtime and PyTorch on a synthetic window: the encoder,
+    the prompt pass and two cached steps; ExportError beyond `atol`."""
+    import numpy as np
+    import tokenizers
+    import torch
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    from samo.generation.onnx_seq2seq import OnnxSeq2Seq
+    from samo.generation.whisper import WhisperVocabulary
+
+    reference = WhisperForConditionalGeneration.from_pretrained(str(model), dtype=torch.float32).eval()
+    tokenizer = tokenizers.Tokenizer.from_file(str(version_dir / "tokenizer.json"))
+    vocabulary = WhisperVocabulary.from_folder(version_dir, tokenizer)
+    # A chirp with noise, 7 s: deterministic, and not silence (which barely exercises the weights).
+    time = np.arange(7 * 16000, dtype=np.float32) / 16000
+    audio = 0.3 * np.sin(2 * np.pi * (200 + 150 * time) * time) + 0.05 * np.random.default_rng(
+        0
+    ).standard_normal(time.size)
+    extractor = WhisperFeatureExtractor.from_pretrained(str(version_dir))
+    features = extractor([audio.astype(np.float32)], sampling_rate=16000, return_tensors="np").input_features
+    onnx = OnnxSeq2Seq(version_dir)
+    encoded = onnx.encode_features(features)
+    session = onnx.decoder(encoded, np.asarray([0]))
+    prompt = np.asarray([[vocabulary.sot, vocabulary.no_timestamps]], dtype=np.int64)
+    logits = [session.start_all(prompt)]
+    tokens = prompt
+    for _ in range(2):
+        token = logits[-1][:, -1].argmax(axis=-1)
+        tokens = np.concatenate([tokens, token[:, None]], axis=1)
+        logits.append(session.step(token)[:, None, :])
+    with torch.no_grad():
+        hidden = reference.model.encoder(torch.from_numpy(features)).last_hidden_state
+        expected = reference(
+            encoder_outputs=(hidden,), decoder_input_ids=torch.from_numpy(tokens)
+        ).logits.numpy()
+    worst = max(
+        float(np.abs(encoded.hidden - hidden.numpy()).max()),
+        float(np.abs(np.concatenate(logits, axis=1) - expected).max()),
+    )
+    if worst > atol:
+        raise ExportError(
+            f"ONNX Whisper differs from PyTorch by {worst:.2e} (encoder or logits); tolerance {atol:.0e}"
+        )
+    return worst
+
+
+def _languages(version_dir: Path) -> tuple[str, ...]:
+    generation = json.loads((version_dir / "generation_config.json").read_text())
+    if not generation.get("is_multilingual", bool(generation.get("lang_to_id"))):
+        return ("en",)
+    return tuple(token[2:-2] for token in generation.get("lang_to_id") or {})
+
+
+def export_whisper_onnx(options: WhisperOnnxExportOptions) -> WhisperOnnxExportReport:
+    _check_model(options.model)
+    model_dir = options.repository / options.name
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    version_dir = model_dir / MODEL_VERSION
+    version_dir.mkdir(parents=True)
+    try:
+        export_with_past(str(options.model), TASK, version_dir)
+        missing = [name for name in REQUIRED_FILES if not (version_dir / name).is_file()]
+        if missing:
+            raise ExportError(f"{options.model} lacks what the served model reads: {', '.join(missing)}")
+        max_difference = _validate(options.model, version_dir, options.atol)
+    except ExportError:
+        shutil.rmtree(model_dir)
+        raise
+    shutil.copyfile(TRITON_MODEL_FILE, version_dir / "model.py")
+    copy_generation_package(version_dir)
+    serving = ServingOptions(
+        backend="python",
+        max_batch_size=MAX_BATCH_SIZE,
+        batching=DynamicBatching(max_queue_delay_us=QUEUE_DELAY_US),
+        instance_kind="KIND_GPU" if options.target == "gpu" else "KIND_CPU",
+        warmup=Warmup(batch_size=1, sequence_length=16000),
+        parameters={"intra_threads": str(options.intra_threads)},
+    )
+    write_model_config(model_dir, build_model_config(options.name, WhisperContract().model, serving))
+    languages = _languages(version_dir)
+    card = WhisperModelCard(
+        backend="onnx",
+        source=str(options.model),
+        multilingual=languages != ("en",),
+        languages=languages,
+        compute_type="float32",
+        target=options.target,
+        samo_version=samo.__version__,
+    )
+    card.write(model_dir)
+    report = WhisperOnnxExportReport(
+        model_dir=model_dir,
+        card=card,
+        onnx_bytes=sum((version_dir / name).stat().st_size for name in ONNX_FILES),
+        max_difference=max_difference,
+    )
+    logger.info("%s", report.summary())
+    return report

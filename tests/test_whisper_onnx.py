@@ -1,0 +1,291 @@
+"""Whisper on ONNX decoded by the shared engine: token for token equal to transformers' `generate`
+(greedy and beam 4, with and without timestamps) on the real tiny.en and a tiny random Whisper, the
+exporter's checks, and the served model through the real gateway and Triton."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tokenizers
+import torch
+from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+from typer.testing import CliRunner
+
+from exporters.onnx_tools import ExportError
+from exporters.whisper.onnx_export import WhisperOnnxExportOptions, export_whisper_onnx
+from samo.cli import app
+from samo.generation.onnx_seq2seq import OnnxSeq2Seq
+from samo.generation.whisper import (
+    WhisperGenerator,
+    WhisperVocabulary,
+    WindowDecode,
+    split_by_timestamps,
+)
+from tests.speech import JFK_TEXT, RATE, jfk_samples, wav_bytes, word_error_rate
+
+# Tokenizer, feature extractor and generation config of tiny.en, reused by the random model.
+SHARED_FILES = (
+    "added_tokens.json",
+    "generation_config.json",
+    "merges.txt",
+    "preprocessor_config.json",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+)
+RANDOM_MAX_NEW_TOKENS = 40
+SEARCHES = [(1, False), (1, True), (4, False), (4, True)]  # (beams, timestamps)
+
+
+def speech_clips() -> list[np.ndarray]:
+    """The JFK clip (11 s) and a 5 s slice of it, as float32 in [-1, 1]."""
+    speech = jfk_samples().astype(np.float32) / 32768.0
+    return [speech, speech[2 * RATE : 7 * RATE]]
+
+
+def build_tiny_random_whisper(folder: Path, source: Path, *, seed: int = 0, std: float = 0.3) -> Path:
+    """A 2+2-layer Whisper (d_model 64) with tiny.en's vocabulary, weights redrawn with a large std:
+    the default 0.02 makes every input decode to one constant token."""
+    torch.manual_seed(seed)
+    reference = json.loads((source / "config.json").read_text())
+    config = WhisperConfig(
+        vocab_size=reference["vocab_size"],
+        num_mel_bins=80,
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_source_positions=1500,
+        max_target_positions=448,
+        **{key: reference[key] for key in ("pad_token_id", "bos_token_id", "eos_token_id")},
+        decoder_start_token_id=reference["decoder_start_token_id"],
+    )
+    model = WhisperForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.dim() >= 2 and "encoder.embed_positions" not in name:  # keep the sinusoids
+                parameter.normal_(0.0, std)
+    model.save_pretrained(folder)
+    for name in SHARED_FILES:
+        shutil.copyfile(source / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_en_onnx(serving_repository: Path) -> Path:
+    return serving_repository / "whisper_onnx" / "1"
+
+
+@pytest.fixture(scope="module")
+def tiny_random_whisper(
+    tmp_path_factory: pytest.TempPathFactory, whisper_tiny_en_hf: Path
+) -> tuple[Path, Path]:
+    """(Hugging Face folder, exported ONNX version folder) of the random model."""
+    hf_dir = build_tiny_random_whisper(tmp_path_factory.mktemp("tiny-random-whisper"), whisper_tiny_en_hf)
+    repository = tmp_path_factory.mktemp("random-whisper-repository")
+    report = export_whisper_onnx(WhisperOnnxExportOptions(model=hf_dir, name="random", repository=repository))
+    return hf_dir, report.model_dir / "1"
+
+
+def _strip(tokens: list[int], eot: int) -> list[int]:
+    """transformers pads finished rows with (and may drop) the end-of-text token; compare without it."""
+    while tokens and tokens[-1] == eot:
+        tokens = tokens[:-1]
+    return tokens
+
+
+def _first_pass(segments: list[dict], sot: int) -> torch.Tensor:
+    sequence = segments[0]["result"]["sequences"]
+    assert sequence[0] == sot  # the prompt: <|startoftranscript|> alone, for an English-only model
+    return sequence[1:]
+
+
+def _parity(hf_dir: Path, onnx_dir: Path, max_new_tokens: int | None) -> dict:
+    features = WhisperFeatureExtractor.from_pretrained(hf_dir)(
+        speech_clips(), sampling_rate=RATE, return_tensors="np"
+    ).input_features
+    reference = WhisperForConditionalGeneration.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    tokenizer = tokenizers.Tokenizer.from_file(str(onnx_dir / "tokenizer.json"))
+    vocabulary = WhisperVocabulary.from_folder(onnx_dir, tokenizer)
+    model = OnnxSeq2Seq(onnx_dir)
+    generator = WhisperGenerator(model, vocabulary, tokenizer)
+    encoded = model.encode_features(features)
+    results = {}
+    for beams, timestamps in SEARCHES:
+        limit = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
+        with torch.no_grad():
+            expected = reference.generate(
+                torch.from_numpy(features),
+                num_beams=beams,
+                return_timestamps=timestamps,
+                return_dict_in_generate=timestamps,
+                **limit,
+            )
+        if timestamps:
+            # With timestamps, transformers goes on like long-form transcription: when a window's
+            # tokens do not end on a single timestamp, it drops the text after the last timestamp
+            # pair and decodes again from there. That loop is not Whisper's decoding of one window
+            # (CTranslate2 does not do it; the gateway cuts windows itself); compare the window's
+            # decoding pass, which transformers returns as the first segment's result.
+            expected = [_first_pass(segments, vocabulary.sot) for segments in expected["segments"]]
+        windows = [WindowDecode(beam_size=beams, without_timestamps=not timestamps)] * len(features)
+        ours = generator.generate(encoded, windows, max_new_tokens=max_new_tokens)
+        results[(beams, timestamps)] = (
+            [_strip(row.tolist(), vocabulary.eot) for row in expected],
+            [_strip(list(window.tokens), vocabulary.eot) for window in ours],
+            ours,
+        )
+    return results
+
+
+@pytest.fixture(scope="module")
+def tiny_en_parity(whisper_tiny_en_hf: Path, tiny_en_onnx: Path) -> dict:
+    return _parity(whisper_tiny_en_hf, tiny_en_onnx, None)
+
+
+@pytest.fixture(scope="module")
+def random_parity(tiny_random_whisper: tuple[Path, Path]) -> dict:
+    return _parity(*tiny_random_whisper, RANDOM_MAX_NEW_TOKENS)
+
+
+@pytest.mark.parametrize(("beams", "timestamps"), SEARCHES)
+def test_tiny_en_tokens_equal_transformers_generate(
+    tiny_en_parity: dict, beams: int, timestamps: bool
+) -> None:
+    expected, ours, windows = tiny_en_parity[(beams, timestamps)]
+    assert ours == expected
+    assert all(window.tokens[-1] == 50256 for window in windows)  # both ended on their own
+    assert all(0.0 < window.no_speech_prob < 0.5 and window.avg_logprob < 0 for window in windows)
+
+
+def test_tiny_en_timestamps_make_segments(tiny_en_parity: dict, tiny_en_onnx: Path) -> None:
+    tokenizer = tokenizers.Tokenizer.from_file(str(tiny_en_onnx / "tokenizer.json"))
+    vocabulary = WhisperVocabulary.from_folder(tiny_en_onnx, tokenizer)
+    generator = WhisperGenerator(None, vocabulary, tokenizer)
+    _, _, windows = tiny_en_parity[(4, True)]
+    body = generator.transcript(windows[0], 11.0)
+    assert word_error_rate(JFK_TEXT, " ".join(s["text"] for s in body["segments"])) <= 0.05
+    assert len(body["segments"]) >= 2
+    assert body["segments"][0]["start"] == 0.0 and body["segments"][-1]["end"] <= 11.0
+
+
+@pytest.mark.parametrize(("beams", "timestamps"), SEARCHES)
+def test_random_whisper_tokens_equal_transformers_generate(
+    random_parity: dict, beams: int, timestamps: bool
+) -> None:
+    expected, ours, _ = random_parity[(beams, timestamps)]
+    assert ours == expected
+    # The random model's answers depend on the input and are not one repeated token.
+    assert ours[0] != ours[1]
+    assert all(len(set(tokens)) > 3 for tokens in ours)
+
+
+def test_split_by_timestamps_pairs_times_with_text() -> None:
+    begin, eot = 100, 50
+
+    def decode(ids: list[int]) -> str:
+        return " ".join(f"w{i}" for i in ids)
+
+    tokens = [begin, 1, 2, begin + 50, begin + 50, 3, begin + 400, eot]
+    assert split_by_timestamps(tokens, begin, eot, decode, duration=5.0) == [
+        (0.0, 1.0, "w1 w2"),
+        (1.0, 5.0, "w3"),  # 8.0 s is past the window: clipped to its duration
+    ]
+    assert split_by_timestamps([4, 5, eot], begin, eot, decode, duration=3.0) == [(0.0, 3.0, "w4 w5")]
+
+
+def test_export_refuses_a_model_that_is_not_whisper(tiny_bert: Path, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="holds a `bert` model, not Whisper"):
+        export_whisper_onnx(WhisperOnnxExportOptions(model=tiny_bert, repository=tmp_path))
+    result = CliRunner().invoke(
+        app, ["export", "whisper", "--model", str(tmp_path / "absent"), "--repository", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+    assert not (tmp_path / "whisper_onnx").exists()
+
+
+def test_served_folder_has_the_card_and_config(tiny_en_onnx: Path) -> None:
+    model_dir = tiny_en_onnx.parent
+    card = json.loads((model_dir / "samo.json").read_text())
+    assert card["backend"] == "onnx" and card["languages"] == ["en"] and not card["multilingual"]
+    assert 'backend: "python"' in (model_dir / "config.pbtxt").read_text()
+    assert (tiny_en_onnx / "model.py").is_file() and (
+        tiny_en_onnx / "samo" / "generation" / "whisper.py"
+    ).is_file()
+
+
+def _transcribe(http: httpx.Client, data: bytes, **form: str) -> httpx.Response:
+    return http.post(
+        "/v1/transcribe",
+        files={"file": ("entry.wav", data)},
+        data={"model": "whisper_onnx", **form},
+        timeout=120,
+    )
+
+
+@pytest.mark.integration
+def test_jfk_through_gateway_and_triton(http: httpx.Client) -> None:
+    response = _transcribe(http, wav_bytes(jfk_samples()))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert word_error_rate(JFK_TEXT, body["text"]) <= 0.05, body["text"]
+    assert body["model"]["backend"] == "onnx" and body["model"]["name"] == "whisper_onnx"
+    assert body["segments"] and all(0.0 <= s["start"] <= s["end"] <= 11.0 for s in body["segments"])
+    greedy = _transcribe(http, wav_bytes(jfk_samples()), beam_size="1").json()
+    assert word_error_rate(JFK_TEXT, greedy["text"]) <= 0.05, greedy["text"]
+
+
+@pytest.mark.integration
+def test_sampling_is_refused_with_a_clear_error(http: httpx.Client) -> None:
+    response = http.post(
+        "/v1/audio/transcriptions",
+        files={"file": ("entry.wav", wav_bytes(jfk_samples()[: 2 * RATE]))},
+        data={"model": "whisper_onnx", "temperature": "0.4"},
+        timeout=60,
+    )
+    assert response.status_code == 422, response.text
+    assert "does not sample" in response.json()["error"]["message"]
+
+
+@pytest.mark.integration
+def test_concurrent_requests_of_different_lengths_equal_alone(gateway_url: str) -> None:
+    speech = jfk_samples()
+    clips = [speech, speech[: 4 * RATE], speech[3 * RATE :], speech[6 * RATE :], speech[2 * RATE : 9 * RATE]]
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        async with httpx.AsyncClient(base_url=gateway_url, timeout=180) as client:
+
+            async def one(clip: np.ndarray) -> list[dict]:
+                response = await client.post(
+                    "/v1/transcribe",
+                    files={"file": ("c.wav", wav_bytes(clip))},
+                    data={"model": "whisper_onnx"},
+                )
+                assert response.status_code == 200, response.text
+                return response.json()["segments"]
+
+            alone = [await one(clip) for clip in clips]
+            together = await asyncio.gather(*(one(clip) for clip in clips))
+            return alone, list(together)
+
+    alone, together = asyncio.run(scenario())
+    assert len({json.dumps([s["text"] for s in segments]) for segments in alone}) == len(clips)
+    for single, batched in zip(alone, together, strict=True):
+        # Same tokens, so the same text and times; scores may move in the last float bits with the batch.
+        assert [(s["start"], s["end"], s["text"]) for s in batched] == [
+            (s["start"], s["end"], s["text"]) for s in single
+        ]
+        for a, b in zip(single, batched, strict=True):
+            assert b["avg_logprob"] == pytest.approx(a["avg_logprob"], abs=1e-4)
+            assert b["no_speech_prob"] == pytest.approx(a["no_speech_prob"], abs=1e-4)
