@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
+import grpc
 import numpy as np
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
@@ -41,6 +43,15 @@ def _convert(exc: InferenceServerException, model: str) -> SamoError:
     return SamoError(ErrorType.INTERNAL, f"model `{model}` failed to run the request")
 
 
+def _infer_inputs(inputs: Mapping[str, np.ndarray]) -> list[InferInput]:
+    tensors = []
+    for name, array in inputs.items():
+        tensor = InferInput(name, list(array.shape), _DTYPES[array.dtype])
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    return tensors
+
+
 class TritonClient:
     def __init__(self, url: str, timeout_s: float) -> None:
         self.url = url
@@ -50,21 +61,46 @@ class TritonClient:
     async def infer(
         self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
     ) -> dict[str, np.ndarray]:
-        request_inputs = []
-        for name, array in inputs.items():
-            tensor = InferInput(name, list(array.shape), _DTYPES[array.dtype])
-            tensor.set_data_from_numpy(array)
-            request_inputs.append(tensor)
         try:
             result = await self._client.infer(
                 model_name=model,
-                inputs=request_inputs,
+                inputs=_infer_inputs(inputs),
                 outputs=[InferRequestedOutput(name) for name in outputs],
                 client_timeout=self.timeout_s,
             )
         except InferenceServerException as exc:
             raise _convert(exc, model) from None
         return {name: result.as_numpy(name) for name in outputs}
+
+    async def stream(
+        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+    ) -> AsyncIterator[dict[str, np.ndarray]]:
+        """One request to a decoupled model; yields each response until the final one."""
+        finished = asyncio.Event()
+
+        async def one_request():
+            yield {
+                "model_name": model,
+                "inputs": _infer_inputs(inputs),
+                "outputs": [InferRequestedOutput(n) for n in outputs],
+            }
+            await finished.wait()  # closing the request side early could end the stream
+
+        responses = self._client.stream_infer(one_request(), stream_timeout=self.timeout_s)
+        try:
+            async for result, error in responses:
+                if error is not None:
+                    raise _convert(error, model)
+                yield {name: result.as_numpy(name) for name in outputs}
+                if result.get_response().parameters["triton_final_response"].bool_param:
+                    return
+        except grpc.RpcError as exc:
+            raise _convert(
+                InferenceServerException(str(exc.details()), status=str(exc.code())), model
+            ) from None
+        finally:
+            finished.set()
+            responses.cancel()
 
     async def is_model_ready(self, model: str) -> bool:
         try:

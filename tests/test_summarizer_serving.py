@@ -256,3 +256,35 @@ def test_an_installed_abstractive_model_is_the_default() -> None:
     assert SummarizationService(triton=None, embedder=None).default == EXTRACTIVE  # type: ignore[arg-type]
     named = SummarizationService(triton=None, embedder=None, abstractive={"a": object()}, default=EXTRACTIVE)  # type: ignore[arg-type, dict-item]
     assert named.default == EXTRACTIVE
+
+
+def _sse(response: httpx.Response) -> list[tuple[str, dict]]:
+    events = []
+    for block in response.text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+def test_summary_streams_over_server_sent_events(gateway_url: str) -> None:
+    body = {"texts": [TEXTS[0]], "model": "tiny_t5", "max_new_tokens": 12}
+    whole = httpx.post(f"{gateway_url}/v1/summarize", json=body, timeout=60).json()
+    streamed = httpx.post(
+        f"{gateway_url}/v1/summarize", json=body, headers={"accept": "text/event-stream"}, timeout=60
+    )
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    events = _sse(streamed)
+    deltas = [data["text"] for name, data in events if name == "delta"]
+    assert len(deltas) >= 2, "text should arrive in pieces"
+    assert events[-1][0] == "summary" and events[-1][1]["results"] == whole["results"]
+    assert "".join(deltas).strip() == whole["results"][0]["summary"]
+
+
+def test_extractive_stream_is_one_event_and_streaming_takes_one_text(gateway_url: str) -> None:
+    headers = {"accept": "text/event-stream"}
+    events = _sse(
+        httpx.post(f"{gateway_url}/v1/summarize", json={"texts": [LONG_TEXT]}, headers=headers, timeout=60)
+    )
+    assert [name for name, _ in events] == ["summary"] and events[0][1]["model"]["method"] == "extractive"
+    two = httpx.post(f"{gateway_url}/v1/summarize", json={"texts": ["One.", "Two."]}, headers=headers)
+    assert two.status_code == 422 and "streaming takes one text" in two.text

@@ -16,6 +16,7 @@ from gateway.http.emotions import (
     text_emotions_body,
     text_emotions_from_body,
 )
+from gateway.http.sse import EVENT_STREAM, event, wants_events
 from gateway.http.summarization import summary_body, summary_from_body
 from gateway.http.transcription import AUDIO_ERRORS, read_upload, transcript_body, transcript_from_body
 from gateway.journal.request import JournalAudioOptions, journal_text_model
@@ -26,8 +27,6 @@ from gateway.transcription.service import Segment
 from gateway.validation import validate_body
 from samo.contracts.whisper import DecodeOptions
 from samo.settings import GatewaySettings
-
-EVENT_STREAM = "text/event-stream"
 
 
 def analysis_body(analysis: JournalAnalysis) -> dict[str, Any]:
@@ -78,10 +77,6 @@ def analysis_from_body(
 
 def segment_body(segment: Segment) -> dict[str, Any]:
     return {"start": segment.start, "end": segment.end, "text": segment.text}
-
-
-def _event(name: str, data: dict[str, Any]) -> bytes:
-    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
 
 def journal_router(settings: GatewaySettings) -> APIRouter:
@@ -143,7 +138,7 @@ def journal_router(settings: GatewaySettings) -> APIRouter:
 
         with services.admitted():
             first = await anext(items)  # errors before any output are ordinary HTTP errors
-            if EVENT_STREAM in request.headers.get("accept", ""):
+            if wants_events(request):
                 # The stream runs after this returns; admission covers its start.
                 return StreamingResponse(_events(first, items), media_type=EVENT_STREAM)
             async for item in items:
@@ -161,9 +156,9 @@ async def _events(
     try:
         while True:
             if isinstance(item, JournalAnalysis):
-                yield _event("analysis", analysis_body(item))
+                yield event("analysis", analysis_body(item))
                 return
-            yield _event("segment", segment_body(item))
+            yield event("segment", segment_body(item))
             item = await anext(rest)
     except SamoError as exc:  # after the headers went out, errors travel as an event
-        yield _event("error", {"type": exc.type.value, "message": exc.message})
+        yield event("error", {"type": exc.type.value, "message": exc.message})

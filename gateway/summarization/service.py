@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +92,45 @@ def discover_embedder(repository: Path) -> Embedder | None:
     return Embedder.load(found[0]) if found else None
 
 
+@dataclass(frozen=True)
+class _FinalInput:
+    encoded: Encoded
+    chunks: int
+    truncated: bool
+
+    def summary(self, model: AbstractiveModel, text: str, tokens: np.ndarray) -> Summary:
+        return Summary(
+            text=model.decode(tokens),
+            sentences=(),
+            sentence_count=len(split_sentences(text)),
+            truncated=self.truncated,
+            tokens=int(tokens.size),
+            chunks=self.chunks,
+        )
+
+
+def _generation_options(options: SummaryOptions) -> GenerationOptions:
+    return GenerationOptions(
+        max_new_tokens=options.max_new_tokens,
+        min_new_tokens=options.min_new_tokens,
+        num_beams=options.num_beams,
+    )
+
+
+def _generation_inputs(encoded: Encoded, generation: GenerationOptions) -> dict[str, np.ndarray]:
+    options = np.array([[generation.model_dump_json(exclude_none=True).encode()]], dtype=np.object_)
+    return {INPUT_IDS: encoded.ids[None, :], OPTIONS: options}
+
+
+def _without_eos(tokens: np.ndarray, model: AbstractiveModel) -> np.ndarray:
+    return tokens[~np.isin(tokens, model.card.eos_token_ids)]
+
+
+def _abstractive_info(model: AbstractiveModel) -> SummaryModelInfo:
+    card = model.card
+    return SummaryModelInfo(model.name, ABSTRACTIVE, model.version, f"{card.architecture}: {card.source}")
+
+
 class SummarizationService:
     def __init__(
         self,
@@ -151,48 +190,63 @@ class SummarizationService:
     async def _abstractive(
         self, model: AbstractiveModel, texts: Sequence[str], options: SummaryOptions
     ) -> SummaryResult:
-        generation = GenerationOptions(
-            max_new_tokens=options.max_new_tokens,
-            min_new_tokens=options.min_new_tokens,
-            num_beams=options.num_beams,
-        )
+        generation = _generation_options(options)
         results = await asyncio.gather(*(self._summarize_text(model, t, generation, options) for t in texts))
-        card = model.card
-        info = SummaryModelInfo(model.name, ABSTRACTIVE, model.version, f"{card.architecture}: {card.source}")
-        return SummaryResult(results=tuple(results), model=info, options=options)
+        return SummaryResult(results=tuple(results), model=_abstractive_info(model), options=options)
 
     async def _summarize_text(
         self, model: AbstractiveModel, text: str, generation: GenerationOptions, options: SummaryOptions
     ) -> Summary:
+        final_input = await self._final_input(model, text, generation, options)
+        tokens = await self._generate(model, final_input.encoded, generation)
+        return final_input.summary(model, text, tokens)
+
+    async def _final_input(
+        self, model: AbstractiveModel, text: str, generation: GenerationOptions, options: SummaryOptions
+    ) -> _FinalInput:
+        """The input of the last generation pass: the text, or the joined summaries of its chunks."""
         whole = model.encode(text)
-        chunks = 1
-        if whole.truncated and options.long_input == "chunk":
-            pieces = model.chunks(text)
-            partial = await asyncio.gather(*(self._generate(model, piece, generation) for piece in pieces))
-            whole = model.encode(" ".join(model.decode(tokens) for tokens in partial))
-            chunks = len(pieces)
-            truncated = whole.truncated or any(piece.truncated for piece in pieces)
-        else:
-            truncated = whole.truncated
-        tokens = await self._generate(model, whole, generation)
-        return Summary(
-            text=model.decode(tokens),
-            sentences=(),
-            sentence_count=len(split_sentences(text)),
-            truncated=truncated,
-            tokens=int(tokens.size),
-            chunks=chunks,
-        )
+        if not (whole.truncated and options.long_input == "chunk"):
+            return _FinalInput(whole, 1, whole.truncated)
+        pieces = model.chunks(text)
+        partial = await asyncio.gather(*(self._generate(model, piece, generation) for piece in pieces))
+        joined = model.encode(" ".join(model.decode(tokens) for tokens in partial))
+        return _FinalInput(joined, len(pieces), joined.truncated or any(piece.truncated for piece in pieces))
+
+    async def stream(
+        self, text: str, options: SummaryOptions = SummaryOptions()
+    ) -> AsyncIterator[str | SummaryResult]:
+        """The summary of one text as it is generated: new text as it appears, then the whole result.
+
+        Abstractive models with a streaming variant stream their last pass; the extractive summarizer
+        (nothing to stream) sends its result at once.
+        """
+        name = options.model or self.default
+        model = self.abstractive.get(name)
+        if model is None or model.card.stream_model is None:
+            yield await self.summarize([text], options)
+            return
+        generation = _generation_options(options)
+        final_input = await self._final_input(model, text, generation, options)
+        tokens: list[int] = []
+        shown = ""
+        async for output in self.triton.stream(
+            model.card.stream_model, _generation_inputs(final_input.encoded, generation), [OUTPUT_IDS]
+        ):
+            tokens.extend(output[OUTPUT_IDS].reshape(-1).tolist())
+            current = model.decode(_without_eos(np.asarray(tokens, dtype=np.int64), model))
+            # Detokenizing can rewrite the tail (merged pieces): send text only once it is settled.
+            if len(current) > len(shown) and current.startswith(shown):
+                yield current[len(shown) :]
+                shown = current
+        summary = final_input.summary(model, text, _without_eos(np.asarray(tokens, dtype=np.int64), model))
+        yield SummaryResult(results=(summary,), model=_abstractive_info(model), options=options)
 
     async def _generate(
         self, model: AbstractiveModel, encoded: Encoded, generation: GenerationOptions
     ) -> np.ndarray:
-        options = np.array([[generation.model_dump_json(exclude_none=True).encode()]], dtype=np.object_)
-        outputs = await self.triton.infer(
-            model.name, {INPUT_IDS: encoded.ids[None, :], OPTIONS: options}, [OUTPUT_IDS]
-        )
-        tokens = outputs[OUTPUT_IDS].reshape(-1)
-        return tokens[~np.isin(tokens, model.card.eos_token_ids)]
+        outputs = await self.triton.infer(model.name, _generation_inputs(encoded, generation), [OUTPUT_IDS])
+        return _without_eos(outputs[OUTPUT_IDS].reshape(-1), model)
 
     async def _extractive(
         self, embedder: Embedder, texts: Sequence[str], options: SummaryOptions
