@@ -355,6 +355,29 @@ def bench_whisper_command(
     typer.echo(run_whisper_benchmark(options))
 
 
+@bench_app.command("summarizer")
+def bench_summarizer_command(
+    requests: Annotated[int, typer.Option(help="Requests measured per row, at least.")] = 4,
+    concurrency: Annotated[str, typer.Option(help="Comma-separated client counts.")] = "1,8",
+    beams: Annotated[str, typer.Option(help="Comma-separated beam widths (1: greedy).")] = "1,4",
+    output: Annotated[Path, typer.Option(help="Markdown file for the result table.")] = Path(
+        "load_tests/results/summarizer.md"
+    ),
+) -> None:
+    """t5-small-sized random model, 400-token inputs, 64 new tokens: PyTorch generate vs optimum's
+    ONNX Runtime model vs gateway + Triton (SAMO's engine), one table."""
+    _logging()
+    from load_tests.bench_summarizer import SummarizerBenchOptions, run_summarizer_benchmark
+
+    options = SummarizerBenchOptions(
+        min_requests=requests,
+        concurrency=tuple(int(c) for c in concurrency.split(",")),
+        beams=tuple(int(b) for b in beams.split(",")),
+        output=output,
+    )
+    typer.echo(run_summarizer_benchmark(options))
+
+
 @eval_app.command("summarizer")
 def eval_summarizer_command(
     data: Annotated[str, typer.Option(help="Data set: aclsum.")] = "aclsum",
