@@ -105,6 +105,11 @@ class OnnxDecoderSession:
         if self.mask is not None:
             self.mask = self.mask[rows]
 
+    def reorder_beams(self, rows: np.ndarray) -> None:
+        # The cross-attention cache (and the mask) is the same for every beam of an item: moving it
+        # would copy the largest tensors every step for nothing.
+        self.past = {name: value if ".encoder." in name else value[rows] for name, value in self.past.items()}
+
     def _store(self, names: list[str], outputs: list[np.ndarray]) -> None:
         for name, value in zip(names[1:], outputs[1:], strict=True):
             self.past[name.replace("present.", "past_key_values.", 1)] = value

@@ -31,7 +31,11 @@ class DecoderSession(Protocol):
         """Feed one token per row [rows]; return logits [rows, vocab]."""
 
     def keep(self, rows: np.ndarray) -> None:
-        """Reorder or drop rows of the cache (beam reordering, finished rows)."""
+        """Keep these rows of the cache, in this order (finished rows leave)."""
+
+    def reorder_beams(self, rows: np.ndarray) -> None:
+        """Reorder rows among the beams of each item (beam search); rows never move between items,
+        so what is equal across an item's beams (the cross-attention cache) need not move."""
 
 
 class Seq2SeqModel(Protocol):
@@ -244,7 +248,10 @@ def _beam(model, encoded, requests, members, special, on_token) -> list[Generate
         rows_next = (np.arange(count)[:, None] * beams + chosen_beams).reshape(-1)
         keep = np.flatnonzero(~done)
         rows_next = rows_next.reshape(count, beams)[keep].reshape(-1)
-        session.keep(rows_next)
+        if done.any():
+            session.keep(rows_next)
+        else:
+            session.reorder_beams(rows_next)
         running = next_running[keep]
         running_scores = running_scores[keep]
         finished_scores = finished_scores[keep]
