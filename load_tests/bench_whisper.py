@@ -2,8 +2,9 @@
 
 (a) faster-whisper in-process (`WhisperModel.transcribe`, int8, beam 5), one file at a time: what
     users run instead;
-(b) gateway + Triton with the CTranslate2 backend (cross-request batching), at each concurrency.
-(c) the ONNX backend has not been built yet; the table says so.
+(b) gateway + Triton with the CTranslate2 backend (cross-request batching), at each concurrency;
+(c) the same runs with the ONNX backend (tiny.en converted to Hugging Face, exported with optimum,
+    decoded by SAMO's shared seq2seq engine), served by the same Triton.
 
 Audio: real speech cut from the JFK clip (1 to 15 s) and one long file (the clip six times with
 pauses, 72 s). Audio seconds processed per wall second, p50/p95 latency per file, and the word error
@@ -28,6 +29,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from load_tests.bench_features import keep_section
 from load_tests.loadgen import format_table
 from load_tests.processes import free_port, server_process
 from samo.evaluation.wer import word_error_rate
@@ -116,7 +118,9 @@ def measure_faster_whisper(model_dir: Path, mix: list[Clip], options: WhisperBen
     return _row("(a) faster-whisper in-process", "one at a time", done, time.perf_counter() - start)
 
 
-async def _closed_loop(url: str, mix: list[Clip], concurrency: int, duration_s: float) -> tuple[list, float]:
+async def _closed_loop(
+    url: str, mix: list[Clip], concurrency: int, duration_s: float, model: str
+) -> tuple[list, float]:
     """Files finished inside the window, and the window: a file still running at the end is not
     counted, so the tail of a long file does not stretch the denominator."""
     done: list[tuple[Clip, float, str]] = []
@@ -128,7 +132,9 @@ async def _closed_loop(url: str, mix: list[Clip], concurrency: int, duration_s: 
             while time.perf_counter() - start < duration_s:
                 clip = mix[index % len(mix)]
                 began = time.perf_counter()
-                response = await client.post(url, files={"file": (f"{clip.name}.wav", clip.wav)})
+                response = await client.post(
+                    url, files={"file": (f"{clip.name}.wav", clip.wav)}, data={"model": model}
+                )
                 response.raise_for_status()
                 if time.perf_counter() - start <= duration_s:
                     done.append((clip, time.perf_counter() - began, response.json()["text"]))
@@ -136,6 +142,13 @@ async def _closed_loop(url: str, mix: list[Clip], concurrency: int, duration_s: 
 
     await asyncio.gather(*(worker(i * len(mix) // concurrency) for i in range(concurrency)))
     return done, duration_s
+
+
+# (system label, model name in the repository), measured in this order.
+STACK_SYSTEMS = (
+    ("(b) gateway + Triton, CTranslate2", "whisper"),
+    ("(c) gateway + Triton, ONNX", "whisper_onnx"),
+)
 
 
 def measure_stack(repository: Path, mix: list[Clip], options: WhisperBenchOptions) -> list[dict]:
@@ -154,24 +167,29 @@ def measure_stack(repository: Path, mix: list[Clip], options: WhisperBenchOption
         command = [sys.executable, "-m", "samo.cli", "gateway"]
         with server_process(command, ready_url=f"http://127.0.0.1:{gateway_port}/health/live", env=env):
             url = f"http://127.0.0.1:{gateway_port}/v1/transcribe"
-            asyncio.run(_closed_loop(url, mix[:2], 1, 0.1))  # warm-up
-            for concurrency in options.concurrency:
-                done, wall = asyncio.run(_closed_loop(url, mix, concurrency, options.duration_s))
-                rows.append(_row("(b) gateway + Triton, CTranslate2", f"c={concurrency}", done, wall))
-                logger.info("stack c=%d: %.1f audio s/s", concurrency, rows[-1]["audio_s_per_s"])
+            for system, model in STACK_SYSTEMS:
+                asyncio.run(_closed_loop(url, mix[:2], 1, 0.1, model))  # warm-up
+                for concurrency in options.concurrency:
+                    done, wall = asyncio.run(_closed_loop(url, mix, concurrency, options.duration_s, model))
+                    rows.append(_row(system, f"c={concurrency}", done, wall))
+                    logger.info("%s c=%d: %.1f audio s/s", model, concurrency, rows[-1]["audio_s_per_s"])
     return rows
 
 
 def run_whisper_benchmark(options: WhisperBenchOptions) -> str:
+    from exporters.whisper.ct2_convert import convert_ct2_whisper
     from exporters.whisper.ct2_export import WhisperCt2ExportOptions, embedded_model_dir, export_whisper_ct2
+    from exporters.whisper.onnx_export import WhisperOnnxExportOptions, export_whisper_onnx
 
     mix = clips(options.jfk)
     rows = [measure_faster_whisper(embedded_model_dir(), mix, options)]
     with tempfile.TemporaryDirectory(prefix="samo-bench-whisper-") as workdir:
         repository = Path(workdir) / "repository"
         export_whisper_ct2(WhisperCt2ExportOptions(repository=repository))
+        hf_dir = Path(workdir) / "tiny-en-hf"
+        convert_ct2_whisper(embedded_model_dir(), hf_dir)
+        export_whisper_onnx(WhisperOnnxExportOptions(model=hf_dir, repository=repository))
         rows += measure_stack(repository, mix, options)
-    rows.append({"system": "(c) gateway + Triton, ONNX", "load": "not built yet"})
     baseline = rows[0]["audio_s_per_s"]
     summary = [
         f"- {row['system']} {row['load']}: {row['audio_s_per_s'] / baseline:.2f}x (a)"
@@ -180,10 +198,11 @@ def run_whisper_benchmark(options: WhisperBenchOptions) -> str:
     ]
     header = (
         f"# Whisper benchmark\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
-        f"{platform.machine()}; Whisper tiny.en int8, beam 5, English; {len(mix)} files "
+        f"{platform.machine()}; Whisper tiny.en, beam 5, English (CTranslate2 int8, ONNX float32); {len(mix)} files "
         f"({', '.join(f'{c.seconds:.1f}' for c in mix)} s) cycled for {options.duration_s:.0f} s per row.\n\n"
     )
     report = header + format_table(rows, COLUMNS) + "\n" + "\n".join(summary) + "\n"
     options.output_dir.mkdir(parents=True, exist_ok=True)
-    (options.output_dir / "whisper.md").write_text(report)
+    path = options.output_dir / "whisper.md"
+    path.write_text(keep_section(path.read_text() if path.exists() else "", report))
     return report

@@ -14,17 +14,21 @@ import numpy as np
 import pytest
 import tokenizers
 import torch
+from faster_whisper.feature_extractor import FeatureExtractor
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 from typer.testing import CliRunner
 
 from exporters.onnx_tools import ExportError
 from exporters.whisper.onnx_export import WhisperOnnxExportOptions, export_whisper_onnx
+from load_tests.bench_features import SECTION, keep_section, write_section
 from samo.cli import app
 from samo.generation.onnx_seq2seq import OnnxSeq2Seq
 from samo.generation.whisper import (
     WhisperGenerator,
     WhisperVocabulary,
     WindowDecode,
+    log_mel_windows,
+    read_window,
     split_by_timestamps,
 )
 from tests.speech import JFK_TEXT, RATE, jfk_samples, wav_bytes, word_error_rate
@@ -111,7 +115,9 @@ def _first_pass(segments: list[dict], sot: int) -> torch.Tensor:
 
 
 def _parity(hf_dir: Path, onnx_dir: Path, max_new_tokens: int | None) -> dict:
-    features = WhisperFeatureExtractor.from_pretrained(hf_dir)(
+    # The features the served model computes; transformers' own extractor is checked below.
+    features = log_mel_windows(FeatureExtractor(feature_size=80), speech_clips())
+    transformers_features = WhisperFeatureExtractor.from_pretrained(hf_dir)(
         speech_clips(), sampling_rate=RATE, return_tensors="np"
     ).input_features
     reference = WhisperForConditionalGeneration.from_pretrained(hf_dir, dtype=torch.float32).eval()
@@ -120,6 +126,7 @@ def _parity(hf_dir: Path, onnx_dir: Path, max_new_tokens: int | None) -> dict:
     model = OnnxSeq2Seq(onnx_dir)
     generator = WhisperGenerator(model, vocabulary, tokenizer)
     encoded = model.encode_features(features)
+    encoded_transformers = model.encode_features(transformers_features)
     results = {}
     for beams, timestamps in SEARCHES:
         limit = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
@@ -140,10 +147,14 @@ def _parity(hf_dir: Path, onnx_dir: Path, max_new_tokens: int | None) -> dict:
             expected = [_first_pass(segments, vocabulary.sot) for segments in expected["segments"]]
         windows = [WindowDecode(beam_size=beams, without_timestamps=not timestamps)] * len(features)
         ours = generator.generate(encoded, windows, max_new_tokens=max_new_tokens)
+        from_transformers_features = generator.generate(
+            encoded_transformers, windows, max_new_tokens=max_new_tokens
+        )
         results[(beams, timestamps)] = (
             [_strip(row.tolist(), vocabulary.eot) for row in expected],
             [_strip(list(window.tokens), vocabulary.eot) for window in ours],
             ours,
+            [window.tokens for window in from_transformers_features],
         )
     return results
 
@@ -162,8 +173,10 @@ def random_parity(tiny_random_whisper: tuple[Path, Path]) -> dict:
 def test_tiny_en_tokens_equal_transformers_generate(
     tiny_en_parity: dict, beams: int, timestamps: bool
 ) -> None:
-    expected, ours, windows = tiny_en_parity[(beams, timestamps)]
+    expected, ours, windows, from_transformers_features = tiny_en_parity[(beams, timestamps)]
     assert ours == expected
+    # faster-whisper's extractor on padded audio (served) and transformers' give the same tokens here.
+    assert from_transformers_features == [window.tokens for window in windows]
     assert all(window.tokens[-1] == 50256 for window in windows)  # both ended on their own
     assert all(0.0 < window.no_speech_prob < 0.5 and window.avg_logprob < 0 for window in windows)
 
@@ -172,7 +185,7 @@ def test_tiny_en_timestamps_make_segments(tiny_en_parity: dict, tiny_en_onnx: Pa
     tokenizer = tokenizers.Tokenizer.from_file(str(tiny_en_onnx / "tokenizer.json"))
     vocabulary = WhisperVocabulary.from_folder(tiny_en_onnx, tokenizer)
     generator = WhisperGenerator(None, vocabulary, tokenizer)
-    _, _, windows = tiny_en_parity[(4, True)]
+    _, _, windows, _ = tiny_en_parity[(4, True)]
     body = generator.transcript(windows[0], 11.0)
     assert word_error_rate(JFK_TEXT, " ".join(s["text"] for s in body["segments"])) <= 0.05
     assert len(body["segments"]) >= 2
@@ -183,7 +196,7 @@ def test_tiny_en_timestamps_make_segments(tiny_en_parity: dict, tiny_en_onnx: Pa
 def test_random_whisper_tokens_equal_transformers_generate(
     random_parity: dict, beams: int, timestamps: bool
 ) -> None:
-    expected, ours, _ = random_parity[(beams, timestamps)]
+    expected, ours, _, _ = random_parity[(beams, timestamps)]
     assert ours == expected
     # The random model's answers depend on the input and are not one repeated token.
     assert ours[0] != ours[1]
@@ -220,9 +233,7 @@ def test_served_folder_has_the_card_and_config(tiny_en_onnx: Path) -> None:
     card = json.loads((model_dir / "samo.json").read_text())
     assert card["backend"] == "onnx" and card["languages"] == ["en"] and not card["multilingual"]
     assert 'backend: "python"' in (model_dir / "config.pbtxt").read_text()
-    assert (tiny_en_onnx / "model.py").is_file() and (
-        tiny_en_onnx / "samo" / "generation" / "whisper.py"
-    ).is_file()
+    assert (tiny_en_onnx / "model.py").is_file()
 
 
 def _transcribe(http: httpx.Client, data: bytes, **form: str) -> httpx.Response:
@@ -289,3 +300,22 @@ def test_concurrent_requests_of_different_lengths_equal_alone(gateway_url: str) 
         for a, b in zip(single, batched, strict=True):
             assert b["avg_logprob"] == pytest.approx(a["avg_logprob"], abs=1e-4)
             assert b["no_speech_prob"] == pytest.approx(a["no_speech_prob"], abs=1e-4)
+
+
+def test_read_window_checks_length_and_options() -> None:
+    no_options = np.array([[b""]], dtype=np.object_)
+    samples, options = read_window(np.zeros((1, 16000), dtype=np.float32), no_options)
+    assert samples.shape == (16000,) and options == {}
+    with pytest.raises(ValueError, match=r"audio window is 31\.0 s; at most 30 s"):
+        read_window(np.zeros(31 * RATE, dtype=np.float32), no_options)
+    with pytest.raises(ValueError, match="options must be a JSON object"):
+        read_window(np.zeros(RATE, dtype=np.float32), np.array([[b"[1]"]], dtype=np.object_))
+
+
+def test_features_section_survives_the_benchmark_rewrite(tmp_path: Path) -> None:
+    path = tmp_path / "whisper.md"
+    write_section(path, f"{SECTION}\n\nfirst\n")
+    assert path.read_text() == f"{SECTION}\n\nfirst\n"
+    path.write_text(keep_section(path.read_text(), "# Whisper benchmark\n\ntable\n"))
+    write_section(path, f"{SECTION}\n\nsecond\n")
+    assert path.read_text() == f"# Whisper benchmark\n\ntable\n\n{SECTION}\n\nsecond\n"

@@ -12,7 +12,6 @@ from typing import Literal
 
 import samo
 from exporters.onnx_tools import ExportError
-from exporters.whisper.model_files import copy_generation_package
 from samo.contracts.whisper import WhisperContract, WhisperModelCard
 from samo.triton.model_config import (
     DynamicBatching,
@@ -120,7 +119,6 @@ def export_whisper_ct2(options: WhisperCt2ExportOptions) -> WhisperExportReport:
         shutil.rmtree(model_dir)
         raise ExportError(f"CTranslate2 cannot load the Whisper model in {folder}: {exc}") from exc
     shutil.copyfile(TRITON_MODEL_FILE, model_dir / MODEL_VERSION / "model.py")
-    copy_generation_package(model_dir / MODEL_VERSION)
     serving = ServingOptions(
         backend="python",
         max_batch_size=MAX_BATCH_SIZE,

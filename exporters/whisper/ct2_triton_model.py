@@ -5,7 +5,7 @@ Every window that the dynamic batcher hands to one `execute` call is decoded in 
 `generate` call per group of equal generate settings (beam size, temperature); prompts (language,
 task, initial prompt, timestamps) may differ inside a group. Log-mel features are computed here,
 next to the model, with faster-whisper's extractor. Segments come from `split_by_timestamps`, shared
-with the ONNX backend (`samo/generation/whisper.py`; a copy travels in `1/samo/`).
+with the ONNX backend (`samo/generation/whisper.py`; the Triton image has SAMO on its PYTHONPATH).
 """
 
 import json
@@ -18,7 +18,7 @@ import triton_python_backend_utils as pb_utils
 from faster_whisper.feature_extractor import FeatureExtractor
 from faster_whisper.tokenizer import Tokenizer
 
-from samo.generation.whisper import split_by_timestamps
+from samo.generation.whisper import read_window, split_by_timestamps
 
 SAMPLE_RATE = 16000
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
@@ -67,15 +67,10 @@ class TritonPythonModel:
         return responses
 
     def _read(self, request):
-        audio = pb_utils.get_input_tensor_by_name(request, self.audio_name).as_numpy()
-        raw = pb_utils.get_input_tensor_by_name(request, self.options_name).as_numpy().reshape(-1)
-        audio = audio.reshape(-1).astype(np.float32)
-        if audio.size > WINDOW_SAMPLES:
-            raise ValueError(f"audio window is {audio.size / SAMPLE_RATE:.1f} s; at most 30 s")
-        text = raw[0].decode() if raw.size and isinstance(raw[0], bytes) else ""
-        options = json.loads(text) if text else {}
-        if not isinstance(options, dict):
-            raise ValueError("options must be a JSON object")
+        audio, options = read_window(
+            pb_utils.get_input_tensor_by_name(request, self.audio_name).as_numpy(),
+            pb_utils.get_input_tensor_by_name(request, self.options_name).as_numpy(),
+        )
         return audio, options
 
     def _mel(self, audio):

@@ -14,7 +14,6 @@ import samo
 from exporters.onnx_tools import ExportError
 from exporters.seq2seq_onnx import export_with_past
 from exporters.whisper.ct2_export import MAX_BATCH_SIZE, MODEL_VERSION, QUEUE_DELAY_US
-from exporters.whisper.model_files import copy_generation_package
 from samo.contracts.whisper import WhisperContract, WhisperModelCard
 from samo.generation.onnx_seq2seq import ONNX_FILES
 from samo.triton.model_config import (
@@ -151,7 +150,6 @@ def export_whisper_onnx(options: WhisperOnnxExportOptions) -> WhisperOnnxExportR
         shutil.rmtree(model_dir)
         raise
     shutil.copyfile(TRITON_MODEL_FILE, version_dir / "model.py")
-    copy_generation_package(version_dir)
     serving = ServingOptions(
         backend="python",
         max_batch_size=MAX_BATCH_SIZE,

@@ -4,9 +4,9 @@ Copied into the model repository as `<name>/1/model.py`, beside optimum's `encod
 `decoder_model.onnx`, `decoder_with_past_model.onnx`, the tokenizer and the generation config. Every
 window the dynamic batcher hands to one `execute` call is featurized and encoded in one batch, then
 decoded in one `generate` call (the engine splits by beam width and prompt length). Log-mel features
-are computed here with transformers' `WhisperFeatureExtractor`, the one transformers' `generate` is
-fed with, so answers equal transformers' token for token. Sampling (temperature > 0) is refused: the
-engine does greedy and beam search only.
+are computed here as transformers' `WhisperFeatureExtractor` computes them for `generate` (audio
+padded to 30 s), with faster-whisper's numpy extractor (`log_mel_windows`). Sampling (temperature > 0)
+is refused: the engine does greedy and beam search only.
 """
 
 import json
@@ -15,13 +15,18 @@ from pathlib import Path
 import numpy as np
 import tokenizers
 import triton_python_backend_utils as pb_utils
-from transformers import WhisperFeatureExtractor
+from faster_whisper.feature_extractor import FeatureExtractor
 
 from samo.generation.onnx_seq2seq import OnnxSeq2Seq
-from samo.generation.whisper import WhisperGenerator, WhisperVocabulary, WindowDecode
+from samo.generation.whisper import (
+    SAMPLE_RATE,
+    WhisperGenerator,
+    WhisperVocabulary,
+    WindowDecode,
+    log_mel_windows,
+    read_window,
+)
 
-SAMPLE_RATE = 16000
-WINDOW_SAMPLES = 30 * SAMPLE_RATE
 MAX_BEAMS = 10
 
 
@@ -43,7 +48,8 @@ class TritonPythonModel:
         self.generator = WhisperGenerator(
             self.model, WhisperVocabulary.from_folder(folder, tokenizer), tokenizer
         )
-        self.features = WhisperFeatureExtractor.from_pretrained(str(folder))
+        mels = json.loads((folder / "preprocessor_config.json").read_text())["feature_size"]
+        self.features = FeatureExtractor(feature_size=mels)
 
     def execute(self, requests):
         responses = [None] * len(requests)
@@ -62,15 +68,10 @@ class TritonPythonModel:
         return responses
 
     def _read(self, request):
-        audio = pb_utils.get_input_tensor_by_name(request, self.audio_name).as_numpy()
-        raw = pb_utils.get_input_tensor_by_name(request, self.options_name).as_numpy().reshape(-1)
-        audio = audio.reshape(-1).astype(np.float32)
-        if audio.size > WINDOW_SAMPLES:
-            raise ValueError(f"audio window is {audio.size / SAMPLE_RATE:.1f} s; at most 30 s")
-        text = raw[0].decode() if raw.size and isinstance(raw[0], bytes) else ""
-        options = json.loads(text) if text else {}
-        if not isinstance(options, dict):
-            raise ValueError("options must be a JSON object")
+        audio, options = read_window(
+            pb_utils.get_input_tensor_by_name(request, self.audio_name).as_numpy(),
+            pb_utils.get_input_tensor_by_name(request, self.options_name).as_numpy(),
+        )
         if float(options.get("temperature") or 0.0) > 0:
             raise ValueError("temperature > 0 (sampling) is not supported by the ONNX backend; use 0")
         beam_size = int(options.get("beam_size", 5))
@@ -87,9 +88,7 @@ class TritonPythonModel:
 
     def _decode(self, windows, responses):
         # One padded feature batch and one encoder run for every window of the dynamic batch.
-        features = self.features(
-            [audio for _, audio, _ in windows], sampling_rate=SAMPLE_RATE, return_tensors="np"
-        ).input_features
+        features = log_mel_windows(self.features, [audio for _, audio, _ in windows])
         encoded = self.model.encode_features(features)
         results = self.generator.generate(encoded, [decode for _, _, decode in windows])
         for (index, audio, _), tokens in zip(windows, results, strict=True):
