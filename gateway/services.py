@@ -14,7 +14,7 @@ from gateway.emotions.service import EmotionService
 from gateway.errors import ErrorType, SamoError
 from gateway.journal.service import JournalService
 from gateway.summarization.abstractive import discover_abstractive
-from gateway.summarization.service import SummarizationService, discover_embedder
+from gateway.summarization.service import SummarizationService, SummaryOptions, discover_embedder
 from gateway.transcription.model import discover_whisper_models
 from gateway.transcription.service import TranscriptionService
 from gateway.triton_client import TritonClient
@@ -86,6 +86,8 @@ class Services:
                 await self.emotions.detect([READINESS_TEXT])
             elif self.transcription.models:
                 await self.transcription.probe()
+            elif self.summarization.models:
+                await self.summarization.summarize([READINESS_TEXT], SummaryOptions(max_new_tokens=1))
             else:
                 return f"no models installed in {self.settings.model_repository}"
         except SamoError as exc:

@@ -27,10 +27,9 @@ from exporters.encoder_serving import MODEL_VERSION, ONNX_FILE
 from exporters.onnx_tools import cpu_session
 from gateway.emotions.model import EmotionModel
 from load_tests.loadgen import format_table, run_load_sync
-from load_tests.processes import free_port, server_process
+from load_tests.processes import free_port, gateway_stack, server_process
 from load_tests.texts import journal_texts
 from samo.contracts.emotion import LOGITS
-from samo.triton.local_server import LocalTriton, TritonPorts
 
 logger = logging.getLogger(__name__)
 
@@ -169,20 +168,8 @@ def measure_in_process(model: PreparedModel, texts: list[str], options: BenchOpt
 
 
 def measure_stack(model: PreparedModel, texts: list[str], options: BenchOptions) -> list[dict]:
-    ports = TritonPorts(free_port(), free_port(), free_port())
-    gateway_port = free_port()
-    with LocalTriton(model.repository, ports=ports) as triton:
-        env = {
-            "SAMO_PORT": str(gateway_port),
-            "SAMO_GRPC_PORT": str(free_port()),
-            "SAMO_TRITON_GRPC_URL": triton.grpc_url,
-            "SAMO_MODEL_REPOSITORY": str(model.repository),
-        }
-        command = [sys.executable, "-m", "samo.cli", "gateway"]
-        with server_process(command, ready_url=f"http://127.0.0.1:{gateway_port}/health/ready", env=env):
-            return _load_rows(
-                model.name, STACK, f"http://127.0.0.1:{gateway_port}/v1/emotions", texts, options
-            )
+    with gateway_stack(model.repository) as stack:
+        return _load_rows(model.name, STACK, f"{stack.gateway_url}/v1/emotions", texts, options)
 
 
 def _row(rows: list[dict], system: str, load: str) -> dict | None:

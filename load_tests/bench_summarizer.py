@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from load_tests.loadgen import format_table
-from load_tests.processes import free_port, server_process
+from load_tests.processes import gateway_stack
 
 logger = logging.getLogger(__name__)
 
@@ -452,20 +452,8 @@ def export_stack_model(checkpoint: Path, repository: Path) -> None:
 @contextlib.contextmanager
 def running_stack(repository: Path) -> Iterator[Stack]:
     """Triton on `repository` and the gateway in front of it."""
-    from samo.triton.local_server import LocalTriton, TritonPorts
-
-    ports = TritonPorts(free_port(), free_port(), free_port())
-    gateway_port = free_port()
-    with LocalTriton(repository, ports=ports) as triton:
-        env = {
-            "SAMO_PORT": str(gateway_port),
-            "SAMO_GRPC_PORT": str(free_port()),
-            "SAMO_TRITON_GRPC_URL": triton.grpc_url,
-            "SAMO_MODEL_REPOSITORY": str(repository),
-        }
-        command = [sys.executable, "-m", "samo.cli", "gateway"]
-        with server_process(command, ready_url=f"http://127.0.0.1:{gateway_port}/health/live", env=env):
-            yield Stack(f"http://127.0.0.1:{gateway_port}/v1/summarize", triton.http_url)
+    with gateway_stack(repository) as stack:
+        yield Stack(f"{stack.gateway_url}/v1/summarize", stack.triton_http_url)
 
 
 def _passive_openmp() -> None:

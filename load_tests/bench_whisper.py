@@ -18,7 +18,6 @@ import io
 import logging
 import platform
 import statistics
-import sys
 import tempfile
 import time
 import wave
@@ -31,7 +30,7 @@ import numpy as np
 
 from load_tests.bench_features import keep_section
 from load_tests.loadgen import format_table
-from load_tests.processes import free_port, server_process
+from load_tests.processes import gateway_stack
 from samo.evaluation.wer import word_error_rate
 
 logger = logging.getLogger(__name__)
@@ -152,27 +151,15 @@ STACK_SYSTEMS = (
 
 
 def measure_stack(repository: Path, mix: list[Clip], options: WhisperBenchOptions) -> list[dict]:
-    from samo.triton.local_server import LocalTriton, TritonPorts
-
     rows = []
-    ports = TritonPorts(free_port(), free_port(), free_port())
-    gateway_port = free_port()
-    with LocalTriton(repository, ports=ports) as triton:
-        env = {
-            "SAMO_PORT": str(gateway_port),
-            "SAMO_GRPC_PORT": str(free_port()),
-            "SAMO_TRITON_GRPC_URL": triton.grpc_url,
-            "SAMO_MODEL_REPOSITORY": str(repository),
-        }
-        command = [sys.executable, "-m", "samo.cli", "gateway"]
-        with server_process(command, ready_url=f"http://127.0.0.1:{gateway_port}/health/live", env=env):
-            url = f"http://127.0.0.1:{gateway_port}/v1/transcribe"
-            for system, model in STACK_SYSTEMS:
-                asyncio.run(_closed_loop(url, mix[:2], 1, 0.1, model))  # warm-up
-                for concurrency in options.concurrency:
-                    done, wall = asyncio.run(_closed_loop(url, mix, concurrency, options.duration_s, model))
-                    rows.append(_row(system, f"c={concurrency}", done, wall))
-                    logger.info("%s c=%d: %.1f audio s/s", model, concurrency, rows[-1]["audio_s_per_s"])
+    with gateway_stack(repository) as stack:
+        url = f"{stack.gateway_url}/v1/transcribe"
+        for system, model in STACK_SYSTEMS:
+            asyncio.run(_closed_loop(url, mix[:2], 1, 0.1, model))  # warm-up
+            for concurrency in options.concurrency:
+                done, wall = asyncio.run(_closed_loop(url, mix, concurrency, options.duration_s, model))
+                rows.append(_row(system, f"c={concurrency}", done, wall))
+                logger.info("%s c=%d: %.1f audio s/s", model, concurrency, rows[-1]["audio_s_per_s"])
     return rows
 
 

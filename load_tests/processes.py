@@ -7,10 +7,13 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -54,3 +57,33 @@ def server_process(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@dataclass(frozen=True)
+class RunningStack:
+    gateway_url: str
+    """The gateway's HTTP base URL."""
+    triton_http_url: str
+    triton_grpc_url: str
+
+
+@contextlib.contextmanager
+def gateway_stack(repository: Path, *, ready_path: str = "/health/ready") -> Iterator[RunningStack]:
+    """The stack a benchmark measures: Triton on `repository` and the gateway process in front of it,
+    both on free ports, stopped on exit."""
+    from samo.triton.local_server import LocalTriton, TritonPorts
+
+    ports = TritonPorts(free_port(), free_port(), free_port())
+    gateway_port = free_port()
+    with LocalTriton(repository, ports=ports) as triton:
+        env = {
+            "SAMO_PORT": str(gateway_port),
+            "SAMO_GRPC_PORT": str(free_port()),
+            "SAMO_TRITON_GRPC_URL": triton.grpc_url,
+            "SAMO_MODEL_REPOSITORY": str(repository),
+        }
+        base = f"http://127.0.0.1:{gateway_port}"
+        with server_process(
+            [sys.executable, "-m", "samo.cli", "gateway"], ready_url=base + ready_path, env=env
+        ):
+            yield RunningStack(base, triton.http_url, triton.grpc_url)

@@ -357,7 +357,8 @@ def bench_whisper_command(
 
 @bench_app.command("summarizer")
 def bench_summarizer_command(
-    requests: Annotated[int, typer.Option(help="Requests measured per row, at least.")] = 4,
+    requests: Annotated[int, typer.Option(help="Requests measured per row, at least.")] = 6,
+    rounds: Annotated[int, typer.Option(help="Requests per client per row (c clients: c x rounds).")] = 2,
     concurrency: Annotated[str, typer.Option(help="Comma-separated client counts.")] = "1,8",
     beams: Annotated[str, typer.Option(help="Comma-separated beam widths (1: greedy).")] = "1,4",
     output: Annotated[Path, typer.Option(help="Markdown file for the result table.")] = Path(
@@ -371,6 +372,7 @@ def bench_summarizer_command(
 
     options = SummarizerBenchOptions(
         min_requests=requests,
+        rounds=rounds,
         concurrency=tuple(int(c) for c in concurrency.split(",")),
         beams=tuple(int(b) for b in beams.split(",")),
         output=output,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import shutil
 from pathlib import Path
 
 import httpx
@@ -19,9 +20,12 @@ from tritonclient.grpc.aio import InferenceServerClient
 from exporters.onnx_tools import ExportError
 from exporters.summarizer.export import SummarizerExportOptions, export_summarizer
 from gateway.client import GrpcClient
+from gateway.services import Services
 from gateway.summarization.service import EXTRACTIVE, SummarizationService
+from load_tests.processes import free_port
 from samo.contracts.summarizer import SummarizerModelCard
-from samo.triton.local_server import LocalTriton
+from samo.settings import GatewaySettings
+from samo.triton.local_server import LocalTriton, TritonPorts
 from samo.triton.model_config import read_model_config
 from tests.conftest import Gateway, journal_corpus
 from tests.seq2seq_models import MAX_INPUT_TOKENS, build_tiny_bart
@@ -288,3 +292,20 @@ def test_extractive_stream_is_one_event_and_streaming_takes_one_text(gateway_url
     assert [name for name, _ in events] == ["summary"] and events[0][1]["model"]["method"] == "extractive"
     two = httpx.post(f"{gateway_url}/v1/summarize", json={"texts": ["One.", "Two."]}, headers=headers)
     assert two.status_code == 422 and "streaming takes one text" in two.text
+
+
+def test_a_gateway_with_only_a_summarizer_is_ready(serving_repository: Path, tmp_path: Path) -> None:
+    repository = tmp_path / "repository"
+    for name in ("tiny_t5", "tiny_t5_stream"):
+        shutil.copytree(serving_repository / name, repository / name)
+    with LocalTriton(repository, ports=TritonPorts(free_port(), free_port(), free_port())) as triton:
+        settings = GatewaySettings(triton_grpc_url=triton.grpc_url, model_repository=repository)
+
+        async def check() -> str | None:
+            services = Services.open(settings)
+            try:
+                return await services.readiness()
+            finally:
+                await services.close()
+
+        assert asyncio.run(check()) is None
