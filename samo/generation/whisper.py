@@ -53,9 +53,10 @@ class MelExtractor(Protocol):
 def log_mel_windows(extractor: MelExtractor, windows: Sequence[np.ndarray]) -> np.ndarray:
     """Log-mel features [windows, mels, 3000] with transformers' `WhisperFeatureExtractor` semantics
     (audio zero-padded to 30 s, then the STFT), computed by faster-whisper's numpy extractor: within
-    1.1e-5 of transformers' features, 4x faster than its torch path, and no torch in the Triton stub
-    (load_tests/results/whisper.md). faster-whisper's own padding (zero frames after the clip) gives
-    different features, and sometimes different text, from what transformers' `generate` sees."""
+    1.1e-5 of transformers' features, about 25 ms a window, and no torch in the Triton stub (torch's
+    STFT takes 9 ms on idle cores but 110 ms when they are shared; load_tests/results/whisper.md).
+    faster-whisper's own padding (zero frames after the clip) gives different features, and sometimes
+    different text, from what transformers' `generate` sees."""
     return np.stack(
         [
             extractor(np.pad(audio, (0, WINDOW_SAMPLES - audio.size)), padding=0)[:, :FRAMES]
