@@ -168,7 +168,11 @@ def test_truncated_file_is_an_error_or_a_shorter_transcript(http: httpx.Client) 
 @pytest.mark.parametrize(
     ("form", "status", "message"),
     [
-        ({"model": "nope"}, 404, "unknown transcription model `nope`; available: whisper, whisper_base"),
+        (
+            {"model": "nope"},
+            404,
+            "unknown transcription model `nope`; available: whisper, whisper_base, whisper_onnx",
+        ),
         ({"language": "de"}, 422, "language `de` is not supported by model `whisper` (en only)"),
         ({"task": "translate"}, 422, "model `whisper` is English-only and cannot translate"),
         ({"word_timestamps": "true"}, 422, "word_timestamps: not available from the installed backends yet"),
