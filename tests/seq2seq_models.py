@@ -13,6 +13,8 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from transformers import (
     BartConfig,
     BartForConditionalGeneration,
+    PegasusConfig,
+    PegasusForConditionalGeneration,
     PreTrainedTokenizerFast,
     T5Config,
     T5ForConditionalGeneration,
@@ -88,3 +90,19 @@ def build_tiny_bart(folder: Path, corpus: list[str], *, seed: int = 0) -> Path:
     return _save(
         folder, model, tokenizer, bos_token="<s>", pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
     )
+
+
+def build_tiny_pegasus(folder: Path, corpus: list[str], *, seed: int = 0) -> Path:
+    """Pegasus layout: pad 0 (also the decoder start), eos 1, inputs end with </s>; sinusoidal positions."""
+    torch.manual_seed(seed)
+    tokenizer = _train(corpus, ["<pad>", "</s>", "<unk>"], "$A </s>")
+    config = PegasusConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        **SHAPE_BART,
+    )
+    model = PegasusForConditionalGeneration(config)
+    _redraw(model, 0.3)
+    return _save(folder, model, tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")

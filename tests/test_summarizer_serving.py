@@ -28,7 +28,7 @@ from samo.settings import GatewaySettings
 from samo.triton.local_server import LocalTriton, TritonPorts
 from samo.triton.model_config import read_model_config
 from tests.conftest import Gateway, journal_corpus
-from tests.seq2seq_models import MAX_INPUT_TOKENS, build_tiny_bart
+from tests.seq2seq_models import MAX_INPUT_TOKENS, build_tiny_bart, build_tiny_pegasus
 
 TEXTS = journal_corpus()[:6]
 LONG_TEXT = " ".join(journal_corpus()[:12])
@@ -309,3 +309,16 @@ def test_a_gateway_with_only_a_summarizer_is_ready(serving_repository: Path, tmp
                 await services.close()
 
         assert asyncio.run(check()) is None
+
+
+def test_pegasus_exports_for_gpu_with_parity(tmp_path: Path) -> None:
+    folder = build_tiny_pegasus(tmp_path / "pegasus", journal_corpus())
+    options = SummarizerExportOptions(
+        model=str(folder), name="pegasus", repository=tmp_path / "repo", target="gpu"
+    )
+    report = export_summarizer(options)
+    assert report.card.architecture == "pegasus" and report.greedy_tokens_equal
+    for name in ("pegasus", "pegasus_stream"):
+        config = read_model_config(tmp_path / "repo" / name)
+        assert config.backend == "python"
+        assert [group.kind for group in config.instance_group] == [config.instance_group[0].KIND_GPU]
