@@ -137,6 +137,7 @@ def export_whisper_ct2(options: WhisperCt2ExportOptions) -> WhisperExportReport:
         languages=_languages(ct2_dir) if loaded.is_multilingual else ("en",),
         compute_type=compute_type,
         target=options.target,
+        word_timestamps=True,
         samo_version=samo.__version__,
     )
     card.write(model_dir)

@@ -4,8 +4,11 @@ Copied into the model repository as `<name>/1/model.py`, beside the CTranslate2 
 Every window that the dynamic batcher hands to one `execute` call is decoded in one batched
 `generate` call per group of equal generate settings (beam size, temperature); prompts (language,
 task, initial prompt, timestamps) may differ inside a group. Log-mel features are computed here,
-next to the model, with faster-whisper's extractor. Segments come from `split_by_timestamps`, shared
+next to the model, with faster-whisper's extractor. Segments come from `segments_with_tokens`, shared
 with the ONNX backend (`samo/generation/whisper.py`; the Triton image has SAMO on its PYTHONPATH).
+Windows that ask for word timestamps are aligned after decoding (`samo/generation/whisper_words.py`:
+faster-whisper's alignment, one `align` call per start sequence); a group with such a window is
+encoded once and both `generate` and `align` read the encoder output.
 """
 
 import json
@@ -18,7 +21,8 @@ import triton_python_backend_utils as pb_utils
 from faster_whisper.feature_extractor import FeatureExtractor
 from faster_whisper.tokenizer import Tokenizer
 
-from samo.generation.whisper import read_window, split_by_timestamps
+from samo.generation.whisper import read_window, segments_with_tokens
+from samo.generation.whisper_words import add_words
 
 SAMPLE_RATE = 16000
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
@@ -115,8 +119,14 @@ class TritonPythonModel:
         tokenizers_ = [self._tokenizer(windows[p][2], languages[p][0]) for p in positions]
         prompts = [self._prompt(tok, windows[p][2]) for tok, p in zip(tokenizers_, positions, strict=True)]
         sampling = {"sampling_temperature": temperature, "sampling_topk": 0} if temperature > 0 else {}
+        wants_words = [bool(windows[p][2].get("word_timestamps")) for p in positions]
+        features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[positions]))
+        encoded = None
+        if any(wants_words):  # encode once: generate and align both read the encoder output
+            features = self.model.encode(features, to_cpu=True)
+            encoded = np.asarray(features)
         results = self.model.generate(
-            ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[positions])),
+            features,
             prompts,
             beam_size=1 if temperature > 0 else beam_size,
             return_scores=True,
@@ -126,19 +136,21 @@ class TritonPythonModel:
             max_length=448,
             **sampling,
         )
+        bodies = []
         for tokenizer, position, result in zip(tokenizers_, positions, results, strict=True):
-            index, audio, _ = windows[position]
+            _, audio, _ = windows[position]
             duration = audio.size / SAMPLE_RATE
             score = float(result.scores[0]) if result.scores else 0.0
             segments = [
                 {
-                    "start": round(start, 3),
-                    "end": round(end, 3),
+                    "start": start,
+                    "end": end,
                     "text": text,
                     "avg_logprob": score,
                     "no_speech_prob": float(result.no_speech_prob),
+                    "tokens": tokens,
                 }
-                for start, end, text in split_by_timestamps(
+                for start, end, text, tokens in segments_with_tokens(
                     result.sequences_ids[0],
                     tokenizer.timestamp_begin,
                     tokenizer.eot,
@@ -147,8 +159,35 @@ class TritonPythonModel:
                 )
             ]
             language, probability = languages[position]
-            body = {"language": language, "language_probability": probability, "segments": segments}
+            bodies.append({"language": language, "language_probability": probability, "segments": segments})
+        if encoded is not None:
+            self._add_words(encoded, windows, positions, tokenizers_, wants_words, bodies)
+        for position, body in zip(positions, bodies, strict=True):
+            for segment in body["segments"]:
+                del segment["tokens"]
+                segment["start"], segment["end"] = round(segment["start"], 3), round(segment["end"], 3)
             tensor = pb_utils.Tensor(
                 self.result_name, np.array([[json.dumps(body).encode()]], dtype=np.object_)
             )
-            responses[index] = pb_utils.InferenceResponse(output_tensors=[tensor])
+            responses[windows[position][0]] = pb_utils.InferenceResponse(output_tensors=[tensor])
+
+    def _add_words(self, encoded, windows, positions, tokenizers_, wants_words, bodies):
+        """Word timestamps for the windows that ask for them: one `align` call per start sequence."""
+        by_start = {}
+        for row, (tokenizer, wanted) in enumerate(zip(tokenizers_, wants_words, strict=True)):
+            if wanted:
+                by_start.setdefault(tuple(tokenizer.sot_sequence), []).append(row)
+        hop = self.features.hop_length
+        for rows in by_start.values():
+            add_words(
+                self.model,
+                tokenizers_[rows[0]],
+                encoded[rows],
+                [bodies[row]["segments"] for row in rows],
+                [min(windows[positions[row]][1].size // hop, WINDOW_SAMPLES // hop) for row in rows],
+                hop,
+                self.features.sampling_rate,
+            )
+            for row in rows:
+                for segment in bodies[row]["segments"]:
+                    segment.setdefault("words", [])

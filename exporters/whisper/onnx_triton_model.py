@@ -6,7 +6,8 @@ window the dynamic batcher hands to one `execute` call is featurized and encoded
 decoded in one `generate` call (the engine splits by beam width and prompt length). Log-mel features
 are computed here as transformers' `WhisperFeatureExtractor` computes them for `generate` (audio
 padded to 30 s), with faster-whisper's numpy extractor (`log_mel_windows`). Sampling (temperature > 0)
-is refused: the engine does greedy and beam search only.
+is refused: the engine does greedy and beam search only. So are word timestamps (no alignment heads
+or DTW here; the CTranslate2 backend computes them).
 """
 
 import json
@@ -74,6 +75,8 @@ class TritonPythonModel:
         )
         if float(options.get("temperature") or 0.0) > 0:
             raise ValueError("temperature > 0 (sampling) is not supported by the ONNX backend; use 0")
+        if options.get("word_timestamps"):
+            raise ValueError("word timestamps are not supported by the ONNX backend")
         beam_size = int(options.get("beam_size", 5))
         if not 1 <= beam_size <= MAX_BEAMS:
             raise ValueError(f"beam_size must be between 1 and {MAX_BEAMS}")

@@ -50,6 +50,20 @@ class DecodeOptions(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=1.0, description="0: beam search; above: sampling.")
     initial_prompt: str | None = Field(None, max_length=1000, description="Text that conditions the decoder.")
     without_timestamps: bool = False
+    word_timestamps: bool = Field(
+        False, description="Words with start/end per segment (backends whose card says `word_timestamps`)."
+    )
+
+
+class Word(BaseModel):
+    """One word of a segment: its text as decoded (a leading space included) and its times."""
+
+    model_config = ConfigDict(frozen=True)
+
+    start: float
+    end: float
+    word: str
+    probability: float
 
 
 class WindowSegment(BaseModel):
@@ -60,6 +74,7 @@ class WindowSegment(BaseModel):
     text: str
     avg_logprob: float
     no_speech_prob: float
+    words: tuple[Word, ...] = ()
 
 
 class WindowTranscript(BaseModel):
@@ -84,6 +99,8 @@ class WhisperModelCard(BaseModel):
     languages: tuple[str, ...]
     compute_type: str
     target: Literal["cpu", "gpu"] = "cpu"
+    word_timestamps: bool = False
+    """Whether the served model computes word timestamps (cards written before it existed: no)."""
     samo_version: str = ""
 
     def write(self, model_dir: Path) -> None:

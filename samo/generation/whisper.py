@@ -365,6 +365,20 @@ def split_by_timestamps(
 
     Shared by both Whisper backends (CTranslate2 and ONNX), so their segments agree.
     """
+    return [
+        (start, end, text)
+        for start, end, text, _ in segments_with_tokens(tokens, timestamp_begin, eot, decode, duration)
+    ]
+
+
+def segments_with_tokens(
+    tokens: Sequence[int],
+    timestamp_begin: int,
+    eot: int,
+    decode: Callable[[list[int]], str],
+    duration: float,
+) -> list[tuple[float, float, str, list[int]]]:
+    """`split_by_timestamps` with each segment's text tokens (what word alignment needs)."""
     segments: list[tuple[float, float, list[int]]] = []
     start: float | None = None
     text: list[int] = []
@@ -380,5 +394,5 @@ def split_by_timestamps(
             text.append(token)
     if text:
         segments.append((start if start is not None else 0.0, duration, text))
-    decoded = [(s, max(s, e), decode(t).strip()) for s, e, t in segments]
+    decoded = [(s, max(s, e), decode(t).strip(), t) for s, e, t in segments]
     return [segment for segment in decoded if segment[2]]
