@@ -51,6 +51,7 @@ class SamoClient(Protocol):
         task: str = "transcribe",
         beam_size: int = 5,
         model: str | None = None,
+        word_timestamps: bool = False,
     ) -> Transcript: ...
 
     def summarize(
@@ -114,13 +115,18 @@ class HttpClient(_ClosingContext):
         task: str = "transcribe",
         beam_size: int = 5,
         model: str | None = None,
+        word_timestamps: bool = False,
     ) -> Transcript:
-        form = {"task": task, "beam_size": str(beam_size)}
+        form = {"task": task, "beam_size": str(beam_size), "word_timestamps": str(word_timestamps).lower()}
         form |= {key: value for key, value in {"language": language, "model": model}.items() if value}
         response = self._post("/v1/transcribe", files={"file": ("audio", audio)}, data=form)
-        return transcript_from_body(
-            response.json(), DecodeOptions(language=language, task=task, beam_size=beam_size)
-        )  # type: ignore[arg-type]
+        options = DecodeOptions(
+            language=language,
+            task=task,  # type: ignore[arg-type]
+            beam_size=beam_size,
+            word_timestamps=word_timestamps,
+        )
+        return transcript_from_body(response.json(), options)
 
     def summarize(
         self,
@@ -206,15 +212,27 @@ class GrpcClient(_ClosingContext):
         task: str = "transcribe",
         beam_size: int = 5,
         model: str | None = None,
+        word_timestamps: bool = False,
     ) -> Transcript:
         request = pb.TranscribeRequest(
-            audio=audio, language=language or "", task=task, beam_size=beam_size, model=model or ""
+            audio=audio,
+            language=language or "",
+            task=task,
+            beam_size=beam_size,
+            model=model or "",
+            word_timestamps=word_timestamps,
         )
         try:
             response = self._stub.Transcribe(request, timeout=self.timeout_s)
         except grpc.RpcError as exc:
             raise _samo_error(exc) from None
-        return transcript(response, DecodeOptions(language=language, task=task, beam_size=beam_size))  # type: ignore[arg-type]
+        options = DecodeOptions(
+            language=language,
+            task=task,  # type: ignore[arg-type]
+            beam_size=beam_size,
+            word_timestamps=word_timestamps,
+        )
+        return transcript(response, options)
 
     def summarize(
         self,

@@ -175,7 +175,6 @@ def test_truncated_file_is_an_error_or_a_shorter_transcript(http: httpx.Client) 
         ),
         ({"language": "de"}, 422, "language `de` is not supported by model `whisper` (en only)"),
         ({"task": "translate"}, 422, "model `whisper` is English-only and cannot translate"),
-        ({"word_timestamps": "true"}, 422, "word_timestamps: not available from the installed backends yet"),
         ({"beam_size": "0"}, 422, "beam_size: Input should be greater than or equal to 1"),
     ],
 )

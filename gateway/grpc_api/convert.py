@@ -6,7 +6,7 @@ from gateway.emotions.service import EmotionOptions, EmotionResult, LabelScore, 
 from gateway.grpc_api import samo_v1_pb2 as pb
 from gateway.journal.service import JournalAnalysis, SentenceEmotions
 from gateway.summarization.service import Summary, SummaryModelInfo, SummaryOptions, SummaryResult
-from gateway.transcription.service import Segment, Transcript, TranscriptionModelInfo
+from gateway.transcription.service import Segment, Transcript, TranscriptionModelInfo, Word
 from samo.contracts.whisper import DecodeOptions
 
 
@@ -64,7 +64,23 @@ def emotion_result(message: pb.DetectEmotionsResponse) -> EmotionResult:
 
 def segment_message(s: Segment) -> pb.TranscriptSegment:
     return pb.TranscriptSegment(
-        start=s.start, end=s.end, text=s.text, avg_logprob=s.avg_logprob, no_speech_prob=s.no_speech_prob
+        start=s.start,
+        end=s.end,
+        text=s.text,
+        avg_logprob=s.avg_logprob,
+        no_speech_prob=s.no_speech_prob,
+        words=[pb.Word(start=w.start, end=w.end, word=w.word, probability=w.probability) for w in s.words],
+    )
+
+
+def segment_result(s: pb.TranscriptSegment) -> Segment:
+    return Segment(
+        s.start,
+        s.end,
+        s.text,
+        s.avg_logprob,
+        s.no_speech_prob,
+        tuple(Word(w.start, w.end, w.word, w.probability) for w in s.words),
     )
 
 
@@ -86,9 +102,7 @@ def transcript(message: pb.TranscribeResponse, options: DecodeOptions) -> Transc
     model = message.model
     return Transcript(
         text=message.text,
-        segments=tuple(
-            Segment(s.start, s.end, s.text, s.avg_logprob, s.no_speech_prob) for s in message.segments
-        ),
+        segments=tuple(segment_result(s) for s in message.segments),
         duration=message.duration,
         language=message.language,
         language_probability=message.language_probability,

@@ -85,6 +85,7 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
                 "language": request.language or None,
                 "task": request.task or "transcribe",
                 "beam_size": _optional(request, "beam_size", 5),
+                "word_timestamps": request.word_timestamps,
             },
         )
         with self.services.admitted():
@@ -148,6 +149,7 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
                 {
                     "language": first.language or None,
                     "beam_size": _optional(first, "beam_size", 5),
+                    "word_timestamps": first.word_timestamps,
                 },
             )
             with self.services.admitted():

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from gateway.errors import ErrorType, SamoError, invalid_input
 from gateway.http.emotions import ERRORS
 from gateway.services import Services
-from gateway.transcription.service import Segment, Transcript, TranscriptionModelInfo
+from gateway.transcription.service import Segment, Transcript, TranscriptionModelInfo, Word
 from gateway.validation import validate_body
 from samo.contracts.whisper import DecodeOptions
 from samo.settings import GatewaySettings
@@ -23,6 +23,7 @@ AUDIO_ERRORS = {
     415: {"model": ERRORS[422]["model"], "description": "Not audio in a supported format"},
 }
 ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
+Granularity = Literal["segment", "word"]
 
 
 def transcript_body(transcript: Transcript) -> dict[str, Any]:
@@ -35,6 +36,10 @@ def transcript_body(transcript: Transcript) -> dict[str, Any]:
                 "text": s.text,
                 "avg_logprob": s.avg_logprob,
                 "no_speech_prob": s.no_speech_prob,
+                "words": [
+                    {"start": w.start, "end": w.end, "word": w.word, "probability": w.probability}
+                    for w in s.words
+                ],
             }
             for s in transcript.segments
         ],
@@ -56,7 +61,14 @@ def transcript_from_body(body: dict[str, Any], options: DecodeOptions) -> Transc
     return Transcript(
         text=body["text"],
         segments=tuple(
-            Segment(s["start"], s["end"], s["text"], s["avg_logprob"], s["no_speech_prob"])
+            Segment(
+                s["start"],
+                s["end"],
+                s["text"],
+                s["avg_logprob"],
+                s["no_speech_prob"],
+                tuple(Word(w["start"], w["end"], w["word"], w["probability"]) for w in s.get("words", ())),
+            )
             for s in body["segments"]
         ),
         duration=body["duration"],
@@ -93,14 +105,28 @@ def _language_name(code: str) -> str:
     return LANGUAGES.get(code, code)
 
 
-def verbose_body(transcript: Transcript) -> dict[str, Any]:
-    """OpenAI's `verbose_json`: token ids and compression ratios are not tracked and left empty."""
-    return {
+def verbose_body(
+    transcript: Transcript, granularities: tuple[Granularity, ...] = ("segment",)
+) -> dict[str, Any]:
+    """OpenAI's `verbose_json`: token ids and compression ratios are not tracked and left empty.
+
+    `segments` unless only words were asked for; `words` (text without the leading space, start, end;
+    punctuation stays with its word) when they were.
+    """
+    body: dict[str, Any] = {
         "task": transcript.options.task,
         "language": _language_name(transcript.language),
         "duration": transcript.duration,
         "text": transcript.text,
-        "segments": [
+    }
+    if "word" in granularities:
+        body["words"] = [
+            {"word": w.word.strip(), "start": w.start, "end": w.end}
+            for s in transcript.segments
+            for w in s.words
+        ]
+    if "segment" in granularities:
+        body["segments"] = [
             {
                 "id": index,
                 "seek": 0,
@@ -114,8 +140,8 @@ def verbose_body(transcript: Transcript) -> dict[str, Any]:
                 "no_speech_prob": s.no_speech_prob,
             }
             for index, s in enumerate(transcript.segments)
-        ],
-    }
+        ]
+    return body
 
 
 async def read_upload(request: Request, file: UploadFile, settings: GatewaySettings) -> bytes:
@@ -155,14 +181,19 @@ def transcription_router(settings: GatewaySettings) -> APIRouter:
         task: Annotated[Literal["transcribe", "translate"], Form()] = "transcribe",
         beam_size: Annotated[int, Form(ge=1, le=10)] = 5,
         word_timestamps: Annotated[
-            bool, Form(description="Not available from the CTranslate2 backend yet")
+            bool,
+            Form(
+                description="Words with start, end and probability in each segment "
+                "(CTranslate2 models; others answer 422)"
+            ),
         ] = False,
         model: Annotated[str | None, Form(max_length=128)] = None,
     ) -> JSONResponse:
         """Text, segments with start/end in seconds, duration and language for one audio file."""
-        if word_timestamps:
-            raise invalid_input("word_timestamps: not available from the installed backends yet")
-        options = validate_body(DecodeOptions, {"language": language, "task": task, "beam_size": beam_size})
+        options = validate_body(
+            DecodeOptions,
+            {"language": language, "task": task, "beam_size": beam_size, "word_timestamps": word_timestamps},
+        )
         return JSONResponse(transcript_body(await run(request, file, options, model)))
 
     @router.post("/v1/audio/transcriptions", responses=AUDIO_ERRORS)
@@ -176,10 +207,26 @@ def transcription_router(settings: GatewaySettings) -> APIRouter:
         prompt: Annotated[str | None, Form(max_length=1000)] = None,
         response_format: Annotated[ResponseFormat, Form()] = "json",
         temperature: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
+        timestamp_granularities: Annotated[
+            list[Granularity] | None,
+            Form(
+                alias="timestamp_granularities[]",
+                description="`segment` (default) and/or `word`; with `response_format=verbose_json` only",
+            ),
+        ] = None,
     ) -> Response:
         """OpenAI's audio transcription API, so existing OpenAI clients work unchanged."""
+        granularities = tuple(dict.fromkeys(timestamp_granularities or ("segment",)))
+        if timestamp_granularities and response_format != "verbose_json":
+            raise invalid_input("timestamp_granularities[]: needs `response_format=verbose_json`")
         options = validate_body(
-            DecodeOptions, {"language": language, "initial_prompt": prompt, "temperature": temperature}
+            DecodeOptions,
+            {
+                "language": language,
+                "initial_prompt": prompt,
+                "temperature": temperature,
+                "word_timestamps": "word" in granularities,
+            },
         )
         name = None if model in OPENAI_MODEL_ALIASES else model
         transcript = await run(request, file, options, name)
@@ -189,7 +236,7 @@ def transcription_router(settings: GatewaySettings) -> APIRouter:
             media = "text/vtt" if response_format == "vtt" else "text/plain"
             return PlainTextResponse(subtitles(transcript, response_format), media_type=media)
         if response_format == "verbose_json":
-            return JSONResponse(verbose_body(transcript))
+            return JSONResponse(verbose_body(transcript, granularities))
         return JSONResponse({"text": transcript.text})
 
     return router

@@ -16,10 +16,21 @@ from gateway.transcription.model import WhisperModel
 from gateway.transcription.windows import plan_windows
 from gateway.triton_client import TritonClient
 from samo.contracts.whisper import AUDIO, OPTIONS, RESULT, SAMPLE_RATE, DecodeOptions, WindowTranscript
+from samo.contracts.whisper import Word as WindowWord
 
 # Whisper's own rule for silence: a window it thinks holds no speech and decodes with low confidence.
 NO_SPEECH_PROB = 0.6
 LOW_LOGPROB = -1.0
+
+
+@dataclass(frozen=True)
+class Word:
+    """A word's text as decoded (a leading space included) and its times, seconds from the audio's start."""
+
+    start: float
+    end: float
+    word: str
+    probability: float
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,8 @@ class Segment:
     text: str
     avg_logprob: float
     no_speech_prob: float
+    words: tuple[Word, ...] = ()
+    """Empty unless word timestamps were asked for."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,11 @@ class TranscriptionService:
         if options.temperature > 0 and card.backend == "onnx":
             # The shared seq2seq engine does greedy and beam search; it does not sample.
             raise invalid_input(f"model `{model.name}` (ONNX backend) does not sample: use temperature 0")
+        if options.word_timestamps and not card.word_timestamps:
+            raise invalid_input(
+                f"word_timestamps: model `{model.name}` ({card.backend} backend) does not compute word "
+                "timestamps; use a CTranslate2 model"
+            )
 
     async def stream(
         self, data: bytes, options: DecodeOptions, model_name: str | None = None
@@ -109,7 +127,12 @@ class TranscriptionService:
                     begin = max(offset + piece.start, segments[-1].end if segments else 0.0)
                     finish = min(max(offset + piece.end, begin), limit)
                     segment = Segment(
-                        round(begin, 3), round(finish, 3), piece.text, piece.avg_logprob, piece.no_speech_prob
+                        round(begin, 3),
+                        round(finish, 3),
+                        piece.text,
+                        piece.avg_logprob,
+                        piece.no_speech_prob,
+                        _words(piece.words, offset, begin, finish),
                     )
                     segments.append(segment)
                     yield segment
@@ -161,3 +184,15 @@ class TranscriptionService:
             raise SamoError(
                 ErrorType.INTERNAL, f"model `{model}` returned an unreadable transcript"
             ) from None
+
+
+def _words(words: tuple[WindowWord, ...], offset: float, start: float, end: float) -> tuple[Word, ...]:
+    """Window-relative words in audio time, in order, inside their segment's [start, end], not overlapping."""
+    kept = []
+    previous = start
+    for word in words:
+        begin = min(max(offset + word.start, previous), end)
+        finish = min(max(offset + word.end, begin), end)
+        kept.append(Word(round(begin, 3), round(finish, 3), word.word, word.probability))
+        previous = finish
+    return tuple(kept)
