@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from samo.contracts.summarizer import GenerationOptions, SummarizerModelCard
 from samo.generation import generate
-from samo.generation.onnx_seq2seq import OnnxSeq2Seq
+from samo.generation.onnx_seq2seq import OnnxSeq2Seq, instance_providers
 from samo.generation.search import Request
 
 
@@ -33,15 +33,10 @@ class TritonPythonModel:
         if params.get("weights_model"):
             model_dir = model_dir.parent / params["weights_model"]
         self.card = SummarizerModelCard.read(model_dir)
-        on_gpu = args.get("model_instance_kind") == "GPU"
-        providers = None
-        if on_gpu:
-            device = {"device_id": int(args.get("model_instance_device_id", 0))}
-            providers = [("CUDAExecutionProvider", device), "CPUExecutionProvider"]
         self.model = OnnxSeq2Seq(
             model_dir / args["model_version"],
             threads=int(params.get("intra_op_threads", "2")),
-            providers=providers,
+            providers=instance_providers(args),
         )
 
     def execute(self, requests):

@@ -18,7 +18,7 @@ import tokenizers
 import triton_python_backend_utils as pb_utils
 from faster_whisper.feature_extractor import FeatureExtractor
 
-from samo.generation.onnx_seq2seq import OnnxSeq2Seq
+from samo.generation.onnx_seq2seq import OnnxSeq2Seq, instance_providers
 from samo.generation.whisper import (
     SAMPLE_RATE,
     WhisperGenerator,
@@ -39,12 +39,8 @@ class TritonPythonModel:
         self.options_name = config["input"][1]["name"]
         self.result_name = config["output"][0]["name"]
         folder = Path(args["model_repository"]) / args["model_version"]
-        on_gpu = args.get("model_instance_kind") == "GPU"
-        providers = ["CPUExecutionProvider"]
-        if on_gpu:
-            device = {"device_id": int(args.get("model_instance_device_id", 0))}
-            providers = [("CUDAExecutionProvider", device), "CPUExecutionProvider"]
-        self.model = OnnxSeq2Seq(folder, threads=int(params.get("intra_threads", "2")), providers=providers)
+        threads = int(params.get("intra_threads", "2"))
+        self.model = OnnxSeq2Seq(folder, threads=threads, providers=instance_providers(args))
         tokenizer = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.generator = WhisperGenerator(
             self.model, WhisperVocabulary.from_folder(folder, tokenizer), tokenizer

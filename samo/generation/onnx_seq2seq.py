@@ -37,6 +37,15 @@ def session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
+def instance_providers(args: dict[str, str]) -> list:
+    """ONNX Runtime providers for the Triton model instance described by `args` (the Python backend's
+    `initialize` arguments): CUDA on the instance's GPU for KIND_GPU, else the CPU."""
+    if args.get("model_instance_kind") != "GPU":
+        return ["CPUExecutionProvider"]
+    device = {"device_id": int(args.get("model_instance_device_id", 0))}
+    return [("CUDAExecutionProvider", device), "CPUExecutionProvider"]
+
+
 class OnnxSeq2Seq:
     def __init__(self, folder: Path, threads: int = 2, providers: list[str] | None = None) -> None:
         options = session_options(threads)
