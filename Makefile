@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 REPOSITORY ?= model_repository
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test lint bench-emotion clean-repository
+.PHONY: install serve test lint bench-emotion bench-whisper bench-summarizer clean-repository
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ test: $(STAMP)
 
 bench-emotion: $(STAMP)
 	$(BIN)/samo bench emotion
+
+bench-whisper: $(STAMP)
+	$(BIN)/samo bench whisper
+
+bench-summarizer: $(STAMP)
+	$(BIN)/samo bench summarizer
 
 clean-repository:
 	rm -rf $(REPOSITORY)/emotion $(REPOSITORY)/whisper $(REPOSITORY)/embedder
