@@ -1,12 +1,14 @@
 """Whisper on ONNX decoded by the shared engine: token for token equal to transformers' `generate`
-(greedy and beam 4, with and without timestamps) on the real tiny.en and a tiny random Whisper, the
-exporter's checks, and the served model through the real gateway and Triton."""
+(greedy and beam 4, with and without timestamps) on the real tiny.en and a tiny random Whisper, with an
+initial prompt on tiny.en, language detection and given language and task on a tiny random
+multilingual Whisper, the exporter's checks, and the served model through the real gateway and Triton."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -15,10 +17,17 @@ import pytest
 import tokenizers
 import torch
 from faster_whisper.feature_extractor import FeatureExtractor
-from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+from transformers import (
+    GenerationConfig,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+    WhisperProcessor,
+)
 from typer.testing import CliRunner
 
 from exporters.onnx_tools import ExportError
+from exporters.whisper import ct2_convert
 from exporters.whisper.onnx_export import WhisperOnnxExportOptions, export_whisper_onnx
 from load_tests.bench_features import SECTION, keep_section, write_section
 from samo.cli import app
@@ -28,9 +37,11 @@ from samo.generation.whisper import (
     WhisperVocabulary,
     WindowDecode,
     log_mel_windows,
+    prompt_tokens,
     read_window,
     split_by_timestamps,
 )
+from tests.conftest import multilingual_base_parts
 from tests.speech import JFK_TEXT, RATE, jfk_samples, wav_bytes, word_error_rate
 
 # Tokenizer, feature extractor and generation config of tiny.en, reused by the random model.
@@ -45,6 +56,19 @@ SHARED_FILES = (
     "vocab.json",
 )
 RANDOM_MAX_NEW_TOKENS = 40
+# The random models' shape: 2+2 layers, d_model 64 (every `WhisperDims` field but the vocabulary).
+TINY_DIMS = {
+    "num_mel_bins": 80,
+    "d_model": 64,
+    "encoder_layers": 2,
+    "decoder_layers": 2,
+    "encoder_attention_heads": 4,
+    "decoder_attention_heads": 4,
+    "encoder_ffn_dim": 128,
+    "decoder_ffn_dim": 128,
+    "max_source_positions": 1500,
+    "max_target_positions": 448,
+}
 SEARCHES = [(1, False), (1, True), (4, False), (4, True)]  # (beams, timestamps)
 
 
@@ -61,16 +85,7 @@ def build_tiny_random_whisper(folder: Path, source: Path, *, seed: int = 0, std:
     reference = json.loads((source / "config.json").read_text())
     config = WhisperConfig(
         vocab_size=reference["vocab_size"],
-        num_mel_bins=80,
-        d_model=64,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=128,
-        max_source_positions=1500,
-        max_target_positions=448,
+        **TINY_DIMS,
         **{key: reference[key] for key in ("pad_token_id", "bos_token_id", "eos_token_id")},
         decoder_start_token_id=reference["decoder_start_token_id"],
     )
@@ -108,35 +123,53 @@ def _strip(tokens: list[int], eot: int) -> list[int]:
     return tokens
 
 
-def _first_pass(segments: list[dict], sot: int) -> torch.Tensor:
+def _first_pass(segments: list[dict], prompt: list[int]) -> torch.Tensor:
+    """The new tokens of the first segment's pass; its sequence starts with the whole prompt (for an
+    English-only model: [<|startofprev|> text] <|startoftranscript|>)."""
     sequence = segments[0]["result"]["sequences"]
-    assert sequence[0] == sot  # the prompt: <|startoftranscript|> alone, for an English-only model
-    return sequence[1:]
+    assert sequence[: len(prompt)].tolist() == prompt
+    return sequence[len(prompt) :]
 
 
-def _parity(hf_dir: Path, onnx_dir: Path, max_new_tokens: int | None) -> dict:
+def _onnx_generator(onnx_dir: Path) -> tuple[WhisperGenerator, OnnxSeq2Seq]:
+    """SAMO's decoding of an exported version folder, as the Triton model builds it."""
+    tokenizer = tokenizers.Tokenizer.from_file(str(onnx_dir / "tokenizer.json"))
+    model = OnnxSeq2Seq(onnx_dir)
+    return WhisperGenerator(model, WhisperVocabulary.from_folder(onnx_dir, tokenizer), tokenizer), model
+
+
+def _parity(
+    hf_dir: Path, onnx_dir: Path, max_new_tokens: int | None, initial_prompt: str | None = None
+) -> dict:
+    """transformers' `generate` (with `prompt_ids` for an initial prompt) against SAMO's decoding."""
     # The features the served model computes; transformers' own extractor is checked below.
     features = log_mel_windows(FeatureExtractor(feature_size=80), speech_clips())
     transformers_features = WhisperFeatureExtractor.from_pretrained(hf_dir)(
         speech_clips(), sampling_rate=RATE, return_tensors="np"
     ).input_features
     reference = WhisperForConditionalGeneration.from_pretrained(hf_dir, dtype=torch.float32).eval()
-    tokenizer = tokenizers.Tokenizer.from_file(str(onnx_dir / "tokenizer.json"))
-    vocabulary = WhisperVocabulary.from_folder(onnx_dir, tokenizer)
-    model = OnnxSeq2Seq(onnx_dir)
-    generator = WhisperGenerator(model, vocabulary, tokenizer)
+    generator, model = _onnx_generator(onnx_dir)
+    vocabulary = generator.vocabulary
     encoded = model.encode_features(features)
     encoded_transformers = model.encode_features(transformers_features)
+    options: dict[str, object] = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
+    prompt = [vocabulary.sot]
+    if initial_prompt:
+        options["prompt_ids"] = WhisperProcessor.from_pretrained(hf_dir).get_prompt_ids(
+            initial_prompt, return_tensors="pt"
+        )
+        # The same prompt: <|startofprev|> and " " + the stripped text.
+        prompt = [vocabulary.sot_prev, *generator.previous_tokens(initial_prompt), vocabulary.sot]
+        assert options["prompt_ids"].tolist() == prompt[:-1]
     results = {}
     for beams, timestamps in SEARCHES:
-        limit = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
         with torch.no_grad():
             expected = reference.generate(
                 torch.from_numpy(features),
                 num_beams=beams,
                 return_timestamps=timestamps,
                 return_dict_in_generate=timestamps,
-                **limit,
+                **options,
             )
         if timestamps:
             # With timestamps, transformers goes on like long-form transcription: when a window's
@@ -144,8 +177,11 @@ def _parity(hf_dir: Path, onnx_dir: Path, max_new_tokens: int | None) -> dict:
             # pair and decodes again from there. That loop is not Whisper's decoding of one window
             # (CTranslate2 does not do it; the gateway cuts windows itself); compare the window's
             # decoding pass, which transformers returns as the first segment's result.
-            expected = [_first_pass(segments, vocabulary.sot) for segments in expected["segments"]]
-        windows = [WindowDecode(beam_size=beams, without_timestamps=not timestamps)] * len(features)
+            expected = [_first_pass(segments, prompt) for segments in expected["segments"]]
+        # Without timestamps transformers returns the new tokens only (a `prompt_ids` prompt stripped).
+        windows = [
+            WindowDecode(beam_size=beams, without_timestamps=not timestamps, initial_prompt=initial_prompt)
+        ] * len(features)
         ours = generator.generate(encoded, windows, max_new_tokens=max_new_tokens)
         from_transformers_features = generator.generate(
             encoded_transformers, windows, max_new_tokens=max_new_tokens
@@ -201,6 +237,163 @@ def test_random_whisper_tokens_equal_transformers_generate(
     # The random model's answers depend on the input and are not one repeated token.
     assert ours[0] != ours[1]
     assert all(len(set(tokens)) > 3 for tokens in ours)
+
+
+# Steers tiny.en to capitals: the answer shows the prompt was read.
+INITIAL_PROMPT = "AND SO MY FELLOW AMERICANS"
+
+
+@pytest.fixture(scope="module")
+def tiny_en_prompt_parity(whisper_tiny_en_hf: Path, tiny_en_onnx: Path) -> dict:
+    return _parity(whisper_tiny_en_hf, tiny_en_onnx, None, INITIAL_PROMPT)
+
+
+@pytest.mark.parametrize(("beams", "timestamps"), SEARCHES)
+def test_tiny_en_initial_prompt_equals_transformers_prompt_ids(
+    tiny_en_prompt_parity: dict, tiny_en_onnx: Path, beams: int, timestamps: bool
+) -> None:
+    expected, ours, windows, from_transformers_features = tiny_en_prompt_parity[(beams, timestamps)]
+    assert ours == expected
+    assert from_transformers_features == [window.tokens for window in windows]
+    # The prompt took effect: without it tiny.en writes "And so my fellow Americans ask not ...".
+    tokenizer = tokenizers.Tokenizer.from_file(str(tiny_en_onnx / "tokenizer.json"))
+    text = tokenizer.decode(list(windows[0].tokens))
+    assert "AMERICANS ASK NOT WHAT YOUR COUNTRY" in text, text
+
+
+# --------------------------------------------------------------------------------------------------
+# A tiny random multilingual Whisper: the multilingual vocabulary, special tokens and generation config.
+
+
+def multilingual_vocabulary_files(folder: Path) -> Path:
+    """The tokenizer, feature extractor and generation config the converter writes for Whisper base
+    (multilingual), and a config.json with its vocabulary's ids, without converting base's weights:
+    the same converter functions, on base's tokenizer.json, vocabulary and config.json."""
+    base = multilingual_base_parts()[0].parent
+    vocabulary = ct2_convert._read_vocabulary(base)
+    ids = ct2_convert._special_ids(vocabulary, base)
+    dims = ct2_convert.WhisperDims(vocab_size=len(vocabulary), **TINY_DIMS)
+    assert len(vocabulary) >= ct2_convert.MULTILINGUAL_MIN_VOCAB
+    tokenizer = ct2_convert._build_tokenizer(base, vocabulary, ids, dims)
+    generation = ct2_convert._generation_fields(ct2_convert._ct2_config(base), ids, dims, True)
+    GenerationConfig(**generation).save_pretrained(folder)
+    WhisperConfig(
+        vocab_size=len(vocabulary),
+        pad_token_id=generation["pad_token_id"],
+        bos_token_id=generation["bos_token_id"],
+        eos_token_id=generation["eos_token_id"],
+        decoder_start_token_id=ids.sot,
+    ).save_pretrained(folder)
+    feature_extractor = WhisperFeatureExtractor(feature_size=80)
+    WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_random_multilingual_whisper(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(Hugging Face folder, exported ONNX version folder) of the random multilingual model."""
+    source = multilingual_vocabulary_files(tmp_path_factory.mktemp("multilingual-vocabulary"))
+    hf_dir = build_tiny_random_whisper(tmp_path_factory.mktemp("tiny-random-multilingual"), source)
+    repository = tmp_path_factory.mktemp("random-multilingual-repository")
+    report = export_whisper_onnx(
+        WhisperOnnxExportOptions(model=hf_dir, name="random_multilingual", repository=repository)
+    )
+    return hf_dir, report.model_dir / "1"
+
+
+@dataclass
+class Multilingual:
+    reference: WhisperForConditionalGeneration
+    features: np.ndarray
+    vocabulary: WhisperVocabulary
+    generator: WhisperGenerator
+    encoded: object
+
+
+@pytest.fixture(scope="module")
+def multilingual(tiny_random_multilingual_whisper: tuple[Path, Path]) -> Multilingual:
+    hf_dir, onnx_dir = tiny_random_multilingual_whisper
+    features = log_mel_windows(FeatureExtractor(feature_size=80), speech_clips())
+    generator, model = _onnx_generator(onnx_dir)
+    assert generator.vocabulary.multilingual and len(generator.vocabulary.languages) == 99
+    return Multilingual(
+        WhisperForConditionalGeneration.from_pretrained(hf_dir, dtype=torch.float32).eval(),
+        features,
+        generator.vocabulary,
+        generator,
+        model.encode_features(features),
+    )
+
+
+def _one_pass(
+    multilingual: Multilingual, prompts: list[tuple[int, ...]], **options: object
+) -> list[list[int]]:
+    """transformers' `generate` as one decoding pass, new tokens only.
+
+    The random model writes timestamp tokens even after <|notimestamps|> (nothing suppresses them
+    there, in either backend); on two timestamps in a row transformers would cut the window there and
+    decode again from that time, as in long-form transcription (see `_parity`).
+    `force_unique_generate_call` keeps it to the window's one pass."""
+    with torch.no_grad():
+        output = multilingual.reference.generate(
+            torch.from_numpy(multilingual.features),
+            max_new_tokens=RANDOM_MAX_NEW_TOKENS,
+            force_unique_generate_call=True,
+            return_dict_in_generate=True,
+            **options,
+        )
+    rows = output["sequences"].tolist()
+    assert [tuple(row[: len(prompt)]) for row, prompt in zip(rows, prompts, strict=True)] == prompts
+    return [
+        _strip(row[len(prompt) :], multilingual.vocabulary.eot)
+        for row, prompt in zip(rows, prompts, strict=True)
+    ]
+
+
+def test_multilingual_language_detection_equals_transformers(multilingual: Multilingual) -> None:
+    with torch.no_grad():
+        expected = multilingual.reference.detect_language(torch.from_numpy(multilingual.features))
+    codes = {token_id: code for code, token_id in multilingual.vocabulary.languages.items()}
+    expected_codes = [codes[token_id] for token_id in expected.view(-1).tolist()]
+    detected = multilingual.generator.detect_languages(multilingual.encoded, [0, 1])
+    assert [code for code, _ in detected] == expected_codes
+    assert expected_codes[0] != expected_codes[1]  # the answer depends on the input
+    assert all(0.0 < probability < 1.0 for _, probability in detected)
+    # Without a language, both detect it and decode with it.
+    windows = [WindowDecode(beam_size=1, without_timestamps=True)] * 2
+    ours = multilingual.generator.generate(
+        multilingual.encoded, windows, max_new_tokens=RANDOM_MAX_NEW_TOKENS
+    )
+    assert [window.language for window in ours] == expected_codes
+    prompts = [prompt_tokens(multilingual.vocabulary, windows[0], code)[0] for code in expected_codes]
+    assert _one_pass(multilingual, prompts, num_beams=1) == [
+        _strip(list(window.tokens), multilingual.vocabulary.eot) for window in ours
+    ]
+
+
+@pytest.mark.parametrize("beams", [1, 4])
+@pytest.mark.parametrize("task", ["transcribe", "translate"])
+def test_multilingual_language_and_task_equal_transformers(
+    multilingual: Multilingual, task: str, beams: int
+) -> None:
+    vocabulary = multilingual.vocabulary
+    for language in ("de", "ja"):
+        window = WindowDecode(language=language, task=task, beam_size=beams, without_timestamps=True)
+        prompt, _ = prompt_tokens(vocabulary, window, language)
+        assert prompt == (
+            vocabulary.sot,
+            vocabulary.languages[language],
+            vocabulary.translate if task == "translate" else vocabulary.transcribe,
+            vocabulary.no_timestamps,
+        )
+        ours = multilingual.generator.generate(
+            multilingual.encoded, [window] * 2, max_new_tokens=RANDOM_MAX_NEW_TOKENS
+        )
+        ours_tokens = [_strip(list(w.tokens), vocabulary.eot) for w in ours]
+        assert ours_tokens == _one_pass(
+            multilingual, [prompt] * 2, language=language, task=task, num_beams=beams
+        )
+        assert ours_tokens[0] != ours_tokens[1] and all(len(set(tokens)) > 3 for tokens in ours_tokens)
 
 
 def test_split_by_timestamps_pairs_times_with_text() -> None:
