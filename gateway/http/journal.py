@@ -1,14 +1,13 @@
 """POST /v1/journal: a journal entry as JSON text or as multipart audio; JSON or Server-Sent Events out."""
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from gateway.emotions.service import EmotionOptions, EmotionResult
-from gateway.errors import SamoError, invalid_input
+from gateway.errors import invalid_input
 from gateway.http.emotions import (
     ERRORS,
     model_from_body,
@@ -16,7 +15,7 @@ from gateway.http.emotions import (
     text_emotions_body,
     text_emotions_from_body,
 )
-from gateway.http.sse import EVENT_STREAM, event, wants_events
+from gateway.http.sse import event_response, wants_events
 from gateway.http.summarization import summary_body, summary_from_body
 from gateway.http.transcription import AUDIO_ERRORS, read_upload, transcript_body, transcript_from_body
 from gateway.journal.request import JournalAudioOptions, journal_text_model
@@ -140,7 +139,7 @@ def journal_router(settings: GatewaySettings) -> APIRouter:
             first = await anext(items)  # errors before any output are ordinary HTTP errors
             if wants_events(request):
                 # The stream runs after this returns; admission covers its start.
-                return StreamingResponse(_events(first, items), media_type=EVENT_STREAM)
+                return event_response(first, items, _render, JournalAnalysis)
             async for item in items:
                 first = item
         assert isinstance(first, JournalAnalysis)
@@ -149,16 +148,7 @@ def journal_router(settings: GatewaySettings) -> APIRouter:
     return router
 
 
-async def _events(
-    first: Segment | JournalAnalysis, rest: AsyncIterator[Segment | JournalAnalysis]
-) -> AsyncIterator[bytes]:
-    item = first
-    try:
-        while True:
-            if isinstance(item, JournalAnalysis):
-                yield event("analysis", analysis_body(item))
-                return
-            yield event("segment", segment_body(item))
-            item = await anext(rest)
-    except SamoError as exc:  # after the headers went out, errors travel as an event
-        yield event("error", {"type": exc.type.value, "message": exc.message})
+def _render(item: Segment | JournalAnalysis) -> tuple[str, dict[str, Any]]:
+    if isinstance(item, JournalAnalysis):
+        return "analysis", analysis_body(item)
+    return "segment", segment_body(item)

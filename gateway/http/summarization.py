@@ -1,14 +1,13 @@
 """POST /v1/summarize: converts the body to service options and the result back to JSON."""
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
-from gateway.errors import SamoError, invalid_input
+from gateway.errors import invalid_input
 from gateway.http.emotions import ERRORS
-from gateway.http.sse import EVENT_STREAM, event, wants_events
+from gateway.http.sse import event_response, wants_events
 from gateway.services import Services
 from gateway.summarization.request import summary_request_model
 from gateway.summarization.service import Summary, SummaryModelInfo, SummaryOptions, SummaryResult
@@ -91,7 +90,7 @@ def summarization_router(settings: GatewaySettings) -> APIRouter:
             with services.admitted():
                 items = services.summarization.stream(body.texts[0], options)
                 first = await anext(items)  # errors before any output are ordinary HTTP errors
-                return StreamingResponse(_events(first, items), media_type=EVENT_STREAM)
+                return event_response(first, items, _render, SummaryResult)
         with services.admitted():
             result = await services.summarization.summarize(body.texts, options)
         return JSONResponse(summary_body(result))
@@ -99,16 +98,7 @@ def summarization_router(settings: GatewaySettings) -> APIRouter:
     return router
 
 
-async def _events(
-    first: str | SummaryResult, rest: AsyncIterator[str | SummaryResult]
-) -> AsyncIterator[bytes]:
-    item = first
-    try:
-        while True:
-            if isinstance(item, SummaryResult):
-                yield event("summary", summary_body(item))
-                return
-            yield event("delta", {"text": item})
-            item = await anext(rest)
-    except SamoError as exc:  # after the headers went out, errors travel as an event
-        yield event("error", {"type": exc.type.value, "message": exc.message})
+def _render(item: str | SummaryResult) -> tuple[str, dict[str, Any]]:
+    if isinstance(item, SummaryResult):
+        return "summary", summary_body(item)
+    return "delta", {"text": item}
