@@ -12,26 +12,18 @@ from typing import Literal
 
 import samo
 from exporters.onnx_tools import ExportError
+from exporters.whisper.serving import MODEL_VERSION, whisper_serving_options
 from samo.contracts.whisper import WhisperContract, WhisperModelCard
 from samo.triton.model_config import (
-    DynamicBatching,
-    ServingOptions,
-    Warmup,
     build_model_config,
     write_model_config,
 )
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION = "1"
 CT2_DIR = "ct2"
 TRITON_MODEL_FILE = Path(__file__).with_name("ct2_triton_model.py")
 REQUIRED_FILES = ("config.json", "tokenizer.json")
-# Windows decoded in one generate call. Larger batches raise throughput while the CPU has headroom.
-MAX_BATCH_SIZE = 8
-# A window takes hundreds of milliseconds to decode, so a millisecond of waiting costs little and
-# lets concurrent requests meet.
-QUEUE_DELAY_US = 2000
 
 
 @dataclass(frozen=True)
@@ -55,10 +47,9 @@ class WhisperExportReport:
 
     def summary(self) -> str:
         card = self.card
-        languages = f"{len(card.languages)} languages" if card.multilingual else "English only"
         return (
             f"installed CTranslate2 Whisper model to {self.model_dir}\n"
-            f"  source {card.source}, {languages}, compute type {card.compute_type}, target {card.target}"
+            f"  source {card.source}, {card.language_summary}, compute type {card.compute_type}, target {card.target}"
         )
 
 
@@ -119,14 +110,8 @@ def export_whisper_ct2(options: WhisperCt2ExportOptions) -> WhisperExportReport:
         shutil.rmtree(model_dir)
         raise ExportError(f"CTranslate2 cannot load the Whisper model in {folder}: {exc}") from exc
     shutil.copyfile(TRITON_MODEL_FILE, model_dir / MODEL_VERSION / "model.py")
-    serving = ServingOptions(
-        backend="python",
-        max_batch_size=MAX_BATCH_SIZE,
-        batching=DynamicBatching(max_queue_delay_us=QUEUE_DELAY_US),
-        instance_kind="KIND_GPU" if options.target == "gpu" else "KIND_CPU",
-        warmup=Warmup(batch_size=1, sequence_length=16000),
-        parameters={"compute_type": compute_type, "intra_threads": str(options.intra_threads)},
-    )
+    parameters = {"compute_type": compute_type, "intra_threads": str(options.intra_threads)}
+    serving = whisper_serving_options(options.target, parameters)
     write_model_config(model_dir, build_model_config(options.name, WhisperContract().model, serving))
     card = WhisperModelCard(
         backend="ctranslate2",

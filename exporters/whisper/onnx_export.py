@@ -13,13 +13,10 @@ from typing import Literal
 import samo
 from exporters.onnx_tools import ExportError
 from exporters.seq2seq_onnx import export_with_past
-from exporters.whisper.ct2_export import MAX_BATCH_SIZE, MODEL_VERSION, QUEUE_DELAY_US
+from exporters.whisper.serving import MODEL_VERSION, whisper_serving_options
 from samo.contracts.whisper import WhisperContract, WhisperModelCard
 from samo.generation.onnx_seq2seq import ONNX_FILES
 from samo.triton.model_config import (
-    DynamicBatching,
-    ServingOptions,
-    Warmup,
     build_model_config,
     write_model_config,
 )
@@ -54,11 +51,10 @@ class WhisperOnnxExportReport:
 
     def summary(self) -> str:
         card = self.card
-        languages = f"{len(card.languages)} languages" if card.multilingual else "English only"
         return (
             f"exported Whisper to ONNX at {self.model_dir}; largest difference from PyTorch "
             f"{self.max_difference:.1e} (encoder outputs and logits)\n"
-            f"  source {card.source}, {languages}, {self.onnx_bytes / 1e6:.0f} MB of ONNX "
+            f"  source {card.source}, {card.language_summary}, {self.onnx_bytes / 1e6:.0f} MB of ONNX "
             f"({', '.join(ONNX_FILES)}), {card.compute_type}, target {card.target}"
         )
 
@@ -150,14 +146,7 @@ def export_whisper_onnx(options: WhisperOnnxExportOptions) -> WhisperOnnxExportR
         shutil.rmtree(model_dir)
         raise
     shutil.copyfile(TRITON_MODEL_FILE, version_dir / "model.py")
-    serving = ServingOptions(
-        backend="python",
-        max_batch_size=MAX_BATCH_SIZE,
-        batching=DynamicBatching(max_queue_delay_us=QUEUE_DELAY_US),
-        instance_kind="KIND_GPU" if options.target == "gpu" else "KIND_CPU",
-        warmup=Warmup(batch_size=1, sequence_length=16000),
-        parameters={"intra_threads": str(options.intra_threads)},
-    )
+    serving = whisper_serving_options(options.target, {"intra_threads": str(options.intra_threads)})
     write_model_config(model_dir, build_model_config(options.name, WhisperContract().model, serving))
     languages = _languages(version_dir)
     card = WhisperModelCard(

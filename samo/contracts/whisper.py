@@ -103,6 +103,10 @@ class WhisperModelCard(BaseModel):
     """Whether the served model computes word timestamps (cards written before it existed: no)."""
     samo_version: str = ""
 
+    @property
+    def language_summary(self) -> str:
+        return f"{len(self.languages)} languages" if self.multilingual else "English only"
+
     def write(self, model_dir: Path) -> None:
         (model_dir / CARD_FILE).write_text(self.model_dump_json(indent=2) + "\n")
 

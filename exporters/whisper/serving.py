@@ -1,0 +1,28 @@
+"""How every Whisper model (CTranslate2 or ONNX) is served by Triton: one Python-backend model over the
+Whisper contract, dynamic batching of audio windows."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from samo.triton.model_config import DynamicBatching, ServingOptions, Warmup
+
+MODEL_VERSION = "1"
+# Windows decoded in one generate call. Larger batches raise throughput while the CPU has headroom.
+MAX_BATCH_SIZE = 8
+# A window takes hundreds of milliseconds to decode, so a millisecond of waiting costs little and
+# lets concurrent requests meet.
+QUEUE_DELAY_US = 2000
+# Triton's warm-up request: one second of silence.
+WARMUP_SAMPLES = 16000
+
+
+def whisper_serving_options(target: Literal["cpu", "gpu"], parameters: dict[str, str]) -> ServingOptions:
+    return ServingOptions(
+        backend="python",
+        max_batch_size=MAX_BATCH_SIZE,
+        batching=DynamicBatching(max_queue_delay_us=QUEUE_DELAY_US),
+        instance_kind="KIND_GPU" if target == "gpu" else "KIND_CPU",
+        warmup=Warmup(batch_size=1, sequence_length=WARMUP_SAMPLES),
+        parameters=parameters,
+    )
