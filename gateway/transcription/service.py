@@ -12,15 +12,42 @@ import numpy as np
 from gateway.audio.decode import AudioLimits, decode_audio
 from gateway.errors import ErrorType, SamoError, invalid_input
 from gateway.repository import pick_model
+from gateway.transcription.coverage import overlaps, uncovered
 from gateway.transcription.model import WhisperModel
-from gateway.transcription.windows import plan_windows
+from gateway.transcription.windows import plan_windows, speech_regions
 from gateway.triton_client import TritonClient
-from samo.contracts.whisper import AUDIO, OPTIONS, RESULT, SAMPLE_RATE, DecodeOptions, WindowTranscript
+from samo.contracts.whisper import (
+    AUDIO,
+    OPTIONS,
+    RESULT,
+    SAMPLE_RATE,
+    DecodeOptions,
+    WindowSegment,
+    WindowTranscript,
+)
 from samo.contracts.whisper import Word as WindowWord
 
 # Whisper's own rule for silence: a window it thinks holds no speech and decodes with low confidence.
+# It drops a segment only where the VAD hears no speech either.
 NO_SPEECH_PROB = 0.6
 LOW_LOGPROB = -1.0
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """A window's segment placed in the audio: samples from the audio's start."""
+
+    start: int
+    end: int
+    window_start: int
+    segment: WindowSegment
+
+
+@dataclass(frozen=True)
+class _DecodedWindow:
+    transcript: WindowTranscript
+    placed: tuple[_Placed, ...]
+    """The window's segments and its repairs', in order."""
 
 
 @dataclass(frozen=True)
@@ -102,37 +129,43 @@ class TranscriptionService:
     ) -> AsyncIterator[Segment | Transcript]:
         """Segments in order as their windows finish decoding, then the whole `Transcript`.
 
-        All windows go to Triton at once (so they share batches); a segment is yielded as soon as
-        its window and every earlier one are done.
+        All windows go to Triton at once (so they share batches); speech a window's segments leave
+        out is decoded again (`coverage`), and a segment is yielded as soon as its window, its
+        repairs and every earlier window are done.
         """
         model = self.model(model_name)
         self.check_options(model, options)
         audio = await asyncio.to_thread(decode_audio, data, self.limits)
-        windows = await asyncio.to_thread(plan_windows, audio.samples)
-        payload = options.model_dump_json().encode()
+        samples = audio.samples
+        speech = await asyncio.to_thread(speech_regions, samples)
+        windows = plan_windows(int(samples.size), speech)
+        payloads = (
+            options.model_dump_json().encode(),
+            # A repair is one segment over its whole span: without timestamps Whisper has no
+            # segment end to stop at, so it cannot leave the tail out again.
+            options.model_copy(update={"without_timestamps": True}).model_dump_json().encode(),
+        )
         pending = [
-            asyncio.ensure_future(self._window(model.name, audio.samples[start:end], payload))
-            for start, end in windows
+            asyncio.ensure_future(self._covered_window(model.name, samples, window, speech, payloads))
+            for window in windows
         ]
         segments: list[Segment] = []
         first: WindowTranscript | None = None
         try:
-            for (start, end), task in zip(windows, pending, strict=True):
-                window = await task
-                first = first or window
-                offset, limit = start / SAMPLE_RATE, end / SAMPLE_RATE
-                for piece in window.segments:
-                    if piece.no_speech_prob > NO_SPEECH_PROB and piece.avg_logprob < LOW_LOGPROB:
-                        continue
-                    begin = max(offset + piece.start, segments[-1].end if segments else 0.0)
-                    finish = min(max(offset + piece.end, begin), limit)
+            for task in pending:
+                decoded = await task
+                first = first or decoded.transcript
+                for placed in decoded.placed:
+                    piece = placed.segment
+                    begin = max(placed.start / SAMPLE_RATE, segments[-1].end if segments else 0.0)
+                    finish = max(placed.end / SAMPLE_RATE, begin)
                     segment = Segment(
                         round(begin, 3),
                         round(finish, 3),
                         piece.text,
                         piece.avg_logprob,
                         piece.no_speech_prob,
-                        _words(piece.words, offset, begin, finish),
+                        _words(piece.words, placed.window_start / SAMPLE_RATE, begin, finish),
                     )
                     segments.append(segment)
                     yield segment
@@ -149,6 +182,28 @@ class TranscriptionService:
             model=TranscriptionModelInfo(model.name, model.version, card.backend, card.source),
             options=options,
         )
+
+    async def _covered_window(
+        self,
+        model: str,
+        samples: np.ndarray,
+        window: tuple[int, int],
+        speech: list[tuple[int, int]],
+        payloads: tuple[bytes, bytes],
+    ) -> _DecodedWindow:
+        """One window decoded, then the speech its segments leave out decoded again, all placed in order."""
+        start, end = window
+        transcript = await self._window(model, samples[start:end], payloads[0])
+        placed = _place(transcript, start, end, speech)
+        repairs = uncovered(speech, [(p.start, p.end) for p in placed], start, end)
+        if repairs:
+            repaired = await asyncio.gather(
+                *(self._window(model, samples[a:b], payloads[1]) for a, b in repairs)
+            )
+            for (a, b), result in zip(repairs, repaired, strict=True):
+                placed.extend(_place(result, a, b, speech))
+            placed.sort(key=lambda item: (item.start, item.end))
+        return _DecodedWindow(transcript, tuple(placed))
 
     async def transcribe(
         self, data: bytes, options: DecodeOptions, model_name: str | None = None
@@ -184,6 +239,22 @@ class TranscriptionService:
             raise SamoError(
                 ErrorType.INTERNAL, f"model `{model}` returned an unreadable transcript"
             ) from None
+
+
+def _place(
+    transcript: WindowTranscript, start: int, end: int, speech: list[tuple[int, int]]
+) -> list[_Placed]:
+    """A window's segments in audio samples, inside the window, without the ones Whisper calls silence
+    where the VAD hears none either."""
+    placed = []
+    for piece in transcript.segments:
+        begin = min(start + round(piece.start * SAMPLE_RATE), end)
+        finish = min(max(start + round(piece.end * SAMPLE_RATE), begin), end)
+        silent = piece.no_speech_prob > NO_SPEECH_PROB and piece.avg_logprob < LOW_LOGPROB
+        if silent and not overlaps((begin, max(finish, begin + 1)), speech):
+            continue
+        placed.append(_Placed(begin, finish, start, piece))
+    return placed
 
 
 def _words(words: tuple[WindowWord, ...], offset: float, start: float, end: float) -> tuple[Word, ...]:

@@ -54,10 +54,15 @@ def _best_cut(current: list[tuple[int, int]], window: int) -> int:
     return max(candidates, key=lambda i: current[i][0] - current[i - 1][1])
 
 
-def plan_windows(samples: np.ndarray) -> list[tuple[int, int]]:
+def speech_regions(samples: np.ndarray) -> list[tuple[int, int]]:
+    """Where the VAD hears speech, in samples, ordered and disjoint (each padded by 200 ms)."""
+    regions = get_speech_timestamps(samples, VAD_OPTIONS, sampling_rate=SAMPLE_RATE)
+    return [(int(r["start"]), int(r["end"])) for r in regions]
+
+
+def plan_windows(size: int, speech: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """Audio up to 30 s is one window; longer audio is cut at pauses into windows covering the speech
     (silence between windows is skipped)."""
-    if samples.size <= WINDOW:
-        return [(0, int(samples.size))]
-    regions = get_speech_timestamps(samples, VAD_OPTIONS, sampling_rate=SAMPLE_RATE)
-    return group_regions([(int(r["start"]), int(r["end"])) for r in regions])
+    if size <= WINDOW:
+        return [(0, size)]
+    return group_regions(speech)

@@ -24,3 +24,18 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
         for j, other in enumerate(hyp, start=1):
             distance[j] = min(previous[j] + 1, distance[j - 1] + 1, previous[j - 1] + (word != other))
     return float(distance[len(hyp)]) / max(len(ref), 1)
+
+
+def word_recall(reference: str, hypothesis: str) -> float:
+    """Share of the reference's words that the hypothesis has, in order (longest common subsequence),
+    both normalized first: extra words around the reference cost nothing."""
+    normalize = _normalizer()
+    ref, hyp = normalize(reference).split(), normalize(hypothesis).split()
+    if not ref:
+        return 1.0
+    common = np.zeros(len(hyp) + 1, dtype=np.int64)
+    for word in ref:
+        previous = common.copy()
+        for j, other in enumerate(hyp, start=1):
+            common[j] = previous[j - 1] + 1 if word == other else max(previous[j], common[j - 1])
+    return float(common[len(hyp)]) / len(ref)
