@@ -9,23 +9,31 @@ would not hold elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
 from dataclasses import dataclass
 from functools import cache
 
 import grpc
 import httpx
+import numpy as np
 import pytest
 from faster_whisper import WhisperModel
 from faster_whisper.vad import get_speech_timestamps
+from tritonclient.grpc import InferInput
+from tritonclient.grpc.aio import InferenceServerClient
 
 from exporters.whisper.ct2_export import embedded_model_dir
 from gateway.grpc_api import samo_v1_pb2, samo_v1_pb2_grpc
 from gateway.transcription.coverage import MIN_UNCOVERED
 from gateway.transcription.windows import VAD_OPTIONS
+from samo.contracts.whisper import AUDIO, OPTIONS, RESULT
 from samo.evaluation.journal_speech import SAMPLE_RATE, JournalRecording, journal_recording
 from samo.evaluation.wer import word_error_rate, word_recall
+from samo.triton.local_server import LocalTriton
 from tests.conftest import Gateway
+from tests.speech import RATE, jfk_samples
 
 pytestmark = pytest.mark.integration
 
@@ -172,3 +180,47 @@ def test_grpc_stream_openai_route_and_journal_keep_every_sentence(gateway: Gatew
     assert openai.status_code == 200 and journal.status_code == 200, (openai.text, journal.text)
     assert openai.json()["text"] == expected
     assert journal.json()["transcript"]["text"] == expected
+
+
+@pytest.mark.parametrize("model", list(BACKENDS))
+def test_windows_with_and_without_timestamps_share_a_batch(triton: LocalTriton, model: str) -> None:
+    """Repairs decode without timestamps while other windows decode with them: one dynamic batch
+    must hold both, each window getting what it gets alone."""
+    speech = jfk_samples().astype(np.float32) / 32768
+    clips = [speech, speech[: 5 * RATE], speech[3 * RATE :], speech[2 * RATE : 9 * RATE]] * 2
+    options = [{"beam_size": 2, "without_timestamps": i % 2 == 1} for i in range(len(clips))]
+
+    def inputs(clip: np.ndarray, option: dict) -> list[InferInput]:
+        audio = InferInput(AUDIO, [1, clip.size], "FP32")
+        audio.set_data_from_numpy(clip.reshape(1, -1))
+        encoded = InferInput(OPTIONS, [1, 1], "BYTES")
+        encoded.set_data_from_numpy(np.array([[json.dumps(option).encode()]], dtype=np.object_))
+        return [audio, encoded]
+
+    async def run() -> tuple[list[dict], list[dict], int, int]:
+        client = InferenceServerClient(triton.grpc_url)
+        try:
+            alone = [await client.infer(model, inputs(c, o)) for c, o in zip(clips, options, strict=True)]
+            before = (await client.get_inference_statistics(model)).model_stats[0]
+            together = await asyncio.gather(
+                *(client.infer(model, inputs(c, o)) for c, o in zip(clips, options, strict=True))
+            )
+            after = (await client.get_inference_statistics(model)).model_stats[0]
+        finally:
+            await client.close()
+        parse = [json.loads(r.as_numpy(RESULT).reshape(-1)[0]) for r in alone]
+        parse_together = [json.loads(r.as_numpy(RESULT).reshape(-1)[0]) for r in together]
+        return (
+            parse,
+            parse_together,
+            after.execution_count - before.execution_count,
+            after.inference_count - before.inference_count,
+        )
+
+    alone, together, executions, inferences = asyncio.run(run())
+    assert executions < inferences, "the windows should have shared dynamic batches"
+    assert together == alone
+    for option, result in zip(options, alone, strict=True):
+        assert result["segments"], option
+        if option["without_timestamps"]:
+            assert len(result["segments"]) == 1

@@ -64,9 +64,15 @@ class TritonPythonModel:
             languages = self._languages(mel, windows)
             groups = {}
             for position, (_, _, options) in enumerate(windows):
-                key = (int(options.get("beam_size", 5)), float(options.get("temperature", 0.0)))
+                # CTranslate2 decodes a batch together only when its prompts have the same number of
+                # tokens after <|startoftranscript|>: <|notimestamps|> is one of them.
+                key = (
+                    int(options.get("beam_size", 5)),
+                    float(options.get("temperature", 0.0)),
+                    bool(options.get("without_timestamps")),
+                )
                 groups.setdefault(key, []).append(position)
-            for (beam_size, temperature), positions in groups.items():
+            for (beam_size, temperature, _), positions in groups.items():
                 self._decode(mel, windows, languages, positions, beam_size, temperature, responses)
         return responses
 
