@@ -23,6 +23,7 @@ import statistics
 import tempfile
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,14 +80,11 @@ def clips(jfk: Path) -> list[Clip]:
     return result
 
 
-def _row(system: str, load: str, done: list[tuple[Clip, float, str]], wall: float) -> dict:
+def _row(
+    system: str, load: str, done: list[tuple[Clip, float, str]], wall: float, wers: dict[str, float]
+) -> dict:
+    """Throughput and latency from the timed run, and the system's word error rates."""
     latencies = sorted(latency for _, latency, _ in done)
-    texts = {clip.name: text for clip, _, text in done}
-    by_name = {clip.name: clip for clip, _, _ in done}
-    wers = {
-        column: word_error_rate(by_name[name].reference or "", texts[name]) if name in texts else None
-        for name, column in WER_COLUMNS.items()
-    }
     return {
         "system": system,
         "load": load,
@@ -95,6 +93,21 @@ def _row(system: str, load: str, done: list[tuple[Clip, float, str]], wall: floa
         "p95_s": float(np.percentile(latencies, 95)),
         "files": len(done),
         **wers,
+    }
+
+
+def _word_error_rates(
+    done: list[tuple[Clip, float, str]], mix: list[Clip], transcribe: Callable[[Clip], str]
+) -> dict[str, float]:
+    """Word error rate of each clip with a reference, as the timed run transcribed it, or transcribed
+    once more when the run's window ended before it finished (long files at high concurrency)."""
+    texts = {clip.name: text for clip, _, text in done}
+    return {
+        WER_COLUMNS[clip.name]: word_error_rate(
+            clip.reference, texts[clip.name] if clip.name in texts else transcribe(clip)
+        )
+        for clip in mix
+        if clip.reference and clip.name in WER_COLUMNS
     }
 
 
@@ -112,7 +125,15 @@ def measure_faster_whisper(model_dir: Path, mix: list[Clip], options: WhisperBen
         text = " ".join(s.text.strip() for s in segments)
         done.append((clip, time.perf_counter() - began, text))
         index += 1
-    return _row("(a) faster-whisper in-process", "one at a time", done, time.perf_counter() - start)
+    wall = time.perf_counter() - start
+
+    def transcribe(clip: Clip) -> str:
+        segments, _ = model.transcribe(io.BytesIO(clip.wav), beam_size=5, language="en")
+        return " ".join(s.text.strip() for s in segments)
+
+    return _row(
+        "(a) faster-whisper in-process", "one at a time", done, wall, _word_error_rates(done, mix, transcribe)
+    )
 
 
 async def _closed_loop(
@@ -141,6 +162,14 @@ async def _closed_loop(
     return done, duration_s
 
 
+def _transcribe_once(url: str, clip: Clip, model: str) -> str:
+    response = httpx.post(
+        url, files={"file": (f"{clip.name}.wav", clip.wav)}, data={"model": model}, timeout=600
+    )
+    response.raise_for_status()
+    return response.json()["text"]
+
+
 # (system label, model name in the repository), measured in this order.
 STACK_SYSTEMS = (
     ("(b) gateway + Triton, CTranslate2", "whisper"),
@@ -156,7 +185,8 @@ def measure_stack(repository: Path, mix: list[Clip], options: WhisperBenchOption
             asyncio.run(_closed_loop(url, mix[:2], 1, 0.1, model))  # warm-up
             for concurrency in options.concurrency:
                 done, wall = asyncio.run(_closed_loop(url, mix, concurrency, options.duration_s, model))
-                rows.append(_row(system, f"c={concurrency}", done, wall))
+                wers = _word_error_rates(done, mix, lambda clip, m=model: _transcribe_once(url, clip, m))
+                rows.append(_row(system, f"c={concurrency}", done, wall, wers))
                 logger.info("%s c=%d: %.1f audio s/s", model, concurrency, rows[-1]["audio_s_per_s"])
     return rows
 
