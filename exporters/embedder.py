@@ -6,7 +6,6 @@ The extractive summarizer ranks sentences with these embeddings, served by Trito
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,8 @@ from typing import Literal
 import samo
 from exporters.emotion.export import validation_batches
 from exporters.emotion.zero_shot import MeanPooledEncoder, minilm_path
-from exporters.encoder_serving import MODEL_VERSION, ONNX_FILE, TRITON_MODEL_FILE, encoder_serving_options
+from exporters.encoder_serving import BACKEND, ONNX_FILE, encoder_serving_options
+from exporters.model_folder import ModelFolder
 from exporters.onnx_tools import (
     ParityReport,
     cpu_session,
@@ -24,8 +24,6 @@ from exporters.onnx_tools import (
     validate_against_torch,
 )
 from samo.contracts.embedding import EMBEDDINGS, EmbeddingModelCard
-from samo.contracts.emotion import TOKENIZER_DIR
-from samo.triton.model_config import build_model_config, write_model_config
 
 logger = logging.getLogger(__name__)
 
@@ -83,19 +81,14 @@ def export_embedder(options: EmbedderExportOptions) -> EmbedderExportReport:
             optimize_transformer(
                 fp32, final, num_heads=config.num_attention_heads, hidden_size=config.hidden_size
             )
-        model_dir = options.repository / options.name
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
-        (model_dir / MODEL_VERSION).mkdir(parents=True)
-        shutil.copyfile(final, model_dir / MODEL_VERSION / ONNX_FILE)
-    if options.target == "cpu":
-        shutil.copyfile(TRITON_MODEL_FILE, model_dir / MODEL_VERSION / "model.py")
+        folder = ModelFolder(options.repository, options.name).create()
+        folder.add(final, ONNX_FILE)
     serving = encoder_serving_options(
         target=options.target, padding_mask=card.contract.padding_mask, pad_token_id=card.pad_token_id
     )
-    write_model_config(model_dir, build_model_config(options.name, contract, serving))
-    card.write(model_dir)
-    tokenizer.save_pretrained(str(model_dir / TOKENIZER_DIR))
+    model_dir = folder.finish(
+        contract=contract, serving=serving, card=card, backend=BACKEND, tokenizer=tokenizer
+    )
     report = EmbedderExportReport(model_dir=model_dir, card=card, parity=parity)
     logger.info("%s", report.summary())
     return report

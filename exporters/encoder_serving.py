@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-from samo.contracts.emotion import INPUT_IDS
+from exporters.model_folder import MODEL_VERSION as MODEL_VERSION  # where readers of model.onnx look
+from samo.contracts.text import ENCODER_MAX_BATCH_SIZE, INPUT_IDS
 from samo.triton.model_config import DynamicBatching, ServingOptions
 
-MODEL_VERSION = "1"
 ONNX_FILE = "model.onnx"
-TRITON_MODEL_FILE = Path(__file__).with_name("triton_encoder_model.py")
-MAX_BATCH_SIZE = 64
+BACKEND = "encoder"
+"""The Python-backend model (`samo/triton/backends/encoder.py`) that serves them on CPU."""
 # Measured through the gateway on 2 cores (MiniLM, c=1 p50 / c=32 throughput): 100 us 11.9 ms / 96 req/s,
 # 1000 us 13.5 ms / 114, 2000 us 16.1 ms / 110. Batches form on their own while the model is busy
 # (12 to 14 requests each at c=32), and a lone request waits out the whole delay, so it stays short.
@@ -33,7 +32,7 @@ def encoder_serving_options(
     if target == "gpu":
         return ServingOptions(
             backend="onnxruntime",
-            max_batch_size=MAX_BATCH_SIZE,
+            max_batch_size=ENCODER_MAX_BATCH_SIZE,
             batching=batching,
             instance_count=instance_count,
             instance_kind="KIND_GPU",
@@ -42,7 +41,7 @@ def encoder_serving_options(
         )
     return ServingOptions(
         backend="python",
-        max_batch_size=MAX_BATCH_SIZE,
+        max_batch_size=ENCODER_MAX_BATCH_SIZE,
         batching=batching,
         instance_count=instance_count,
         parameters={

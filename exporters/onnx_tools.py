@@ -15,19 +15,12 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from exporters.errors import ExportError, ValidationError
 from samo.contracts.tensors import ModelContract
 
 logger = logging.getLogger(__name__)
 
 OPSET = 17
-
-
-class ExportError(RuntimeError):
-    """The export could not be done as asked; the message says what to change."""
-
-
-class ValidationError(ExportError):
-    """The ONNX graph disagrees with PyTorch beyond the stated tolerance."""
 
 
 def export_onnx(

@@ -5,35 +5,41 @@
     with GrpcClient("127.0.0.1:50051") as samo:
         result = samo.detect_emotions(["I feel great today."], top_k=3)
 
-Failures raise `SamoError` with the same `ErrorType` and message from either transport.
+Failures raise `SamoError` with the same `ErrorType` and message from either transport. Imports no
+server code: the results are `gateway.results`, the messages `samo.v1`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Literal, Self
 
 import grpc
 import httpx
 
-from gateway.emotions.service import EmotionOptions, EmotionResult
 from gateway.errors import GRPC_ERROR_TYPE_KEY, ErrorType, SamoError
+from gateway.grpc_api import convert, samo_v1_pb2_grpc
 from gateway.grpc_api import samo_v1_pb2 as pb
-from gateway.grpc_api import samo_v1_pb2_grpc
-from gateway.grpc_api.convert import emotion_result, journal_result, summary_result, transcript
-from gateway.http.emotions import result_from_body
-from gateway.http.journal import analysis_from_body
-from gateway.http.summarization import summary_from_body
-from gateway.http.transcription import transcript_from_body
-from gateway.journal.service import JournalAnalysis
-from gateway.summarization.abstractive import LongInput
-from gateway.summarization.service import SummaryOptions, SummaryResult
-from gateway.transcription.service import Transcript
+from gateway.results import (
+    EmotionOptions,
+    EmotionResult,
+    JournalAnalysis,
+    LongInput,
+    SummaryOptions,
+    SummaryResult,
+    Transcript,
+)
 from samo.contracts.whisper import DecodeOptions
 
 
-class SamoClient(Protocol):
+class SamoClient:
+    """Each method once: it gathers the options, a transport (`HttpClient`, `GrpcClient`) sends them.
+
+    Options are not validated here (`model_construct`): the gateway does it, with the same message
+    over either transport.
+    """
+
     def detect_emotions(
         self,
         texts: Sequence[str],
@@ -41,18 +47,24 @@ class SamoClient(Protocol):
         threshold: float | None = None,
         top_k: int | None = None,
         model: str | None = None,
-    ) -> EmotionResult: ...
+    ) -> EmotionResult:
+        options = EmotionOptions.model_construct(threshold=threshold, top_k=top_k, model=model)
+        return self._detect_emotions(list(texts), options)
 
     def transcribe(
         self,
         audio: bytes,
         *,
         language: str | None = None,
-        task: str = "transcribe",
+        task: Literal["transcribe", "translate"] = "transcribe",
         beam_size: int = 5,
         model: str | None = None,
         word_timestamps: bool = False,
-    ) -> Transcript: ...
+    ) -> Transcript:
+        options = DecodeOptions.model_construct(
+            language=language, task=task, beam_size=beam_size, word_timestamps=word_timestamps
+        )
+        return self._transcribe(audio, options, model)
 
     def summarize(
         self,
@@ -63,7 +75,15 @@ class SamoClient(Protocol):
         num_beams: int | None = None,
         model: str | None = None,
         long_input: LongInput = "truncate",
-    ) -> SummaryResult: ...
+    ) -> SummaryResult:
+        options = SummaryOptions.model_construct(
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            num_beams=num_beams,
+            model=model,
+            long_input=long_input,
+        )
+        return self._summarize(list(texts), options)
 
     def analyze_journal(
         self,
@@ -74,12 +94,13 @@ class SamoClient(Protocol):
         top_k: int | None = None,
         language: str | None = None,
         beam_size: int = 5,
-    ) -> JournalAnalysis: ...
+    ) -> JournalAnalysis:
+        if (text is None) == (audio is None):
+            raise ValueError("pass exactly one of `text` and `audio`")
+        emotion = EmotionOptions.model_construct(threshold=threshold, top_k=top_k)
+        decode = DecodeOptions.model_construct(language=language, beam_size=beam_size)
+        return self._analyze_journal(text, audio, emotion, decode)
 
-    def close(self) -> None: ...
-
-
-class _ClosingContext:
     def close(self) -> None:
         raise NotImplementedError
 
@@ -91,84 +112,64 @@ class _ClosingContext:
     ) -> None:
         self.close()
 
+    # What a transport implements.
 
-class HttpClient(_ClosingContext):
+    def _detect_emotions(self, texts: list[str], options: EmotionOptions) -> EmotionResult:
+        raise NotImplementedError
+
+    def _transcribe(self, audio: bytes, options: DecodeOptions, model: str | None) -> Transcript:
+        raise NotImplementedError
+
+    def _summarize(self, texts: list[str], options: SummaryOptions) -> SummaryResult:
+        raise NotImplementedError
+
+    def _analyze_journal(
+        self, text: str | None, audio: bytes | None, emotion: EmotionOptions, decode: DecodeOptions
+    ) -> JournalAnalysis:
+        raise NotImplementedError
+
+
+class HttpClient(SamoClient):
     def __init__(self, base_url: str, *, timeout_s: float = 30.0) -> None:
         self._http = httpx.Client(base_url=base_url, timeout=timeout_s)
 
-    def detect_emotions(
-        self,
-        texts: Sequence[str],
-        *,
-        threshold: float | None = None,
-        top_k: int | None = None,
-        model: str | None = None,
-    ) -> EmotionResult:
-        body = {"texts": list(texts), "threshold": threshold, "top_k": top_k, "model": model}
-        return result_from_body(self._post("/v1/emotions", json=body).json())
-
-    def transcribe(
-        self,
-        audio: bytes,
-        *,
-        language: str | None = None,
-        task: str = "transcribe",
-        beam_size: int = 5,
-        model: str | None = None,
-        word_timestamps: bool = False,
-    ) -> Transcript:
-        form = {"task": task, "beam_size": str(beam_size), "word_timestamps": str(word_timestamps).lower()}
-        form |= {key: value for key, value in {"language": language, "model": model}.items() if value}
-        response = self._post("/v1/transcribe", files={"file": ("audio", audio)}, data=form)
-        options = DecodeOptions(
-            language=language,
-            task=task,  # type: ignore[arg-type]
-            beam_size=beam_size,
-            word_timestamps=word_timestamps,
-        )
-        return transcript_from_body(response.json(), options)
-
-    def summarize(
-        self,
-        texts: Sequence[str],
-        *,
-        max_new_tokens: int | None = None,
-        min_new_tokens: int | None = None,
-        num_beams: int | None = None,
-        model: str | None = None,
-        long_input: LongInput = "truncate",
-    ) -> SummaryResult:
+    def _detect_emotions(self, texts: list[str], options: EmotionOptions) -> EmotionResult:
         body = {
-            "texts": list(texts),
-            "max_new_tokens": max_new_tokens,
-            "min_new_tokens": min_new_tokens,
-            "num_beams": num_beams,
-            "model": model,
-            "long_input": long_input,
+            "texts": texts,
+            "threshold": options.threshold,
+            "top_k": options.top_k,
+            "model": options.model,
         }
-        options = SummaryOptions(max_new_tokens, min_new_tokens, num_beams, model, long_input)
-        return summary_from_body(self._post("/v1/summarize", json=body).json(), options)
+        return EmotionResult.model_validate(self._post("/v1/emotions", json=body) | {"options": options})
 
-    def analyze_journal(
-        self,
-        *,
-        text: str | None = None,
-        audio: bytes | None = None,
-        threshold: float | None = None,
-        top_k: int | None = None,
-        language: str | None = None,
-        beam_size: int = 5,
+    def _transcribe(self, audio: bytes, options: DecodeOptions, model: str | None) -> Transcript:
+        form = _form(
+            task=options.task,
+            beam_size=options.beam_size,
+            word_timestamps=options.word_timestamps,
+            language=options.language,
+            model=model,
+        )
+        answer = self._post("/v1/transcribe", files={"file": ("audio", audio)}, data=form)
+        return Transcript.model_validate(answer | {"options": options})
+
+    def _summarize(self, texts: list[str], options: SummaryOptions) -> SummaryResult:
+        body = {"texts": texts, **options.model_dump(), "model": options.model}
+        return SummaryResult.model_validate(self._post("/v1/summarize", json=body) | {"options": options})
+
+    def _analyze_journal(
+        self, text: str | None, audio: bytes | None, emotion: EmotionOptions, decode: DecodeOptions
     ) -> JournalAnalysis:
-        emotion, decode = _journal_options(text, audio, threshold, top_k, language, beam_size)
         if audio is not None:
-            form = {"threshold": threshold, "top_k": top_k, "language": language, "beam_size": beam_size}
-            data = {key: str(value) for key, value in form.items() if value is not None}
-            response = self._post("/v1/journal", files={"file": ("entry", audio)}, data=data)
+            form = _form(**emotion.model_dump(), language=decode.language, beam_size=decode.beam_size)
+            answer = self._post("/v1/journal", files={"file": ("entry", audio)}, data=form)
         else:
-            response = self._post("/v1/journal", json={"text": text, "threshold": threshold, "top_k": top_k})
-        return analysis_from_body(response.json(), emotion, decode)
+            answer = self._post("/v1/journal", json={"text": text, **emotion.model_dump()})
+        if answer.get("transcript"):
+            answer["transcript"]["options"] = decode
+        return JournalAnalysis.model_validate(answer)
 
-    def _post(self, path: str, **kwargs: Any) -> httpx.Response:
+    def _post(self, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = self._http.post(path, **kwargs)
         except httpx.TransportError as exc:
@@ -176,130 +177,70 @@ class HttpClient(_ClosingContext):
         if response.status_code != 200:
             error = response.json().get("error", {})
             raise SamoError(ErrorType(error.get("type", "internal")), error.get("message", response.text))
-        return response
+        return response.json()
 
     def close(self) -> None:
         self._http.close()
 
 
-class GrpcClient(_ClosingContext):
+class GrpcClient(SamoClient):
     def __init__(self, target: str, *, timeout_s: float = 30.0) -> None:
         self._channel = grpc.insecure_channel(target)
         self._stub = samo_v1_pb2_grpc.SamoStub(self._channel)
         self.timeout_s = timeout_s
 
-    def detect_emotions(
-        self,
-        texts: Sequence[str],
-        *,
-        threshold: float | None = None,
-        top_k: int | None = None,
-        model: str | None = None,
-    ) -> EmotionResult:
+    def _detect_emotions(self, texts: list[str], options: EmotionOptions) -> EmotionResult:
         request = pb.DetectEmotionsRequest(
-            texts=list(texts), threshold=threshold, top_k=top_k, model=model or ""
+            texts=texts, threshold=options.threshold, top_k=options.top_k, model=options.model or ""
         )
-        try:
-            return emotion_result(self._stub.DetectEmotions(request, timeout=self.timeout_s))
-        except grpc.RpcError as exc:
-            raise _samo_error(exc) from None
+        return convert.emotion_result(self._call(self._stub.DetectEmotions, request), options)
 
-    def transcribe(
-        self,
-        audio: bytes,
-        *,
-        language: str | None = None,
-        task: str = "transcribe",
-        beam_size: int = 5,
-        model: str | None = None,
-        word_timestamps: bool = False,
-    ) -> Transcript:
+    def _transcribe(self, audio: bytes, options: DecodeOptions, model: str | None) -> Transcript:
         request = pb.TranscribeRequest(
             audio=audio,
-            language=language or "",
-            task=task,
-            beam_size=beam_size,
+            language=options.language or "",
+            task=options.task,
+            beam_size=options.beam_size,
             model=model or "",
-            word_timestamps=word_timestamps,
+            word_timestamps=options.word_timestamps,
         )
-        try:
-            response = self._stub.Transcribe(request, timeout=self.timeout_s)
-        except grpc.RpcError as exc:
-            raise _samo_error(exc) from None
-        options = DecodeOptions(
-            language=language,
-            task=task,  # type: ignore[arg-type]
-            beam_size=beam_size,
-            word_timestamps=word_timestamps,
-        )
-        return transcript(response, options)
+        return convert.transcript(self._call(self._stub.Transcribe, request), options)
 
-    def summarize(
-        self,
-        texts: Sequence[str],
-        *,
-        max_new_tokens: int | None = None,
-        min_new_tokens: int | None = None,
-        num_beams: int | None = None,
-        model: str | None = None,
-        long_input: LongInput = "truncate",
-    ) -> SummaryResult:
-        request = pb.SummarizeRequest(
-            texts=list(texts),
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=min_new_tokens,
-            num_beams=num_beams,
-            model=model or "",
-            long_input=long_input,
-        )
-        try:
-            response = self._stub.Summarize(request, timeout=self.timeout_s)
-        except grpc.RpcError as exc:
-            raise _samo_error(exc) from None
-        options = SummaryOptions(max_new_tokens, min_new_tokens, num_beams, model, long_input)
-        return summary_result(response, options)
+    def _summarize(self, texts: list[str], options: SummaryOptions) -> SummaryResult:
+        request = pb.SummarizeRequest(texts=texts, **options.model_dump(), model=options.model or "")
+        return convert.summary_result(self._call(self._stub.Summarize, request), options)
 
-    def analyze_journal(
-        self,
-        *,
-        text: str | None = None,
-        audio: bytes | None = None,
-        threshold: float | None = None,
-        top_k: int | None = None,
-        language: str | None = None,
-        beam_size: int = 5,
+    def _analyze_journal(
+        self, text: str | None, audio: bytes | None, emotion: EmotionOptions, decode: DecodeOptions
     ) -> JournalAnalysis:
-        emotion, decode = _journal_options(text, audio, threshold, top_k, language, beam_size)
-        common = {"threshold": threshold, "top_k": top_k}
         if audio is not None:
             request = pb.AnalyzeJournalRequest(
-                audio=audio, language=language or "", beam_size=beam_size, **common
+                audio=audio,
+                language=decode.language or "",
+                beam_size=decode.beam_size,
+                **emotion.model_dump(),
             )
         else:
-            request = pb.AnalyzeJournalRequest(text=text, **common)
+            request = pb.AnalyzeJournalRequest(text=text, **emotion.model_dump())
+        return convert.journal_analysis(self._call(self._stub.AnalyzeJournal, request), decode)
+
+    def _call(self, method: Callable[..., Any], request: Any) -> Any:
         try:
-            response = self._stub.AnalyzeJournal(request, timeout=self.timeout_s)
+            return method(request, timeout=self.timeout_s)
         except grpc.RpcError as exc:
             raise _samo_error(exc) from None
-        return journal_result(response, emotion, decode)
 
     def close(self) -> None:
         self._channel.close()
 
 
-def _journal_options(
-    text: str | None,
-    audio: bytes | None,
-    threshold: float | None,
-    top_k: int | None,
-    language: str | None,
-    beam_size: int,
-) -> tuple[EmotionOptions, DecodeOptions]:
-    if (text is None) == (audio is None):
-        raise ValueError("pass exactly one of `text` and `audio`")
-    return EmotionOptions(threshold=threshold, top_k=top_k), DecodeOptions(
-        language=language, beam_size=beam_size
-    )
+def _form(**fields: Any) -> dict[str, str]:
+    """Multipart form fields: unset ones left out, booleans as `true`/`false`."""
+    return {
+        name: str(value).lower() if isinstance(value, bool) else str(value)
+        for name, value in fields.items()
+        if value is not None and value != ""
+    }
 
 
 def _samo_error(exc: grpc.RpcError) -> SamoError:

@@ -13,8 +13,9 @@ from gateway.emotions.model import discover_emotion_models
 from gateway.emotions.service import EmotionService
 from gateway.errors import ErrorType, SamoError
 from gateway.journal.service import JournalService
+from gateway.results import SummaryOptions
 from gateway.summarization.abstractive import discover_abstractive
-from gateway.summarization.service import SummarizationService, SummaryOptions, discover_embedder
+from gateway.summarization.service import SummarizationService, discover_embedder
 from gateway.transcription.model import discover_whisper_models
 from gateway.transcription.service import TranscriptionService
 from gateway.triton_client import TritonClient

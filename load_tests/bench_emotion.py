@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class BenchOptions:
     models: tuple[str, ...] = ("bert-base", "minilm-zero-shot")
     output_dir: Path = Path("load_tests/results")
     warmup_s: float = 2.0
-    quantize: str = "none"
+    quantize: Literal["none", "int8"] = "none"
 
 
 @dataclass(frozen=True)
@@ -79,14 +80,14 @@ def _bert_base_checkpoint(folder: Path) -> Path:
     return folder
 
 
-def prepare(name: str, workdir: Path, quantize: str) -> PreparedModel:
+def prepare(name: str, workdir: Path, quantize: Literal["none", "int8"]) -> PreparedModel:
     repository = workdir / name / "repository"
     if name == "bert-base":
         checkpoint = _bert_base_checkpoint(workdir / name / "checkpoint")
-        export_emotion(EmotionExportOptions(model=str(checkpoint), repository=repository, quantize=quantize))  # type: ignore[arg-type]
+        export_emotion(EmotionExportOptions(model=str(checkpoint), repository=repository, quantize=quantize))
         return PreparedModel(name, repository, str(checkpoint))
     if name == "minilm-zero-shot":
-        export_emotion(EmotionExportOptions(repository=repository, quantize=quantize))  # type: ignore[arg-type]
+        export_emotion(EmotionExportOptions(repository=repository, quantize=quantize))
         return PreparedModel(name, repository, "zero-shot")
     raise ValueError(f"unknown benchmark model {name!r}; use bert-base or minilm-zero-shot")
 

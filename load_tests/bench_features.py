@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from load_tests.loadgen import format_table
+from samo.contracts.whisper import SAMPLE_RATE as RATE
+from samo.contracts.whisper import WINDOW_SAMPLES
 
-RATE = 16000
-WINDOW_SAMPLES = 30 * RATE
 FRAMES = 3000
 MELS = 80
 SECONDS = (1, 5, 10, 20, 30)

@@ -34,12 +34,12 @@ import numpy as np
 from load_tests.bench_features import keep_section
 from load_tests.loadgen import format_table
 from load_tests.processes import gateway_stack
+from samo.contracts.whisper import SAMPLE_RATE as RATE
 from samo.evaluation.journal_speech import journal_recording, wav_bytes
 from samo.evaluation.wer import word_error_rate
 
 logger = logging.getLogger(__name__)
 
-RATE = 16000
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 COLUMNS = ("system", "load", "audio_s_per_s", "p50_s", "p95_s", "files", "wer_jfk", "wer_long", "wer_journal")
 # Clips with a reference text, and the column their word error rate goes to.

@@ -84,6 +84,6 @@ def gateway_stack(repository: Path, *, ready_path: str = "/health/ready") -> Ite
         }
         base = f"http://127.0.0.1:{gateway_port}"
         with server_process(
-            [sys.executable, "-m", "samo.cli", "gateway"], ready_url=base + ready_path, env=env
+            [sys.executable, "-m", "samo_cli", "gateway"], ready_url=base + ready_path, env=env
         ):
             yield RunningStack(base, triton.http_url, triton.grpc_url)

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from samo.contracts.text import ENCODER_MAX_BATCH_SIZE
+
 
 class GatewaySettings(BaseSettings):
     """The gateway's settings. Built in `main()` or the app factory, never at import time."""
@@ -40,7 +42,12 @@ class GatewaySettings(BaseSettings):
     max_audio_duration_s: float = Field(
         3600.0, gt=0, description="Longest audio accepted, seconds (413 above)."
     )
-    max_texts: int = Field(64, ge=1, le=64, description="Texts per request; Triton's max_batch_size caps it.")
+    max_texts: int = Field(
+        ENCODER_MAX_BATCH_SIZE,
+        ge=1,
+        le=ENCODER_MAX_BATCH_SIZE,
+        description="Texts per request; Triton's max_batch_size caps it.",
+    )
     max_text_chars: int = Field(
         20_000, ge=1, description="Characters per text; tokens past the model's limit are truncated anyway."
     )

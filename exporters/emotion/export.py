@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,8 @@ from transformers import (
 
 import samo
 from exporters.emotion import zero_shot
-from exporters.encoder_serving import MODEL_VERSION, ONNX_FILE, TRITON_MODEL_FILE, encoder_serving_options
+from exporters.encoder_serving import BACKEND, ONNX_FILE, encoder_serving_options
+from exporters.model_folder import ModelFolder
 from exporters.onnx_tools import (
     ExportError,
     ParityReport,
@@ -34,14 +34,13 @@ from exporters.onnx_tools import (
 )
 from samo.contracts.emotion import (
     LOGITS,
-    TOKENIZER_DIR,
     Activation,
     EmotionContract,
     EmotionModelCard,
     Thresholds,
     to_probabilities,
 )
-from samo.triton.model_config import ServingOptions, build_model_config, write_model_config
+from samo.triton.model_config import ServingOptions
 
 logger = logging.getLogger(__name__)
 
@@ -361,17 +360,14 @@ def _as_torch(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 def _write_model_folder(
     options: EmotionExportOptions, card: EmotionModelCard, tokenizer: PreTrainedTokenizerBase, onnx_file: Path
 ) -> Path:
-    model_dir = options.repository / options.name
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    version_dir = model_dir / MODEL_VERSION
-    version_dir.mkdir(parents=True)
-    shutil.copyfile(onnx_file, version_dir / ONNX_FILE)
-    if card.target == "cpu":
-        shutil.copyfile(TRITON_MODEL_FILE, version_dir / "model.py")
-    config = build_model_config(options.name, card.contract.model, serving_options(card, options))
-    write_model_config(model_dir, config)
-    card.write(model_dir)
-    Thresholds.default(card.labels).write(model_dir)
-    tokenizer.save_pretrained(str(model_dir / TOKENIZER_DIR))
-    return model_dir
+    folder = ModelFolder(options.repository, options.name).create()
+    folder.add(onnx_file, ONNX_FILE)
+    folder.finish(
+        contract=card.contract.model,
+        serving=serving_options(card, options),
+        card=card,
+        backend=BACKEND,
+        tokenizer=tokenizer,
+    )
+    Thresholds.default(card.labels).write(folder.path)
+    return folder.path

@@ -17,8 +17,8 @@ import numpy as np
 
 from exporters.encoder_serving import MODEL_VERSION, ONNX_FILE
 from exporters.onnx_tools import cpu_session
-from gateway.emotions.model import EmotionModel
-from samo.contracts.emotion import LOGITS, Thresholds, to_probabilities
+from samo.contracts.emotion import LOGITS, EmotionModelCard, Thresholds, to_probabilities
+from samo.text_encoding import TokenEncoder
 
 CANDIDATES = np.round(np.arange(0.02, 0.99, 0.01), 2)
 BATCH = 32
@@ -133,25 +133,26 @@ class TuningReport:
 
 
 def score_texts(model_dir: Path, texts: Sequence[str]) -> np.ndarray:
-    model = EmotionModel.load(model_dir)
+    card = EmotionModelCard.read(model_dir)
+    encoder = TokenEncoder.for_card(model_dir, card)
     session = cpu_session(model_dir / MODEL_VERSION / ONNX_FILE)
     batches = []
     for start in range(0, len(texts), BATCH):
-        encoded = model.encode(texts[start : start + BATCH])
+        encoded = encoder.encode(texts[start : start + BATCH])
         batches.append(session.run([LOGITS], encoded.inputs)[0])
-    return to_probabilities(np.concatenate(batches).astype(np.float64), model.card.activation)
+    return to_probabilities(np.concatenate(batches).astype(np.float64), card.activation)
 
 
 def tune_thresholds(model_dir: Path, data: Path) -> TuningReport:
-    model = EmotionModel.load(model_dir)
-    labelled = load_labelled_texts(data, model.card.labels)
+    card = EmotionModelCard.read(model_dir)
+    labelled = load_labelled_texts(data, card.labels)
     scores = score_texts(model_dir, labelled.texts)
-    current = model.thresholds.astype(np.float64)
+    current = np.asarray(Thresholds.read(model_dir).for_labels(card.labels), dtype=np.float64)
     before = f1_scores((scores >= current).astype(np.int8), labelled.targets)
     tuned = best_thresholds(scores, labelled.targets, current)
     after = f1_scores((scores >= tuned).astype(np.int8), labelled.targets)
     thresholds = Thresholds(
-        thresholds={label: float(t) for label, t in zip(model.card.labels, tuned, strict=True)},
+        thresholds={label: float(t) for label, t in zip(card.labels, tuned, strict=True)},
         tuned_on=data.name,
         micro_f1=round(after[0], 4),
         macro_f1=round(after[1], 4),

@@ -10,7 +10,6 @@ model generate what `generate` would with that checkpoint.
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,11 @@ from typing import Any, Literal
 import numpy as np
 
 import samo
-from exporters.encoder_serving import MODEL_VERSION
+from exporters.model_folder import ModelFolder
 from exporters.onnx_tools import ExportError, ValidationError
 from exporters.seq2seq_onnx import export_with_past, quantize_files
-from samo.contracts.emotion import TOKENIZER_DIR
 from samo.contracts.summarizer import (
+    MAX_NEW_TOKENS,
     GenerationDefaults,
     GenerationOptions,
     SummarizerContract,
@@ -32,11 +31,12 @@ from samo.contracts.summarizer import (
 from samo.generation import generate
 from samo.generation.onnx_seq2seq import OnnxSeq2Seq
 from samo.generation.search import Request
-from samo.triton.model_config import DynamicBatching, ServingOptions, build_model_config, write_model_config
+from samo.triton.model_config import DynamicBatching, ServingOptions
 
 logger = logging.getLogger(__name__)
 
-TRITON_MODEL_FILE = Path(__file__).with_name("triton_model.py")
+BACKEND = "summarizer"
+"""The Python-backend model (`samo/triton/backends/summarizer.py`) of both variants."""
 TASK = "text2text-generation-with-past"
 ARCHITECTURES = ("t5", "mt5", "bart", "pegasus")
 STREAM_SUFFIX = "_stream"
@@ -128,7 +128,7 @@ def model_card(
     min_new = settings.get("min_new_tokens") or max(0, (settings.get("min_length") or 0) - prompt_length)
     eos = settings.get("eos_token_id", config.eos_token_id)
     defaults = GenerationDefaults(
-        max_new_tokens=min(max_new, 1024),
+        max_new_tokens=min(max_new, MAX_NEW_TOKENS),
         min_new_tokens=min(min_new, max_new),
         num_beams=settings.get("num_beams") or 1,
         length_penalty=settings.get("length_penalty", 1.0),
@@ -247,24 +247,24 @@ def serving_options(
 def _write_models(
     options: SummarizerExportOptions, card: SummarizerModelCard, tokenizer: Any, files: tuple[Path, ...]
 ) -> tuple[Path, Path]:
-    model_dir = options.repository / options.name
     stream_name = options.name + STREAM_SUFFIX
-    stream_dir = options.repository / stream_name
-    for folder in (model_dir, stream_dir):
-        if folder.exists():
-            shutil.rmtree(folder)
-        (folder / MODEL_VERSION).mkdir(parents=True)
-        shutil.copyfile(TRITON_MODEL_FILE, folder / MODEL_VERSION / "model.py")
+    folder = ModelFolder(options.repository, options.name).create()
+    stream = ModelFolder(options.repository, stream_name).create()
     for source in files:
-        shutil.copyfile(source, model_dir / MODEL_VERSION / source.name)
+        folder.add(source)
     contract = SummarizerContract().model
-    write_model_config(
-        model_dir, build_model_config(options.name, contract, serving_options(card, options, stream_of=None))
+    model_dir = folder.finish(
+        contract=contract,
+        serving=serving_options(card, options, stream_of=None),
+        card=card.model_copy(update={"stream_model": stream_name}),
+        backend=BACKEND,
+        tokenizer=tokenizer,
     )
-    write_model_config(
-        stream_dir,
-        build_model_config(stream_name, contract, serving_options(card, options, stream_of=options.name)),
+    # The streaming variant reads the weights, card and tokenizer of `model_dir`.
+    stream.finish(
+        contract=contract,
+        serving=serving_options(card, options, stream_of=options.name),
+        card=None,
+        backend=BACKEND,
     )
-    card.model_copy(update={"stream_model": stream_name}).write(model_dir)
-    tokenizer.save_pretrained(str(model_dir / TOKENIZER_DIR))
-    return model_dir, stream_dir
+    return model_dir, stream.path

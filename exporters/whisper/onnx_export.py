@@ -1,29 +1,25 @@
 """`samo export whisper`: a Hugging Face Whisper checkpoint -> ONNX (optimum) -> a Triton model decoded
-by SAMO's shared seq2seq engine (`exporters/whisper/onnx_triton_model.py`)."""
+by SAMO's shared seq2seq engine (`samo/triton/backends/whisper_onnx.py`)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import samo
-from exporters.onnx_tools import ExportError
+from exporters.errors import ExportError
+from exporters.model_folder import ModelFolder
 from exporters.seq2seq_onnx import export_with_past
-from exporters.whisper.serving import MODEL_VERSION, whisper_serving_options
-from samo.contracts.whisper import WhisperContract, WhisperModelCard
+from exporters.whisper.serving import language_names, whisper_serving_options
+from samo.contracts.whisper import SAMPLE_RATE, WhisperContract, WhisperModelCard
 from samo.generation.onnx_seq2seq import ONNX_FILES
-from samo.triton.model_config import (
-    build_model_config,
-    write_model_config,
-)
 
 logger = logging.getLogger(__name__)
 
-TRITON_MODEL_FILE = Path(__file__).with_name("onnx_triton_model.py")
+BACKEND = "whisper_onnx"
 TASK = "automatic-speech-recognition-with-past"
 # What model.py reads besides the ONNX graphs; optimum saves them next to the graphs. optimum's own
 # validation only warns, so the export compares with PyTorch itself (`_validate`).
@@ -90,12 +86,14 @@ def _validate(model: str | Path, version_dir: Path, atol: float) -> float:
     tokenizer = tokenizers.Tokenizer.from_file(str(version_dir / "tokenizer.json"))
     vocabulary = WhisperVocabulary.from_folder(version_dir, tokenizer)
     # A chirp with noise, 7 s: deterministic, and not silence (which barely exercises the weights).
-    time = np.arange(7 * 16000, dtype=np.float32) / 16000
+    time = np.arange(7 * SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
     audio = 0.3 * np.sin(2 * np.pi * (200 + 150 * time) * time) + 0.05 * np.random.default_rng(
         0
     ).standard_normal(time.size)
     extractor = WhisperFeatureExtractor.from_pretrained(str(version_dir))
-    features = extractor([audio.astype(np.float32)], sampling_rate=16000, return_tensors="np").input_features
+    features = extractor(
+        [audio.astype(np.float32)], sampling_rate=SAMPLE_RATE, return_tensors="np"
+    ).input_features
     onnx = OnnxSeq2Seq(version_dir)
     encoded = onnx.encode_features(features)
     session = onnx.decoder(encoded, np.asarray([0]))
@@ -131,34 +129,31 @@ def _languages(version_dir: Path) -> tuple[str, ...]:
 
 def export_whisper_onnx(options: WhisperOnnxExportOptions) -> WhisperOnnxExportReport:
     _check_model(options.model)
-    model_dir = options.repository / options.name
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    version_dir = model_dir / MODEL_VERSION
-    version_dir.mkdir(parents=True)
-    try:
+    model = ModelFolder(options.repository, options.name).create()
+    version_dir = model.version_dir
+    with model.removed_on_error():
         export_with_past(str(options.model), TASK, version_dir)
         missing = [name for name in REQUIRED_FILES if not (version_dir / name).is_file()]
         if missing:
             raise ExportError(f"{options.model} lacks what the served model reads: {', '.join(missing)}")
         max_difference = _validate(options.model, version_dir, options.atol)
-    except ExportError:
-        shutil.rmtree(model_dir)
-        raise
-    shutil.copyfile(TRITON_MODEL_FILE, version_dir / "model.py")
-    serving = whisper_serving_options(options.target, {"intra_threads": str(options.intra_threads)})
-    write_model_config(model_dir, build_model_config(options.name, WhisperContract().model, serving))
     languages = _languages(version_dir)
     card = WhisperModelCard(
         backend="onnx",
         source=str(options.model),
         multilingual=languages != ("en",),
         languages=languages,
+        language_names=language_names(languages),
         compute_type="float32",
         target=options.target,
         samo_version=samo.__version__,
     )
-    card.write(model_dir)
+    model_dir = model.finish(
+        contract=WhisperContract().model,
+        serving=whisper_serving_options(options.target, {"intra_threads": str(options.intra_threads)}),
+        card=card,
+        backend=BACKEND,
+    )
     report = WhisperOnnxExportReport(
         model_dir=model_dir,
         card=card,

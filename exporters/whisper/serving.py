@@ -5,16 +5,23 @@ from __future__ import annotations
 
 from typing import Literal
 
+from samo.contracts.whisper import SAMPLE_RATE
 from samo.triton.model_config import DynamicBatching, ServingOptions, Warmup
 
-MODEL_VERSION = "1"
 # Windows decoded in one generate call. Larger batches raise throughput while the CPU has headroom.
 MAX_BATCH_SIZE = 8
 # A window takes hundreds of milliseconds to decode, so a millisecond of waiting costs little and
 # lets concurrent requests meet.
 QUEUE_DELAY_US = 2000
 # Triton's warm-up request: one second of silence.
-WARMUP_SAMPLES = 16000
+WARMUP_SAMPLES = SAMPLE_RATE
+
+
+def language_names(codes: tuple[str, ...]) -> dict[str, str]:
+    """English names of Whisper's languages for the model card, from transformers' Whisper tokenizer."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    return {code: LANGUAGES.get(code, code) for code in codes}
 
 
 def whisper_serving_options(target: Literal["cpu", "gpu"], parameters: dict[str, str]) -> ServingOptions:

@@ -51,11 +51,11 @@ import av.error
 import numpy as np
 
 from gateway.errors import ErrorType, SamoError
+from samo.contracts.whisper import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-"""Output sample rate (Hz) of :func:`decode_audio`, the rate the Whisper family expects."""
+# decode_audio's output rate is SAMPLE_RATE (Hz), the rate the Whisper contract expects.
 
 MAX_BAD_PACKETS = 16
 """Packets that fail to decode and are skipped before decoding stops."""

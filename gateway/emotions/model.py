@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from gateway.repository import cards_for_task
-from gateway.text_encoding import EncodedTexts, TokenEncoder, latest_version
 from samo.contracts.emotion import EmotionModelCard, Thresholds
+from samo.text_encoding import EncodedTexts, TokenEncoder, latest_version
 
 logger = logging.getLogger(__name__)
 

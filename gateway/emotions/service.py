@@ -3,56 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from gateway.emotions.model import EmotionModel
 from gateway.errors import ErrorType, SamoError
 from gateway.repository import pick_model
+from gateway.results import EmotionOptions, EmotionResult, LabelScore, ModelInfo, TextEmotions
 from gateway.triton_client import TritonClient
 from samo.contracts.emotion import LOGITS, to_probabilities
-
-
-@dataclass(frozen=True)
-class EmotionOptions:
-    threshold: float | None = None
-    """Replaces every per-label threshold when set."""
-    top_k: int | None = None
-    """Keeps at most this many labels above threshold."""
-    model: str | None = None
-
-
-@dataclass(frozen=True)
-class LabelScore:
-    label: str
-    score: float
-
-
-@dataclass(frozen=True)
-class TextEmotions:
-    labels: tuple[LabelScore, ...]
-    """Labels at or above their threshold, highest score first."""
-    scores: Mapping[str, float]
-    """Every label's score, in the model's label order."""
-    truncated: bool
-    tokens: int
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    version: str
-    kind: str
-    source: str
-    description: str
-
-
-@dataclass(frozen=True)
-class EmotionResult:
-    results: tuple[TextEmotions, ...]
-    model: ModelInfo
-    options: EmotionOptions
 
 
 class EmotionService:
@@ -88,12 +47,18 @@ class EmotionService:
                 above = above[: options.top_k]
             results.append(
                 TextEmotions(
-                    labels=tuple(LabelScore(labels[i], float(scores[i])) for i in above),
+                    labels=tuple(LabelScore(label=labels[i], score=float(scores[i])) for i in above),
                     scores=dict(zip(labels, map(float, scores), strict=True)),
                     truncated=encoded.truncated[row],
                     tokens=encoded.token_counts[row],
                 )
             )
         card = model.card
-        info = ModelInfo(model.name, model.version, card.kind, card.source, card.description)
-        return EmotionResult(results=tuple(results), model=info, options=options)
+        info = ModelInfo(
+            name=model.name,
+            version=model.version,
+            kind=card.kind,
+            source=card.source,
+            description=card.description,
+        )
+        return EmotionResult(model=info, results=tuple(results), options=options)

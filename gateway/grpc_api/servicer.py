@@ -10,7 +10,6 @@ import grpc
 from google.protobuf.message import Message
 
 from gateway.emotions.request import emotion_request_model
-from gateway.emotions.service import EmotionOptions
 from gateway.errors import GRPC_ERROR_TYPE_KEY, GRPC_STATUS, ErrorType, SamoError, invalid_input
 from gateway.grpc_api import samo_v1_pb2 as pb
 from gateway.grpc_api import samo_v1_pb2_grpc
@@ -22,11 +21,9 @@ from gateway.grpc_api.convert import (
     transcribe_response,
 )
 from gateway.journal.request import JournalAudioOptions, journal_text_model
-from gateway.journal.service import JournalAnalysis
+from gateway.results import EmotionOptions, JournalAnalysis, Segment, SummaryOptions, Transcript
 from gateway.services import Services
 from gateway.summarization.request import summary_request_model
-from gateway.summarization.service import SummaryOptions
-from gateway.transcription.service import Segment, Transcript
 from gateway.validation import validate_body
 from samo.contracts.whisper import DecodeOptions
 from samo.settings import GatewaySettings
@@ -113,7 +110,9 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
             emotion = EmotionOptions(threshold=audio.threshold, top_k=audio.top_k)
             return self.services.journal.stream_audio(request.audio, decode, emotion, audio.model)
         body = validate_body(self.journal_text, {"text": request.text, **options})
-        return self.services.journal.stream_text(body.text, EmotionOptions(body.threshold, body.top_k))
+        return self.services.journal.stream_text(
+            body.text, EmotionOptions(threshold=body.threshold, top_k=body.top_k)
+        )
 
     @samo_errors
     async def AnalyzeJournal(
@@ -192,9 +191,7 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
                 "long_input": request.long_input or "truncate",
             },
         )
-        options = SummaryOptions(
-            body.max_new_tokens, body.min_new_tokens, body.num_beams, body.model, body.long_input
-        )
+        options = SummaryOptions.model_validate(body.model_dump(exclude={"texts"}))
         with self.services.admitted():
             result = await self.services.summarization.summarize(body.texts, options)
         return summarize_response(result)

@@ -12,6 +12,8 @@ from starlette.requests import Request
 from gateway.errors import SamoError
 
 EVENT_STREAM = "text/event-stream"
+# The OpenAPI entry for a route that also answers `Accept: text/event-stream`.
+EVENTS: dict[str, Any] = {"content": {EVENT_STREAM: {"schema": {"type": "string"}}}}
 
 Item = TypeVar("Item")
 # An item's event: its name and JSON data.

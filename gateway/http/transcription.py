@@ -1,15 +1,21 @@
 """POST /v1/transcribe and the OpenAI-compatible POST /v1/audio/transcriptions: form fields in, the
 service's `Transcript` out, in the format asked for."""
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from gateway.errors import ErrorType, SamoError, invalid_input
-from gateway.http.emotions import ERRORS
+from gateway.http.errors import ERRORS
+from gateway.results import (
+    OpenAISegment,
+    OpenAITranscription,
+    OpenAIVerboseTranscription,
+    OpenAIWord,
+    Transcript,
+)
 from gateway.services import Services
-from gateway.transcription.service import Segment, Transcript, TranscriptionModelInfo, Word
 from gateway.validation import validate_body
 from samo.contracts.whisper import DecodeOptions
 from samo.settings import GatewaySettings
@@ -24,59 +30,10 @@ AUDIO_ERRORS = {
 }
 ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
 Granularity = Literal["segment", "word"]
-
-
-def transcript_body(transcript: Transcript) -> dict[str, Any]:
-    return {
-        "text": transcript.text,
-        "segments": [
-            {
-                "start": s.start,
-                "end": s.end,
-                "text": s.text,
-                "avg_logprob": s.avg_logprob,
-                "no_speech_prob": s.no_speech_prob,
-                "words": [
-                    {"start": w.start, "end": w.end, "word": w.word, "probability": w.probability}
-                    for w in s.words
-                ],
-            }
-            for s in transcript.segments
-        ],
-        "duration": transcript.duration,
-        "language": transcript.language,
-        "language_probability": transcript.language_probability,
-        "model": {
-            "name": transcript.model.name,
-            "version": transcript.model.version,
-            "backend": transcript.model.backend,
-            "source": transcript.model.source,
-        },
-    }
-
-
-def transcript_from_body(body: dict[str, Any], options: DecodeOptions) -> Transcript:
-    """The inverse of `transcript_body`, for clients."""
-    model = body["model"]
-    return Transcript(
-        text=body["text"],
-        segments=tuple(
-            Segment(
-                s["start"],
-                s["end"],
-                s["text"],
-                s["avg_logprob"],
-                s["no_speech_prob"],
-                tuple(Word(w["start"], w["end"], w["word"], w["probability"]) for w in s.get("words", ())),
-            )
-            for s in body["segments"]
-        ),
-        duration=body["duration"],
-        language=body["language"],
-        language_probability=body["language_probability"],
-        model=TranscriptionModelInfo(model["name"], model["version"], model["backend"], model["source"]),
-        options=options,
-    )
+OPENAI_FORMATS = {
+    "description": "`json` or `verbose_json` (JSON, below), `text` and `srt` (text/plain), `vtt` (text/vtt)",
+    "content": {"text/plain": {"schema": {"type": "string"}}, "text/vtt": {"schema": {"type": "string"}}},
+}
 
 
 def _timestamp(seconds: float, separator: str) -> str:
@@ -99,49 +56,35 @@ def subtitles(transcript: Transcript, kind: Literal["srt", "vtt"]) -> str:
     return header + "\n".join(blocks)
 
 
-def _language_name(code: str) -> str:
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES
-
-    return LANGUAGES.get(code, code)
-
-
-def verbose_body(
-    transcript: Transcript, granularities: tuple[Granularity, ...] = ("segment",)
-) -> dict[str, Any]:
-    """OpenAI's `verbose_json`: token ids and compression ratios are not tracked and left empty.
-
-    `segments` unless only words were asked for; `words` (text without the leading space, start, end;
-    punctuation stays with its word) when they were.
-    """
-    body: dict[str, Any] = {
-        "task": transcript.options.task,
-        "language": _language_name(transcript.language),
-        "duration": transcript.duration,
-        "text": transcript.text,
-    }
-    if "word" in granularities:
-        body["words"] = [
-            {"word": w.word.strip(), "start": w.start, "end": w.end}
-            for s in transcript.segments
-            for w in s.words
-        ]
-    if "segment" in granularities:
-        body["segments"] = [
-            {
-                "id": index,
-                "seek": 0,
-                "start": s.start,
-                "end": s.end,
-                "text": s.text,
-                "tokens": [],
-                "temperature": transcript.options.temperature,
-                "avg_logprob": s.avg_logprob,
-                "compression_ratio": None,
-                "no_speech_prob": s.no_speech_prob,
-            }
-            for index, s in enumerate(transcript.segments)
-        ]
-    return body
+def verbose(
+    transcript: Transcript, language: str, granularities: tuple[Granularity, ...] = ("segment",)
+) -> OpenAIVerboseTranscription:
+    """OpenAI's `verbose_json`: the language by name, segments and/or words, as asked for."""
+    words = [
+        OpenAIWord(word=w.word.strip(), start=w.start, end=w.end)
+        for s in transcript.segments
+        for w in s.words
+    ]
+    segments = [
+        OpenAISegment(
+            id=index,
+            start=s.start,
+            end=s.end,
+            text=s.text,
+            temperature=transcript.options.temperature,
+            avg_logprob=s.avg_logprob,
+            no_speech_prob=s.no_speech_prob,
+        )
+        for index, s in enumerate(transcript.segments)
+    ]
+    return OpenAIVerboseTranscription(
+        task=transcript.options.task,
+        language=language,
+        duration=transcript.duration,
+        text=transcript.text,
+        words=words if "word" in granularities else None,
+        segments=segments if "segment" in granularities else None,
+    )
 
 
 async def read_upload(request: Request, file: UploadFile, settings: GatewaySettings) -> bytes:
@@ -168,7 +111,7 @@ def transcription_router(settings: GatewaySettings) -> APIRouter:
         with services.admitted():
             return await services.transcription.transcribe(data, options, model)
 
-    @router.post("/v1/transcribe", responses=AUDIO_ERRORS)
+    @router.post("/v1/transcribe", response_model=Transcript, responses=AUDIO_ERRORS)
     async def transcribe(
         request: Request,
         file: Annotated[
@@ -194,9 +137,13 @@ def transcription_router(settings: GatewaySettings) -> APIRouter:
             DecodeOptions,
             {"language": language, "task": task, "beam_size": beam_size, "word_timestamps": word_timestamps},
         )
-        return JSONResponse(transcript_body(await run(request, file, options, model)))
+        return JSONResponse((await run(request, file, options, model)).body())
 
-    @router.post("/v1/audio/transcriptions", responses=AUDIO_ERRORS)
+    @router.post(
+        "/v1/audio/transcriptions",
+        response_model=OpenAITranscription | OpenAIVerboseTranscription,
+        responses={200: OPENAI_FORMATS, **AUDIO_ERRORS},
+    )
     async def openai_transcriptions(
         request: Request,
         file: Annotated[UploadFile, File()],
@@ -236,7 +183,10 @@ def transcription_router(settings: GatewaySettings) -> APIRouter:
             media = "text/vtt" if response_format == "vtt" else "text/plain"
             return PlainTextResponse(subtitles(transcript, response_format), media_type=media)
         if response_format == "verbose_json":
-            return JSONResponse(verbose_body(transcript, granularities))
-        return JSONResponse({"text": transcript.text})
+            card = request.app.state.services.transcription.model(transcript.model.name).card
+            return JSONResponse(
+                verbose(transcript, card.language_name(transcript.language), granularities).body()
+            )
+        return JSONResponse(OpenAITranscription(text=transcript.text).body())
 
     return router

@@ -5,33 +5,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-from gateway.emotions.service import EmotionOptions, EmotionResult, EmotionService, TextEmotions
+from gateway.emotions.service import EmotionService
 from gateway.errors import invalid_input
+from gateway.results import (
+    EmotionOptions,
+    JournalAnalysis,
+    JournalModels,
+    Segment,
+    SentenceEmotions,
+    SummaryOptions,
+    Transcript,
+)
 from gateway.summarization.sentences import split_sentences
-from gateway.summarization.service import SummarizationService, SummaryOptions, SummaryResult
-from gateway.transcription.service import Segment, Transcript, TranscriptionService
+from gateway.summarization.service import SummarizationService
+from gateway.transcription.service import TranscriptionService
+from samo.contracts.text import ENCODER_MAX_BATCH_SIZE
 from samo.contracts.whisper import DecodeOptions
 
-MAX_SENTENCES_PER_CALL = 64  # the emotion model's max_batch_size
-
-
-@dataclass(frozen=True)
-class SentenceEmotions:
-    text: str
-    emotions: TextEmotions
-
-
-@dataclass(frozen=True)
-class JournalAnalysis:
-    """Empty analysis (no emotions, no summary) when an audio entry holds no speech."""
-
-    text: str
-    emotions: EmotionResult | None
-    sentences: tuple[SentenceEmotions, ...]
-    summary: SummaryResult | None
-    transcript: Transcript | None = None
+MAX_SENTENCES_PER_CALL = ENCODER_MAX_BATCH_SIZE  # the emotion model's max_batch_size
 
 
 class JournalService:
@@ -48,10 +40,20 @@ class JournalService:
     async def analyze_text(
         self, text: str, options: EmotionOptions = EmotionOptions(), transcript: Transcript | None = None
     ) -> JournalAnalysis:
+        source = "text" if transcript is None else "audio"
+        transcription = None if transcript is None else transcript.model
         if not text.strip():
             if transcript is None:
                 raise invalid_input("text: the entry is empty or whitespace only")
-            return JournalAnalysis(text="", emotions=None, sentences=(), summary=None, transcript=transcript)
+            return JournalAnalysis(
+                source=source,
+                text="",
+                transcript=transcript,
+                emotions=None,
+                sentences=(),
+                summary=None,
+                models=JournalModels(emotion=None, summarization=None, transcription=transcription),
+            )
         sentences = split_sentences(text)
         chunks = [
             sentences[i : i + MAX_SENTENCES_PER_CALL]
@@ -64,11 +66,17 @@ class JournalService:
         )
         per_sentence = [result for chunk in per_chunk for result in chunk.results]
         return JournalAnalysis(
+            source=source,
             text=text,
-            emotions=whole,
-            sentences=tuple(SentenceEmotions(s, e) for s, e in zip(sentences, per_sentence, strict=True)),
-            summary=summary,
             transcript=transcript,
+            emotions=whole.results[0],
+            sentences=tuple(
+                SentenceEmotions(text=s, emotions=e) for s, e in zip(sentences, per_sentence, strict=True)
+            ),
+            summary=summary.results[0],
+            models=JournalModels(
+                emotion=whole.model, summarization=summary.model, transcription=transcription
+            ),
         )
 
     async def stream_text(
@@ -90,17 +98,3 @@ class JournalService:
                 yield await self.analyze_text(item.text, options, transcript=item)
             else:
                 yield item
-
-    async def analyze_audio(
-        self,
-        data: bytes,
-        decode: DecodeOptions,
-        options: EmotionOptions = EmotionOptions(),
-        model: str | None = None,
-    ) -> JournalAnalysis:
-        analysis = None
-        async for item in self.stream_audio(data, decode, options, model):
-            if isinstance(item, JournalAnalysis):
-                analysis = item
-        assert analysis is not None, "stream_audio() always ends with the analysis"
-        return analysis

@@ -8,18 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from gateway.repository import cards_for_task
 from gateway.summarization.sentences import split_sentences
-from gateway.text_encoding import latest_version
-from samo.contracts.emotion import TOKENIZER_DIR
 from samo.contracts.summarizer import SummarizerModelCard
-
-LongInput = Literal["truncate", "chunk"]
+from samo.contracts.text import TOKENIZER_DIR
+from samo.text_encoding import latest_version
 
 
 @dataclass(frozen=True)

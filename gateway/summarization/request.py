@@ -1,9 +1,8 @@
 """The summarization request schema: limits at the edge, shared by the HTTP and gRPC fronts."""
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gateway.results import LongInput
 from gateway.validation import texts_field
 from samo.contracts.summarizer import MAX_BEAMS, MAX_NEW_TOKENS
 from samo.settings import GatewaySettings
@@ -37,7 +36,7 @@ def summary_request_model(settings: GatewaySettings) -> type[BaseModel]:
             max_length=128,
             description="An installed abstractive model or `extractive`; default: the server's default.",
         )
-        long_input: Literal["truncate", "chunk"] = Field(
+        long_input: LongInput = Field(
             "truncate",
             description="Texts past the model's input limit: truncated (flagged `truncated`), or summarized "
             "in chunks whose summaries are summarized again.",

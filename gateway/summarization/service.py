@@ -13,63 +13,22 @@ import numpy as np
 
 from gateway.errors import ErrorType, SamoError, not_found
 from gateway.repository import cards_for_task
-from gateway.summarization.abstractive import AbstractiveModel, Encoded, LongInput
+from gateway.results import Summary, SummaryModelInfo, SummaryOptions, SummaryResult
+from gateway.summarization.abstractive import AbstractiveModel, Encoded
 from gateway.summarization.extractive import SelectionBudget, select_sentences
 from gateway.summarization.sentences import split_sentences
-from gateway.text_encoding import TokenEncoder, latest_version
 from gateway.triton_client import TritonClient
 from samo.contracts.embedding import EMBEDDINGS, EmbeddingModelCard
-from samo.contracts.emotion import INPUT_IDS
 from samo.contracts.summarizer import OPTIONS, OUTPUT_IDS, GenerationOptions
+from samo.contracts.text import ENCODER_MAX_BATCH_SIZE, INPUT_IDS
+from samo.text_encoding import TokenEncoder, latest_version
 
 logger = logging.getLogger(__name__)
 
 EXTRACTIVE = "extractive"
 ABSTRACTIVE = "abstractive"
 DEFAULT_SENTENCES = 3
-ROWS_PER_REQUEST = 64  # the embedder's max_batch_size
-
-
-@dataclass(frozen=True)
-class SummaryOptions:
-    max_new_tokens: int | None = None
-    """Summary length bound, tokens; the extractive default counts the embedder's tokens. None: the
-    model's own setting (3 sentences for the extractive default)."""
-    min_new_tokens: int | None = None
-    num_beams: int | None = None
-    """Beam search width for abstractive models (None: the checkpoint's); extractive does not search."""
-    model: str | None = None
-    long_input: LongInput = "truncate"
-    """Texts past an abstractive model's input limit: truncated (flagged) or summarized in chunks."""
-
-
-@dataclass(frozen=True)
-class Summary:
-    text: str
-    sentences: tuple[int, ...]
-    """Indices of the chosen sentences among the text's sentences."""
-    sentence_count: int
-    truncated: bool
-    """Input was cut: past an abstractive model's limit, or a sentence past the embedder's."""
-    tokens: int | None = None
-    """New tokens generated (abstractive)."""
-    chunks: int = 1
-    """Inputs summarized before the final pass (long input summarized in chunks)."""
-
-
-@dataclass(frozen=True)
-class SummaryModelInfo:
-    name: str
-    method: str
-    version: str
-    source: str
-
-
-@dataclass(frozen=True)
-class SummaryResult:
-    results: tuple[Summary, ...]
-    model: SummaryModelInfo
-    options: SummaryOptions
+ROWS_PER_REQUEST = ENCODER_MAX_BATCH_SIZE  # the embedder's max_batch_size
 
 
 @dataclass(frozen=True)
@@ -101,6 +60,7 @@ class _FinalInput:
     def summary(self, model: AbstractiveModel, text: str, tokens: np.ndarray) -> Summary:
         return Summary(
             text=model.decode(tokens),
+            method=ABSTRACTIVE,
             sentences=(),
             sentence_count=len(split_sentences(text)),
             truncated=self.truncated,
@@ -128,7 +88,12 @@ def _without_eos(tokens: np.ndarray, model: AbstractiveModel) -> np.ndarray:
 
 def _abstractive_info(model: AbstractiveModel) -> SummaryModelInfo:
     card = model.card
-    return SummaryModelInfo(model.name, ABSTRACTIVE, model.version, f"{card.architecture}: {card.source}")
+    return SummaryModelInfo(
+        name=model.name,
+        method=ABSTRACTIVE,
+        version=model.version,
+        source=f"{card.architecture}: {card.source}",
+    )
 
 
 class SummarizationService:
@@ -192,7 +157,7 @@ class SummarizationService:
     ) -> SummaryResult:
         generation = _generation_options(options)
         results = await asyncio.gather(*(self._summarize_text(model, t, generation, options) for t in texts))
-        return SummaryResult(results=tuple(results), model=_abstractive_info(model), options=options)
+        return SummaryResult(model=_abstractive_info(model), results=tuple(results), options=options)
 
     async def _summarize_text(
         self, model: AbstractiveModel, text: str, generation: GenerationOptions, options: SummaryOptions
@@ -240,7 +205,7 @@ class SummarizationService:
                 yield current[len(shown) :]
                 shown = current
         summary = final_input.summary(model, text, _without_eos(np.asarray(tokens, dtype=np.int64), model))
-        yield SummaryResult(results=(summary,), model=_abstractive_info(model), options=options)
+        yield SummaryResult(model=_abstractive_info(model), results=(summary,), options=options)
 
     async def _generate(
         self, model: AbstractiveModel, encoded: Encoded, generation: GenerationOptions
@@ -270,6 +235,7 @@ class SummarizationService:
             results.append(
                 Summary(
                     text=" ".join(sentences[i] for i in chosen),
+                    method=EXTRACTIVE,
                     sentences=tuple(chosen),
                     sentence_count=len(sentences),
                     truncated=any(truncated[rows]),
@@ -277,6 +243,9 @@ class SummarizationService:
             )
             offset += len(sentences)
         info = SummaryModelInfo(
-            EXTRACTIVE, "extractive", embedder.version, f"MMR over {embedder.card.source}"
+            name=EXTRACTIVE,
+            method=EXTRACTIVE,
+            version=embedder.version,
+            source=f"MMR over {embedder.card.source}",
         )
-        return SummaryResult(results=tuple(results), model=info, options=options)
+        return SummaryResult(model=info, results=tuple(results), options=options)

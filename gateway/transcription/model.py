@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.repository import cards_for_task
-from gateway.text_encoding import latest_version
 from samo.contracts.whisper import WhisperModelCard
+from samo.text_encoding import latest_version
 
 
 @dataclass(frozen=True)

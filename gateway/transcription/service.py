@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from gateway.audio.decode import AudioLimits, decode_audio
 from gateway.errors import ErrorType, SamoError, invalid_input
 from gateway.repository import pick_model
+from gateway.results import Segment, Transcript, TranscriptionModelInfo
 from gateway.transcription.coverage import overlaps, uncovered
 from gateway.transcription.model import WhisperModel
 from gateway.transcription.windows import plan_windows, speech_regions
@@ -24,8 +25,8 @@ from samo.contracts.whisper import (
     DecodeOptions,
     WindowSegment,
     WindowTranscript,
+    Word,
 )
-from samo.contracts.whisper import Word as WindowWord
 
 # Whisper's own rule for silence: a window it thinks holds no speech and decodes with low confidence.
 # It drops a segment only where the VAD hears no speech either.
@@ -48,46 +49,6 @@ class _DecodedWindow:
     transcript: WindowTranscript
     placed: tuple[_Placed, ...]
     """The window's segments and its repairs', in order."""
-
-
-@dataclass(frozen=True)
-class Word:
-    """A word's text as decoded (a leading space included) and its times, seconds from the audio's start."""
-
-    start: float
-    end: float
-    word: str
-    probability: float
-
-
-@dataclass(frozen=True)
-class Segment:
-    start: float
-    end: float
-    text: str
-    avg_logprob: float
-    no_speech_prob: float
-    words: tuple[Word, ...] = ()
-    """Empty unless word timestamps were asked for."""
-
-
-@dataclass(frozen=True)
-class TranscriptionModelInfo:
-    name: str
-    version: str
-    backend: str
-    source: str
-
-
-@dataclass(frozen=True)
-class Transcript:
-    text: str
-    segments: tuple[Segment, ...]
-    duration: float
-    language: str
-    language_probability: float
-    model: TranscriptionModelInfo
-    options: DecodeOptions = field(default_factory=DecodeOptions)
 
 
 class TranscriptionService:
@@ -160,12 +121,12 @@ class TranscriptionService:
                     begin = max(placed.start / SAMPLE_RATE, segments[-1].end if segments else 0.0)
                     finish = max(placed.end / SAMPLE_RATE, begin)
                     segment = Segment(
-                        round(begin, 3),
-                        round(finish, 3),
-                        piece.text,
-                        piece.avg_logprob,
-                        piece.no_speech_prob,
-                        _words(piece.words, placed.window_start / SAMPLE_RATE, begin, finish),
+                        start=round(begin, 3),
+                        end=round(finish, 3),
+                        text=piece.text,
+                        avg_logprob=piece.avg_logprob,
+                        no_speech_prob=piece.no_speech_prob,
+                        words=_words(piece.words, placed.window_start / SAMPLE_RATE, begin, finish),
                     )
                     segments.append(segment)
                     yield segment
@@ -179,7 +140,9 @@ class TranscriptionService:
             duration=round(audio.duration_s, 3),
             language=options.language or (first.language if first else card.languages[0]),
             language_probability=1.0 if options.language or not first else first.language_probability,
-            model=TranscriptionModelInfo(model.name, model.version, card.backend, card.source),
+            model=TranscriptionModelInfo(
+                name=model.name, version=model.version, backend=card.backend, source=card.source
+            ),
             options=options,
         )
 
@@ -257,13 +220,13 @@ def _place(
     return placed
 
 
-def _words(words: tuple[WindowWord, ...], offset: float, start: float, end: float) -> tuple[Word, ...]:
+def _words(words: tuple[Word, ...], offset: float, start: float, end: float) -> tuple[Word, ...]:
     """Window-relative words in audio time, in order, inside their segment's [start, end], not overlapping."""
     kept = []
     previous = start
     for word in words:
         begin = min(max(offset + word.start, previous), end)
         finish = min(max(offset + word.end, begin), end)
-        kept.append(Word(round(begin, 3), round(finish, 3), word.word, word.probability))
+        kept.append(word.model_copy(update={"start": round(begin, 3), "end": round(finish, 3)}))
         previous = finish
     return tuple(kept)

@@ -9,8 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from samo.contracts.cards import CARD_FILE
-from samo.contracts.emotion import ATTENTION_MASK, token_inputs
 from samo.contracts.tensors import DataType, ModelContract, TensorSpec
+from samo.contracts.text import ATTENTION_MASK, token_inputs
 
 EMBEDDINGS = "embeddings"
 

@@ -12,23 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from samo.contracts.cards import CARD_FILE
 from samo.contracts.tensors import DataType, ModelContract, TensorSpec
+from samo.contracts.text import ATTENTION_MASK, token_inputs
 
-INPUT_IDS = "input_ids"
-ATTENTION_MASK = "attention_mask"
-TOKEN_TYPE_IDS = "token_type_ids"
 LOGITS = "logits"
 
 THRESHOLDS_FILE = "thresholds.json"
 LABELS_FILE = "labels.txt"
-TOKENIZER_DIR = "tokenizer"
-
-TOKEN_AXES = ("batch_size", "sequence_length")
-
-
-def token_inputs(*, token_type_ids: bool, ragged: bool) -> tuple[TensorSpec, ...]:
-    """Token ids, mask and (BERT) segment ids: the inputs of every text encoder SAMO serves."""
-    names = [INPUT_IDS, ATTENTION_MASK] + ([TOKEN_TYPE_IDS] if token_type_ids else [])
-    return tuple(TensorSpec(name, DataType.INT64, (-1,), TOKEN_AXES, ragged=ragged) for name in names)
 
 
 @dataclass(frozen=True)

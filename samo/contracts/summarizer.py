@@ -10,8 +10,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from samo.contracts.cards import CARD_FILE
-from samo.contracts.emotion import INPUT_IDS
 from samo.contracts.tensors import DataType, ModelContract, TensorSpec
+from samo.contracts.text import INPUT_IDS
 from samo.generation import GenerationSettings, SpecialTokens
 
 OPTIONS = "options"

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum
 
 import numpy as np
+
+try:
+    from enum import StrEnum
+except ImportError:  # Python 3.10: Triton's GPU image runs the Python-backend models, which read contracts
+
+    class StrEnum(str, Enum):  # noqa: UP042
+        def __str__(self) -> str:
+            return str(self.value)
+
+        def __format__(self, spec: str) -> str:
+            return format(str(self.value), spec)
 
 
 class DataType(StrEnum):

@@ -15,8 +15,19 @@ AUDIO = "audio"
 OPTIONS = "options"
 RESULT = "result"
 SAMPLE_RATE = 16000
+"""Hz; every Whisper model hears 16 kHz mono audio."""
 # Whisper's encoder sees 30 s windows; longer audio is split at pauses in the gateway first.
 WINDOW_SECONDS = 30.0
+WINDOW_SAMPLES = int(WINDOW_SECONDS * SAMPLE_RATE)
+MAX_BEAMS = 10
+CT2_DIR = "ct2"
+"""Where a CTranslate2 Whisper model sits inside its Triton version folder."""
+
+
+def max_prompt_tokens(context_tokens: int) -> int:
+    """Whisper's limit for previous text in the prompt: half the decoder context, minus one
+    (223 of the 448 tokens every released Whisper has)."""
+    return context_tokens // 2 - 1
 
 
 @dataclass(frozen=True)
@@ -46,7 +57,7 @@ class DecodeOptions(BaseModel):
 
     language: str | None = Field(None, description="ISO 639-1 code; None detects it (multilingual models).")
     task: Literal["transcribe", "translate"] = "transcribe"
-    beam_size: int = Field(5, ge=1, le=10)
+    beam_size: int = Field(5, ge=1, le=MAX_BEAMS)
     temperature: float = Field(0.0, ge=0.0, le=1.0, description="0: beam search; above: sampling.")
     initial_prompt: str | None = Field(None, max_length=1000, description="Text that conditions the decoder.")
     without_timestamps: bool = False
@@ -101,7 +112,13 @@ class WhisperModelCard(BaseModel):
     target: Literal["cpu", "gpu"] = "cpu"
     word_timestamps: bool = False
     """Whether the served model computes word timestamps (cards written before it existed: no)."""
+    language_names: dict[str, str] = {}
+    """ISO code -> English name (`"en": "english"`), as OpenAI's `verbose_json` reports the language;
+    cards written before it existed: the code stands for itself."""
     samo_version: str = ""
+
+    def language_name(self, code: str) -> str:
+        return self.language_names.get(code, code)
 
     @property
     def language_summary(self) -> str:

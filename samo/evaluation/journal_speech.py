@@ -19,7 +19,8 @@ from functools import cache
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from samo.contracts.whisper import SAMPLE_RATE
+
 ESPEAK = "espeak-ng"
 VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb-x-rp", "en-us+m3")
 

@@ -18,30 +18,37 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from samo.contracts.whisper import (
+    SAMPLE_RATE,
+    WINDOW_SAMPLES,
+    WINDOW_SECONDS,
+    DecodeOptions,
+    max_prompt_tokens,
+)
 from samo.generation.processors import RowHook
 from samo.generation.search import Request, generate
 from samo.generation.settings import GenerationSettings, SpecialTokens
 
 TIME_PRECISION = 0.02  # seconds per timestamp token
-SAMPLE_RATE = 16000
-WINDOW_SAMPLES = 30 * SAMPLE_RATE
 FRAMES = 3000  # mel frames per 30 s window
-MAX_PREVIOUS_TOKENS = 223  # Whisper's limit for prompt text: half the 448-token context, minus one
 NO_SPEECH_TOKENS = ("<|nospeech|>", "<|nocaptions|>")  # multilingual, English-only
 
 
-def read_window(audio: np.ndarray, raw_options: np.ndarray) -> tuple[np.ndarray, dict]:
+def read_window(audio: np.ndarray, raw_options: np.ndarray) -> tuple[np.ndarray, DecodeOptions]:
     """One Triton request of the Whisper contract: its audio as float32 samples (at most 30 s) and its
-    options JSON object (empty options mean the defaults); ValueError when either is malformed."""
+    options, checked against the gateway's `DecodeOptions` (empty options mean the defaults);
+    ValueError (pydantic's ValidationError is one) when either is malformed."""
     samples = audio.reshape(-1).astype(np.float32)
     if samples.size > WINDOW_SAMPLES:
-        raise ValueError(f"audio window is {samples.size / SAMPLE_RATE:.1f} s; at most 30 s")
+        raise ValueError(
+            f"audio window is {samples.size / SAMPLE_RATE:.1f} s; at most {WINDOW_SECONDS:.0f} s"
+        )
     raw = raw_options.reshape(-1)
     text = raw[0].decode() if raw.size and isinstance(raw[0], bytes) else ""
     options = json.loads(text) if text else {}
     if not isinstance(options, dict):
         raise ValueError("options must be a JSON object")
-    return samples, options
+    return samples, DecodeOptions.model_validate(options)
 
 
 class MelExtractor(Protocol):
@@ -125,7 +132,7 @@ class WhisperVocabulary:
             suppress_tokens=tuple(generation.get("suppress_tokens") or ()),
             begin_suppress_tokens=tuple(generation.get("begin_suppress_tokens") or ()),
             max_initial_timestamp_index=generation.get("max_initial_timestamp_index"),
-            max_target_positions=config.get("max_target_positions", 448),
+            max_target_positions=config["max_target_positions"],
         )
 
     @property
@@ -165,7 +172,7 @@ def prompt_tokens(
     """The decoder prompt and the position of <|startoftranscript|> in it."""
     prompt: list[int] = []
     if previous and vocabulary.sot_prev is not None:
-        prompt = [vocabulary.sot_prev, *previous[-MAX_PREVIOUS_TOKENS:]]
+        prompt = [vocabulary.sot_prev, *previous[-max_prompt_tokens(vocabulary.max_target_positions) :]]
     sot_index = len(prompt)
     prompt.append(vocabulary.sot)
     if vocabulary.multilingual:
@@ -291,7 +298,7 @@ class WhisperGenerator:
         windows: Sequence[WindowDecode],
         max_new_tokens: int | None = None,
     ) -> list[WindowTokens]:
-        """Window i reads row i of `encoded`. `max_new_tokens` defaults to the rest of the 448-token context."""
+        """Window i reads row i of `encoded`. `max_new_tokens` defaults to the rest of the decoder context."""
         vocabulary = self.vocabulary
         languages: list[tuple[str, float]] = [
             (window.language or "en", 1.0) if not vocabulary.multilingual or window.language else ("", 0.0)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from exporters.embedder import EmbedderExportOptions, export_embedder
 from exporters.encoder_serving import MODEL_VERSION, ONNX_FILE
@@ -50,12 +51,12 @@ def load_aclsum(split: str = "test") -> list[Paper]:
 
 
 def _embed(
-    embedder: Embedder, session: object, sentences: tuple[str, ...]
+    embedder: Embedder, session: ort.InferenceSession, sentences: tuple[str, ...]
 ) -> tuple[np.ndarray, tuple[int, ...]]:
     vectors, tokens = [], []
     for start in range(0, len(sentences), BATCH):
         encoded = embedder.encoder.encode(sentences[start : start + BATCH])
-        vectors.append(session.run([EMBEDDINGS], encoded.inputs)[0])  # type: ignore[attr-defined]
+        vectors.append(session.run([EMBEDDINGS], encoded.inputs)[0])
         tokens += encoded.token_counts
     return np.concatenate(vectors).astype(np.float64), tuple(tokens)
 

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 from tokenizers import Tokenizer
 
-from samo.contracts.emotion import ATTENTION_MASK, INPUT_IDS, TOKEN_TYPE_IDS, TOKENIZER_DIR
+from samo.contracts.text import ATTENTION_MASK, INPUT_IDS, TOKEN_TYPE_IDS, TOKENIZER_DIR
 
 # Without ragged batching Triton batches only equal shapes; rounding lengths up makes them meet.
 NON_RAGGED_LENGTH_MULTIPLE = 16

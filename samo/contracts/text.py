@@ -1,0 +1,26 @@
+"""Tensors every text model SAMO serves shares: token inputs, the tokenizer folder and the batch limit.
+
+The emotion classifiers, the sentence embedder and the summarizers all read token ids named here.
+"""
+
+from __future__ import annotations
+
+from samo.contracts.tensors import DataType, TensorSpec
+
+INPUT_IDS = "input_ids"
+ATTENTION_MASK = "attention_mask"
+TOKEN_TYPE_IDS = "token_type_ids"
+TOKENIZER_DIR = "tokenizer"
+"""The model folder's copy of the tokenizer, read by the gateway."""
+
+TOKEN_AXES = ("batch_size", "sequence_length")
+
+ENCODER_MAX_BATCH_SIZE = 64
+"""Texts in one call to a text encoder (emotion, embedder): Triton's `max_batch_size` for them, and the
+most texts the gateway sends in one request."""
+
+
+def token_inputs(*, token_type_ids: bool, ragged: bool) -> tuple[TensorSpec, ...]:
+    """Token ids, mask and (BERT) segment ids: the inputs of every text encoder SAMO serves."""
+    names = [INPUT_IDS, ATTENTION_MASK] + ([TOKEN_TYPE_IDS] if token_type_ids else [])
+    return tuple(TensorSpec(name, DataType.INT64, (-1,), TOKEN_AXES, ragged=ragged) for name in names)

@@ -1,0 +1,3 @@
+from samo_cli.app import app
+
+app()

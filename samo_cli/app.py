@@ -1,0 +1,22 @@
+"""The root `samo` command: export, convert and tune; run Triton and the gateway; benchmark and evaluate."""
+
+from __future__ import annotations
+
+import typer
+
+from samo_cli import bench, convert, export, serve
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="SAMO serving on NVIDIA Triton.")
+app.add_typer(export.app, name="export")
+app.add_typer(bench.bench_app, name="bench")
+app.add_typer(bench.eval_app, name="eval")
+app.add_typer(
+    convert.app, name="convert", help="Convert model formats (CTranslate2 Whisper to Hugging Face)."
+)
+app.command("tune-thresholds")(export.tune_thresholds_command)
+app.command("triton")(serve.triton_command)
+app.command("gateway")(serve.gateway_command)
+app.command("serve")(serve.serve_command)
+
+if __name__ == "__main__":
+    app()

