@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from gateway.audio.decode import AudioLimits
+from gateway.audio.limits import AudioLimits
 from gateway.emotions.model import discover_emotion_models
 from gateway.emotions.service import EmotionService
 from gateway.errors import ErrorType, SamoError

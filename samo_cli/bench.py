@@ -45,7 +45,7 @@ def bench_emotion_command(
 
 @bench_app.command("whisper")
 def bench_whisper_command(
-    duration: Annotated[float, typer.Option(help="Seconds per row.")] = 40.0,
+    duration: Annotated[float, typer.Option(help="Seconds per row.")] = 90.0,
     concurrency: Annotated[str, typer.Option(help="Comma-separated client counts for the stack.")] = "1,8",
     output: Annotated[Path, typer.Option(help="Folder for the result table.")] = Path("load_tests/results"),
 ) -> None:

@@ -27,7 +27,7 @@ from tritonclient.grpc.aio import InferenceServerClient
 from exporters.whisper.ct2_export import embedded_model_dir
 from gateway.grpc_api import samo_v1_pb2, samo_v1_pb2_grpc
 from gateway.transcription.coverage import MIN_UNCOVERED
-from gateway.transcription.windows import VAD_OPTIONS
+from gateway.transcription.windows import vad_options
 from samo.contracts.whisper import AUDIO, OPTIONS, RESULT
 from samo.evaluation.journal_speech import SAMPLE_RATE, JournalRecording, journal_recording
 from samo.evaluation.wer import word_error_rate, word_recall
@@ -86,7 +86,7 @@ def transcribe(gateway_url: str, model: str, name: str, word_timestamps: bool = 
 
 def uncovered_speech(audio: JournalRecording, segments: list[dict]) -> list[tuple[float, float]]:
     """Stretches of VAD speech (seconds) outside every segment, longer than the coverage slack."""
-    regions = get_speech_timestamps(audio.samples, VAD_OPTIONS, sampling_rate=SAMPLE_RATE)
+    regions = get_speech_timestamps(audio.samples, vad_options(), sampling_rate=SAMPLE_RATE)
     gaps = []
     for region in regions:
         pieces = [(region["start"] / SAMPLE_RATE, region["end"] / SAMPLE_RATE)]

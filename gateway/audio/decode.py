@@ -50,6 +50,7 @@ import av
 import av.error
 import numpy as np
 
+from gateway.audio.limits import AudioLimits as AudioLimits
 from gateway.errors import ErrorType, SamoError
 from samo.contracts.whisper import SAMPLE_RATE
 
@@ -85,12 +86,6 @@ _PYAV_ERRORS: tuple[type[Exception], ...] = (av.error.FFmpegError, ValueError, I
 _IMAGE_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"mif1", b"msf1", b"avif", b"avis")
 
 _MB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class AudioLimits:
-    max_bytes: int = 25 * 1024 * 1024
-    max_duration_s: float = 3600.0
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.audio.decode import AudioLimits, decode_audio
+from gateway.audio.limits import AudioLimits
 from gateway.errors import ErrorType, SamoError, invalid_input
 from gateway.repository import pick_model
 from gateway.results import Segment, Transcript, TranscriptionModelInfo
@@ -96,6 +96,9 @@ class TranscriptionService:
         """
         model = self.model(model_name)
         self.check_options(model, options)
+        # PyAV loads with the first audio request: a gateway that serves text models only starts without it.
+        from gateway.audio.decode import decode_audio
+
         audio = await asyncio.to_thread(decode_audio, data, self.limits)
         samples = audio.samples
         speech = await asyncio.to_thread(speech_regions, samples)

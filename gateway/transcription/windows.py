@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from samo.contracts.whisper import SAMPLE_RATE, WINDOW_SECONDS
 
+if TYPE_CHECKING:
+    from faster_whisper.vad import VadOptions
+
 WINDOW = int(WINDOW_SECONDS * SAMPLE_RATE)
-# Speech runs longer than this are cut at their last pause by the VAD itself; a little under 30 s
-# leaves room for the padding around speech.
-VAD_OPTIONS = VadOptions(
-    min_silence_duration_ms=300, speech_pad_ms=200, max_speech_duration_s=WINDOW_SECONDS - 2
-)
+
+
+@cache
+def vad_options() -> VadOptions:
+    """The VAD's settings: speech runs over 28 s are cut at their last pause by the VAD itself (a
+    little under 30 s leaves room for the padding around speech). faster-whisper loads here, with the
+    first audio: a gateway that serves text models only starts without it."""
+    from faster_whisper.vad import VadOptions
+
+    return VadOptions(
+        min_silence_duration_ms=300, speech_pad_ms=200, max_speech_duration_s=WINDOW_SECONDS - 2
+    )
+
+
 # A cut is moved back to the longest pause in the last half of the window: windows are decoded in
 # parallel without each other's text, so a cut between sentences loses less than one within them.
 MIN_FILL = 0.5
@@ -56,7 +69,9 @@ def _best_cut(current: list[tuple[int, int]], window: int) -> int:
 
 def speech_regions(samples: np.ndarray) -> list[tuple[int, int]]:
     """Where the VAD hears speech, in samples, ordered and disjoint (each padded by 200 ms)."""
-    regions = get_speech_timestamps(samples, VAD_OPTIONS, sampling_rate=SAMPLE_RATE)
+    from faster_whisper.vad import get_speech_timestamps
+
+    regions = get_speech_timestamps(samples, vad_options(), sampling_rate=SAMPLE_RATE)
     return [(int(r["start"]), int(r["end"])) for r in regions]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import importlib.util
 import logging
 import os
 import signal
@@ -45,19 +46,20 @@ class TritonInstall:
 
     @classmethod
     def locate(cls) -> TritonInstall:
-        try:
-            import pytriton
-        except ImportError as exc:
+        # Found, not imported: only the binary is used, not pytriton's Python API and its dependencies.
+        spec = importlib.util.find_spec("pytriton")
+        if spec is None or not spec.submodule_search_locations:
             raise TritonStartError(
                 f"tritonserver not found: nvidia-pytriton is not installed; {INSTALL_HINT}"
-            ) from exc
-        root = Path(pytriton.__file__).parent / "tritonserver"
+            )
+        package = Path(next(iter(spec.submodule_search_locations)))
+        root = package / "tritonserver"
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
         install = cls(
             binary=root / "bin" / "tritonserver",
             python_backend=root / "backends" / "python",
             stub=root / "python_backend_stubs" / version / "triton_python_backend_stub",
-            libs=Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs",
+            libs=package.parent / "nvidia_pytriton.libs",
         )
         for path in (install.binary, install.python_backend / "libtriton_python.so", install.stub):
             if not path.exists():

@@ -1,0 +1,11 @@
+"""Limits on uploaded audio, apart from the decoder so that settings import without PyAV."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    max_bytes: int = 25 * 1024 * 1024
+    max_duration_s: float = 3600.0
