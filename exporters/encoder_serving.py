@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
 
 from exporters.model_folder import MODEL_VERSION as MODEL_VERSION  # where readers of model.onnx look
-from samo.contracts.text import ENCODER_MAX_BATCH_SIZE, INPUT_IDS
+from samo.contracts.text import ENCODER_MAX_BATCH_SIZE, INPUT_IDS, EncoderTarget
+from samo.torch_encoding import CompileMode, Head, Precision
 from samo.triton.model_config import DynamicBatching, ServingOptions
 
 ONNX_FILE = "model.onnx"
 BACKEND = "encoder"
 """The Python-backend model (`samo/triton/backends/encoder.py`) that serves them on CPU."""
+TORCH_BACKEND = "torch_encoder"
+"""The Python-backend model (`samo/triton/backends/torch_encoder.py`) that serves `--target gpu-torch`."""
+# Sub-batch limits for PyTorch: a GPU wants large sub-batches; each is padded to a multiple of 16 tokens.
+TORCH_BUCKET_MULTIPLE = 16
+TORCH_SUB_BATCH_ROWS = ENCODER_MAX_BATCH_SIZE
+TORCH_SUB_BATCH_TOKENS = 16384
 # Measured through the gateway on 2 cores (MiniLM, c=1 p50 / c=32 throughput): 100 us 11.9 ms / 96 req/s,
 # 1000 us 13.5 ms / 114, 2000 us 16.1 ms / 110. Batches form on their own while the model is busy
 # (12 to 14 requests each at c=32), and a lone request waits out the whole delay, so it stays short.
@@ -18,21 +25,63 @@ QUEUE_DELAY_US = 100
 PREFERRED_BATCH_SIZES = (16, 32)
 
 
+@dataclass(frozen=True)
+class TorchServing:
+    """What `--target gpu-torch` adds: the head to rebuild, the precision on GPU, the token limit."""
+
+    head: Head
+    max_length: int
+    precision: Precision = "fp16"
+    compile: CompileMode = "off"
+
+
+def encoder_backend(target: EncoderTarget) -> str:
+    """The `samo.triton.backends` module copied as `model.py` (unused by `gpu`, NVIDIA's backend)."""
+    return TORCH_BACKEND if target == "gpu-torch" else BACKEND
+
+
 def encoder_serving_options(
     *,
-    target: Literal["cpu", "gpu"],
+    target: EncoderTarget,
     padding_mask: str,
     pad_token_id: int,
+    max_batch_size: int,
     intra_op_threads: int = 2,
     instance_count: int = 1,
+    torch_serving: TorchServing | None = None,
 ) -> ServingOptions:
-    """CPU: the Python-backend model over ONNX Runtime with ragged inputs; GPU: NVIDIA's ONNX Runtime
-    backend with the TensorRT accelerator in fp16."""
+    """cpu: the Python-backend model over ONNX Runtime with ragged inputs; gpu: NVIDIA's ONNX Runtime
+    backend with the TensorRT accelerator in fp16; gpu-torch: the Python-backend model over PyTorch
+    with ragged inputs, on each GPU (`KIND_AUTO`: on the CPU in fp32 where the server has none).
+    `max_batch_size` comes from the model card, which the gateway reads to split its requests."""
     batching = DynamicBatching(max_queue_delay_us=QUEUE_DELAY_US, preferred_batch_sizes=PREFERRED_BATCH_SIZES)
+    pad_values = f'{{"{INPUT_IDS}": {pad_token_id}}}'
+    if target == "gpu-torch":
+        if torch_serving is None:
+            raise ValueError("`--target gpu-torch` needs its torch serving options (head, max length)")
+        return ServingOptions(
+            backend="python",
+            max_batch_size=max_batch_size,
+            batching=batching,
+            instance_count=instance_count,
+            instance_kind="KIND_AUTO",
+            parameters={
+                "head": torch_serving.head,
+                "precision": torch_serving.precision,
+                "compile": torch_serving.compile,
+                "padding_mask_input": padding_mask,
+                "pad_values": pad_values,
+                "max_length": str(torch_serving.max_length),
+                "bucket_multiple": str(TORCH_BUCKET_MULTIPLE),
+                "sub_batch_rows": str(TORCH_SUB_BATCH_ROWS),
+                "sub_batch_tokens": str(TORCH_SUB_BATCH_TOKENS),
+                "intra_op_threads": str(intra_op_threads),
+            },
+        )
     if target == "gpu":
         return ServingOptions(
             backend="onnxruntime",
-            max_batch_size=ENCODER_MAX_BATCH_SIZE,
+            max_batch_size=max_batch_size,
             batching=batching,
             instance_count=instance_count,
             instance_kind="KIND_GPU",
@@ -41,13 +90,13 @@ def encoder_serving_options(
         )
     return ServingOptions(
         backend="python",
-        max_batch_size=ENCODER_MAX_BATCH_SIZE,
+        max_batch_size=max_batch_size,
         batching=batching,
         instance_count=instance_count,
         parameters={
             "onnx_file": ONNX_FILE,
             "padding_mask_input": padding_mask,
-            "pad_values": f'{{"{INPUT_IDS}": {pad_token_id}}}',
+            "pad_values": pad_values,
             "intra_op_threads": str(intra_op_threads),
         },
     )

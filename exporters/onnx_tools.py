@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
@@ -57,22 +58,31 @@ def cpu_session(path: Path, threads: int = 2) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+class Session(Protocol):
+    """What validation runs: an ONNX Runtime session, or `exporters.torch_target.ServedSession`."""
+
+    def run(self, output_names: Sequence[str], input_feed: Mapping[str, np.ndarray]) -> list[Any]: ...
+
+
 @dataclass(frozen=True)
 class ParityReport:
     cases: int
     max_abs_diff: float
     atol: float
+    served: str = "onnx"
+    """What was compared with PyTorch: `onnx`, or `served` (the gpu-torch checkpoint as served)."""
 
     def __str__(self) -> str:
-        return f"{self.cases} batches, max |onnx - torch| = {self.max_abs_diff:.2e} (atol {self.atol:.0e})"
+        return f"{self.cases} batches, max |{self.served} - torch| = {self.max_abs_diff:.2e} (atol {self.atol:.0e})"
 
 
 def validate_against_torch(
     module: torch.nn.Module,
-    session: ort.InferenceSession,
+    session: Session,
     batches: Sequence[Mapping[str, np.ndarray]],
     output: str,
     atol: float,
+    served: str = "onnx",
 ) -> ParityReport:
     """Run every batch through both; raise ValidationError naming the worst batch beyond `atol`.
 
@@ -94,7 +104,7 @@ def validate_against_torch(
                 raise ValidationError(
                     f"`{output}` differs from PyTorch by {diff:.2e} > atol {atol:.0e} on a batch of shape {shape}"
                 )
-    return ParityReport(cases=len(batches), max_abs_diff=worst, atol=atol)
+    return ParityReport(cases=len(batches), max_abs_diff=worst, atol=atol, served=served)
 
 
 def optimize_transformer(source: Path, target: Path, *, num_heads: int, hidden_size: int) -> dict[str, int]:

@@ -92,34 +92,51 @@ def prepare(name: str, workdir: Path, quantize: Literal["none", "int8"]) -> Prep
     raise ValueError(f"unknown benchmark model {name!r}; use bert-base or minilm-zero-shot")
 
 
-def _bodies(texts: list[str]) -> list[bytes]:
-    return [json.dumps({"texts": [text]}).encode() for text in texts]
-
-
-def _load_rows(model: str, system: str, url: str, texts: list[str], options: BenchOptions) -> list[dict]:
+def load_rows(
+    model: str,
+    system: str,
+    url: str,
+    texts: list[str],
+    *,
+    concurrency: tuple[int, ...],
+    duration_s: float,
+    warmup_s: float,
+) -> list[dict]:
+    """One closed-loop run per concurrency against `/v1/emotions`, one text per request, as table rows."""
+    bodies = [json.dumps({"texts": [text]}).encode() for text in texts]
     rows = []
-    for concurrency in options.concurrency:
-        result = run_load_sync(
-            url,
-            _bodies(texts),
-            concurrency=concurrency,
-            duration_s=options.duration_s,
-            warmup_s=options.warmup_s,
-        )
-        if not result.successes:
-            raise RuntimeError(f"{system} answered no request successfully ({result.errors} errors)")
+    for clients in concurrency:
+        result = run_load_sync(url, bodies, concurrency=clients, duration_s=duration_s, warmup_s=warmup_s)
         rows.append(
             {
                 "model": model,
                 "system": system,
-                "load": f"c={concurrency}",
+                "load": f"c={clients}",
                 "throughput_per_s": result.throughput,
                 "p50_ms": result.p50_ms,
                 "p99_ms": result.p99_ms,
                 "errors": result.errors,
             }
         )
-        logger.info("%s %s c=%d: %.1f req/s", model, system, concurrency, result.throughput)
+        logger.info(
+            "%s %s c=%d: %.1f req/s, %d errors", model, system, clients, result.throughput, result.errors
+        )
+    return rows
+
+
+def _load_rows(model: str, system: str, url: str, texts: list[str], options: BenchOptions) -> list[dict]:
+    rows = load_rows(
+        model,
+        system,
+        url,
+        texts,
+        concurrency=options.concurrency,
+        duration_s=options.duration_s,
+        warmup_s=options.warmup_s,
+    )
+    for row in rows:
+        if not row["throughput_per_s"]:
+            raise RuntimeError(f"{system} answered no request successfully ({row['errors']} errors)")
     return rows
 
 

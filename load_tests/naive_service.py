@@ -22,7 +22,7 @@ class Texts(BaseModel):
     texts: list[str]
 
 
-def _classifier(model: str) -> Callable[[list[str]], list[dict[str, float]]]:
+def _classifier(model: str, device: str = "cpu") -> Callable[[list[str]], list[dict[str, float]]]:
     if model == ZERO_SHOT:
         from exporters.emotion.zero_shot import build_zero_shot_model
 
@@ -41,7 +41,7 @@ def _classifier(model: str) -> Callable[[list[str]], list[dict[str, float]]]:
     from transformers import pipeline
 
     classify = pipeline(
-        "text-classification", model=model, top_k=None, function_to_apply="sigmoid", device=-1
+        "text-classification", model=model, top_k=None, function_to_apply="sigmoid", device=device
     )
 
     def fine_tuned(texts: list[str]) -> list[dict[str, float]]:
@@ -50,8 +50,8 @@ def _classifier(model: str) -> Callable[[list[str]], list[dict[str, float]]]:
     return fine_tuned
 
 
-def create_naive_app(model: str) -> FastAPI:
-    classify = _classifier(model)
+def create_naive_app(model: str, device: str = "cpu") -> FastAPI:
+    classify = _classifier(model, device)
     app = FastAPI()
 
     @app.post("/v1/emotions")
@@ -69,9 +69,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", required=True, help=f"checkpoint folder, or `{ZERO_SHOT}`")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for a fine-tuned checkpoint on the GPU")
     args = parser.parse_args()
     uvicorn.run(
-        create_naive_app(args.model), host="127.0.0.1", port=args.port, access_log=False, log_level="warning"
+        create_naive_app(args.model, args.device),
+        host="127.0.0.1",
+        port=args.port,
+        access_log=False,
+        log_level="warning",
     )
 
 

@@ -45,8 +45,7 @@ class GatewaySettings(BaseSettings):
     max_texts: int = Field(
         ENCODER_MAX_BATCH_SIZE,
         ge=1,
-        le=ENCODER_MAX_BATCH_SIZE,
-        description="Texts per request; Triton's max_batch_size caps it.",
+        description="Texts per request (422 above); each model's card sets how many go in one Triton call.",
     )
     max_text_chars: int = Field(
         20_000, ge=1, description="Characters per text; tokens past the model's limit are truncated anyway."

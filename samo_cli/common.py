@@ -9,6 +9,10 @@ from typing import Annotated, Literal
 import typer
 
 Target = Literal["cpu", "gpu"]
+EncoderTarget = Literal["cpu", "gpu", "gpu-torch"]
+"""`samo.contracts.text.EncoderTarget`, spelled here so that `samo --help` imports no model code."""
+Precision = Literal["fp16", "bf16"]
+CompileMode = Literal["off", "reduce-overhead", "max-autotune"]
 
 RepositoryOption = Annotated[Path, typer.Option("--repository", help="Triton model repository folder.")]
 

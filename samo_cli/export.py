@@ -10,9 +10,30 @@ from typing import Annotated, Literal
 
 import typer
 
-from samo_cli.common import RepositoryOption, Target, fail, setup_logging
+from samo_cli.common import (
+    CompileMode,
+    EncoderTarget,
+    Precision,
+    RepositoryOption,
+    Target,
+    fail,
+    setup_logging,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Export checkpoints into a Triton model repository.")
+
+PrecisionOption = Annotated[
+    Precision | None,
+    typer.Option(help="gpu-torch: fp16 (default) | bf16 on the GPU; a CPU instance runs fp32."),
+]
+TorchCompileOption = Annotated[
+    CompileMode,
+    typer.Option(
+        "--torch-compile",
+        help="gpu-torch, GPU only: off | reduce-overhead (CUDA graphs) | max-autotune, "
+        "compiled per bucket shape on first use; not measured yet.",
+    ),
+]
 
 
 @app.command("emotion")
@@ -29,7 +50,11 @@ def export_emotion_command(
         typer.Option(help="none | int8 (CPU, per-channel dynamic) | fp16."),
     ] = "none",
     target: Annotated[
-        Target, typer.Option(help="cpu (Python backend + ONNX Runtime) | gpu (NVIDIA's container).")
+        EncoderTarget,
+        typer.Option(
+            help="cpu (Python backend + ONNX Runtime) | gpu (NVIDIA's container, TensorRT) | "
+            "gpu-torch (Python backend + PyTorch on the GPU; fp32 on a server without one)."
+        ),
     ] = "cpu",
     repository: RepositoryOption = Path("model_repository"),
     activation: Annotated[
@@ -38,6 +63,8 @@ def export_emotion_command(
     ] = "auto",
     max_length: Annotated[int | None, typer.Option(help="Token limit; default: the checkpoint's.")] = None,
     atol: Annotated[float, typer.Option(help="Parity tolerance against PyTorch on logits.")] = 1e-4,
+    precision: PrecisionOption = None,
+    torch_compile: TorchCompileOption = "off",
 ) -> None:
     """Export an emotion classifier, validate it against PyTorch and write its Triton model folder."""
     setup_logging()
@@ -53,6 +80,8 @@ def export_emotion_command(
         activation=activation,
         max_length=max_length,
         atol=atol,
+        precision=precision,
+        compile=torch_compile,
     )
     try:
         report = export_emotion(options)
@@ -127,14 +156,23 @@ def export_whisper_onnx_command(
 @app.command("embedder")
 def export_embedder_command(
     name: Annotated[str, typer.Option(help="Model name in the repository.")] = "embedder",
-    target: Annotated[Target, typer.Option(help="cpu | gpu.")] = "cpu",
+    target: Annotated[EncoderTarget, typer.Option(help="cpu | gpu | gpu-torch (as for emotion).")] = "cpu",
     repository: RepositoryOption = Path("model_repository"),
+    precision: PrecisionOption = None,
+    torch_compile: TorchCompileOption = "off",
 ) -> None:
     """Export the MiniLM sentence embedder that the extractive summarizer uses."""
     setup_logging()
     from exporters.embedder import EmbedderExportOptions, export_embedder
+    from exporters.onnx_tools import ExportError
 
-    report = export_embedder(EmbedderExportOptions(name=name, repository=repository, target=target))
+    options = EmbedderExportOptions(
+        name=name, repository=repository, target=target, precision=precision, compile=torch_compile
+    )
+    try:
+        report = export_embedder(options)
+    except ExportError as exc:
+        raise fail(str(exc)) from exc
     typer.echo(report.summary())
 
 

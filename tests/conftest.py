@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,6 +210,13 @@ def gateway(triton: LocalTriton, serving_repository: Path) -> Iterator[Gateway]:
         # The tiny random T5 writes gibberish: tests ask for it by name and keep the extractive default.
         default_summarizer="extractive",
     )
+    with running_gateway(settings) as running:
+        yield running
+
+
+@contextmanager
+def running_gateway(settings: GatewaySettings) -> Iterator[Gateway]:
+    """A gateway app on `settings`' ports in a background thread, stopped on exit."""
     config = uvicorn.Config(
         create_app(settings=settings), host="127.0.0.1", port=settings.port, log_level="warning"
     )

@@ -40,7 +40,7 @@ def rendered(target: str) -> str:
     return render_model_config(build_model_config("emotion", model_card.contract.model, options))
 
 
-@pytest.mark.parametrize("target", ["cpu", "gpu"])
+@pytest.mark.parametrize("target", ["cpu", "gpu", "gpu-torch"])
 def test_config_matches_golden_file(target: str) -> None:
     golden = GOLDEN / f"emotion_{target}.pbtxt"
     if os.environ.get("SAMO_UPDATE_GOLDEN"):

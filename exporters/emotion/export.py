@@ -20,11 +20,17 @@ from transformers import (
 
 import samo
 from exporters.emotion import zero_shot
-from exporters.encoder_serving import BACKEND, ONNX_FILE, encoder_serving_options
+from exporters.encoder_serving import (
+    ONNX_FILE,
+    TorchServing,
+    encoder_backend,
+    encoder_serving_options,
+)
 from exporters.model_folder import ModelFolder
 from exporters.onnx_tools import (
     ExportError,
     ParityReport,
+    Session,
     convert_fp16,
     cpu_session,
     export_onnx,
@@ -32,6 +38,7 @@ from exporters.onnx_tools import (
     quantize_int8,
     validate_against_torch,
 )
+from exporters.torch_target import Prototypes, ServedSession, save_checkpoint
 from samo.contracts.emotion import (
     LOGITS,
     Activation,
@@ -40,12 +47,13 @@ from samo.contracts.emotion import (
     Thresholds,
     to_probabilities,
 )
+from samo.contracts.text import EncoderTarget
+from samo.torch_encoding import CompileMode, Head, Precision
 from samo.triton.model_config import ServingOptions
 
 logger = logging.getLogger(__name__)
 
 Quantization = Literal["none", "int8", "fp16"]
-Target = Literal["cpu", "gpu"]
 
 BATCH_DEPENDENCE_WARNING = 1e-4
 
@@ -56,13 +64,17 @@ class EmotionExportOptions:
     """Checkpoint folder or hub id; None exports the embedded zero-shot MiniLM default."""
     name: str = "emotion"
     quantize: Quantization = "none"
-    target: Target = "cpu"
+    target: EncoderTarget = "cpu"
     repository: Path = Path("model_repository")
     activation: Activation | Literal["auto"] = "auto"
     max_length: int | None = None
     atol: float = 1e-4
     intra_op_threads: int = 2
     instance_count: int = 1
+    precision: Precision | None = None
+    """`gpu-torch` only: what the GPU computes in (fp16 when not given); the CPU computes in fp32."""
+    compile: CompileMode = "off"
+    """`gpu-torch` only: `torch.compile` per bucket shape on GPU (CUDA graphs with reduce-overhead)."""
 
     def check(self) -> None:
         """Flag combinations that cannot work, with the fix in the message."""
@@ -71,10 +83,28 @@ class EmotionExportOptions:
                 "`--quantize int8` is for `--target cpu`; on GPU TensorRT builds the engine itself: "
                 "use `--quantize fp16` (or none, served as fp16 by TensorRT)"
             )
+        check_torch_flags(self.target, self.quantize, self.precision, self.compile)
         if self.max_length is not None and self.max_length < 8:
             raise ExportError(f"`--max-length` must be at least 8 tokens, got {self.max_length}")
         if not self.name.replace("-", "_").isidentifier():
             raise ExportError(f"`--name` must be letters, digits, `_` or `-`, got {self.name!r}")
+
+
+def check_torch_flags(
+    target: EncoderTarget, quantize: Quantization, precision: Precision | None, compile_mode: CompileMode
+) -> None:
+    """`--precision` and `--torch-compile` belong to `--target gpu-torch`, which has no `--quantize`."""
+    if target == "gpu-torch" and quantize != "none":
+        raise ExportError(
+            f"`--quantize {quantize}` is for the ONNX targets; `--target gpu-torch` runs the checkpoint "
+            "in PyTorch: choose its GPU precision with `--precision fp16|bf16`"
+        )
+    if target != "gpu-torch" and precision is not None:
+        raise ExportError(
+            f"`--precision` is for `--target gpu-torch`; for `--target {target}` use `--quantize` instead"
+        )
+    if target != "gpu-torch" and compile_mode != "off":
+        raise ExportError(f"`--torch-compile` is for `--target gpu-torch`, not `--target {target}`")
 
 
 @dataclass(frozen=True)
@@ -95,13 +125,12 @@ class AccuracyReport:
         )
 
 
-def batch_dependence(path: Path, tokenizer: PreTrainedTokenizerBase, card: EmotionModelCard) -> float:
+def batch_dependence(session: Session, tokenizer: PreTrainedTokenizerBase, card: EmotionModelCard) -> float:
     """Largest score change between a text run alone and the same text inside a padded batch.
 
     Near 1e-7 for float graphs. Dynamic int8 computes activation scales over the whole batch, so
     there a text's scores depend on its neighbours and on padding.
     """
-    session = cpu_session(path)
     texts = sample_texts()[:32]
     batched = session.run([LOGITS], _encode(tokenizer, texts, card))[0]
     alone = np.concatenate([session.run([LOGITS], _encode(tokenizer, [text], card))[0] for text in texts])
@@ -118,14 +147,22 @@ class ExportReport:
     batch_dependence: float
     fused_ops: dict[str, int] = field(default_factory=dict)
     accuracy: AccuracyReport | None = None
+    torch_serving: TorchServing | None = None
 
     def summary(self) -> str:
         lines = [
             f"exported {self.card.kind} emotion model to {self.model_dir}",
             f"  labels: {len(self.card.labels)}, max length {self.card.max_length} tokens, target "
             f"{self.card.target}, quantization {self.card.quantization}",
-            f"  parity fp32 vs PyTorch: {self.parity}",
         ]
+        if self.torch_serving:
+            lines.append(
+                f"  PyTorch `{self.torch_serving.head}` head: {self.torch_serving.precision} on GPU (fp32 on "
+                f"CPU), torch.compile {self.torch_serving.compile}"
+            )
+            lines.append(f"  parity served checkpoint (fp32, CPU) vs PyTorch: {self.parity}")
+        else:
+            lines.append(f"  parity fp32 vs PyTorch: {self.parity}")
         if self.fused_ops:
             lines.append("  fused: " + ", ".join(f"{op} x{n}" for op, n in sorted(self.fused_ops.items())))
         if self.accuracy:
@@ -143,10 +180,14 @@ class ExportReport:
 @dataclass(frozen=True)
 class _Loaded:
     module: torch.nn.Module
+    """What the ONNX graph is exported from and every target is validated against."""
+    checkpoint: torch.nn.Module
+    """The Hugging Face model inside `module`, saved as is by `--target gpu-torch`."""
     tokenizer: PreTrainedTokenizerBase
     card: EmotionModelCard
     num_heads: int
     hidden_size: int
+    prototypes: Prototypes | None = None
 
 
 class _LogitsOf(torch.nn.Module):
@@ -203,6 +244,7 @@ def _load_checkpoint(options: EmotionExportOptions) -> _Loaded:
     )
     return _Loaded(
         module=_LogitsOf(model, contract.model.input_names),
+        checkpoint=model,
         tokenizer=tokenizer,
         card=card,
         num_heads=getattr(config, "num_attention_heads", 0),
@@ -230,10 +272,12 @@ def _load_zero_shot(options: EmotionExportOptions) -> _Loaded:
     )
     return _Loaded(
         module=built.module,
+        checkpoint=built.module.embedder.encoder,
         tokenizer=built.tokenizer,
         card=card,
         num_heads=encoder_config.num_attention_heads,
         hidden_size=encoder_config.hidden_size,
+        prototypes=Prototypes(built.module.prototypes, built.module.bias, zero_shot.SCALE),
     )
 
 
@@ -296,19 +340,39 @@ def _accuracy(
     )
 
 
+def torch_head(card: EmotionModelCard) -> Head:
+    """The head `gpu-torch` rebuilds: the zero-shot default's prototypes, or a classifier's logits."""
+    return "prototypes" if card.kind == "zero-shot" else "logits"
+
+
+def torch_serving(card: EmotionModelCard, options: EmotionExportOptions) -> TorchServing | None:
+    if card.target != "gpu-torch":
+        return None
+    return TorchServing(
+        head=torch_head(card),
+        max_length=card.max_length,
+        precision=options.precision or "fp16",
+        compile=options.compile,
+    )
+
+
 def serving_options(card: EmotionModelCard, options: EmotionExportOptions) -> ServingOptions:
     return encoder_serving_options(
         target=card.target,
         padding_mask=card.contract.padding_mask,
         pad_token_id=card.pad_token_id,
+        max_batch_size=card.max_batch_size,
         intra_op_threads=options.intra_op_threads,
         instance_count=options.instance_count,
+        torch_serving=torch_serving(card, options),
     )
 
 
 def export_emotion(options: EmotionExportOptions) -> ExportReport:
     options.check()
     loaded = _load_zero_shot(options) if options.model is None else _load_checkpoint(options)
+    if options.target == "gpu-torch":
+        return _export_torch(options, loaded)
     card, tokenizer = loaded.card, loaded.tokenizer
     contract = card.contract.model
 
@@ -338,7 +402,7 @@ def export_emotion(options: EmotionExportOptions) -> ExportReport:
             final = half
         if final is not fp32:
             accuracy = _accuracy(fp32, final, tokenizer, card)
-        dependence = batch_dependence(final, tokenizer, card)
+        dependence = batch_dependence(cpu_session(final), tokenizer, card)
 
         model_dir = _write_model_folder(options, card, tokenizer, final)
     report = ExportReport(
@@ -348,6 +412,45 @@ def export_emotion(options: EmotionExportOptions) -> ExportReport:
         batch_dependence=dependence,
         fused_ops=fused,
         accuracy=accuracy,
+    )
+    logger.info("%s", report.summary())
+    return report
+
+
+def _export_torch(options: EmotionExportOptions, loaded: _Loaded) -> ExportReport:
+    """`--target gpu-torch`: the checkpoint saved as is, validated as the backend will run it."""
+    card, tokenizer = loaded.card, loaded.tokenizer
+    contract = card.contract
+    folder = ModelFolder(options.repository, options.name).create()
+    with folder.removed_on_error():
+        head = torch_head(card)
+        save_checkpoint(folder.version_dir, loaded.checkpoint, head, loaded.prototypes)
+        served = ServedSession(
+            folder.version_dir,
+            head=head,
+            input_names=contract.model.input_names,
+            padding_mask=contract.padding_mask,
+            pad_token_id=card.pad_token_id,
+            max_length=card.max_length,
+        )
+        batches = validation_batches(tokenizer, card)
+        parity = validate_against_torch(loaded.module, served, batches, LOGITS, options.atol, served="served")
+        logger.info("parity: %s", parity)
+        dependence = batch_dependence(served, tokenizer, card)
+        folder.finish(
+            contract=contract.model,
+            serving=serving_options(card, options),
+            card=card,
+            backend=encoder_backend(card.target),
+            tokenizer=tokenizer,
+        )
+        Thresholds.default(card.labels).write(folder.path)
+    report = ExportReport(
+        model_dir=folder.path,
+        card=card,
+        parity=parity,
+        batch_dependence=dependence,
+        torch_serving=torch_serving(card, options),
     )
     logger.info("%s", report.summary())
     return report
@@ -366,7 +469,7 @@ def _write_model_folder(
         contract=card.contract.model,
         serving=serving_options(card, options),
         card=card,
-        backend=BACKEND,
+        backend=encoder_backend(card.target),
         tokenizer=tokenizer,
     )
     Thresholds.default(card.labels).write(folder.path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -24,15 +25,23 @@ class EmotionService:
         return pick_model(self.models, name or self.default_model, "emotion")
 
     async def detect(self, texts: Sequence[str], options: EmotionOptions = EmotionOptions()) -> EmotionResult:
+        """Scores for any number of texts: one Triton request per `max_batch_size` of the model's card."""
         model = self.model(options.model)
-        encoded = model.encode(texts)
-        outputs = await self.triton.infer(model.name, encoded.inputs, [LOGITS])
-        logits = outputs[LOGITS]
+        rows = model.card.max_batch_size
+        chunks = [model.encode(texts[start : start + rows]) for start in range(0, len(texts), rows)]
+        outputs = await asyncio.gather(
+            *(self.triton.infer(model.name, encoded.inputs, [LOGITS]) for encoded in chunks)
+        )
+        logits = (
+            np.concatenate([o[LOGITS] for o in outputs]) if outputs else np.empty((0, len(model.card.labels)))
+        )
         if logits.shape != (len(texts), len(model.card.labels)):
             raise SamoError(
                 ErrorType.INTERNAL,
                 f"model `{model.name}` returned scores of shape {logits.shape} for {len(texts)} texts",
             )
+        truncated = [flag for encoded in chunks for flag in encoded.truncated]
+        token_counts = [count for encoded in chunks for count in encoded.token_counts]
         probabilities = to_probabilities(logits.astype(np.float64), model.card.activation)
         thresholds = (
             model.thresholds
@@ -49,8 +58,8 @@ class EmotionService:
                 TextEmotions(
                     labels=tuple(LabelScore(label=labels[i], score=float(scores[i])) for i in above),
                     scores=dict(zip(labels, map(float, scores), strict=True)),
-                    truncated=encoded.truncated[row],
-                    tokens=encoded.token_counts[row],
+                    truncated=truncated[row],
+                    tokens=token_counts[row],
                 )
             )
         card = model.card

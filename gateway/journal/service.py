@@ -20,10 +20,7 @@ from gateway.results import (
 from gateway.summarization.sentences import split_sentences
 from gateway.summarization.service import SummarizationService
 from gateway.transcription.service import TranscriptionService
-from samo.contracts.text import ENCODER_MAX_BATCH_SIZE
 from samo.contracts.whisper import DecodeOptions
-
-MAX_SENTENCES_PER_CALL = ENCODER_MAX_BATCH_SIZE  # the emotion model's max_batch_size
 
 
 class JournalService:
@@ -55,16 +52,12 @@ class JournalService:
                 models=JournalModels(emotion=None, summarization=None, transcription=transcription),
             )
         sentences = split_sentences(text)
-        chunks = [
-            sentences[i : i + MAX_SENTENCES_PER_CALL]
-            for i in range(0, len(sentences), MAX_SENTENCES_PER_CALL)
-        ]
-        whole, summary, *per_chunk = await asyncio.gather(
+        whole, summary, by_sentence = await asyncio.gather(
             self.emotions.detect([text], options),
             self.summarization.summarize([text], SummaryOptions()),
-            *(self.emotions.detect(chunk, options) for chunk in chunks),
+            self.emotions.detect(sentences, options),
         )
-        per_sentence = [result for chunk in per_chunk for result in chunk.results]
+        per_sentence = by_sentence.results
         return JournalAnalysis(
             source=source,
             text=text,

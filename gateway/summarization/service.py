@@ -20,7 +20,7 @@ from gateway.summarization.sentences import split_sentences
 from gateway.triton_client import TritonClient
 from samo.contracts.embedding import EMBEDDINGS, EmbeddingModelCard
 from samo.contracts.summarizer import OPTIONS, OUTPUT_IDS, GenerationOptions
-from samo.contracts.text import ENCODER_MAX_BATCH_SIZE, INPUT_IDS
+from samo.contracts.text import INPUT_IDS
 from samo.text_encoding import TokenEncoder, latest_version
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 EXTRACTIVE = "extractive"
 ABSTRACTIVE = "abstractive"
 DEFAULT_SENTENCES = 3
-ROWS_PER_REQUEST = ENCODER_MAX_BATCH_SIZE  # the embedder's max_batch_size
 
 
 @dataclass(frozen=True)
@@ -126,9 +125,10 @@ class SummarizationService:
     async def embed(
         self, embedder: Embedder, sentences: Sequence[str]
     ) -> tuple[np.ndarray, tuple[int, ...], tuple[bool, ...]]:
+        rows = embedder.card.max_batch_size
         encoded = [
-            embedder.encoder.encode(sentences[start : start + ROWS_PER_REQUEST])
-            for start in range(0, len(sentences), ROWS_PER_REQUEST)
+            embedder.encoder.encode(sentences[start : start + rows])
+            for start in range(0, len(sentences), rows)
         ]
         outputs = await asyncio.gather(
             *(self.triton.infer(embedder.name, e.inputs, [EMBEDDINGS]) for e in encoded)

@@ -6,11 +6,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from samo.contracts.cards import CARD_FILE
 from samo.contracts.tensors import DataType, ModelContract, TensorSpec
-from samo.contracts.text import ATTENTION_MASK, token_inputs
+from samo.contracts.text import (
+    ATTENTION_MASK,
+    ENCODER_MAX_BATCH_SIZE,
+    EncoderTarget,
+    ragged_inputs,
+    token_inputs,
+)
 
 EMBEDDINGS = "embeddings"
 
@@ -44,13 +50,16 @@ class EmbeddingModelCard(BaseModel):
     max_length: int
     token_type_ids: bool = True
     pad_token_id: int = 0
-    target: Literal["cpu", "gpu"] = "cpu"
+    max_batch_size: int = Field(
+        ENCODER_MAX_BATCH_SIZE, gt=0, description="texts per Triton request (config.pbtxt max_batch_size)"
+    )
+    target: EncoderTarget = Field("cpu", description="where it runs; `gpu` takes equal-length rows only")
     samo_version: str = ""
 
     @property
     def contract(self) -> EmbeddingContract:
         return EmbeddingContract(
-            dims=self.dims, token_type_ids=self.token_type_ids, ragged=self.target == "cpu"
+            dims=self.dims, token_type_ids=self.token_type_ids, ragged=ragged_inputs(self.target)
         )
 
     def write(self, model_dir: Path) -> None:

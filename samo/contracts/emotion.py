@@ -12,7 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from samo.contracts.cards import CARD_FILE
 from samo.contracts.tensors import DataType, ModelContract, TensorSpec
-from samo.contracts.text import ATTENTION_MASK, token_inputs
+from samo.contracts.text import (
+    ATTENTION_MASK,
+    ENCODER_MAX_BATCH_SIZE,
+    EncoderTarget,
+    ragged_inputs,
+    token_inputs,
+)
 
 LOGITS = "logits"
 
@@ -24,8 +30,9 @@ LABELS_FILE = "labels.txt"
 class EmotionContract:
     """Token ids in, one score per label out.
 
-    `ragged` is true for the CPU Python-backend model, which pads each dynamic batch itself, so
-    requests of any length share a batch; NVIDIA's ONNX Runtime backend needs equal shapes instead.
+    `ragged` is true for the Python-backend models (`cpu`, `gpu-torch`), which pad each dynamic batch
+    themselves, so requests of any length share a batch; NVIDIA's ONNX Runtime backend needs equal
+    shapes instead.
     """
 
     num_labels: int
@@ -64,14 +71,17 @@ class EmotionModelCard(BaseModel):
     max_length: int = Field(gt=0, description="tokens; longer texts are truncated")
     token_type_ids: bool
     pad_token_id: int = 0
+    max_batch_size: int = Field(
+        ENCODER_MAX_BATCH_SIZE, gt=0, description="texts per Triton request (config.pbtxt max_batch_size)"
+    )
     quantization: Literal["none", "int8", "fp16"] = "none"
-    target: Literal["cpu", "gpu"] = "cpu"
+    target: EncoderTarget = Field("cpu", description="where it runs; `gpu` takes equal-length rows only")
     samo_version: str = ""
 
     @property
     def contract(self) -> EmotionContract:
         return EmotionContract(
-            num_labels=len(self.labels), token_type_ids=self.token_type_ids, ragged=self.target == "cpu"
+            num_labels=len(self.labels), token_type_ids=self.token_type_ids, ragged=ragged_inputs(self.target)
         )
 
     def write(self, model_dir: Path) -> None:

@@ -5,6 +5,8 @@ The emotion classifiers, the sentence embedder and the summarizers all read toke
 
 from __future__ import annotations
 
+from typing import Literal
+
 from samo.contracts.tensors import DataType, TensorSpec
 
 INPUT_IDS = "input_ids"
@@ -18,6 +20,17 @@ TOKEN_AXES = ("batch_size", "sequence_length")
 ENCODER_MAX_BATCH_SIZE = 64
 """Texts in one call to a text encoder (emotion, embedder): Triton's `max_batch_size` for them, and the
 most texts the gateway sends in one request."""
+
+
+EncoderTarget = Literal["cpu", "gpu", "gpu-torch"]
+"""Where a text encoder runs: `cpu` (ONNX Runtime in the Python backend), `gpu` (NVIDIA's ONNX Runtime
+backend with TensorRT) or `gpu-torch` (PyTorch in the Python backend, on the instance's GPU)."""
+
+
+def ragged_inputs(target: EncoderTarget) -> bool:
+    """Whether the token inputs are ragged: the Python-backend models pad each dynamic batch
+    themselves; NVIDIA's ONNX Runtime backend batches equal shapes only (the gateway pads to match)."""
+    return target != "gpu"
 
 
 def token_inputs(*, token_type_ids: bool, ragged: bool) -> tuple[TensorSpec, ...]:

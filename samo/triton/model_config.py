@@ -39,7 +39,9 @@ class ServingOptions:
     max_batch_size: int
     batching: DynamicBatching | None = DynamicBatching()
     instance_count: int = 1
-    instance_kind: Literal["KIND_CPU", "KIND_GPU"] = "KIND_CPU"
+    instance_kind: Literal["KIND_CPU", "KIND_GPU", "KIND_AUTO"] = "KIND_CPU"
+    """`KIND_AUTO`: one instance group on each GPU when the server has GPUs, else on the CPU (protobuf
+    omits this default value, so config.pbtxt shows no `kind`)."""
     default_model_filename: str | None = None
     tensorrt_fp16: bool = False
     warmup: Warmup | None = Warmup()

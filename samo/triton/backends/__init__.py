@@ -10,5 +10,6 @@ BACKENDS_DIR = Path(__file__).parent
 
 
 def backend_file(name: str) -> Path:
-    """The module an exporter copies as `model.py`: `encoder`, `summarizer`, `whisper_ct2`, `whisper_onnx`."""
+    """The module an exporter copies as `model.py`: `encoder`, `torch_encoder`, `summarizer`, `whisper_ct2`,
+    `whisper_onnx`."""
     return BACKENDS_DIR / f"{name}.py"
