@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import resource
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -310,6 +311,16 @@ class _Worker:
             self._disconnect()
 
 
+def allow_connections(concurrency: int) -> None:
+    """Raise this process's open-file limit to fit one socket per worker: at the usual soft limit of
+    1024, a run at c=1024 fails every connection."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = concurrency + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, ceiling), hard))
+
+
 async def run_load(
     url: str,
     bodies: Sequence[bytes],
@@ -335,6 +346,7 @@ async def run_load(
     if not bodies:
         raise ValueError("bodies must not be empty")
     target = _build_target(url, bodies, content_type, headers)
+    allow_connections(concurrency)
 
     n = len(target.requests)
     start = time.perf_counter()

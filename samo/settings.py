@@ -18,6 +18,14 @@ class GatewaySettings(BaseSettings):
     host: str = Field("127.0.0.1", description="HTTP bind address.")
     port: int = Field(8080, ge=1, le=65535, description="HTTP port.")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC API port (samo.v1); 0 picks a free one.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Gateway processes sharing the HTTP and gRPC ports. One process tokenizes and "
+        "serializes on one core; with a GPU behind Triton, about one per free core. Limits such as "
+        "`max_inflight_requests` and /metrics are per process.",
+    )
     grpc_max_message_bytes: int = Field(
         26 << 20, ge=1 << 20, description="Largest gRPC request accepted, bytes: the audio limit plus room."
     )

@@ -40,13 +40,16 @@ def gateway_command(
     host: Annotated[str | None, typer.Option(help="Default: SAMO_HOST or 127.0.0.1.")] = None,
     port: Annotated[int | None, typer.Option(help="Default: SAMO_PORT or 8080.")] = None,
     grpc_port: Annotated[int | None, typer.Option(help="Default: SAMO_GRPC_PORT or 50051.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Processes sharing the ports. Default: SAMO_WORKERS or 1.")
+    ] = None,
 ) -> None:
     """Run the gateway, HTTP and gRPC (Triton must be reachable at SAMO_TRITON_GRPC_URL)."""
     setup_logging()
     from gateway.main import run_gateway
     from samo.settings import GatewaySettings
 
-    given = {"host": host, "port": port, "grpc_port": grpc_port}
+    given = {"host": host, "port": port, "grpc_port": grpc_port, "workers": workers}
     overrides = {k: v for k, v in given.items() if v is not None}
     run_gateway(GatewaySettings(**overrides))
 

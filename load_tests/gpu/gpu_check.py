@@ -47,6 +47,8 @@ COLUMNS = ("model", "system", "load", "throughput_per_s", "p50_ms", "p99_ms", "e
 NAIVE = "(a) FastAPI + PyTorch, per request"
 IN_PROCESS = "(b) PyTorch batched, in-process"
 STACK = "(c) gateway + Triton (gpu-torch)"
+# The stack is measured, not its overload answers: 429s would start at 256 requests in flight per process.
+MAX_INFLIGHT = 8192
 SHAPES = {
     # BertConfig's defaults are BERT-base: 12 layers, hidden 768, 12 heads.
     "bert-base": {},
@@ -67,6 +69,9 @@ class CheckOptions:
     duration_s: float = 10.0
     warmup_s: float = 3.0
     batches: tuple[int, ...] = (1, 32, 256)
+    gateway_workers: tuple[int, ...] = (1,)
+    baselines: bool = True
+    """(a) and (b) as well as (c); off to rerun the stack alone in a short GPU window."""
 
 
 def make_environment(wheels: Path) -> Path:
@@ -244,12 +249,14 @@ def measure_naive(name: str, checkpoint: Path, texts: list[str], options: CheckO
 
 
 def measure_stack(
-    name: str, repository: Path, texts: list[str], options: CheckOptions
+    name: str, repository: Path, texts: list[str], options: CheckOptions, workers: int
 ) -> tuple[list[dict], dict]:
     from load_tests.processes import gateway_stack
 
+    os.environ.update({"SAMO_WORKERS": str(workers), "SAMO_MAX_INFLIGHT_REQUESTS": str(MAX_INFLIGHT)})
+    system = STACK if workers == 1 else STACK.replace("gateway", f"gateway x{workers}")
     with gateway_stack(repository) as stack:
-        rows = _load_rows(name, STACK, f"{stack.gateway_url}/v1/emotions", texts, options)
+        rows = _load_rows(name, system, f"{stack.gateway_url}/v1/emotions", texts, options)
         base = stack.triton_http_url if "://" in stack.triton_http_url else f"http://{stack.triton_http_url}"
         with urllib.request.urlopen(f"{base}/v2/models/stats", timeout=30) as response:
             stats = json.loads(response.read())
@@ -361,13 +368,19 @@ def run_check(options: CheckOptions) -> str:
                 EmotionExportOptions(model=str(checkpoint), repository=repository, target="gpu-torch")
             )
             # The stack first: it is what the check is for, and the part most likely to fail.
-            stack_rows, stats[name] = measure_stack(name, repository, texts, options)
-            rows += measure_in_process(name, checkpoint, texts, options)
-            rows += measure_naive(name, checkpoint, texts, options)
+            stack_rows = []
+            for workers in options.gateway_workers:
+                more, stats[f"{name}, {workers} gateway workers"] = measure_stack(
+                    name, repository, texts, options, workers
+                )
+                stack_rows += more
+            if options.baselines:
+                rows += measure_in_process(name, checkpoint, texts, options)
+                rows += measure_naive(name, checkpoint, texts, options)
             rows += stack_rows
     (options.out / "triton_stats.json").write_text(json.dumps(stats, indent=2))
     plot(rows, options.out)
-    lines = [line for name in options.models for line in stats_summary(stats[name])]
+    lines = [f"{key}:\n" + "\n".join(stats_summary(value)) for key, value in stats.items()]
     report = (
         f"# GPU check\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine}, {os.cpu_count()} CPU cores, "
         f"torch {torch.__version__}, numpy {np.__version__}; closed loop, {options.duration_s:.0f} s per point "
@@ -390,8 +403,14 @@ def main() -> None:
     parser.add_argument("--models", default="bert-base", help="comma-separated: bert-base, minilm")
     parser.add_argument("--concurrency", default="1,32,256,1024")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
+    parser.add_argument(
+        "--gateway-workers", default="1", help="comma-separated gateway process counts for (c)"
+    )
+    parser.add_argument("--stack-only", action="store_true", help="measure (c) alone")
     parser.add_argument("--smoke", action="store_true", help="one short point per system (about a minute)")
     args = parser.parse_args()
+    from load_tests.loadgen import allow_connections
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.wheels and not os.environ.get(SITE_ENV):
         python = make_environment(args.wheels)
@@ -402,9 +421,12 @@ def main() -> None:
         models=tuple(m.strip() for m in args.models.split(",")),
         concurrency=(1, 32) if args.smoke else tuple(int(c) for c in args.concurrency.split(",")),
         duration_s=3.0 if args.smoke else args.duration,
-        warmup_s=1.0 if args.smoke else 3.0,
+        warmup_s=1.0 if args.smoke else min(3.0, args.duration / 2),
         batches=(1, 32) if args.smoke else (1, 32, 256),
+        gateway_workers=tuple(int(w) for w in args.gateway_workers.split(",")),
+        baselines=not args.stack_only,
     )
+    allow_connections(max(options.concurrency) * 2)  # the servers started from here inherit the limit
     print(run_check(options))
 
 
