@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -92,21 +92,22 @@ def prepare(name: str, workdir: Path, quantize: Literal["none", "int8"]) -> Prep
     raise ValueError(f"unknown benchmark model {name!r}; use bert-base or minilm-zero-shot")
 
 
-def load_rows(
-    model: str,
-    system: str,
-    url: str,
-    texts: list[str],
-    *,
-    concurrency: tuple[int, ...],
-    duration_s: float,
-    warmup_s: float,
-) -> list[dict]:
+class LoadShape(Protocol):
+    """How a closed-loop run is shaped: `BenchOptions` here, the GPU check's options too."""
+
+    concurrency: tuple[int, ...]
+    duration_s: float
+    warmup_s: float
+
+
+def load_rows(model: str, system: str, url: str, texts: list[str], shape: LoadShape) -> list[dict]:
     """One closed-loop run per concurrency against `/v1/emotions`, one text per request, as table rows."""
     bodies = [json.dumps({"texts": [text]}).encode() for text in texts]
     rows = []
-    for clients in concurrency:
-        result = run_load_sync(url, bodies, concurrency=clients, duration_s=duration_s, warmup_s=warmup_s)
+    for clients in shape.concurrency:
+        result = run_load_sync(
+            url, bodies, concurrency=clients, duration_s=shape.duration_s, warmup_s=shape.warmup_s
+        )
         rows.append(
             {
                 "model": model,
@@ -125,15 +126,8 @@ def load_rows(
 
 
 def _load_rows(model: str, system: str, url: str, texts: list[str], options: BenchOptions) -> list[dict]:
-    rows = load_rows(
-        model,
-        system,
-        url,
-        texts,
-        concurrency=options.concurrency,
-        duration_s=options.duration_s,
-        warmup_s=options.warmup_s,
-    )
+    """`load_rows`, refusing a run in which a point answered nothing (the benchmark compares systems)."""
+    rows = load_rows(model, system, url, texts, options)
     for row in rows:
         if not row["throughput_per_s"]:
             raise RuntimeError(f"{system} answered no request successfully ({row['errors']} errors)")

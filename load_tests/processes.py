@@ -68,9 +68,11 @@ class RunningStack:
 
 
 @contextlib.contextmanager
-def gateway_stack(repository: Path, *, ready_path: str = "/health/ready") -> Iterator[RunningStack]:
+def gateway_stack(
+    repository: Path, *, ready_path: str = "/health/ready", settings: Mapping[str, str] | None = None
+) -> Iterator[RunningStack]:
     """The stack a benchmark measures: Triton on `repository` and the gateway process in front of it,
-    both on free ports, stopped on exit."""
+    both on free ports, stopped on exit. `settings`: more `SAMO_*` variables for the gateway."""
     from samo.triton.local_server import LocalTriton, TritonPorts
 
     ports = TritonPorts(free_port(), free_port(), free_port())
@@ -81,6 +83,7 @@ def gateway_stack(repository: Path, *, ready_path: str = "/health/ready") -> Ite
             "SAMO_GRPC_PORT": str(free_port()),
             "SAMO_TRITON_GRPC_URL": triton.grpc_url,
             "SAMO_MODEL_REPOSITORY": str(repository),
+            **(settings or {}),
         }
         base = f"http://127.0.0.1:{gateway_port}"
         with server_process(

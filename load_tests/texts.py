@@ -17,8 +17,3 @@ def journal_texts(count: int = 256, seed: int = 0) -> list[str]:
     phrases = [p for texts in by_label.values() for p in texts[1:]]  # [0] is the label's description
     rng = random.Random(seed)
     return [" ".join(rng.sample(phrases, rng.choice((1, 2, 3)))) for _ in range(count)]
-
-
-def label_names() -> list[str]:
-    """The 28 GoEmotions labels, in the order the emotion models use."""
-    return list(json.loads(PHRASES_FILE.read_text()))

@@ -5,8 +5,9 @@ Each command imports its exporter when it runs, so `samo --help` loads no model 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol, TypeVar
 
 import typer
 
@@ -20,7 +21,25 @@ from samo_cli.common import (
     setup_logging,
 )
 
+_Options = TypeVar("_Options")
+
 app = typer.Typer(no_args_is_help=True, help="Export checkpoints into a Triton model repository.")
+
+
+class _Report(Protocol):
+    def summary(self) -> str: ...
+
+
+def _export(export: Callable[[_Options], _Report], options: _Options) -> None:
+    """Run one exporter: its report on success, its error message and exit code 2 on failure."""
+    from exporters.errors import ExportError
+
+    try:
+        report = export(options)
+    except ExportError as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(report.summary())
+
 
 PrecisionOption = Annotated[
     Precision | None,
@@ -69,7 +88,6 @@ def export_emotion_command(
     """Export an emotion classifier, validate it against PyTorch and write its Triton model folder."""
     setup_logging()
     from exporters.emotion.export import EmotionExportOptions, export_emotion
-    from exporters.onnx_tools import ExportError
 
     options = EmotionExportOptions(
         model=model,
@@ -83,11 +101,7 @@ def export_emotion_command(
         precision=precision,
         compile=torch_compile,
     )
-    try:
-        report = export_emotion(options)
-    except ExportError as exc:
-        raise fail(str(exc)) from exc
-    typer.echo(report.summary())
+    _export(export_emotion, options)
 
 
 @app.command("whisper-ct2")
@@ -110,7 +124,6 @@ def export_whisper_ct2_command(
 ) -> None:
     """Install a CTranslate2 Whisper model as a Triton model with cross-request batching."""
     setup_logging()
-    from exporters.onnx_tools import ExportError
     from exporters.whisper.ct2_export import WhisperCt2ExportOptions, export_whisper_ct2
 
     options = WhisperCt2ExportOptions(
@@ -121,11 +134,7 @@ def export_whisper_ct2_command(
         target=target,
         compute_type=compute_type,
     )
-    try:
-        report = export_whisper_ct2(options)
-    except ExportError as exc:
-        raise fail(str(exc)) from exc
-    typer.echo(report.summary())
+    _export(export_whisper_ct2, options)
 
 
 @app.command("whisper")
@@ -142,15 +151,10 @@ def export_whisper_onnx_command(
 ) -> None:
     """Export Whisper to ONNX with optimum (validated against PyTorch), decoded by SAMO's engine in Triton."""
     setup_logging()
-    from exporters.onnx_tools import ExportError
     from exporters.whisper.onnx_export import WhisperOnnxExportOptions, export_whisper_onnx
 
     options = WhisperOnnxExportOptions(model=model, name=name, repository=repository, target=target)
-    try:
-        report = export_whisper_onnx(options)
-    except ExportError as exc:
-        raise fail(str(exc)) from exc
-    typer.echo(report.summary())
+    _export(export_whisper_onnx, options)
 
 
 @app.command("embedder")
@@ -164,16 +168,11 @@ def export_embedder_command(
     """Export the MiniLM sentence embedder that the extractive summarizer uses."""
     setup_logging()
     from exporters.embedder import EmbedderExportOptions, export_embedder
-    from exporters.onnx_tools import ExportError
 
     options = EmbedderExportOptions(
         name=name, repository=repository, target=target, precision=precision, compile=torch_compile
     )
-    try:
-        report = export_embedder(options)
-    except ExportError as exc:
-        raise fail(str(exc)) from exc
-    typer.echo(report.summary())
+    _export(export_embedder, options)
 
 
 @app.command("summarizer")
@@ -196,17 +195,12 @@ def export_summarizer_command(
     """Export a summarizer (encoder, decoder, decoder with past), validate it against PyTorch's
     generate and write its Triton generation model and streaming variant."""
     setup_logging()
-    from exporters.onnx_tools import ExportError
     from exporters.summarizer.export import SummarizerExportOptions, export_summarizer
 
     options = SummarizerExportOptions(
         model=model, name=name, repository=repository, quantize=quantize, target=target, atol=atol
     )
-    try:
-        report = export_summarizer(options)
-    except ExportError as exc:
-        raise fail(str(exc)) from exc
-    typer.echo(report.summary())
+    _export(export_summarizer, options)
 
 
 def tune_thresholds_command(

@@ -129,7 +129,8 @@ def build_checkpoint(name: str, folder: Path) -> Path:
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-    from load_tests.texts import journal_texts, label_names
+    from exporters.emotion.zero_shot import load_prototype_phrases
+    from load_tests.texts import journal_texts
 
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
@@ -142,7 +143,7 @@ def build_checkpoint(name: str, folder: Path) -> Path:
         single="[CLS] $A [SEP]",
         special_tokens=[("[CLS]", tokenizer.token_to_id("[CLS]")), ("[SEP]", tokenizer.token_to_id("[SEP]"))],
     )
-    labels = label_names()
+    labels = list(load_prototype_phrases())
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=tokenizer.get_vocab_size(),
@@ -216,21 +217,8 @@ def _synchronize(where: str) -> None:
         torch.cuda.synchronize()
 
 
-def _load_rows(name: str, system: str, url: str, texts: list[str], options: CheckOptions) -> list[dict]:
-    from load_tests.bench_emotion import load_rows
-
-    return load_rows(
-        name,
-        system,
-        url,
-        texts,
-        concurrency=options.concurrency,
-        duration_s=options.duration_s,
-        warmup_s=options.warmup_s,
-    )
-
-
 def measure_naive(name: str, checkpoint: Path, texts: list[str], options: CheckOptions) -> list[dict]:
+    from load_tests.bench_emotion import load_rows
     from load_tests.processes import free_port, server_process
 
     port = free_port()
@@ -245,20 +233,23 @@ def measure_naive(name: str, checkpoint: Path, texts: list[str], options: CheckO
     ]
     command += ["--device", device()]
     with server_process(command, ready_url=f"http://127.0.0.1:{port}/health", timeout_s=300):
-        return _load_rows(name, NAIVE, f"http://127.0.0.1:{port}/v1/emotions", texts, options)
+        return load_rows(name, NAIVE, f"http://127.0.0.1:{port}/v1/emotions", texts, options)
 
 
 def measure_stack(
     name: str, repository: Path, texts: list[str], options: CheckOptions, workers: int
 ) -> tuple[list[dict], dict]:
+    from load_tests.bench_emotion import load_rows
     from load_tests.processes import gateway_stack
 
-    os.environ.update({"SAMO_WORKERS": str(workers), "SAMO_MAX_INFLIGHT_REQUESTS": str(MAX_INFLIGHT)})
+    settings = {"SAMO_WORKERS": str(workers), "SAMO_MAX_INFLIGHT_REQUESTS": str(MAX_INFLIGHT)}
     system = STACK if workers == 1 else STACK.replace("gateway", f"gateway x{workers}")
-    with gateway_stack(repository) as stack:
-        rows = _load_rows(name, system, f"{stack.gateway_url}/v1/emotions", texts, options)
-        base = stack.triton_http_url if "://" in stack.triton_http_url else f"http://{stack.triton_http_url}"
-        with urllib.request.urlopen(f"{base}/v2/models/stats", timeout=30) as response:
+    with gateway_stack(repository, settings=settings) as stack:
+        rows = load_rows(name, system, f"{stack.gateway_url}/v1/emotions", texts, options)
+        # Triton's addresses are host:port (as tritonclient takes them).
+        with urllib.request.urlopen(
+            f"http://{stack.triton_http_url}/v2/models/stats", timeout=30
+        ) as response:
             stats = json.loads(response.read())
     return rows, stats
 
