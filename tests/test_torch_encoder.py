@@ -45,6 +45,7 @@ from samo.triton.model_config import read_model_config
 from samo_cli import common
 from samo_cli.app import app
 from tests.conftest import Gateway, journal_corpus, running_gateway
+from tests.triton_statistics import batching_since, model_statistics
 
 PARITY = 1e-4
 """Scores and embeddings against PyTorch and against the CPU ONNX export (the issue's bound)."""
@@ -379,19 +380,15 @@ def test_concurrent_requests_share_batches_and_a_bad_one_fails_alone(served: Ser
     async def scenario() -> tuple[list, int, int]:
         client = InferenceServerClient(served.triton.grpc_url)
         try:
-            before = (await client.get_inference_statistics("tiny_bert_torch")).model_stats[0]
+            before = await model_statistics(client, "tiny_bert_torch")
             requests = [*good[:24], bad, *good[24:]]
             answers = await asyncio.gather(
                 *(client.infer("tiny_bert_torch", _request(r)) for r in requests), return_exceptions=True
             )
-            after = (await client.get_inference_statistics("tiny_bert_torch")).model_stats[0]
+            executions, inferences = await batching_since(client, "tiny_bert_torch", before, len(good))
         finally:
             await client.close()
-        return (
-            answers,
-            after.inference_count - before.inference_count,
-            after.execution_count - before.execution_count,
-        )
+        return answers, inferences, executions
 
     answers, inferences, executions = asyncio.run(scenario())
     error = answers.pop(24)

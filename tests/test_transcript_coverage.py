@@ -34,6 +34,7 @@ from samo.evaluation.wer import word_error_rate, word_recall
 from samo.triton.local_server import LocalTriton
 from tests.conftest import Gateway
 from tests.speech import RATE, jfk_samples
+from tests.triton_statistics import batching_since, model_statistics
 
 pytestmark = pytest.mark.integration
 
@@ -201,21 +202,16 @@ def test_windows_with_and_without_timestamps_share_a_batch(triton: LocalTriton, 
         client = InferenceServerClient(triton.grpc_url)
         try:
             alone = [await client.infer(model, inputs(c, o)) for c, o in zip(clips, options, strict=True)]
-            before = (await client.get_inference_statistics(model)).model_stats[0]
+            before = await model_statistics(client, model)
             together = await asyncio.gather(
                 *(client.infer(model, inputs(c, o)) for c, o in zip(clips, options, strict=True))
             )
-            after = (await client.get_inference_statistics(model)).model_stats[0]
+            executions, inferences = await batching_since(client, model, before, len(clips))
         finally:
             await client.close()
         parse = [json.loads(r.as_numpy(RESULT).reshape(-1)[0]) for r in alone]
         parse_together = [json.loads(r.as_numpy(RESULT).reshape(-1)[0]) for r in together]
-        return (
-            parse,
-            parse_together,
-            after.execution_count - before.execution_count,
-            after.inference_count - before.inference_count,
-        )
+        return parse, parse_together, executions, inferences
 
     alone, together, executions, inferences = asyncio.run(run())
     assert executions < inferences, "the windows should have shared dynamic batches"

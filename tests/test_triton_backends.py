@@ -25,6 +25,7 @@ from samo.contracts.text import ATTENTION_MASK, INPUT_IDS, TOKEN_TYPE_IDS
 from samo.contracts.whisper import AUDIO, OPTIONS, RESULT
 from samo.triton.local_server import LocalTriton
 from tests.speech import RATE, jfk_samples
+from tests.triton_statistics import batching_since, model_statistics
 
 
 def _window(clip: np.ndarray, options: dict | str) -> list[InferInput]:
@@ -58,20 +59,15 @@ def test_a_bad_window_fails_alone_in_its_batch(triton: LocalTriton, model: str) 
         client = InferenceServerClient(triton.grpc_url)
         try:
             alone = [await client.infer(model, _window(clip, option)) for clip in good]
-            before = (await client.get_inference_statistics(model)).model_stats[0]
+            before = await model_statistics(client, model)
             mixed = [_window(clip, option) for clip in good[:2]]
             mixed += [_window(clip, options) for clip, options in bad]
             mixed += [_window(clip, option) for clip in good[2:]]
             together = await asyncio.gather(*(client.infer(model, i) for i in mixed), return_exceptions=True)
-            after = (await client.get_inference_statistics(model)).model_stats[0]
+            executions, inferences = await batching_since(client, model, before, len(good))
         finally:
             await client.close()
-        return (
-            alone,
-            together,
-            after.execution_count - before.execution_count,
-            after.inference_count - before.inference_count,
-        )
+        return alone, together, executions, inferences
 
     alone, together, executions, inferences = asyncio.run(run())
     good_answers = [*together[:2], *together[-2:]]

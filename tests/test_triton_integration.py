@@ -16,6 +16,7 @@ from gateway.triton_client import TritonClient
 from load_tests.processes import free_port
 from samo.triton.local_server import LocalTriton, TritonPorts, TritonStartError
 from tests.conftest import journal_corpus
+from tests.triton_statistics import batching_since, model_statistics
 
 pytestmark = pytest.mark.integration
 
@@ -63,14 +64,14 @@ def test_dynamic_batching_runs_fewer_executions_than_inferences(
     async def scenario() -> tuple[int, int]:
         client = InferenceServerClient(triton.grpc_url)
         try:
-            before = (await client.get_inference_statistics("tiny_bert")).model_stats[0]
+            before = await model_statistics(client, "tiny_bert")
             await asyncio.gather(
                 *(client.infer("tiny_bert", _infer_inputs(model.encode([text]).inputs)) for text in texts)
             )
-            after = (await client.get_inference_statistics("tiny_bert")).model_stats[0]
+            executions, inferences = await batching_since(client, "tiny_bert", before, len(texts))
         finally:
             await client.close()
-        return after.inference_count - before.inference_count, after.execution_count - before.execution_count
+        return inferences, executions
 
     inferences, executions = asyncio.run(scenario())
     assert inferences == 64
