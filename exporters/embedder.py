@@ -117,6 +117,7 @@ def export_embedder(options: EmbedderExportOptions) -> EmbedderExportReport:
         padding_mask=card.contract.padding_mask,
         pad_token_id=card.pad_token_id,
         max_batch_size=card.max_batch_size,
+        max_length=card.max_length,
         torch_serving=options.torch_serving(card.max_length),
     )
     if options.target == "gpu-torch":

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from exporters.model_folder import MODEL_VERSION as MODEL_VERSION  # where readers of model.onnx look
 from samo.contracts.text import ENCODER_MAX_BATCH_SIZE, INPUT_IDS, EncoderTarget
 from samo.torch_encoding import CompileMode, Head, Precision
-from samo.triton.model_config import DynamicBatching, ServingOptions
+from samo.triton.encoder_shapes import EncoderShapes
+from samo.triton.model_config import DynamicBatching, QueuePolicy, ServingOptions, Warmup
 
 ONNX_FILE = "model.onnx"
 BACKEND = "encoder"
@@ -23,6 +24,9 @@ TORCH_SUB_BATCH_TOKENS = 16384
 # (12 to 14 requests each at c=32), and a lone request waits out the whole delay, so it stays short.
 QUEUE_DELAY_US = 100
 PREFERRED_BATCH_SIZES = (16, 32)
+# A request is up to a card's batch of texts, milliseconds of work each: 512 waiting requests are seconds
+# of work on a CPU, and one not started within 5 s is refused (503) rather than answered late.
+QUEUE = QueuePolicy(max_queue_size=512, timeout_us=5_000_000)
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ def encoder_serving_options(
     padding_mask: str,
     pad_token_id: int,
     max_batch_size: int,
+    max_length: int | None = None,
     intra_op_threads: int = 2,
     instance_count: int = 1,
     torch_serving: TorchServing | None = None,
@@ -53,8 +58,11 @@ def encoder_serving_options(
     """cpu: the Python-backend model over ONNX Runtime with ragged inputs; gpu: NVIDIA's ONNX Runtime
     backend with the TensorRT accelerator in fp16; gpu-torch: the Python-backend model over PyTorch
     with ragged inputs, on each GPU (`KIND_AUTO`: on the CPU in fp32 where the server has none).
-    `max_batch_size` comes from the model card, which the gateway reads to split its requests."""
-    batching = DynamicBatching(max_queue_delay_us=QUEUE_DELAY_US, preferred_batch_sizes=PREFERRED_BATCH_SIZES)
+    `max_batch_size` and `max_length` come from the model card, which the gateway reads to split and pad
+    its requests; on `gpu` they bound TensorRT's optimization profile (`samo.triton.encoder_shapes`)."""
+    batching = DynamicBatching(
+        max_queue_delay_us=QUEUE_DELAY_US, preferred_batch_sizes=PREFERRED_BATCH_SIZES, queue=QUEUE
+    )
     pad_values = f'{{"{INPUT_IDS}": {pad_token_id}}}'
     if target == "gpu-torch":
         if torch_serving is None:
@@ -79,6 +87,11 @@ def encoder_serving_options(
             },
         )
     if target == "gpu":
+        if max_length is None:
+            raise ValueError(
+                "`--target gpu` needs the card's `max_length` for TensorRT's optimization profile"
+            )
+        shapes = EncoderShapes(max_batch_size=max_batch_size, max_length=max_length)
         return ServingOptions(
             backend="onnxruntime",
             max_batch_size=max_batch_size,
@@ -87,6 +100,9 @@ def encoder_serving_options(
             instance_kind="KIND_GPU",
             default_model_filename=ONNX_FILE,
             tensorrt_fp16=True,
+            tensorrt_shapes=shapes,
+            # Every corner of the profile runs before the model reports ready.
+            warmup=tuple(Warmup(batch, length) for batch, length in shapes.corners),
         )
     return ServingOptions(
         backend="python",

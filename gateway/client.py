@@ -4,6 +4,8 @@
         result = samo.detect_emotions(["I feel great today."], top_k=3)
     with GrpcClient("127.0.0.1:50051") as samo:
         result = samo.detect_emotions(["I feel great today."], top_k=3)
+    with HttpClient("https://samo.example", api_key=key, ca_cert="ca.pem") as samo:  # TLS, API key
+        ...
 
 Failures raise `SamoError` with the same `ErrorType` and message from either transport. Imports no
 server code: the results are `gateway.results`, the messages `samo.v1`.
@@ -11,14 +13,16 @@ server code: the results are `gateway.results`, the messages `samo.v1`.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
 import grpc
 import httpx
 
-from gateway.errors import GRPC_ERROR_TYPE_KEY, ErrorType, SamoError
+from gateway.errors import GRPC_ERROR_TYPE_KEY, GRPC_RETRY_AFTER_KEY, ErrorType, SamoError
 from gateway.grpc_api import convert, samo_v1_pb2_grpc
 from gateway.grpc_api import samo_v1_pb2 as pb
 from gateway.results import (
@@ -130,8 +134,20 @@ class SamoClient:
 
 
 class HttpClient(SamoClient):
-    def __init__(self, base_url: str, *, timeout_s: float = 30.0) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout_s)
+    """`api_key`: sent as `Authorization: Bearer`; `ca_cert`: PEM file of the CA that signed the
+    gateway's TLS certificate, when it is not one the system trusts."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 30.0,
+        api_key: str | None = None,
+        ca_cert: str | Path | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_cert)) if ca_cert else True
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, headers=headers, verify=verify)
 
     def _detect_emotions(self, texts: list[str], options: EmotionOptions) -> EmotionResult:
         body = {
@@ -176,7 +192,12 @@ class HttpClient(SamoClient):
             raise SamoError(ErrorType.UNAVAILABLE, f"gateway unreachable: {type(exc).__name__}") from None
         if response.status_code != 200:
             error = response.json().get("error", {})
-            raise SamoError(ErrorType(error.get("type", "internal")), error.get("message", response.text))
+            retry_after = response.headers.get("retry-after")
+            raise SamoError(
+                ErrorType(error.get("type", "internal")),
+                error.get("message", response.text),
+                retry_after_s=int(retry_after) if retry_after and retry_after.isdigit() else None,
+            )
         return response.json()
 
     def close(self) -> None:
@@ -184,9 +205,25 @@ class HttpClient(SamoClient):
 
 
 class GrpcClient(SamoClient):
-    def __init__(self, target: str, *, timeout_s: float = 30.0) -> None:
-        self._channel = grpc.insecure_channel(target)
+    """`api_key`: sent as `authorization: Bearer` metadata; `tls`: a TLS channel, trusting the system's
+    CAs or, with `ca_cert`, the CA in that PEM file (which implies `tls`)."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout_s: float = 30.0,
+        api_key: str | None = None,
+        tls: bool = False,
+        ca_cert: str | Path | None = None,
+    ) -> None:
+        if tls or ca_cert:
+            root = Path(ca_cert).read_bytes() if ca_cert else None
+            self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root))
+        else:
+            self._channel = grpc.insecure_channel(target)
         self._stub = samo_v1_pb2_grpc.SamoStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
         self.timeout_s = timeout_s
 
     def _detect_emotions(self, texts: list[str], options: EmotionOptions) -> EmotionResult:
@@ -226,7 +263,7 @@ class GrpcClient(SamoClient):
 
     def _call(self, method: Callable[..., Any], request: Any) -> Any:
         try:
-            return method(request, timeout=self.timeout_s)
+            return method(request, timeout=self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise _samo_error(exc) from None
 
@@ -247,7 +284,12 @@ def _samo_error(exc: grpc.RpcError) -> SamoError:
     metadata = dict(exc.trailing_metadata() or ())  # type: ignore[attr-defined]
     code = exc.code()  # type: ignore[attr-defined]
     if GRPC_ERROR_TYPE_KEY in metadata:
-        return SamoError(ErrorType(metadata[GRPC_ERROR_TYPE_KEY]), exc.details())  # type: ignore[attr-defined]
+        retry_after = metadata.get(GRPC_RETRY_AFTER_KEY)
+        return SamoError(
+            ErrorType(metadata[GRPC_ERROR_TYPE_KEY]),
+            exc.details(),  # type: ignore[attr-defined]
+            retry_after_s=int(retry_after) if retry_after else None,
+        )
     if code == grpc.StatusCode.UNAVAILABLE:
         return SamoError(ErrorType.UNAVAILABLE, "gateway unreachable")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:

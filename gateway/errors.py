@@ -17,6 +17,9 @@ class ErrorType(StrEnum):
     UNAVAILABLE = "upstream_unavailable"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     INTERNAL = "internal"
+    UNAUTHENTICATED = "unauthenticated"
+    RATE_LIMITED = "rate_limited"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
 
 
 HTTP_STATUS: dict[ErrorType, int] = {
@@ -28,6 +31,9 @@ HTTP_STATUS: dict[ErrorType, int] = {
     ErrorType.UNAVAILABLE: 503,
     ErrorType.DEADLINE_EXCEEDED: 504,
     ErrorType.INTERNAL: 500,
+    ErrorType.UNAUTHENTICATED: 401,
+    ErrorType.RATE_LIMITED: 429,
+    ErrorType.METHOD_NOT_ALLOWED: 405,
 }
 
 # gRPC status code names (grpc.StatusCode members), so this module needs no grpc import.
@@ -40,18 +46,25 @@ GRPC_STATUS: dict[ErrorType, str] = {
     ErrorType.UNAVAILABLE: "UNAVAILABLE",
     ErrorType.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED",
     ErrorType.INTERNAL: "INTERNAL",
+    ErrorType.UNAUTHENTICATED: "UNAUTHENTICATED",
+    ErrorType.RATE_LIMITED: "RESOURCE_EXHAUSTED",
+    ErrorType.METHOD_NOT_ALLOWED: "UNIMPLEMENTED",
 }
 # Trailing metadata key naming the exact ErrorType, since gRPC codes are coarser than the taxonomy.
 GRPC_ERROR_TYPE_KEY = "samo-error-type"
+# Trailing metadata with the seconds to wait before retrying, like HTTP's Retry-After.
+GRPC_RETRY_AFTER_KEY = "retry-after"
 
-RETRYABLE = frozenset({ErrorType.OVERLOADED, ErrorType.UNAVAILABLE})
+RETRYABLE = frozenset({ErrorType.OVERLOADED, ErrorType.UNAVAILABLE, ErrorType.RATE_LIMITED})
 
 
 class SamoError(Exception):
-    def __init__(self, error_type: ErrorType, message: str) -> None:
+    def __init__(self, error_type: ErrorType, message: str, *, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.type = error_type
         self.message = message
+        self.retry_after_s = retry_after_s
+        """When to retry, seconds, where the error knows it (rate limits); else the configured default."""
 
     @property
     def http_status(self) -> int:

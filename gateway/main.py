@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import uvicorn
 from fastapi import FastAPI
 
 from gateway.http.app import create_app
+from gateway.observability.logging import configure_logging, logging_config
+from gateway.observability.metrics import shared_across_workers
 from samo.settings import GatewaySettings
 
 ENV_PREFIX = "SAMO_"
@@ -18,15 +21,34 @@ def create_app_from_environment() -> FastAPI:
     return create_app(settings=GatewaySettings())
 
 
+def _environment_value(value: object) -> str:
+    """As the settings read it back: lists (CORS origins) comma-separated, mappings as JSON."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)
+
+
 def run_gateway(settings: GatewaySettings) -> None:
-    # No access log: request lines are noise at load, and the metrics endpoint counts requests.
+    # No access log: request lines are noise at load, and the metrics endpoint counts requests
+    # (SAMO_LOG_LEVEL=DEBUG logs one line per request, with its ID).
+    # One logging config, applied here and by uvicorn in every worker it spawns.
+    configure_logging(settings.log_format, settings.log_level)
     common = {
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
         "http": "httptools",
         "access_log": False,
-        "log_level": "info",
+        "log_config": logging_config(settings.log_format, settings.log_level),
+        "log_level": settings.log_level.lower(),
+        # TLS when the settings give a certificate; gRPC uses the same pair (gateway/grpc_api/server.py).
+        "ssl_certfile": settings.tls_cert,
+        "ssl_keyfile": settings.tls_key,
+        # On SIGTERM: listeners close at once and requests in progress get this long; then the
+        # lifespan stops gRPC (draining since the signal, gateway/shutdown.py) and the process exits.
+        "timeout_graceful_shutdown": settings.shutdown_grace_s,
     }
     if settings.workers == 1:
         uvicorn.run(create_app(settings=settings), **common)
@@ -36,9 +58,13 @@ def run_gateway(settings: GatewaySettings) -> None:
     # Workers are new interpreters: they read this process's settings back from the environment.
     os.environ.update(
         {
-            f"{ENV_PREFIX}{name.upper()}": str(value)
+            f"{ENV_PREFIX}{name.upper()}": _environment_value(value)
             for name, value in settings.model_dump().items()
             if value is not None
         }
     )
-    uvicorn.run("gateway.main:create_app_from_environment", factory=True, workers=settings.workers, **common)
+    # Each worker writes its metrics to one shared folder, so a scrape of any worker counts them all.
+    with shared_across_workers():
+        uvicorn.run(
+            "gateway.main:create_app_from_environment", factory=True, workers=settings.workers, **common
+        )

@@ -5,14 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Protocol
 
 import grpc
 import numpy as np
-from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc import (
+    MAX_GRPC_MESSAGE_SIZE,
+    InferInput,
+    InferRequestedOutput,
+    KeepAliveOptions,
+    model_config_pb2,
+)
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
+from gateway.deadlines import time_left
 from gateway.errors import ErrorType, SamoError
+from gateway.observability.triton_calls import triton_call
 
 logger = logging.getLogger(__name__)
 
@@ -22,12 +31,45 @@ _STATUS_TO_ERROR = {
     "StatusCode.NOT_FOUND": ErrorType.NOT_FOUND,
     "StatusCode.RESOURCE_EXHAUSTED": ErrorType.OVERLOADED,
 }
+# What Triton says when a model's queue policy (config.pbtxt `default_queue_policy`) turns a request
+# away, both with status UNAVAILABLE (seen from the tritonserver of nvidia-pytriton 0.7.0), which
+# otherwise means the server is down.
+QUEUE_FULL = "Exceeds maximum queue size"
+QUEUE_TIMEOUT = "Request timeout expired"
 _DTYPES = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32", np.dtype(np.object_): "BYTES"}
+# What Triton says when a model's Python stub died: the model still reports READY (measured).
+STUB_DIED = "is not healthy"
+
+
+class ModelStopped(SamoError):
+    """The model's Triton instance is dead (its Python stub died): only a reload brings it back."""
+
+
+class ModelGate(Protocol):
+    """Told about every model call: may refuse one (a model being reloaded) and hears of failures."""
+
+    def admit(self, model: str) -> int:
+        """Raise SamoError when `model` must not be called now; else a token for `failed`."""
+
+    def failed(self, model: str, error: SamoError, admitted: int) -> None:
+        """A call to `model`, admitted with the token `admitted`, failed with `error`."""
 
 
 def _convert(exc: InferenceServerException, model: str) -> SamoError:
     status = str(exc.status() or "")
     error_type = _STATUS_TO_ERROR.get(status)
+    if QUEUE_FULL in str(exc.message()):
+        return SamoError(ErrorType.OVERLOADED, f"model `{model}` has a full queue; retry shortly")
+    if QUEUE_TIMEOUT in str(exc.message()):
+        # Busy, not broken: overload (429), so that nothing takes the model for a failed one.
+        return SamoError(
+            ErrorType.OVERLOADED, f"model `{model}` could not start the request in time; retry shortly"
+        )
+    if STUB_DIED in str(exc.message()):
+        # The gateway's model health monitor reloads the model (gateway/health/monitor.py).
+        return ModelStopped(
+            ErrorType.UNAVAILABLE, f"model `{model}` stopped and is being restarted; retry shortly"
+        )
     if error_type is None and "Socket closed" in str(exc.message()):
         error_type = ErrorType.UNAVAILABLE
     if error_type is ErrorType.UNAVAILABLE:
@@ -52,61 +94,145 @@ def _infer_inputs(inputs: Mapping[str, np.ndarray]) -> list[InferInput]:
     return tensors
 
 
+def _server_timeout_us(seconds: float) -> int:
+    """Triton's per-request queue timeout: a request still queued when its caller's deadline passes is
+    dropped, not run. Models allow it to shorten their queue policy's timeout, never to lengthen it."""
+    return max(1, int(seconds * 1_000_000))
+
+
+# The key of Triton's restricted protocols (`--grpc-restricted-protocol=<protocols>:samo-triton-key=<value>`);
+# over gRPC, Triton expects it as metadata with its own prefix (its error names the expected header).
+RESTRICTED_HEADER = "samo-triton-key"
+RESTRICTED_METADATA = f"triton-grpc-protocol-{RESTRICTED_HEADER}"
+
+
+def channel_args() -> list[tuple[str, int | str]]:
+    """tritonclient's own channel defaults, plus round robin: a target that resolves to several Triton
+    pods (a headless Service, `dns:///...`) gets one connection per pod and spreads calls over them;
+    the default policy (pick_first) would pin every call of this process to one pod."""
+    keepalive = KeepAliveOptions()
+    return [
+        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.lb_policy_name", "round_robin"),
+    ]
+
+
 class TritonClient:
-    def __init__(self, url: str, timeout_s: float) -> None:
+    """`timeout_s` bounds calls made outside a request; a request's calls end by its deadline
+    (gateway.deadlines), both on the client and in Triton's queue."""
+
+    def __init__(self, url: str, timeout_s: float, *, restricted_key: str | None = None) -> None:
         self.url = url
         self.timeout_s = timeout_s
-        self._client = InferenceServerClient(url=url)
+        self._client = InferenceServerClient(url=url, channel_args=channel_args())
+        self._control_headers = {RESTRICTED_METADATA: restricted_key} if restricted_key else None
+        self.gate: ModelGate | None = None
+
+    def _admit(self, model: str) -> int:
+        return self.gate.admit(model) if self.gate is not None else 0
+
+    def _failed(self, model: str, error: SamoError, admitted: int) -> SamoError:
+        if self.gate is not None:
+            self.gate.failed(model, error, admitted)
+        return error
 
     async def infer(
         self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
     ) -> dict[str, np.ndarray]:
-        try:
-            result = await self._client.infer(
-                model_name=model,
-                inputs=_infer_inputs(inputs),
-                outputs=[InferRequestedOutput(name) for name in outputs],
-                client_timeout=self.timeout_s,
-            )
-        except InferenceServerException as exc:
-            raise _convert(exc, model) from None
+        admitted = self._admit(model)
+        seconds = time_left(self.timeout_s)
+        with triton_call(model) as call:
+            try:
+                result = await self._client.infer(
+                    model_name=model,
+                    inputs=_infer_inputs(inputs),
+                    outputs=[InferRequestedOutput(name) for name in outputs],
+                    request_id=call.request_id,
+                    headers=call.headers,
+                    timeout=_server_timeout_us(seconds),
+                    client_timeout=seconds,
+                )
+            except InferenceServerException as exc:
+                raise self._failed(model, _convert(exc, model), admitted) from None
         return {name: result.as_numpy(name) for name in outputs}
 
     async def stream(
         self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
     ) -> AsyncIterator[dict[str, np.ndarray]]:
         """One request to a decoupled model; yields each response until the final one."""
+        admitted = self._admit(model)
         finished = asyncio.Event()
+        seconds = time_left(self.timeout_s)
 
         async def one_request():
             yield {
                 "model_name": model,
                 "inputs": _infer_inputs(inputs),
                 "outputs": [InferRequestedOutput(n) for n in outputs],
+                "request_id": call.request_id,
+                "timeout": _server_timeout_us(seconds),
             }
             await finished.wait()  # closing the request side early could end the stream
 
-        responses = self._client.stream_infer(one_request(), stream_timeout=self.timeout_s)
+        with triton_call(model, "stream") as call:
+            responses = self._client.stream_infer(one_request(), stream_timeout=seconds, headers=call.headers)
+            try:
+                async for result, error in responses:
+                    if error is not None:
+                        raise self._failed(model, _convert(error, model), admitted)
+                    yield {name: result.as_numpy(name) for name in outputs}
+                    if result.get_response().parameters["triton_final_response"].bool_param:
+                        return
+            except grpc.RpcError as exc:
+                raise self._failed(
+                    model,
+                    _convert(InferenceServerException(str(exc.details()), status=str(exc.code())), model),
+                    admitted,
+                ) from None
+            finally:
+                finished.set()
+                responses.cancel()
+
+    async def model_config(self, model: str) -> model_config_pb2.ModelConfig:
+        """The configuration Triton serves `model` with (as loaded, after any auto-completion)."""
         try:
-            async for result, error in responses:
-                if error is not None:
-                    raise _convert(error, model)
-                yield {name: result.as_numpy(name) for name in outputs}
-                if result.get_response().parameters["triton_final_response"].bool_param:
-                    return
-        except grpc.RpcError as exc:
-            raise _convert(
-                InferenceServerException(str(exc.details()), status=str(exc.code())), model
-            ) from None
-        finally:
-            finished.set()
-            responses.cancel()
+            response = await self._client.get_model_config(model, client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise _convert(exc, model) from None
+        return response.config
 
     async def is_model_ready(self, model: str) -> bool:
         try:
             return bool(await self._client.is_model_ready(model, client_timeout=self.timeout_s))
         except InferenceServerException:
             return False
+
+    async def is_server_live(self) -> bool:
+        try:
+            return bool(await self._client.is_server_live(client_timeout=self.timeout_s))
+        except InferenceServerException:
+            return False
+
+    async def reload_model(self, model: str) -> None:
+        """Unload `model` and load it again, so Triton starts new instances (new Python stubs).
+
+        A load alone does nothing to a loaded model whose files did not change (measured), so a model
+        whose stub died stays dead. Needs tritonserver in explicit model control
+        (`--model-control-mode=explicit`)."""
+        try:
+            await self._client.unload_model(
+                model, headers=self._control_headers, unload_dependents=False, client_timeout=self.timeout_s
+            )
+            await self._client.load_model(model, headers=self._control_headers, client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise SamoError(
+                ErrorType.UNAVAILABLE, f"Triton did not reload model `{model}`: {exc.message()}"
+            ) from None
 
     async def close(self) -> None:
         await self._client.close()

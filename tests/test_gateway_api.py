@@ -134,6 +134,7 @@ def test_invalid_json_and_unknown_model(http: httpx.Client) -> None:
     assert response.json()["error"] == {
         "type": "not_found",
         "message": "unknown emotion model `nope`; available: emotion, tiny_bert, tiny_distilbert",
+        "request_id": response.headers["x-request-id"],
     }
     assert detect(http, texts=["still up"]).status_code == 200
 
@@ -175,16 +176,16 @@ def test_overload_gives_429(serving_repository: Path, triton) -> None:
     settings = GatewaySettings(
         triton_grpc_url=triton.grpc_url,
         model_repository=serving_repository,
-        max_inflight_requests=1,
+        admission_budget=1,
         grpc_port=0,
     )
     app = create_app(settings=settings)
     with TestClient(app) as client:
-        app.state.services.inflight = 1  # one request already waiting on Triton
+        held = app.state.services.admission.admit(1)  # one text already waiting on Triton
         response = client.post("/v1/emotions", json={"texts": ["hello"]})
         assert response.status_code == 429
         assert response.headers["retry-after"] == "2"
-        app.state.services.inflight = 0
+        held.release()
         assert client.post("/v1/emotions", json={"texts": ["hello"]}).status_code == 200
 
 

@@ -105,7 +105,7 @@ def test_triton_down_is_unavailable_on_both_transports(serving_repository: Path)
         triton_grpc_url=f"127.0.0.1:{free_port()}",
         model_repository=serving_repository,
         grpc_port=grpc_port,
-        grpc_health_interval_s=0.2,
+        health_probe_interval_s=0.2,
     )
     with TestClient(create_app(settings=settings)) as http:
         response = http.post("/v1/emotions", json={"texts": ["hello"]})

@@ -8,6 +8,7 @@ FastAPI app under uvicorn as a realistic peer.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import socket
@@ -21,10 +22,20 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from load_tests.loadgen import LoadResult, format_table, run_load, run_load_sync
+from load_tests.loadgen import (
+    LoadResult,
+    arrival_times,
+    format_table,
+    run_load,
+    run_load_sync,
+    run_open_loop,
+    run_open_loop_sync,
+)
 
 BODIES = [json.dumps({"text": f"journal entry {i}"}).encode() for i in range(5)]
 SLOW_S = 0.010
+# The serial route answers one request at a time, each after this long: at most 1 / SERIAL_S per second.
+SERIAL_S = 0.050
 
 
 class RawServer:
@@ -40,6 +51,7 @@ class RawServer:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
+        self._serial: asyncio.Lock | None = None
         self._thread = threading.Thread(target=self._main, name="raw-http", daemon=True)
 
     def __enter__(self) -> RawServer:
@@ -65,6 +77,7 @@ class RawServer:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
+        self._serial = asyncio.Lock()
         server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
@@ -110,6 +123,11 @@ class RawServer:
             writer.write(simple)
         elif path == "/slow":
             await asyncio.sleep(SLOW_S)
+            writer.write(simple)
+        elif path == "/serial":  # a server with one worker: requests queue behind each other
+            assert self._serial is not None
+            async with self._serial:
+                await asyncio.sleep(SERIAL_S)
             writer.write(simple)
         elif path == "/mixed":  # every body with an even index fails
             if BODIES.index(body) % 2 == 0:
@@ -366,3 +384,101 @@ def test_load_result_row() -> None:
     row = result.as_row()
     assert row["concurrency"] == 2 and row["requests"] == 5 and row["errors"] == 1
     assert row["throughput_rps"] == 2.0 and row["p50_ms"] == 2.5
+
+
+def test_arrival_times_are_poisson() -> None:
+    times = arrival_times(200.0, 50.0, seed=3)
+    assert times == sorted(times) and times[0] >= 0 and times[-1] < 50.0
+    assert len(times) == pytest.approx(200 * 50, rel=0.05)  # 10,000 expected, sd 100
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    mean = sum(gaps) / len(gaps)
+    sd = math.sqrt(sum((g - mean) ** 2 for g in gaps) / len(gaps))
+    assert sd / mean == pytest.approx(1.0, abs=0.05)  # exponential gaps: as variable as their mean
+    assert arrival_times(200.0, 50.0, seed=3) == times  # reproducible per seed
+    assert arrival_times(200.0, 50.0, seed=4) != times
+    with pytest.raises(ValueError, match="rate"):
+        arrival_times(0, 1.0)
+
+
+def test_open_loop_below_capacity(raw: RawServer) -> None:
+    """At a fifth of the serial route's capacity every request is answered, none waits long for a
+    connection, and no latency is below the service time."""
+    rate = 0.2 / SERIAL_S
+    result = run_open_loop_sync(raw.url("/serial"), BODIES, rate_per_s=rate, duration_s=2.0, warmup_s=0.2)
+    _assert_sane(result)
+    assert result.mode == "open" and result.offered_rps == rate
+    assert result.errors == 0 and result.unfinished == 0
+    assert result.requests == pytest.approx(rate * 2.0, abs=4 * math.sqrt(rate * 2.0))
+    assert min(result.latencies_ms) >= SERIAL_S * 1000 * 0.95
+    assert len(result.send_lag_ms) == result.successes
+    assert result.as_row()["offered_rps"] == rate
+
+
+def test_open_loop_charges_queueing_to_the_server() -> None:
+    """Offered twice what the serial route can serve, the backlog grows for the whole run. Latency from
+    the due time sees it; a closed loop on the same server reports one service time per request.
+    Each run gets its own server: the serial route keeps serving a run's backlog after it ended."""
+    rate = 2.0 / SERIAL_S
+    duration = 2.0
+    with RawServer() as raw:
+        result = run_open_loop_sync(
+            raw.url("/serial"), BODIES, rate_per_s=rate, duration_s=duration, warmup_s=0.0, drain_s=0.3
+        )
+    _assert_sane(result)
+    # The server answers at most one request per SERIAL_S; the rest are still queued when the run ends.
+    assert result.successes <= (duration + 0.3) / SERIAL_S + 2
+    assert result.unfinished > 0
+    expected = rate * duration
+    assert result.requests + result.unfinished == pytest.approx(expected, abs=5 * math.sqrt(expected))
+    # The k-th answer cannot come before k service times: half-way through, the backlog is about
+    # (rate - capacity) x 1 s = 20 requests, about 1 s of waiting, all of it counted.
+    assert max(result.latencies_ms) >= 0.5 * duration * 1000 * 0.5
+    assert result.p99_ms > 10 * SERIAL_S * 1000
+    assert max(result.send_lag_ms) < result.p99_ms  # with enough connections the queue is the server's
+
+    with RawServer() as raw:
+        closed = run_load_sync(raw.url("/serial"), BODIES, concurrency=1, duration_s=0.5, warmup_s=0.0)
+    assert closed.successes > 0
+    assert closed.p99_ms < result.p99_ms  # coordinated omission: the closed loop hides the queue
+
+    # With two connections the queue forms in the generator instead; it is charged all the same.
+    with RawServer() as raw:
+        few = run_open_loop_sync(
+            raw.url("/serial"),
+            BODIES,
+            rate_per_s=rate,
+            duration_s=duration,
+            warmup_s=0.0,
+            drain_s=0.3,
+            max_connections=2,
+        )
+    assert few.unfinished > 0
+    assert max(few.send_lag_ms) > 10 * SERIAL_S * 1000
+    assert max(few.latencies_ms) >= 0.5 * duration * 1000 * 0.5
+
+
+def test_open_loop_counts_unanswered_requests(raw: RawServer) -> None:
+    started = time.monotonic()
+    result = run_open_loop_sync(
+        raw.url("/hang"), BODIES, rate_per_s=20, duration_s=0.5, warmup_s=0.0, drain_s=0.2, max_connections=4
+    )
+    assert time.monotonic() - started < 0.5 + 0.2 + 1.5
+    assert result.successes == 0 and result.requests == 0
+    assert result.unfinished > 0  # due, never answered: reported, not dropped
+    assert math.isnan(result.p99_ms)
+
+
+def test_open_loop_errors_and_arguments(raw: RawServer) -> None:
+    result = asyncio.run(
+        run_open_loop(raw.url("/mixed"), BODIES, rate_per_s=200, duration_s=0.5, warmup_s=0.1, seed=1)
+    )
+    _assert_sane(result)
+    assert result.errors > 0 and result.successes > 0 and result.unfinished == 0
+    for kwargs, message in [
+        ({"rate_per_s": 0}, "rate_per_s"),
+        ({"max_connections": 0}, "max_connections"),
+        ({"drain_s": -1}, "drain_s"),
+    ]:
+        arguments: dict[str, object] = {"rate_per_s": 10.0, "duration_s": 0.1, **kwargs}
+        with pytest.raises(ValueError, match=message):
+            run_open_loop_sync(raw.url("/ok"), BODIES, **arguments)  # type: ignore[arg-type]

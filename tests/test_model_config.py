@@ -7,12 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tritonclient.grpc import model_config_pb2
 
 from exporters.emotion.export import EmotionExportOptions, serving_options
+from exporters.summarizer.export import SummarizerExportOptions
+from exporters.summarizer.export import serving_options as summarizer_serving_options
+from exporters.whisper.serving import whisper_serving_options
 from samo.contracts.emotion import EmotionContract, EmotionModelCard, Thresholds, to_probabilities
-from samo.contracts.tensors import DataType, TensorSpec
+from samo.contracts.summarizer import SummarizerContract, SummarizerModelCard
+from samo.contracts.tensors import DataType, ModelContract, TensorSpec
+from samo.contracts.whisper import WhisperContract
 from samo.triton.model_config import (
     DynamicBatching,
+    QueuePolicy,
     ServingOptions,
     build_model_config,
     render_model_config,
@@ -103,6 +110,18 @@ def test_serving_options_reject_impossible_values(kwargs: dict, message: str) ->
         ServingOptions(backend="python", **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_queue_size": 0}, "`max_queue_size` must be at least 1, got 0"),
+        ({"timeout_us": 0}, "`timeout_us` must be at least 1, got 0"),
+    ],
+)
+def test_queue_policy_rejects_impossible_values(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        QueuePolicy(**kwargs)
+
+
 def test_probabilities_from_logits() -> None:
     logits = np.array([[0.0, 2.0, -2.0]])
     np.testing.assert_allclose(to_probabilities(logits, "sigmoid"), [[0.5, 0.880797, 0.119203]], atol=1e-6)
@@ -115,3 +134,34 @@ def test_thresholds_must_cover_every_label() -> None:
     assert thresholds.for_labels(("a",)) == (0.3,)
     with pytest.raises(ValueError, match=r"thresholds.json has no threshold for: b, c"):
         thresholds.for_labels(("a", "b", "c"))
+
+
+def _summarizer_card() -> SummarizerModelCard:
+    return SummarizerModelCard(
+        architecture="t5", source="tests", max_input_tokens=512, decoder_start_token_id=0,
+        eos_token_ids=(1,), pad_token_id=0,
+    )  # fmt: skip
+
+
+def _every_served_config() -> dict[str, tuple[ModelContract, ServingOptions]]:
+    """What each exporter family writes: encoders on each target, Whisper, summarizers (and streams)."""
+    configs = {
+        f"emotion_{target}": (card(target).contract.model, serving_options(card(target), EmotionExportOptions(target=target)))  # type: ignore[arg-type]
+        for target in ("cpu", "gpu", "gpu-torch")
+    }  # fmt: skip
+    configs["whisper"] = (WhisperContract().model, whisper_serving_options("cpu", {}))
+    summarizer = SummarizerExportOptions(model="unused")
+    for stream_of in (None, "summarizer"):
+        options = summarizer_serving_options(_summarizer_card(), summarizer, stream_of=stream_of)
+        configs[f"summarizer_stream_{stream_of is not None}"] = (SummarizerContract().model, options)
+    return configs
+
+
+@pytest.mark.parametrize("family", sorted(_every_served_config()))
+def test_every_served_model_refuses_work_past_its_queue_policy(family: str) -> None:
+    contract, options = _every_served_config()[family]
+    policy = build_model_config(family, contract, options).dynamic_batching.default_queue_policy
+    assert policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
+    assert policy.allow_timeout_override  # the gateway shortens it to each request's deadline
+    assert 1 <= policy.max_queue_size <= 4096
+    assert 0 < policy.default_timeout_microseconds <= 120_000_000

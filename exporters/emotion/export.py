@@ -362,6 +362,7 @@ def serving_options(card: EmotionModelCard, options: EmotionExportOptions) -> Se
         padding_mask=card.contract.padding_mask,
         pad_token_id=card.pad_token_id,
         max_batch_size=card.max_batch_size,
+        max_length=card.max_length,
         intra_op_threads=options.intra_op_threads,
         instance_count=options.instance_count,
         torch_serving=torch_serving(card, options),

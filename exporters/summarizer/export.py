@@ -31,7 +31,7 @@ from samo.contracts.summarizer import (
 from samo.generation import generate
 from samo.generation.onnx_seq2seq import OnnxSeq2Seq
 from samo.generation.search import Request
-from samo.triton.model_config import DynamicBatching, ServingOptions
+from samo.triton.model_config import DynamicBatching, QueuePolicy, ServingOptions
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,9 @@ STREAM_SUFFIX = "_stream"
 MAX_BATCH_SIZE = 16
 # A summary takes hundreds of milliseconds or more: a millisecond of waiting lets concurrent requests meet.
 QUEUE_DELAY_US = 1000
+# A request is one text's generation, up to MAX_NEW_TOKENS steps: 128 waiting ones are minutes of work on
+# a CPU, so more are refused at once (429) and one not started within 60 s is refused (503).
+QUEUE = QueuePolicy(max_queue_size=128, timeout_us=60_000_000)
 # T5 has relative positions and no hard limit; 512 is what it was trained on.
 FALLBACK_MAX_INPUT_TOKENS = 512
 VALIDATION_TEXTS = (
@@ -236,7 +239,7 @@ def serving_options(
     return ServingOptions(
         backend="python",
         max_batch_size=MAX_BATCH_SIZE,
-        batching=DynamicBatching(max_queue_delay_us=QUEUE_DELAY_US),
+        batching=DynamicBatching(max_queue_delay_us=QUEUE_DELAY_US, queue=QUEUE),
         instance_kind="KIND_GPU" if card.target == "gpu" else "KIND_CPU",
         warmup=None,
         decoupled=stream_of is not None,

@@ -6,13 +6,16 @@ from __future__ import annotations
 from typing import Literal
 
 from samo.contracts.whisper import SAMPLE_RATE
-from samo.triton.model_config import DynamicBatching, ServingOptions, Warmup
+from samo.triton.model_config import DynamicBatching, QueuePolicy, ServingOptions, Warmup
 
 # Windows decoded in one generate call. Larger batches raise throughput while the CPU has headroom.
 MAX_BATCH_SIZE = 8
 # A window takes hundreds of milliseconds to decode, so a millisecond of waiting costs little and
 # lets concurrent requests meet.
 QUEUE_DELAY_US = 2000
+# A request is one 30 s window, hundreds of milliseconds to decode on a CPU; a long recording sends many.
+# Beyond 256 waiting windows, or a window not started within 60 s, Triton refuses (429 / 503).
+QUEUE = QueuePolicy(max_queue_size=256, timeout_us=60_000_000)
 # Triton's warm-up request: one second of silence.
 WARMUP_SAMPLES = SAMPLE_RATE
 
@@ -28,7 +31,7 @@ def whisper_serving_options(target: Literal["cpu", "gpu"], parameters: dict[str,
     return ServingOptions(
         backend="python",
         max_batch_size=MAX_BATCH_SIZE,
-        batching=DynamicBatching(max_queue_delay_us=QUEUE_DELAY_US),
+        batching=DynamicBatching(max_queue_delay_us=QUEUE_DELAY_US, queue=QUEUE),
         instance_kind="KIND_GPU" if target == "gpu" else "KIND_CPU",
         warmup=Warmup(batch_size=1, sequence_length=WARMUP_SAMPLES),
         parameters=parameters,

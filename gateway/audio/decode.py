@@ -1,4 +1,9 @@
-"""Decode uploaded audio files into 16 kHz mono float32 samples for the speech models.
+"""Decode uploaded audio files into 16 kHz mono float32 samples for the speech models, block by block.
+
+Memory does not grow with the audio's duration: :func:`open_audio` returns an :class:`AudioReader`
+whose :meth:`~AudioReader.blocks` yields the audio a few seconds at a time, so a caller that keeps
+only what it needs (the transcription service keeps about a minute and a half) can take an hour-long
+file in a few megabytes. :func:`decode_audio` gathers every block, for short clips and tests.
 
 Why PyAV: its wheels bundle FFmpeg with the decoders that journal recordings arrive in (PCM WAV,
 FLAC, MP3, Opus and Vorbis in Ogg, Opus in WebM as browsers' ``MediaRecorder`` writes it, AAC in
@@ -18,7 +23,15 @@ Limits, checked in this order, each failing with a :class:`~gateway.errors.SamoE
   duration again while decoding, which stops as soon as the limit is passed (a WebM from
   ``MediaRecorder`` declares no duration; the length reported then is extrapolated from the share of
   the file read);
+- its decoding work (input samples over all channels: sample rate x channels x seconds) must stay
+  within ``AudioLimits.max_decode_samples`` (``too_large``), checked from the declared duration before
+  decoding and counted while decoding: this bounds the CPU one upload can take (an hour of 384 kHz,
+  8-channel audio is refused although its duration is allowed);
 - something must decode (``invalid_input``).
+
+Decoding runs in a worker thread (the caller's), and stops between two packets once the
+``cancelled`` event passed to :func:`open_audio` is set (the client left or the deadline passed),
+raising :class:`DecodeCancelled`.
 
 Truncated and damaged files:
 
@@ -43,6 +56,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -50,19 +64,23 @@ import av
 import av.error
 import numpy as np
 
+from gateway.audio.allocator import return_large_blocks_to_the_os
 from gateway.audio.limits import AudioLimits as AudioLimits
 from gateway.errors import ErrorType, SamoError
 from samo.contracts.whisper import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
-# decode_audio's output rate is SAMPLE_RATE (Hz), the rate the Whisper contract expects.
+# The output rate is SAMPLE_RATE (Hz), the rate the Whisper contract expects.
 
 MAX_BAD_PACKETS = 16
 """Packets that fail to decode and are skipped before decoding stops."""
 
 MIN_DAMAGED_DECODE_S = 0.1
 """Least audio (s) a file that hit decoding errors must yield to be returned rather than refused."""
+
+BLOCK_SAMPLES = 10 * SAMPLE_RATE
+"""Samples per block :meth:`AudioReader.blocks` yields (the last one is shorter): 10 s, 640 KB."""
 
 AUDIO_DEMUXERS = (
     # audio files
@@ -88,6 +106,10 @@ _IMAGE_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"mif1", b"msf1", 
 _MB = 1024 * 1024
 
 
+class DecodeCancelled(Exception):
+    """Decoding stopped because the caller set the ``cancelled`` event."""
+
+
 @dataclass(frozen=True)
 class DecodedAudio:
     samples: np.ndarray
@@ -101,11 +123,28 @@ class DecodedAudio:
 
 
 def decode_audio(data: bytes, limits: AudioLimits = AudioLimits()) -> DecodedAudio:
-    """Decode an audio file held in memory to 16 kHz mono float32 samples.
+    """Decode a whole audio file held in memory to 16 kHz mono float32 samples.
 
     Raises :class:`SamoError` (``invalid_input``, ``too_large`` or ``unsupported_media``) as described
     in the module docstring. A truncated file returns the audio before the cut.
     """
+    reader = open_audio(data, limits)
+    try:
+        blocks = list(reader.blocks())
+    finally:
+        reader.close()
+    samples = np.concatenate(blocks)
+    return DecodedAudio(
+        samples=samples, duration_s=reader.decoded_s, container=reader.container, codec=reader.codec
+    )
+
+
+def open_audio(
+    data: bytes, limits: AudioLimits = AudioLimits(), cancelled: threading.Event | None = None
+) -> AudioReader:
+    """Open an audio file held in memory and check what can be checked before decoding (size,
+    container, audio stream, declared duration and decoding work)."""
+    return_large_blocks_to_the_os()
     size = len(data)
     if size == 0:
         raise SamoError(ErrorType.INVALID_INPUT, "audio file is empty")
@@ -129,8 +168,11 @@ def decode_audio(data: bytes, limits: AudioLimits = AudioLimits()) -> DecodedAud
         if recognised:
             raise SamoError(ErrorType.INVALID_INPUT, CORRUPT_MESSAGE) from None
         raise SamoError(ErrorType.UNSUPPORTED_MEDIA, UNSUPPORTED_MESSAGE) from None
-    with container:
-        return _decode_container(container, size, limits)
+    try:
+        return AudioReader(container, size, limits, cancelled or threading.Event())
+    except BaseException:
+        container.close()
+        raise
 
 
 def _has_media_signature(data: bytes) -> bool:
@@ -144,69 +186,157 @@ def _has_media_signature(data: bytes) -> bool:
     )
 
 
-def _decode_container(container: av.container.InputContainer, size: int, limits: AudioLimits) -> DecodedAudio:
-    format_name = container.format.name
-    audio_streams = container.streams.audio
-    if not audio_streams or audio_streams[0].codec_context is None:
-        logger.debug("%s container of %d bytes has no decodable audio stream", format_name, size)
-        raise SamoError(ErrorType.UNSUPPORTED_MEDIA, UNSUPPORTED_MESSAGE)
-    stream = audio_streams[0]
-    codec = stream.codec_context.name
+class AudioReader:
+    """An opened upload's first audio stream, decoded on demand into 16 kHz mono float32 blocks.
 
-    declared = _declared_duration(container, stream)
-    logger.debug(
-        "decoding %d bytes: container %s, codec %s, %s Hz, %s channels, declared %s s",
-        size, format_name, codec, stream.codec_context.sample_rate, stream.codec_context.channels,
-        "unknown" if declared is None else f"{declared:.3f}",
-    )  # fmt: skip
-    if declared is not None and declared > limits.max_duration_s:
-        raise _too_long(declared, limits)
+    Not thread-safe, but may move between threads: :meth:`blocks` and :meth:`close` hold one lock, so
+    a close from another thread waits for the packet being decoded (decoding stops at the next packet
+    once ``cancelled`` is set).
+    """
 
-    output = _Mono16k()
-    input_s = 0.0  # decoded duration at the input's own rate
-    bytes_read = 0
-    bad_packets = 0
-    errors = False
-    for packet in _packets(container, stream):
-        if packet is None:  # the demuxer failed: keep what came before
-            errors = True
-            break
-        bytes_read += packet.size
-        try:
-            for frame in packet.decode():
-                if frame.samples <= 0 or frame.sample_rate <= 0:
-                    continue
-                input_s += frame.samples / frame.sample_rate
-                if input_s > limits.max_duration_s:  # checked before resampling: memory stays bounded
-                    # The rest of the file is not read: extrapolate its length from the share read.
-                    estimate = input_s * size / bytes_read if bytes_read else input_s
-                    raise _too_long(max(input_s, estimate), limits)
-                output.add(frame)
-        except _PYAV_ERRORS as error:
-            errors = True
-            bad_packets += 1
-            logger.debug(
-                "skipped a %d-byte packet that failed to decode (%s)", packet.size, type(error).__name__
-            )
-            if bad_packets > MAX_BAD_PACKETS:
-                break
+    def __init__(
+        self,
+        container: av.container.InputContainer,
+        size: int,
+        limits: AudioLimits,
+        cancelled: threading.Event,
+    ) -> None:
+        self._container = container
+        self._size = size
+        self._limits = limits
+        self._cancelled = cancelled
+        self._lock = threading.Lock()
+        self.container: str = container.format.name
+        """PyAV's name of the demuxer, e.g. ``"wav"``, ``"ogg"``, ``"matroska,webm"``."""
+        audio_streams = container.streams.audio
+        if not audio_streams or audio_streams[0].codec_context is None:
+            logger.debug("%s container of %d bytes has no decodable audio stream", self.container, size)
+            raise SamoError(ErrorType.UNSUPPORTED_MEDIA, UNSUPPORTED_MESSAGE)
+        self._stream = audio_streams[0]
+        context = self._stream.codec_context
+        self.codec: str = context.name
+        """Decoder of the audio stream, e.g. ``"pcm_s16le"``, ``"opus"``, ``"aac"``."""
+        self.declared_s: float | None = _declared_duration(container, self._stream)
+        """The duration the container declares (or FFmpeg estimates), seconds; None if unknown."""
+        self.decoded_samples = 0
+        """Samples yielded so far, at ``SAMPLE_RATE``."""
+        logger.debug(
+            "opened %d bytes: container %s, codec %s, %s Hz, %s channels, declared %s s",
+            size, self.container, self.codec, context.sample_rate, context.channels,
+            "unknown" if self.declared_s is None else f"{self.declared_s:.3f}",
+        )  # fmt: skip
+        if self.declared_s is not None:
+            if self.declared_s > limits.max_duration_s:
+                raise _too_long(self.declared_s, limits)
+            work = self.declared_s * max(context.sample_rate or 0, 1) * max(context.channels or 0, 1)
+            if work > limits.max_decode_samples:
+                raise _too_much_work(work, limits)
 
-    try:
-        samples = output.finish()
-    except _PYAV_ERRORS as error:
-        logger.debug("resampler failed to flush (%s)", type(error).__name__)
-        errors = True
-        samples = output.samples()
-    duration = samples.size / SAMPLE_RATE
-    logger.debug(
-        "decoded %.3f s from %s/%s, %d bad packets%s",
-        duration, format_name, codec, bad_packets, ", with errors" if errors else "",
-    )  # fmt: skip
-    if samples.size == 0 or (errors and duration < MIN_DAMAGED_DECODE_S):
-        raise SamoError(ErrorType.INVALID_INPUT, CORRUPT_MESSAGE)
-    if duration > limits.max_duration_s:
-        raise _too_long(duration, limits)
-    return DecodedAudio(samples=samples, duration_s=duration, container=format_name, codec=codec)
+    @property
+    def decoded_s(self) -> float:
+        return self.decoded_samples / SAMPLE_RATE
+
+    def close(self) -> None:
+        """Stop decoding and release FFmpeg's buffers; safe from any thread, and more than once."""
+        self._cancelled.set()
+        with self._lock:
+            self._container.close()
+
+    def blocks(self, block_samples: int = BLOCK_SAMPLES) -> Iterator[np.ndarray]:
+        """The audio as float32 blocks of ``block_samples`` (the last one shorter), values in [-1, 1].
+
+        Raises :class:`SamoError` as the module docstring says, once the limit is passed or, for a
+        file that yields nothing usable, at its end; :class:`DecodeCancelled` once ``cancelled`` is set.
+        """
+        output = _Mono16k()
+        pending: list[np.ndarray] = []
+        pending_size = 0
+        input_s = 0.0  # decoded duration at the input's own rate
+        work = 0  # input samples over all channels
+        bytes_read = 0
+        bad_packets = 0
+        errors = False
+        packets = _packets(self._container, self._stream)
+        while True:
+            with self._lock:
+                if self._cancelled.is_set():
+                    raise DecodeCancelled
+                packet = next(packets, _END)
+                if packet is _END:
+                    break
+                if packet is None:  # the demuxer failed: keep what came before
+                    errors = True
+                    break
+                bytes_read += packet.size
+                try:
+                    for frame in packet.decode():
+                        if frame.samples <= 0 or frame.sample_rate <= 0:
+                            continue
+                        input_s += frame.samples / frame.sample_rate
+                        work += frame.samples * max(frame.layout.nb_channels, 1)
+                        # Checked before resampling, so the rest of the file is not read: its length
+                        # is extrapolated from the share read.
+                        if input_s > self._limits.max_duration_s:
+                            raise _too_long(self._estimate(input_s, bytes_read), self._limits)
+                        if work > self._limits.max_decode_samples:
+                            raise _too_much_work(self._estimate(work, bytes_read), self._limits)
+                        for piece in output.add(frame):
+                            pending.append(piece)
+                            pending_size += piece.size
+                except _PYAV_ERRORS as error:
+                    errors = True
+                    bad_packets += 1
+                    logger.debug(
+                        "skipped a %d-byte packet that failed to decode (%s)",
+                        packet.size,
+                        type(error).__name__,
+                    )
+                    if bad_packets > MAX_BAD_PACKETS:
+                        break
+            while pending_size >= block_samples:
+                block, pending, pending_size = _take(pending, block_samples)
+                yield self._emit(block)
+
+        with self._lock:
+            try:
+                pending += output.finish()
+            except _PYAV_ERRORS as error:
+                logger.debug("resampler failed to flush (%s)", type(error).__name__)
+                errors = True
+        tail = np.concatenate(pending) if pending else np.zeros(0, dtype=np.float32)
+        total = self.decoded_samples + tail.size
+        duration = total / SAMPLE_RATE
+        logger.debug(
+            "decoded %.3f s from %s/%s, %d bad packets%s",
+            duration, self.container, self.codec, bad_packets, ", with errors" if errors else "",
+        )  # fmt: skip
+        if total == 0 or (errors and duration < MIN_DAMAGED_DECODE_S):
+            raise SamoError(ErrorType.INVALID_INPUT, CORRUPT_MESSAGE)
+        if duration > self._limits.max_duration_s:
+            raise _too_long(duration, self._limits)
+        for start in range(0, tail.size, block_samples):
+            yield self._emit(tail[start : start + block_samples])
+
+    def _estimate(self, so_far: float, bytes_read: int) -> float:
+        return max(so_far, so_far * self._size / bytes_read) if bytes_read else so_far
+
+    def _emit(self, block: np.ndarray) -> np.ndarray:
+        # Lossy decoders (AAC, Opus, MP3) overshoot full scale slightly, and damaged packets can
+        # decode to non-finite values: keep the documented range.
+        np.nan_to_num(block, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+        np.clip(block, -1.0, 1.0, out=block)
+        self.decoded_samples += block.size
+        return block
+
+
+_END = object()
+
+
+def _take(pieces: list[np.ndarray], count: int) -> tuple[np.ndarray, list[np.ndarray], int]:
+    """The first ``count`` samples of ``pieces`` as one new array, and the pieces left with their size."""
+    joined = np.concatenate(pieces)
+    rest = joined[count:].copy()
+    return joined[:count], ([rest] if rest.size else []), rest.size
 
 
 def _packets(container: av.container.InputContainer, stream: av.AudioStream) -> Iterator[av.Packet | None]:
@@ -239,8 +369,16 @@ def _too_long(duration_s: float, limits: AudioLimits) -> SamoError:
     )
 
 
+def _too_much_work(samples: float, limits: AudioLimits) -> SamoError:
+    return SamoError(
+        ErrorType.TOO_LARGE,
+        f"audio needs {samples:,.0f} input samples decoded (sample rate x channels x seconds); "
+        f"the limit is {limits.max_decode_samples:,}",
+    )
+
+
 class _Mono16k:
-    """Resamples decoded frames to mono float32 at 16 kHz and gathers them.
+    """Resamples decoded frames to mono float32 at 16 kHz, handing each piece out as it is made.
 
     - ``rematrix_maxval=1`` makes the downmix average the channels: by default libswresample adds them
       at -3 dB each for float output, which takes in-phase stereo to 1.41 times full scale.
@@ -252,61 +390,52 @@ class _Mono16k:
     """
 
     def __init__(self) -> None:
-        self._chunks: list[np.ndarray] = []
         self._resampler: av.AudioResampler | None = None
         self._template: av.AudioFrame | None = None  # last input frame of the current resampler
-        self._segment_start = 0  # index in _chunks where the current resampler's output starts
         self._segment_input = 0  # samples fed to the current resampler
+        self._segment_output = 0  # samples it made
 
-    def add(self, frame: av.AudioFrame) -> None:
+    def add(self, frame: av.AudioFrame) -> list[np.ndarray]:
         """Resamples ``frame``, which holds samples and has a sample rate."""
+        pieces = []
         if (
             self._resampler is not None
             and self._template is not None
             and not _same_format(frame, self._template)
         ):
-            self._end_segment()
+            pieces = self._end_segment()
         if self._resampler is None:
             self._resampler = av.AudioResampler(
                 format="flt", layout="mono", rate=SAMPLE_RATE, options={"rematrix_maxval": "1.0"}
             )
-        self._keep(self._resampler.resample(frame))
+        made = self._arrays(self._resampler.resample(frame))
+        self._segment_output += sum(piece.size for piece in made)
         self._template = frame
         self._segment_input += frame.samples
+        return pieces + made
 
-    def finish(self) -> np.ndarray:
-        self._end_segment()
-        return self.samples()
+    def finish(self) -> list[np.ndarray]:
+        return self._end_segment()
 
-    def samples(self) -> np.ndarray:
-        if not self._chunks:
-            return np.zeros(0, dtype=np.float32)
-        samples = np.concatenate(self._chunks)
-        # Lossy decoders (AAC, Opus, MP3) overshoot full scale slightly, and damaged packets can
-        # decode to non-finite values: keep the documented range.
-        np.nan_to_num(samples, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
-        np.clip(samples, -1.0, 1.0, out=samples)
-        return samples
+    @staticmethod
+    def _arrays(frames: list[av.AudioFrame]) -> list[np.ndarray]:
+        # Packed float mono: shape (1, samples). Copied, since PyAV may reuse a frame's buffer.
+        return [np.array(frame.to_ndarray(), dtype=np.float32, copy=True).reshape(-1) for frame in frames]
 
-    def _keep(self, frames: list[av.AudioFrame]) -> None:
-        for frame in frames:
-            # Packed float mono: shape (1, samples). Copied, since PyAV may reuse a frame's buffer.
-            self._chunks.append(np.array(frame.to_ndarray(), dtype=np.float32, copy=True).reshape(-1))
-
-    def _end_segment(self) -> None:
+    def _end_segment(self) -> list[np.ndarray]:
         resampler, template = self._resampler, self._template
         self._resampler = self._template = None
         if resampler is None or template is None:
-            return
+            return []
         rate = template.sample_rate
-        self._keep(resampler.resample(_silence_like(template, max(1024, rate // 10))))
-        self._keep(resampler.resample(None))
+        tail = self._arrays(resampler.resample(_silence_like(template, max(1024, rate // 10))))
+        tail += self._arrays(resampler.resample(None))
         expected = -(-self._segment_input * SAMPLE_RATE // rate)  # ceil: a 1-sample clip keeps 1 sample
-        segment = self._chunks[self._segment_start :]
-        if segment:
-            self._chunks[self._segment_start :] = [np.concatenate(segment)[:expected]]
-        self._segment_start = len(self._chunks)
-        self._segment_input = 0
+        wanted = max(expected - self._segment_output, 0)
+        self._segment_input = self._segment_output = 0
+        if not tail or wanted == 0:
+            return []
+        return [np.concatenate(tail)[:wanted]]
 
 
 def _same_format(frame: av.AudioFrame, template: av.AudioFrame) -> bool:

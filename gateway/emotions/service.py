@@ -9,6 +9,8 @@ import numpy as np
 
 from gateway.emotions.model import EmotionModel
 from gateway.errors import ErrorType, SamoError
+from gateway.observability.metrics import record_texts
+from gateway.observability.tracing import stage
 from gateway.repository import pick_model
 from gateway.results import EmotionOptions, EmotionResult, LabelScore, ModelInfo, TextEmotions
 from gateway.triton_client import TritonClient
@@ -28,7 +30,8 @@ class EmotionService:
         """Scores for any number of texts: one Triton request per `max_batch_size` of the model's card."""
         model = self.model(options.model)
         rows = model.card.max_batch_size
-        chunks = [model.encode(texts[start : start + rows]) for start in range(0, len(texts), rows)]
+        with stage("emotions.tokenize", model=model.name, texts=len(texts)):
+            chunks = [model.encode(texts[start : start + rows]) for start in range(0, len(texts), rows)]
         outputs = await asyncio.gather(
             *(self.triton.infer(model.name, encoded.inputs, [LOGITS]) for encoded in chunks)
         )
@@ -42,26 +45,28 @@ class EmotionService:
             )
         truncated = [flag for encoded in chunks for flag in encoded.truncated]
         token_counts = [count for encoded in chunks for count in encoded.token_counts]
-        probabilities = to_probabilities(logits.astype(np.float64), model.card.activation)
-        thresholds = (
-            model.thresholds
-            if options.threshold is None
-            else np.full(len(model.card.labels), options.threshold)
-        )
-        labels = model.card.labels
-        results = []
-        for row, scores in enumerate(probabilities):
-            above = [i for i in np.argsort(-scores, kind="stable") if scores[i] >= thresholds[i]]
-            if options.top_k is not None:
-                above = above[: options.top_k]
-            results.append(
-                TextEmotions(
-                    labels=tuple(LabelScore(label=labels[i], score=float(scores[i])) for i in above),
-                    scores=dict(zip(labels, map(float, scores), strict=True)),
-                    truncated=truncated[row],
-                    tokens=token_counts[row],
-                )
+        record_texts(model.name, len(texts), sum(token_counts))
+        with stage("emotions.postprocess", model=model.name, texts=len(texts)):
+            probabilities = to_probabilities(logits.astype(np.float64), model.card.activation)
+            thresholds = (
+                model.thresholds
+                if options.threshold is None
+                else np.full(len(model.card.labels), options.threshold)
             )
+            labels = model.card.labels
+            results = []
+            for row, scores in enumerate(probabilities):
+                above = [i for i in np.argsort(-scores, kind="stable") if scores[i] >= thresholds[i]]
+                if options.top_k is not None:
+                    above = above[: options.top_k]
+                results.append(
+                    TextEmotions(
+                        labels=tuple(LabelScore(label=labels[i], score=float(scores[i])) for i in above),
+                        scores=dict(zip(labels, map(float, scores), strict=True)),
+                        truncated=truncated[row],
+                        tokens=token_counts[row],
+                    )
+                )
         card = model.card
         info = ModelInfo(
             name=model.name,

@@ -9,8 +9,17 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from gateway.admission import Ticket
 from gateway.emotions.request import emotion_request_model
-from gateway.errors import GRPC_ERROR_TYPE_KEY, GRPC_STATUS, ErrorType, SamoError, invalid_input
+from gateway.errors import (
+    GRPC_ERROR_TYPE_KEY,
+    GRPC_RETRY_AFTER_KEY,
+    GRPC_STATUS,
+    RETRYABLE,
+    ErrorType,
+    SamoError,
+    invalid_input,
+)
 from gateway.grpc_api import samo_v1_pb2 as pb
 from gateway.grpc_api import samo_v1_pb2_grpc
 from gateway.grpc_api.convert import (
@@ -41,7 +50,7 @@ def samo_errors(handler: Handler) -> Handler:
         try:
             return await handler(self, request, context)
         except SamoError as exc:
-            await _abort(context, exc)
+            await _abort(context, exc, self.retry_after_s)
             raise  # unreachable: abort raises
 
     return wrapper
@@ -50,6 +59,8 @@ def samo_errors(handler: Handler) -> Handler:
 class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
     def __init__(self, services: Services, settings: GatewaySettings) -> None:
         self.services = services
+        self.costs = services.admission.costs
+        self.retry_after_s = settings.retry_after_s
         self.emotion_request = emotion_request_model(settings)
         self.journal_text = journal_text_model(settings)
         self.summary_request = summary_request_model(settings)
@@ -68,7 +79,7 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
             },
         )
         options = EmotionOptions(threshold=body.threshold, top_k=body.top_k, model=body.model)
-        with self.services.admitted():
+        with self.services.admission.admit(self.costs.texts(len(body.texts))):
             result = await self.services.emotions.detect(body.texts, options)
         return emotion_response(result)
 
@@ -85,11 +96,18 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
                 "word_timestamps": request.word_timestamps,
             },
         )
-        with self.services.admitted():
+        # One window now; the transcription charges the rest once the duration is read.
+        with self.services.admission.admit(self.costs.audio(0)):
             result = await self.services.transcription.transcribe(
                 request.audio, options, request.model or None
             )
         return transcribe_response(result)
+
+    def _journal_cost(self, request: pb.AnalyzeJournalRequest) -> int:
+        summarization = self.services.summarization
+        if request.WhichOneof("entry") == "audio":
+            return self.costs.journal_audio(summarization)
+        return self.costs.journal_text(request.text, summarization)
 
     def _journal_items(self, request: pb.AnalyzeJournalRequest) -> AsyncIterator[Segment | JournalAnalysis]:
         options = {
@@ -119,8 +137,9 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
         self, request: pb.AnalyzeJournalRequest, context: grpc.aio.ServicerContext
     ) -> pb.JournalAnalysis:
         analysis = None
-        with self.services.admitted():
-            async for item in self._journal_items(request):
+        items = self._journal_items(request)  # validates before anything is admitted
+        with self.services.admission.admit(self._journal_cost(request)):
+            async for item in items:
                 analysis = item
         assert isinstance(analysis, JournalAnalysis)
         return journal_message(analysis)
@@ -129,36 +148,46 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
         self, request: pb.AnalyzeJournalRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.JournalEvent]:
         try:
-            with self.services.admitted():
-                async for item in self._journal_items(request):
+            items = self._journal_items(request)
+            with self._held_until_done(self._journal_cost(request), context):
+                async for item in items:
                     if isinstance(item, JournalAnalysis):
                         yield pb.JournalEvent(analysis=journal_message(item))
                     else:
                         yield pb.JournalEvent(segment=segment_message(item))
         except SamoError as exc:
-            await _abort(context, exc)
+            await _abort(context, exc, self.retry_after_s)
 
     async def TranscribeStream(
         self, chunks: AsyncIterator[pb.AudioChunk], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.TranscribeEvent]:
         try:
-            first, data = await self._collect(chunks)
-            options = validate_body(
-                DecodeOptions,
-                {
-                    "language": first.language or None,
-                    "beam_size": _optional(first, "beam_size", 5),
-                    "word_timestamps": first.word_timestamps,
-                },
-            )
-            with self.services.admitted():
+            # Admitted before any chunk is read, so a refused upload is never buffered; one window
+            # now, the rest once the transcription has read the duration.
+            with self._held_until_done(self.costs.audio(0), context):
+                first, data = await self._collect(chunks)
+                options = validate_body(
+                    DecodeOptions,
+                    {
+                        "language": first.language or None,
+                        "beam_size": _optional(first, "beam_size", 5),
+                        "word_timestamps": first.word_timestamps,
+                    },
+                )
                 async for item in self.services.transcription.stream(data, options, first.model or None):
                     if isinstance(item, Transcript):
                         yield pb.TranscribeEvent(transcript=transcribe_response(item))
                     else:
                         yield pb.TranscribeEvent(segment=segment_message(item))
         except SamoError as exc:
-            await _abort(context, exc)
+            await _abort(context, exc, self.retry_after_s)
+
+    def _held_until_done(self, cost: int, context: grpc.aio.ServicerContext) -> Ticket:
+        """A stream's ticket, released when the call ends however it ends: a client that cancels leaves
+        the handler suspended at a `yield`, where no `finally` of its own runs until it is collected."""
+        ticket = self.services.admission.admit(cost)
+        context.add_done_callback(lambda _: ticket.release())
+        return ticket
 
     async def _collect(self, chunks: AsyncIterator[pb.AudioChunk]) -> tuple[pb.AudioChunk, bytes]:
         """The first chunk (it carries the options) and all the audio, refused past the size limit."""
@@ -192,7 +221,8 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
             },
         )
         options = SummaryOptions.model_validate(body.model_dump(exclude={"texts"}))
-        with self.services.admitted():
+        cost = self.costs.summaries(len(body.texts), options, self.services.summarization)
+        with self.services.admission.admit(cost):
             result = await self.services.summarization.summarize(body.texts, options)
         return summarize_response(result)
 
@@ -202,7 +232,11 @@ def _optional(message: Message, field: str, default: object) -> object:
     return getattr(message, field) if message.HasField(field) else default
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: SamoError) -> None:
-    """The error taxonomy mapped to a gRPC status, with the exact type in trailing metadata."""
-    context.set_trailing_metadata(((GRPC_ERROR_TYPE_KEY, exc.type.value),))
+async def _abort(context: grpc.aio.ServicerContext, exc: SamoError, retry_after_s: int) -> None:
+    """The error taxonomy mapped to a gRPC status, with the exact type (and for retryable errors the
+    seconds to wait, as HTTP's Retry-After) in trailing metadata."""
+    metadata = [(GRPC_ERROR_TYPE_KEY, exc.type.value)]
+    if exc.type in RETRYABLE:
+        metadata.append((GRPC_RETRY_AFTER_KEY, str(exc.retry_after_s or retry_after_s)))
+    context.set_trailing_metadata(tuple(metadata))
     await context.abort(grpc.StatusCode[GRPC_STATUS[exc.type]], exc.message)

@@ -3,66 +3,32 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import samo
 from gateway.grpc_api.server import start_grpc_server
+from gateway.health.monitor import ModelsHealth
+from gateway.http.body_limit import install_body_limits
 from gateway.http.emotions import emotion_router
 from gateway.http.errors import install_error_handlers
 from gateway.http.journal import journal_router
 from gateway.http.summarization import summarization_router
 from gateway.http.transcription import transcription_router
+from gateway.observability.http import ObservedRequests
+from gateway.observability.metrics import CONTENT_TYPE, gateway_registry, mark_worker_exit, render_metrics
+from gateway.observability.tracing import start_tracing, stop_tracing
+from gateway.security import Access
+from gateway.security.http import AccessMiddleware
 from gateway.services import Services
+from gateway.shutdown import on_shutdown_signal
 from samo.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
-
-
-class _RequestMetrics:
-    """Pure ASGI middleware: counts and times requests by route template (never by raw path or body).
-
-    Starlette's BaseHTTPMiddleware costs about a millisecond per request; this costs microseconds.
-    """
-
-    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
-        self.app = app
-        self.requests = Counter(
-            "samo_http_requests", "HTTP requests by route and status.", ["route", "status"], registry=registry
-        )
-        self.latency = Histogram(
-            "samo_http_request_seconds",
-            "HTTP request latency by route.",
-            ["route"],
-            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
-            registry=registry,
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            self.requests.labels(route, str(status)).inc()
-            self.latency.labels(route).observe(time.perf_counter() - start)
 
 
 def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
@@ -72,15 +38,29 @@ def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tracing = start_tracing(settings.otlp_endpoint)
         services = Services.open(settings)
         app.state.services = services
-        grpc_server = await start_grpc_server(services, settings)
+        services.health.start()
+        await access.start()
+        grpc_server = await start_grpc_server(services, settings, access=access)
         app.state.grpc_port = grpc_server.port
+
+        def drain() -> None:
+            logger.info("shutting down: %.0f s for requests in progress", settings.shutdown_grace_s)
+            services.draining = True
+            grpc_server.begin_shutdown(settings.shutdown_grace_s)
+
+        remove_shutdown_hook = on_shutdown_signal(drain)
         try:
             yield
         finally:
-            await grpc_server.stop()
+            remove_shutdown_hook()
+            await grpc_server.stop(settings.shutdown_grace_s)
+            await access.stop()
             await services.close()
+            stop_tracing(tracing)
+            mark_worker_exit()
 
     app = FastAPI(
         title="SAMO serving",
@@ -89,8 +69,20 @@ def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app, settings)
-    registry = CollectorRegistry()
-    app.add_middleware(_RequestMetrics, registry=registry)
+    install_body_limits(app, settings)  # before the access middleware: innermost, so 413s are counted
+    registry = gateway_registry()
+    access = Access.from_settings(settings, registry)
+    # Outermost last: CORS answers preflights and labels refusals; metrics count 401/429 too.
+    app.add_middleware(AccessMiddleware, access=access, settings=settings)
+    app.add_middleware(ObservedRequests)
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_allow_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "x-api-key", "content-type", "x-request-id"],
+            expose_headers=["retry-after", "x-request-id"],
+        )
     app.include_router(emotion_router(settings))
     app.include_router(transcription_router(settings))
     app.include_router(summarization_router(settings))
@@ -98,7 +90,7 @@ def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(render_metrics(registry), media_type=CONTENT_TYPE)
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:
@@ -107,11 +99,25 @@ def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
 
     @app.get("/health/ready", tags=["health"], responses={503: {"description": "Not ready, with the reason"}})
     async def ready(request: Request) -> JSONResponse:
-        """Ready only when a real inference through Triton succeeds."""
+        """Ready while every installed model answers its probe (a real inference through Triton), and
+        until shutdown begins; the reason names the models that do not."""
         reason = await request.app.state.services.readiness()
         if reason is None:
             return JSONResponse({"status": "ready"})
         headers = {"Retry-After": str(settings.retry_after_s)}
         return JSONResponse({"status": "not ready", "reason": reason}, status_code=503, headers=headers)
+
+    @app.get(
+        "/health/models",
+        tags=["health"],
+        response_model=ModelsHealth,
+        responses={503: {"model": ModelsHealth, "description": "Some model is not serving"}},
+    )
+    async def models_health(request: Request) -> JSONResponse:
+        """Every model Triton serves for the gateway: serving, failing (with why) or reloading."""
+        services = request.app.state.services
+        await services.health.ensure_checked()
+        report = services.health.report()
+        return JSONResponse(report.model_dump(mode="json"), status_code=200 if report.ready else 503)
 
     return app

@@ -19,7 +19,7 @@ def emotion_router(settings: GatewaySettings) -> APIRouter:
         """Emotion labels and scores for each text (28 GoEmotions labels for the default model)."""
         services: Services = request.app.state.services
         options = EmotionOptions(threshold=body.threshold, top_k=body.top_k, model=body.model)
-        with services.admitted():
+        with services.admission.admit(services.admission.costs.texts(len(body.texts))):
             result = await services.emotions.detect(body.texts, options)
         return JSONResponse(result.body())
 

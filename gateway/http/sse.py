@@ -8,7 +8,9 @@ from typing import Any, TypeVar
 
 from fastapi.responses import StreamingResponse
 from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
 
+from gateway.admission import Ticket
 from gateway.errors import SamoError
 
 EVENT_STREAM = "text/event-stream"
@@ -28,11 +30,51 @@ def event(name: str, data: dict[str, Any]) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-def event_response(first: Item, rest: AsyncIterator[Item], render: Render, last: type) -> StreamingResponse:
+class _EventStream(StreamingResponse):
+    """Events that hold their admission ticket (units and deadline) until the stream ends, is cut by
+    the client or fails, and then stop the work behind them."""
+
+    def __init__(self, events: AsyncIterator[bytes], rest: AsyncIterator[Any], ticket: Ticket | None) -> None:
+        super().__init__(events if ticket is None else _releasing(events, ticket), media_type=EVENT_STREAM)
+        self.rest = rest
+        self.ticket = ticket
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            if self.ticket is None:
+                await super().__call__(scope, receive, send)
+            else:
+                with self.ticket:  # the deadline applies to the Triton calls the stream makes
+                    await super().__call__(scope, receive, send)
+        finally:
+            # A client that hung up leaves both generators suspended: close them now, which cancels
+            # their Triton streams, rather than whenever they are garbage-collected.
+            await _close(self.body_iterator)
+            await _close(self.rest)
+
+
+async def _releasing(events: AsyncIterator[bytes], ticket: Ticket) -> AsyncIterator[bytes]:
+    """The events, the units released as soon as the last is out: before the response's end reaches
+    the client, so a client that saw the stream end finds its units free."""
+    async for chunk in events:
+        yield chunk
+    ticket.release()
+
+
+async def _close(iterator: Any) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def event_response(
+    first: Item, rest: AsyncIterator[Item], render: Render, last: type, ticket: Ticket | None = None
+) -> StreamingResponse:
     """Stream `first`, then `rest` up to and including the first item of type `last`. `first` was awaited
     by the caller, so errors before any output stay ordinary HTTP errors; later ones travel as an
-    `error` event, since the headers have gone out."""
-    return StreamingResponse(_events(first, rest, render, last), media_type=EVENT_STREAM)
+    `error` event, since the headers have gone out. `ticket` (handed over by the route) is held until
+    the stream ends."""
+    return _EventStream(_events(first, rest, render, last), rest, ticket)
 
 
 async def _events(first: Item, rest: AsyncIterator[Item], render: Render, last: type) -> AsyncIterator[bytes]:

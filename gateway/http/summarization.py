@@ -28,14 +28,16 @@ def summarization_router(settings: GatewaySettings) -> APIRouter:
         """
         services: Services = request.app.state.services
         options = SummaryOptions.model_validate(body.model_dump(exclude={"texts"}))
-        if wants_events(request):
-            if len(body.texts) != 1:
-                raise invalid_input(f"texts: streaming takes one text, got {len(body.texts)}")
-            with services.admitted():
+        if wants_events(request) and len(body.texts) != 1:
+            raise invalid_input(f"texts: streaming takes one text, got {len(body.texts)}")
+        admission = services.admission
+        cost = admission.costs.summaries(len(body.texts), options, services.summarization)
+        with admission.admit(cost) as ticket:
+            if wants_events(request):
                 items = services.summarization.stream(body.texts[0], options)
                 first = await anext(items)  # errors before any output are ordinary HTTP errors
-                return event_response(first, items, _render, SummaryResult)
-        with services.admitted():
+                # The stream holds the units until its last event, or until the client hangs up.
+                return event_response(first, items, _render, SummaryResult, ticket.hand_over())
             result = await services.summarization.summarize(body.texts, options)
         return JSONResponse(result.body())
 

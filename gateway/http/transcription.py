@@ -1,12 +1,22 @@
 """POST /v1/transcribe and the OpenAI-compatible POST /v1/audio/transcriptions: form fields in, the
-service's `Transcript` out, in the format asked for."""
+service's `Transcript` out, in the format asked for.
 
-from typing import Annotated, Literal
+Both are `AdmittedUpload` routes: admission (gateway/admission.py) decides before the form is read,
+so a request refused for load costs no upload. The form is then read within the upload body limit
+and its part limits (gateway/http/body_limit.py), and the transcription is cancelled if the client
+disconnects.
+"""
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 
 from gateway.errors import ErrorType, SamoError, invalid_input
+from gateway.http.body_limit import UPLOAD_FORM_LIMITS
+from gateway.http.disconnect import CLIENT_CLOSED_REQUEST, unless_disconnected
 from gateway.http.errors import ERRORS
 from gateway.results import (
     OpenAISegment,
@@ -20,8 +30,6 @@ from gateway.validation import validate_body
 from samo.contracts.whisper import DecodeOptions
 from samo.settings import GatewaySettings
 
-# Multipart framing around the file: an upload may exceed the file limit by this much.
-MULTIPART_OVERHEAD = 64 * 1024
 OPENAI_MODEL_ALIASES = {"whisper-1"}
 AUDIO_ERRORS = {
     **ERRORS,
@@ -87,31 +95,47 @@ def verbose(
     )
 
 
-async def read_upload(request: Request, file: UploadFile, settings: GatewaySettings) -> bytes:
-    """The upload's bytes, refused with 413 from its size alone, before anything is decoded."""
-    declared = int(request.headers.get("content-length") or 0)
-    size = file.size if file.size is not None else declared
-    if size > settings.max_audio_bytes + (0 if file.size is not None else MULTIPART_OVERHEAD):
+class AdmittedUpload(APIRoute):
+    """A route admitted at one Whisper window's cost before FastAPI reads its form (FastAPI reads the
+    body before the endpoint runs); the transcription tops the cost up to the audio's duration."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        read_form_and_run = super().get_route_handler()
+
+        async def admitted_first(request: Request) -> Response:
+            services: Services = request.app.state.services
+            with services.admitted(services.admission.costs.audio(0)):
+                return await read_form_and_run(request)
+
+        return admitted_first
+
+
+async def read_upload(file: UploadFile, settings: GatewaySettings) -> bytes:
+    """The uploaded file's bytes (the form was read within the upload body limit), refused with 413
+    when the file alone is over `max_audio_bytes`, before anything is decoded."""
+    if file.size is not None and file.size > settings.max_audio_bytes:
         limit_mb = settings.max_audio_bytes / (1 << 20)
         raise SamoError(
-            ErrorType.TOO_LARGE, f"audio file is {size / (1 << 20):.1f} MB; the limit is {limit_mb:.1f} MB"
+            ErrorType.TOO_LARGE,
+            f"audio file is {file.size / (1 << 20):.1f} MB; the limit is {limit_mb:.1f} MB",
         )
     return await file.read()
 
 
 def transcription_router(settings: GatewaySettings) -> APIRouter:
-    router = APIRouter(tags=["transcription"])
+    router = APIRouter(tags=["transcription"], route_class=AdmittedUpload)
     limit_mb = settings.max_audio_bytes / (1 << 20)
+    upload = {"form_limits": UPLOAD_FORM_LIMITS}  # the body's limit: gateway/http/body_limit.py
 
     async def run(
         request: Request, file: UploadFile, options: DecodeOptions, model: str | None
-    ) -> Transcript:
+    ) -> Transcript | None:
+        """The transcript, or None when the client left (its transcription is then cancelled)."""
         services: Services = request.app.state.services
-        data = await read_upload(request, file, settings)
-        with services.admitted():
-            return await services.transcription.transcribe(data, options, model)
+        data = await read_upload(file, settings)
+        return await unless_disconnected(request, services.transcription.transcribe(data, options, model))
 
-    @router.post("/v1/transcribe", response_model=Transcript, responses=AUDIO_ERRORS)
+    @router.post("/v1/transcribe", response_model=Transcript, responses=AUDIO_ERRORS, **upload)
     async def transcribe(
         request: Request,
         file: Annotated[
@@ -137,12 +161,16 @@ def transcription_router(settings: GatewaySettings) -> APIRouter:
             DecodeOptions,
             {"language": language, "task": task, "beam_size": beam_size, "word_timestamps": word_timestamps},
         )
-        return JSONResponse((await run(request, file, options, model)).body())
+        transcript = await run(request, file, options, model)
+        if transcript is None:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        return JSONResponse(transcript.body())
 
     @router.post(
         "/v1/audio/transcriptions",
         response_model=OpenAITranscription | OpenAIVerboseTranscription,
         responses={200: OPENAI_FORMATS, **AUDIO_ERRORS},
+        **upload,
     )
     async def openai_transcriptions(
         request: Request,
@@ -177,6 +205,8 @@ def transcription_router(settings: GatewaySettings) -> APIRouter:
         )
         name = None if model in OPENAI_MODEL_ALIASES else model
         transcript = await run(request, file, options, name)
+        if transcript is None:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         if response_format == "text":
             return PlainTextResponse(transcript.text)
         if response_format in ("srt", "vtt"):

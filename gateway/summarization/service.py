@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from gateway.errors import ErrorType, SamoError, not_found
+from gateway.observability.metrics import record_generated_tokens, record_texts
+from gateway.observability.tracing import stage
 from gateway.repository import cards_for_task
 from gateway.results import Summary, SummaryModelInfo, SummaryOptions, SummaryResult
 from gateway.summarization.abstractive import AbstractiveModel, Encoded
@@ -126,10 +128,11 @@ class SummarizationService:
         self, embedder: Embedder, sentences: Sequence[str]
     ) -> tuple[np.ndarray, tuple[int, ...], tuple[bool, ...]]:
         rows = embedder.card.max_batch_size
-        encoded = [
-            embedder.encoder.encode(sentences[start : start + rows])
-            for start in range(0, len(sentences), rows)
-        ]
+        with stage("summarization.tokenize", model=embedder.name, texts=len(sentences)):
+            encoded = [
+                embedder.encoder.encode(sentences[start : start + rows])
+                for start in range(0, len(sentences), rows)
+            ]
         outputs = await asyncio.gather(
             *(self.triton.infer(embedder.name, e.inputs, [EMBEDDINGS]) for e in encoded)
         )
@@ -141,6 +144,7 @@ class SummarizationService:
                 ErrorType.INTERNAL, f"model `{embedder.name}` returned embeddings of shape {vectors.shape}"
             )
         tokens = tuple(count for e in encoded for count in e.token_counts)
+        record_texts(embedder.name, len(sentences), sum(tokens))
         truncated = tuple(flag for e in encoded for flag in e.truncated)
         return vectors.astype(np.float64), tokens, truncated
 
@@ -205,13 +209,16 @@ class SummarizationService:
                 yield current[len(shown) :]
                 shown = current
         summary = final_input.summary(model, text, _without_eos(np.asarray(tokens, dtype=np.int64), model))
+        record_generated_tokens(model.name, summary.tokens or 0)
         yield SummaryResult(model=_abstractive_info(model), results=(summary,), options=options)
 
     async def _generate(
         self, model: AbstractiveModel, encoded: Encoded, generation: GenerationOptions
     ) -> np.ndarray:
         outputs = await self.triton.infer(model.name, _generation_inputs(encoded, generation), [OUTPUT_IDS])
-        return _without_eos(outputs[OUTPUT_IDS].reshape(-1), model)
+        tokens = _without_eos(outputs[OUTPUT_IDS].reshape(-1), model)
+        record_generated_tokens(model.name, int(tokens.size))
+        return tokens
 
     async def _extractive(
         self, embedder: Embedder, texts: Sequence[str], options: SummaryOptions

@@ -1,21 +1,43 @@
-"""The transcription service: decode audio, split long audio at pauses, batch windows through Triton."""
+"""The transcription service: decode audio block by block, cut it into windows at pauses, send the
+windows through Triton a bounded number at a time, and hand segments out in order.
+
+Memory does not grow with the recording's length: the decoder yields 10 s blocks
+(`gateway.audio.decode`), the planner keeps about 90 s of audio (`planner`), and at most
+`windows_in_flight` windows (30 s each, with their repairs) are in Triton at once; only segments are
+kept. Decoding waits while every slot is taken, so a long file is read at the pace Triton decodes it.
+
+The audio is charged to the request (work units and their deadline, `gateway.admission`; the caller's
+audio rate limit, `gateway.security`) before it goes to Triton: the declared duration when the file is
+opened, and whatever decoding finds beyond it (a live WebM declares none) as it is found. The stream
+stops when the request's deadline (`gateway.deadlines`, grown by those charges) passes or its caller
+goes away (the HTTP client disconnects, the gRPC call is cancelled): windows in flight are cancelled
+(their Triton calls with them) and decoding stops at the next packet.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+import math
+import threading
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from gateway.admission import WHISPER_WINDOW_S, charge_audio
 from gateway.audio.limits import AudioLimits
+from gateway.deadlines import time_left
 from gateway.errors import ErrorType, SamoError, invalid_input
+from gateway.observability.metrics import record_audio
+from gateway.observability.tracing import stage
 from gateway.repository import pick_model
 from gateway.results import Segment, Transcript, TranscriptionModelInfo
+from gateway.security import charge_audio_seconds
 from gateway.transcription.coverage import overlaps, uncovered
 from gateway.transcription.model import WhisperModel
-from gateway.transcription.windows import plan_windows, speech_regions
+from gateway.transcription.planner import Window, WindowPlanner
 from gateway.triton_client import TritonClient
 from samo.contracts.whisper import (
     AUDIO,
@@ -27,6 +49,11 @@ from samo.contracts.whisper import (
     WindowTranscript,
     Word,
 )
+
+if TYPE_CHECKING:
+    from gateway.audio.decode import AudioReader
+
+T = TypeVar("T")
 
 # Whisper's own rule for silence: a window it thinks holds no speech and decodes with low confidence.
 # It drops a segment only where the VAD hears no speech either.
@@ -51,6 +78,27 @@ class _DecodedWindow:
     """The window's segments and its repairs', in order."""
 
 
+class _AudioCharges:
+    """What the request has been charged for its audio so far: `up_to` charges the rest of a duration."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._units_seconds = 0.0  # admission: every upload was admitted with one window already
+
+    async def up_to(self, seconds: float) -> None:
+        if seconds <= self.seconds:
+            return
+        # `charge_audio(d)` holds the units of d seconds past the window the request was admitted with.
+        if not self._units_seconds:
+            charge_audio(seconds)
+            self._units_seconds = max(seconds, WHISPER_WINDOW_S)
+        elif seconds > self._units_seconds:
+            charge_audio(WHISPER_WINDOW_S + seconds - self._units_seconds)
+            self._units_seconds = seconds
+        await charge_audio_seconds(seconds - self.seconds)
+        self.seconds = seconds
+
+
 class TranscriptionService:
     def __init__(
         self,
@@ -58,11 +106,13 @@ class TranscriptionService:
         models: Mapping[str, WhisperModel],
         default_model: str,
         limits: AudioLimits,
+        windows_in_flight: int = 8,
     ) -> None:
         self.triton = triton
         self.models = dict(models)
         self.default_model = default_model
         self.limits = limits
+        self.windows_in_flight = windows_in_flight
 
     def model(self, name: str | None) -> WhisperModel:
         return pick_model(self.models, name or self.default_model, "transcription")
@@ -90,34 +140,36 @@ class TranscriptionService:
     ) -> AsyncIterator[Segment | Transcript]:
         """Segments in order as their windows finish decoding, then the whole `Transcript`.
 
-        All windows go to Triton at once (so they share batches); speech a window's segments leave
-        out is decoded again (`coverage`), and a segment is yielded as soon as its window, its
-        repairs and every earlier window are done.
+        Windows go to Triton as the audio is decoded, up to `windows_in_flight` at once (so they share
+        batches); speech a window's segments leave out is decoded again (`coverage`), and a segment is
+        yielded as soon as its window, its repairs and every earlier window are done.
         """
         model = self.model(model_name)
         self.check_options(model, options)
         # PyAV loads with the first audio request: a gateway that serves text models only starts without it.
-        from gateway.audio.decode import decode_audio
+        from gateway.audio.decode import open_audio
 
-        audio = await asyncio.to_thread(decode_audio, data, self.limits)
-        samples = audio.samples
-        speech = await asyncio.to_thread(speech_regions, samples)
-        windows = plan_windows(int(samples.size), speech)
         payloads = (
             options.model_dump_json().encode(),
             # A repair is one segment over its whole span: without timestamps Whisper has no
             # segment end to stop at, so it cannot leave the tail out again.
             options.model_copy(update={"without_timestamps": True}).model_dump_json().encode(),
         )
-        pending = [
-            asyncio.ensure_future(self._covered_window(model.name, samples, window, speech, payloads))
-            for window in windows
-        ]
+        reader = await asyncio.to_thread(open_audio, data, self.limits, threading.Event())
+        planner = WindowPlanner()
+        ready: asyncio.Queue[asyncio.Task[_DecodedWindow] | Exception | None] = asyncio.Queue()
+        in_flight: set[asyncio.Task[_DecodedWindow]] = set()
+        producer = asyncio.create_task(
+            self._send_windows(reader, planner, model.name, payloads, ready, in_flight)
+        )
         segments: list[Segment] = []
         first: WindowTranscript | None = None
         try:
-            for task in pending:
-                decoded = await task
+            while (item := await _within_deadline(ready.get())) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                decoded = await _within_deadline(item)
+                in_flight.discard(item)
                 first = first or decoded.transcript
                 for placed in decoded.placed:
                     piece = placed.segment
@@ -134,13 +186,20 @@ class TranscriptionService:
                     segments.append(segment)
                     yield segment
         finally:
-            for task in pending:
+            producer.cancel()
+            for task in in_flight:
                 task.cancel()
+            # Waits for the packet being decoded, if any: in a thread, so the event loop never does.
+            try:
+                asyncio.get_running_loop().run_in_executor(None, reader.close)
+            except RuntimeError:  # the loop is shutting down: no decoding can be running any more
+                reader.close()
+        record_audio(model.name, planner.size / SAMPLE_RATE)
         card = model.card
         yield Transcript(
             text=" ".join(s.text for s in segments),
             segments=tuple(segments),
-            duration=round(audio.duration_s, 3),
+            duration=round(planner.size / SAMPLE_RATE, 3),
             language=options.language or (first.language if first else card.languages[0]),
             language_probability=1.0 if options.language or not first else first.language_probability,
             model=TranscriptionModelInfo(
@@ -149,22 +208,58 @@ class TranscriptionService:
             options=options,
         )
 
-    async def _covered_window(
+    async def _send_windows(
         self,
+        reader: AudioReader,
+        planner: WindowPlanner,
         model: str,
-        samples: np.ndarray,
-        window: tuple[int, int],
-        speech: list[tuple[int, int]],
         payloads: tuple[bytes, bytes],
+        ready: asyncio.Queue[asyncio.Task[_DecodedWindow] | Exception | None],
+        in_flight: set[asyncio.Task[_DecodedWindow]],
+    ) -> None:
+        """Decode, plan and send windows, each once a slot is free and its audio is charged; then put
+        `None`, or the error that stopped it."""
+        slots = asyncio.Semaphore(self.windows_in_flight)
+        charges = _AudioCharges()
+        blocks = reader.blocks()
+        try:
+            if reader.declared_s is not None:
+                await charges.up_to(reader.declared_s)
+            while True:
+                with stage("audio.decode"):
+                    block = await asyncio.to_thread(next, blocks, None)
+                with stage("audio.vad"):  # the planner finds speech in each block as it comes
+                    if block is None:
+                        windows = await asyncio.to_thread(planner.finish)
+                    else:
+                        windows = await asyncio.to_thread(planner.add, block)
+                # Every block, speech or not: the deadline follows the decoding work, so a long silent
+                # file without a declared length reaches its 413 before its deadline.
+                await charges.up_to(planner.size / SAMPLE_RATE)
+                for window in windows:
+                    await slots.acquire()
+                    task = asyncio.create_task(self._covered_window(model, window, payloads))
+                    task.add_done_callback(lambda _: slots.release())
+                    in_flight.add(task)
+                    ready.put_nowait(task)
+                if block is None:
+                    break
+        except Exception as error:  # the file refused while decoding, a charge refused, the VAD failed
+            ready.put_nowait(error)
+            return
+        ready.put_nowait(None)
+
+    async def _covered_window(
+        self, model: str, window: Window, payloads: tuple[bytes, bytes]
     ) -> _DecodedWindow:
         """One window decoded, then the speech its segments leave out decoded again, all placed in order."""
-        start, end = window
-        transcript = await self._window(model, samples[start:end], payloads[0])
+        start, end, speech = window.start, window.end, list(window.speech)
+        transcript = await self._window(model, window.samples, payloads[0])
         placed = _place(transcript, start, end, speech)
         repairs = uncovered(speech, [(p.start, p.end) for p in placed], start, end)
         if repairs:
             repaired = await asyncio.gather(
-                *(self._window(model, samples[a:b], payloads[1]) for a, b in repairs)
+                *(self._window(model, window.samples[a - start : b - start], payloads[1]) for a, b in repairs)
             )
             for (a, b), result in zip(repairs, repaired, strict=True):
                 placed.extend(_place(result, a, b, speech))
@@ -181,9 +276,9 @@ class TranscriptionService:
         assert transcript is not None, "stream() always ends with the transcript"
         return transcript
 
-    async def probe(self) -> None:
-        """A real inference on a short silent window of the default model (readiness)."""
-        model = self.model(None)
+    async def probe(self, model_name: str | None = None) -> None:
+        """A real inference on a short silent window (model health; the default model if none named)."""
+        model = self.model(model_name)
         silence = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
         await self._window(model.name, silence, DecodeOptions(beam_size=1).model_dump_json().encode())
 
@@ -193,7 +288,7 @@ class TranscriptionService:
         outputs = await self.triton.infer(
             model,
             {
-                AUDIO: samples.reshape(1, -1).astype(np.float32),
+                AUDIO: np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1),
                 OPTIONS: np.array([[options]], dtype=np.object_),
             },
             [RESULT],
@@ -233,3 +328,17 @@ def _words(words: tuple[Word, ...], offset: float, start: float, end: float) -> 
         kept.append(word.model_copy(update={"start": round(begin, 3), "end": round(finish, 3)}))
         previous = finish
     return tuple(kept)
+
+
+async def _within_deadline(awaitable: Awaitable[T]) -> T:
+    """`awaitable`'s result, or DEADLINE_EXCEEDED (504) once the request's deadline passes; the deadline
+    grows as audio is charged, so it is read again whenever the wait times out. Outside a request, no
+    deadline (each Triton call has its own timeout)."""
+    future = asyncio.ensure_future(awaitable)
+    try:
+        while not future.done():
+            left = time_left(math.inf)  # raises once the deadline has passed
+            await asyncio.wait({future}, timeout=None if math.isinf(left) else left)
+        return future.result()
+    finally:
+        future.cancel()

@@ -47,8 +47,9 @@ COLUMNS = ("model", "system", "load", "throughput_per_s", "p50_ms", "p99_ms", "e
 NAIVE = "(a) FastAPI + PyTorch, per request"
 IN_PROCESS = "(b) PyTorch batched, in-process"
 STACK = "(c) gateway + Triton (gpu-torch)"
-# The stack is measured, not its overload answers: 429s would start at 256 requests in flight per process.
-MAX_INFLIGHT = 8192
+# The stack is measured, not its overload answers: one text is one unit of the admission budget, so this
+# admits every text of the largest load (1,024 requests) with room to spare.
+ADMISSION_BUDGET = 1 << 20
 SHAPES = {
     # BertConfig's defaults are BERT-base: 12 layers, hidden 768, 12 heads.
     "bert-base": {},
@@ -242,7 +243,7 @@ def measure_stack(
     from load_tests.bench_emotion import load_rows
     from load_tests.processes import gateway_stack
 
-    settings = {"SAMO_WORKERS": str(workers), "SAMO_MAX_INFLIGHT_REQUESTS": str(MAX_INFLIGHT)}
+    settings = {"SAMO_WORKERS": str(workers), "SAMO_ADMISSION_BUDGET": str(ADMISSION_BUDGET)}
     system = STACK if workers == 1 else STACK.replace("gateway", f"gateway x{workers}")
     with gateway_stack(repository, settings=settings) as stack:
         rows = load_rows(name, system, f"{stack.gateway_url}/v1/emotions", texts, options)

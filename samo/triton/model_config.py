@@ -11,9 +11,30 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 from samo.contracts.tensors import ModelContract, TensorSpec
+from samo.triton.encoder_shapes import EncoderShapes
 
 CONFIG_FILE = "config.pbtxt"
 TENSORRT_CACHE = "/cache/tensorrt"
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """How much waiting a model's queue takes before Triton turns requests away (UNAVAILABLE, which the
+    gateway answers with 429 or 503 and Retry-After) instead of letting the queue, and latency, grow.
+
+    `max_queue_size`: requests waiting beyond those being run; one more is refused at once ("Exceeds
+    maximum queue size"). `timeout_us`: a request not started by then is rejected ("Request timeout
+    expired"). Requests may shorten the timeout (the gateway sends its deadline), never lengthen it.
+    """
+
+    max_queue_size: int = 256
+    timeout_us: int = 10_000_000
+
+    def __post_init__(self) -> None:
+        if self.max_queue_size < 1:
+            raise ValueError(f"`max_queue_size` must be at least 1, got {self.max_queue_size}")
+        if self.timeout_us < 1:
+            raise ValueError(f"`timeout_us` must be at least 1, got {self.timeout_us}")
 
 
 @dataclass(frozen=True)
@@ -23,6 +44,7 @@ class DynamicBatching:
 
     max_queue_delay_us: int = 100
     preferred_batch_sizes: tuple[int, ...] = ()
+    queue: QueuePolicy = QueuePolicy()
 
 
 @dataclass(frozen=True)
@@ -44,7 +66,10 @@ class ServingOptions:
     omits this default value, so config.pbtxt shows no `kind`)."""
     default_model_filename: str | None = None
     tensorrt_fp16: bool = False
-    warmup: Warmup | None = Warmup()
+    tensorrt_shapes: EncoderShapes | None = None
+    """The shapes TensorRT's optimization profile covers (min/opt/max over batch and tokens); without
+    them ONNX Runtime builds a new engine for every new shape, under traffic."""
+    warmup: Warmup | tuple[Warmup, ...] | None = Warmup()
     parameters: Mapping[str, str] = field(default_factory=dict)
     decoupled: bool = False
     """Responses are sent by the model as they are ready (streaming), any number per request."""
@@ -62,6 +87,13 @@ class ServingOptions:
                 )
         if self.tensorrt_fp16 and self.instance_kind != "KIND_GPU":
             raise ValueError("`tensorrt_fp16` needs `instance_kind` KIND_GPU")
+        if self.tensorrt_shapes and not self.tensorrt_fp16:
+            raise ValueError("`tensorrt_shapes` needs the TensorRT accelerator (`tensorrt_fp16`)")
+        if self.tensorrt_shapes and self.tensorrt_shapes.max_batch_size != self.max_batch_size:
+            raise ValueError(
+                f"`tensorrt_shapes` cover batches up to {self.tensorrt_shapes.max_batch_size}, "
+                f"`max_batch_size` is {self.max_batch_size}"
+            )
 
 
 def _tensor(spec: TensorSpec) -> dict[str, Any]:
@@ -73,16 +105,41 @@ def _tensor(spec: TensorSpec) -> dict[str, Any]:
     return entry
 
 
-def _warmup(contract: ModelContract, warmup: Warmup) -> list[dict[str, Any]]:
-    inputs = {
-        spec.name: {
-            "data_type": spec.dtype.config_name,
-            "dims": [warmup.sequence_length if d == -1 else d for d in spec.dims],
-            "zero_data": True,
+def _warmup(contract: ModelContract, warmups: tuple[Warmup, ...]) -> list[dict[str, Any]]:
+    samples = []
+    for warmup in warmups:
+        inputs = {
+            spec.name: {
+                "data_type": spec.dtype.config_name,
+                "dims": [warmup.sequence_length if d == -1 else d for d in spec.dims],
+                "zero_data": True,
+            }
+            for spec in contract.inputs
         }
-        for spec in contract.inputs
+        # One sample keeps the name it always had; several are named by their shape.
+        name = "zeros" if len(warmups) == 1 else f"zeros_{warmup.batch_size}x{warmup.sequence_length}"
+        samples.append({"name": name, "batch_size": warmup.batch_size, "inputs": inputs})
+    return samples
+
+
+def _tensorrt(contract: ModelContract, shapes: EncoderShapes | None) -> dict[str, Any]:
+    parameters = {
+        "precision_mode": "FP16",
+        "max_workspace_size_bytes": str(2 << 30),
+        # Engines take minutes to build: they are built once (`samo build-engines`) into the cache, a
+        # persistent volume, and every later start deserializes them. The timing cache speeds rebuilds.
+        "trt_engine_cache_enable": "true",
+        "trt_engine_cache_path": TENSORRT_CACHE,
+        "trt_timing_cache_enable": "true",
+        "trt_timing_cache_path": TENSORRT_CACHE,
     }
-    return [{"name": "zeros", "batch_size": warmup.batch_size, "inputs": inputs}]
+    if shapes:
+        # One profile over every shape the gateway sends: no shape ever triggers a rebuild.
+        names = [spec.name for spec in contract.inputs if -1 in spec.dims]
+        parameters["trt_profile_min_shapes"] = shapes.profile(names, shapes.min)
+        parameters["trt_profile_opt_shapes"] = shapes.profile(names, shapes.opt)
+        parameters["trt_profile_max_shapes"] = shapes.profile(names, shapes.max)
+    return {"name": "tensorrt", "parameters": parameters}
 
 
 def build_model_config(
@@ -102,24 +159,22 @@ def build_model_config(
         batching: dict[str, Any] = {"max_queue_delay_microseconds": options.batching.max_queue_delay_us}
         if options.batching.preferred_batch_sizes:
             batching["preferred_batch_size"] = list(options.batching.preferred_batch_sizes)
+        batching["default_queue_policy"] = {
+            "timeout_action": "REJECT",
+            "default_timeout_microseconds": options.batching.queue.timeout_us,
+            "allow_timeout_override": True,
+            "max_queue_size": options.batching.queue.max_queue_size,
+        }
         config["dynamic_batching"] = batching
     if options.warmup:
-        config["model_warmup"] = _warmup(contract, options.warmup)
+        warmups = options.warmup if isinstance(options.warmup, tuple) else (options.warmup,)
+        config["model_warmup"] = _warmup(contract, warmups)
     if options.decoupled:
         config["model_transaction_policy"] = {"decoupled": True}
     if options.parameters:
         config["parameters"] = {k: {"string_value": v} for k, v in options.parameters.items()}
     if options.tensorrt_fp16:
-        tensorrt = {
-            "name": "tensorrt",
-            "parameters": {
-                "precision_mode": "FP16",
-                "max_workspace_size_bytes": str(2 << 30),
-                # Engines take minutes to build; the cache (a volume in k8s/) survives restarts.
-                "trt_engine_cache_enable": "true",
-                "trt_engine_cache_path": TENSORRT_CACHE,
-            },
-        }
+        tensorrt = _tensorrt(contract, options.tensorrt_shapes)
         config["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [tensorrt]}}
     return json_format.ParseDict(config, model_config_pb2.ModelConfig())
 

@@ -28,6 +28,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from samo.contracts.tensors import ModelContract
+from samo.triton.devices import Instance
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class Backend:
         self.model_dir = Path(args["model_repository"])
         self.version_dir = self.model_dir / args["model_version"]
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(self.config)
+        # Where Triton put this instance; GPU instances check their device in `setup` (samo.triton.devices).
+        self.instance = Instance.from_args(self.name, args)
         self.setup()
 
     def parameter(self, name: str, default: str) -> str:

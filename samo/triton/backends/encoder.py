@@ -14,10 +14,13 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 from samo.triton.backends.base import Backend
+from samo.triton.devices import require_cpu_instance
 
 
 class TritonPythonModel(Backend):
     def setup(self):
+        # ONNX Runtime on the CPU only; `--target gpu` serves these models on NVIDIA's backend.
+        require_cpu_instance(self.instance, "encoder")
         self.output_name = self.output_names[0]
         self.output_width = int(self.config["output"][0]["dims"][0])
         self.padding_mask = self.parameters["padding_mask_input"]

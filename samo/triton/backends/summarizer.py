@@ -22,6 +22,7 @@ from samo.generation import generate
 from samo.generation.onnx_seq2seq import OnnxSeq2Seq, instance_providers
 from samo.generation.search import Request
 from samo.triton.backends.base import Backend, read_json_option
+from samo.triton.devices import require_cuda_provider
 
 
 class TritonPythonModel(Backend):
@@ -37,6 +38,9 @@ class TritonPythonModel(Backend):
             threads=int(self.parameter("intra_op_threads", "2")),
             providers=instance_providers(self.args),
         )
+        # ONNX Runtime falls back to the CPU silently; a GPU instance must not load that way.
+        sessions = (self.model.encoder, self.model.first, self.model.next)
+        require_cuda_provider(self.instance, [session.get_providers() for session in sessions])
 
     def read(self, request):
         ids = self.input(request, INPUT_IDS).reshape(-1).astype(np.int64)

@@ -30,6 +30,7 @@ from samo.torch_encoding import (
     load_torch_encoder,
 )
 from samo.triton.backends.base import Backend
+from samo.triton.devices import require_cuda_devices
 
 
 class TritonPythonModel(Backend):
@@ -49,8 +50,10 @@ class TritonPythonModel(Backend):
                     f"config.pbtxt of `{self.name}`: parameter `{name}` must be one of "
                     f"{', '.join(allowed)}, got {value!r}"
                 )
-        on_gpu = self.args.get("model_instance_kind") == "GPU"
+        on_gpu = self.instance.on_gpu
         if on_gpu:
+            # A CPU-only PyTorch, or no visible GPU: fail the load instead of running on the CPU.
+            require_cuda_devices(self.instance, "PyTorch", torch.cuda.device_count())
             device = torch.device("cuda", int(self.args.get("model_instance_device_id", 0)))
             torch.cuda.set_device(device)
             dtype = PRECISIONS[precision]

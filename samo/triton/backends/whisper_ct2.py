@@ -31,6 +31,7 @@ from samo.contracts.whisper import (
 from samo.generation.whisper import read_window, segments_with_tokens
 from samo.generation.whisper_words import add_words
 from samo.triton.backends.base import Backend
+from samo.triton.devices import require_cuda_devices
 
 
 class TritonPythonModel(Backend):
@@ -38,7 +39,11 @@ class TritonPythonModel(Backend):
 
     def setup(self):
         model_dir = self.version_dir / CT2_DIR
-        on_gpu = self.args.get("model_instance_kind") == "GPU"
+        on_gpu = self.instance.on_gpu
+        # A CTranslate2 without CUDA support, or no visible GPU: fail the load with the reason.
+        require_cuda_devices(
+            self.instance, "CTranslate2", ctranslate2.get_cuda_device_count() if on_gpu else 0
+        )
         self.model = ctranslate2.models.Whisper(
             str(model_dir),
             device="cuda" if on_gpu else "cpu",

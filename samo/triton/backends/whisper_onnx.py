@@ -25,6 +25,7 @@ from samo.generation.whisper import (
     read_window,
 )
 from samo.triton.backends.base import Backend
+from samo.triton.devices import require_cuda_provider
 
 
 class TritonPythonModel(Backend):
@@ -34,6 +35,9 @@ class TritonPythonModel(Backend):
         folder = self.version_dir
         threads = int(self.parameter("intra_threads", "2"))
         self.model = OnnxSeq2Seq(folder, threads=threads, providers=instance_providers(self.args))
+        # ONNX Runtime falls back to the CPU silently; a GPU instance must not load that way.
+        sessions = (self.model.encoder, self.model.first, self.model.next)
+        require_cuda_provider(self.instance, [session.get_providers() for session in sessions])
         tokenizer = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.vocabulary = WhisperVocabulary.from_folder(folder, tokenizer)
         self.generator = WhisperGenerator(self.model, self.vocabulary, tokenizer)

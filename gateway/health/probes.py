@@ -1,0 +1,61 @@
+"""One real inference per Triton model, through the same services that serve requests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from gateway.emotions.service import EmotionService
+from gateway.results import EmotionOptions, SummaryOptions
+from gateway.summarization.service import SummarizationService
+from gateway.transcription.service import TranscriptionService
+
+PROBE_TEXT = "Readiness check. The model answers."
+
+
+@dataclass(frozen=True)
+class ModelProbe:
+    model: str
+    """The model's name in Triton."""
+    task: str
+    run: Callable[[], Awaitable[object]]
+
+
+def model_probes(
+    emotions: EmotionService, transcription: TranscriptionService, summarization: SummarizationService
+) -> list[ModelProbe]:
+    """A probe for every model the gateway calls, the streaming variants of summarizers included."""
+    probes = [
+        ModelProbe(
+            name, "emotion", lambda name=name: emotions.detect([PROBE_TEXT], EmotionOptions(model=name))
+        )
+        for name in sorted(emotions.models)
+    ]
+    probes += [
+        ModelProbe(name, "transcription", lambda name=name: transcription.probe(name))
+        for name in sorted(transcription.models)
+    ]
+    embedder = summarization.embedder
+    if embedder is not None:
+        probes.append(
+            ModelProbe(embedder.name, "embedding", lambda: summarization.embed(embedder, [PROBE_TEXT]))
+        )
+    for name, model in sorted(summarization.abstractive.items()):
+        one_token = SummaryOptions(model=name, max_new_tokens=1, min_new_tokens=1, num_beams=1)
+        probes.append(
+            ModelProbe(name, "summarization", lambda o=one_token: summarization.summarize([PROBE_TEXT], o))
+        )
+        if model.card.stream_model:
+            probes.append(
+                ModelProbe(
+                    model.card.stream_model,
+                    "summarization",
+                    lambda o=one_token: _drain(summarization.stream(PROBE_TEXT, o)),
+                )
+            )
+    return probes
+
+
+async def _drain(stream: AsyncIterator[object]) -> None:
+    async for _ in stream:
+        pass

@@ -1,0 +1,77 @@
+"""Log lines that carry the request ID, as text or as one JSON object per line.
+
+One `logging.config.dictConfig` dictionary serves the command line, the gateway process and every
+uvicorn worker (uvicorn applies it again in each worker it spawns).
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+from typing import Any, Literal
+
+from gateway.observability.request_id import current_request_id
+
+LogFormat = Literal["text", "json"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+# Our packages log at the chosen level; the root stays at WARNING because some libraries (onnxruntime's
+# quantizer) log every tensor at INFO through it.
+PACKAGES = ("samo", "samo_cli", "exporters", "gateway", "load_tests", "uvicorn")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+JSON_FIELDS = ("asctime", "levelname", "name", "process", "request_id", "message")
+JSON_RENAMES = {"asctime": "time", "levelname": "level", "name": "logger"}
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `request_id` to every record logged while a request is being served (a handler filter, so
+    that records from every logger get it, the libraries' included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = current_request_id()
+        if request_id is not None:
+            record.request_id = request_id
+        return True
+
+
+def logging_config(log_format: LogFormat = "text", level: LogLevel = "INFO") -> dict[str, Any]:
+    """The dictConfig for `log_format` lines on stderr, our packages at `level`."""
+    formatter: dict[str, Any]
+    if log_format == "json":
+        from pythonjsonlogger.core import RESERVED_ATTRS
+
+        formatter = {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": list(JSON_FIELDS),
+            "rename_fields": JSON_RENAMES,
+            # uvicorn repeats each message with terminal colours as an extra field.
+            "reserved_attrs": [*RESERVED_ATTRS, "color_message"],
+        }
+    else:
+        formatter = {"format": TEXT_FORMAT, "defaults": {"request_id": "-"}}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": RequestIdFilter}},
+        "formatters": {"samo": formatter},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "samo",
+                "filters": ["request_id"],
+            }
+        },
+        "root": {"level": "WARNING", "handlers": ["stderr"]},
+        "loggers": {
+            # uvicorn's own handlers are replaced by ours (same format); its access log stays off.
+            "uvicorn": {"level": level, "handlers": ["stderr"], "propagate": False},
+            "uvicorn.error": {"level": level},
+            "uvicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
+            **{name: {"level": level} for name in PACKAGES if name != "uvicorn"},
+        },
+    }
+
+
+def configure_logging(log_format: LogFormat = "text", level: LogLevel = "INFO") -> None:
+    logging.config.dictConfig(logging_config(log_format, level))

@@ -1,0 +1,110 @@
+"""Access for gRPC: a server interceptor with the same keys, limits and errors as HTTP.
+
+Health stays open for probes. Reflection is protected like samo.v1 (grpcurl sends its `-H` headers
+with reflection requests too), so an unauthenticated caller learns nothing about the API.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from gateway.errors import GRPC_ERROR_TYPE_KEY, GRPC_RETRY_AFTER_KEY, GRPC_STATUS, SamoError
+from gateway.security.access import Access, Principal
+
+OPEN_PREFIX = "/grpc.health.v1.Health/"
+# gRPC's own server pushback: clients with a retry policy wait this long before retrying.
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
+
+Admit = Callable[[grpc.aio.ServicerContext], Awaitable[Principal]]
+
+
+def peer_host(peer: str) -> str:
+    """`ipv4:10.0.0.7:51234` -> `10.0.0.7`, `ipv6:[::1]:51234` -> `::1`; other forms as they are."""
+    kind, _, address = peer.partition(":")
+    if kind == "ipv4":
+        return address.rpartition(":")[0]
+    if kind == "ipv6":
+        return address.rpartition(":")[0].strip("[]")
+    return peer
+
+
+class AccessInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each method handler so that the check runs in the call's own task, with its context:
+    refusals go out through `context.abort`, and `current_principal` is set for the servicer."""
+
+    def __init__(self, access: Access) -> None:
+        self.access = access
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(OPEN_PREFIX):
+            return handler
+        metadata = {
+            key: value
+            for key, value in handler_call_details.invocation_metadata or ()
+            if key in ("authorization", "x-api-key") and isinstance(value, str)
+        }
+
+        async def admit(context: grpc.aio.ServicerContext) -> Principal:
+            return await self._admit(metadata.get("authorization"), metadata.get("x-api-key"), context)
+
+        return self._wrapped(handler, admit)
+
+    async def _admit(
+        self, authorization: str | None, api_key: str | None, context: grpc.aio.ServicerContext
+    ) -> Principal:
+        try:
+            return await self.access.admit(authorization, api_key, peer_host(context.peer()))
+        except SamoError as error:
+            trailing = [(GRPC_ERROR_TYPE_KEY, error.type.value)]
+            if error.retry_after_s is not None:
+                trailing += [
+                    (GRPC_RETRY_AFTER_KEY, str(error.retry_after_s)),
+                    (PUSHBACK_KEY, str(error.retry_after_s * 1000)),
+                ]
+            context.set_trailing_metadata(tuple(trailing))
+            await context.abort(grpc.StatusCode[GRPC_STATUS[error.type]], error.message)
+            raise  # unreachable: abort raises
+
+    def _wrapped(self, handler: grpc.RpcMethodHandler, admit: Admit) -> grpc.RpcMethodHandler:
+        """The same handler kind and (de)serializers; its behavior runs once the caller is admitted."""
+        granted = self.access.granted
+        serializers = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary or handler.stream_unary:
+            unary_behavior = handler.unary_unary or handler.stream_unary
+
+            async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                principal = await admit(context)
+                with granted(principal):
+                    return await unary_behavior(request, context)
+
+            if handler.unary_unary:
+                return grpc.unary_unary_rpc_method_handler(unary_response, **serializers)
+            return grpc.stream_unary_rpc_method_handler(unary_response, **serializers)
+
+        stream_behavior = handler.unary_stream or handler.stream_stream
+
+        async def streamed_response(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            principal = await admit(context)
+            with granted(principal):
+                responses = stream_behavior(request, context)
+                if inspect.isasyncgen(responses):
+                    async for response in responses:
+                        yield response
+                else:  # a handler that writes with `context.write` and returns nothing
+                    await responses
+
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(streamed_response, **serializers)
+        return grpc.stream_stream_rpc_method_handler(streamed_response, **serializers)

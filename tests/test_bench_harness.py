@@ -1,0 +1,156 @@
+"""The benchmark harness against a real stack: Triton's view of a row, saturation then open loop,
+the sweep's config edits and the response cache, the compute limit's sub-batches.
+
+One real Triton + gateway (subprocesses, as `samo bench` runs them) on the embedded zero-shot emotion
+model; runs are short: these check the harness's accounting, not speed."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from exporters.emotion.export import EmotionExportOptions, export_emotion
+from load_tests.bench_emotion import SORTED, measure_in_process, sorted_sub_batches
+from load_tests.bench_report import Shape, measure_http, write_plots
+from load_tests.processes import RunningStack, gateway_stack
+from load_tests.sweep import Setting, apply, cache_args
+from load_tests.texts import journal_texts
+from load_tests.triton_view import watch
+from samo.triton.model_config import read_model_config
+
+pytestmark = pytest.mark.integration
+
+TEXTS = journal_texts(64, seed=5)
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repository = tmp_path_factory.mktemp("bench-repository")
+    export_emotion(EmotionExportOptions(repository=repository))
+    return repository
+
+
+@pytest.fixture(scope="module")
+def stack(repository: Path) -> Iterator[RunningStack]:
+    with gateway_stack(repository) as running:
+        yield running
+
+
+def test_sorted_sub_batches_follow_the_triton_models_limits() -> None:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 300, size=500).tolist()
+    chunks = sorted_sub_batches(lengths, max_rows=32, max_tokens=4096)
+    flat = np.concatenate(chunks)
+    assert sorted(flat.tolist()) == list(range(500))  # every row exactly once
+    ordered = [lengths[i] for i in flat]
+    assert ordered == sorted(ordered)  # by length, across and within sub-batches
+    for chunk in chunks:
+        longest = max(lengths[i] for i in chunk)
+        assert len(chunk) <= 32
+        assert len(chunk) == 1 or len(chunk) * longest <= 4096
+    # Greedy: a sub-batch stops only when the next row would break a limit.
+    for chunk, following in itertools.pairwise(chunks):
+        grown = len(chunk) + 1
+        assert grown > 32 or grown * lengths[following[0]] > 4096
+
+
+def test_triton_view_counts_exactly_what_was_sent(stack: RunningStack) -> None:
+    """Sequential requests: one request, one inference, one execution each, all of it seen."""
+    with watch(stack.triton_grpc_url) as view, httpx.Client(timeout=30) as client:
+        for text in TEXTS[:7]:
+            client.post(f"{stack.gateway_url}/v1/emotions", json={"texts": [text]}).raise_for_status()
+        client.post(f"{stack.gateway_url}/v1/emotions", json={"texts": TEXTS[:5]}).raise_for_status()
+    seen = view.views["emotion"]
+    assert seen.requests == 8
+    assert seen.inferences == 7 + 5  # texts: the batch dimension
+    assert seen.executions == 8
+    assert seen.batch_size == pytest.approx(12 / 8)
+    assert seen.compute_ms > 0 and seen.queue_ms >= 0 and seen.execution_ms > 0
+    assert seen.failures == 0 and seen.cache_hits == 0
+    assert set(view.columns("emotion")) >= {"triton_queue_ms", "triton_batch", "executions", "inferences"}
+    assert view.columns("not-a-model") == {}
+
+
+def test_saturation_then_open_loop_with_triton_view(stack: RunningStack, tmp_path: Path) -> None:
+    bodies = [json.dumps({"texts": [text]}).encode() for text in TEXTS]
+    shape = Shape(duration_s=1.0, warmup_s=0.3, concurrency=(1, 4), fractions=(0.25, 0.5))
+    measured = measure_http(
+        "minilm",
+        "stack",
+        f"{stack.gateway_url}/v1/emotions",
+        bodies,
+        shape,
+        triton_grpc_url=stack.triton_grpc_url,
+        triton_model="emotion",
+    )
+    loads = [row["load"] for row in measured.rows]
+    assert loads[:2] == ["c=1", "c=4"]
+    saturation = max(r.throughput for r in measured.closed.values())
+    for fraction, load in zip((0.25, 0.5), loads[2:], strict=True):
+        result = measured.open[("minilm", "stack", fraction)]
+        assert result.offered_rps == pytest.approx(fraction * saturation)
+        assert load == f"open {fraction:.0%} ({fraction * saturation:.1f}/s)"
+        assert result.successes > 0 and result.errors == 0
+    assert all(row["errors"] == 0 for row in measured.rows)
+    # Triton saw every row; each counted request reached it (the watch also covers warm-up and drain).
+    assert [row["load"] for row in measured.triton_rows] == loads
+    for row, result in zip(
+        measured.triton_rows, [*measured.closed.values(), *measured.open.values()], strict=True
+    ):
+        assert row["inferences"] >= result.successes
+        assert 1 <= row["triton_batch"] <= 64
+        assert row["executions"] <= row["inferences"]
+
+    plots = write_plots(measured, tmp_path, "test", limits={("minilm", "limit"): saturation})
+    assert {p.name for p in plots} == {
+        "test-minilm-throughput.png",
+        "test-minilm-latency-c4.png",
+        "test-minilm-stack-latency-open.png",
+        "test-minilm-latency-vs-load.png",
+    }
+    assert all(p.stat().st_size > 5000 and p.read_bytes()[:4] == b"\x89PNG" for p in plots)
+
+
+def test_sweep_setting_and_response_cache(repository: Path, tmp_path: Path) -> None:
+    """A sweep setting lands in config.pbtxt as Triton reads it, and the response cache then answers
+    repeated requests without running the model."""
+    import shutil
+
+    model_dir = tmp_path / "emotion"
+    shutil.copytree(repository / "emotion", model_dir)
+    apply(model_dir, Setting(queue_delay_us=700, preferred=(8,), instances=2, threads=1, cache=True))
+    config = read_model_config(model_dir)
+    assert config.dynamic_batching.max_queue_delay_microseconds == 700
+    assert list(config.dynamic_batching.preferred_batch_size) == [8]
+    assert config.instance_group[0].count == 2
+    assert config.parameters["intra_op_threads"].string_value == "1"
+    assert config.response_cache.enable
+
+    with (
+        gateway_stack(tmp_path, triton_args=cache_args()) as cached,
+        watch(cached.triton_grpc_url) as view,
+        httpx.Client(timeout=30) as client,
+    ):
+        answers = [
+            client.post(f"{cached.gateway_url}/v1/emotions", json={"texts": [TEXTS[i % 3]]}).json()
+            for i in range(9)
+        ]
+    seen = view.views["emotion"]
+    assert seen.requests == 9
+    assert seen.cache_misses == 3 and seen.cache_hits == 6
+    assert seen.executions == 3
+    assert view.columns("emotion")["cache_hit_rate"] == pytest.approx(6 / 9)
+    for i in range(3, 9):  # a cached answer is the same answer
+        assert answers[i]["results"] == answers[i % 3]["results"]
+
+
+def test_compute_limit_rows(repository: Path) -> None:
+    rows = measure_in_process("minilm", repository / "emotion", TEXTS, 0.2, "fp32", ("batch 1", SORTED))
+    assert [row["load"] for row in rows] == ["batch 1", SORTED]
+    assert all(row["throughput_per_s"] > 0 and row["p50_ms"] > 0 for row in rows)

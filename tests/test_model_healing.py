@@ -1,0 +1,205 @@
+"""Models that heal: SIGKILL a model's Python stub and the gateway reloads it in Triton.
+
+Each test kills one model's stub in a Triton of its own (the session's is shared with other tests),
+then checks what users see while it is down (503 with Retry-After, never 500; /health/models,
+/health/ready and grpc.health.v1 name the model; the other models keep serving) and that the model
+serves again within the target.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from load_tests.processes import free_port
+from samo.settings import GatewaySettings
+from samo.triton.local_server import LocalTriton, TritonPorts
+from tests.conftest import Gateway, running_gateway
+from tests.process_tree import stubs
+from tests.speech import jfk_samples, wav_bytes
+
+pytestmark = pytest.mark.integration
+
+RECOVERY_TARGET_S = 10.0
+"""The issue's target: serving again within 10 s of the kill (printed with each measured time)."""
+HEALED_WITHIN_S = 60.0
+"""What the test asserts: the model heals at all. Speed is not asserted on a shared 2-core machine."""
+MODELS = ("emotion", "whisper", "whisper_onnx", "embedder", "tiny_t5", "tiny_t5_stream")
+TEXT = "Work was hard today. But dinner with my sister made me so happy. I slept well."
+CLIP = wav_bytes(jfk_samples()[: 3 * 16000])
+
+
+def _transcribe(model: str) -> Callable[[httpx.Client], httpx.Response]:
+    return lambda http: http.post(
+        "/v1/transcribe",
+        files={"file": ("clip.wav", CLIP, "audio/wav")},
+        data={"model": model, "beam_size": "1"},
+    )
+
+
+def _summary_stream(http: httpx.Client) -> httpx.Response:
+    body = {"texts": [TEXT], "model": "tiny_t5", "max_new_tokens": 4}
+    response = http.post("/v1/summarize", json=body, headers={"accept": "text/event-stream"})
+    if response.status_code == 200 and "event: summary" not in response.text:
+        # An error after the stream started arrives as an `error` event in a 200 response.
+        return httpx.Response(503 if "upstream_unavailable" in response.text else 500, text=response.text)
+    return response
+
+
+# One request per model that goes through that model, as a user would send it.
+REQUESTS: dict[str, Callable[[httpx.Client], httpx.Response]] = {
+    "emotion": lambda http: http.post("/v1/emotions", json={"texts": [TEXT]}),
+    "whisper": _transcribe("whisper"),
+    "whisper_onnx": _transcribe("whisper_onnx"),
+    "embedder": lambda http: http.post("/v1/summarize", json={"texts": [TEXT], "model": "extractive"}),
+    "tiny_t5": lambda http: http.post(
+        "/v1/summarize", json={"texts": [TEXT], "model": "tiny_t5", "max_new_tokens": 4}
+    ),
+    "tiny_t5_stream": _summary_stream,
+}
+
+
+@dataclass(frozen=True)
+class Stack:
+    triton: LocalTriton
+    gateway: Gateway
+
+
+@pytest.fixture(scope="module")
+def stack(serving_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    repository = tmp_path_factory.mktemp("healing-repository")
+    for name in MODELS:
+        (repository / name).symlink_to(serving_repository / name)
+    with LocalTriton(repository, ports=TritonPorts(free_port(), free_port(), free_port())) as triton:
+        settings = GatewaySettings(
+            port=free_port(),
+            grpc_port=free_port(),
+            triton_grpc_url=triton.grpc_url,
+            model_repository=repository,
+            default_summarizer="extractive",
+            health_probe_interval_s=1.0,
+        )
+        with running_gateway(settings) as gateway:
+            yield Stack(triton, gateway)
+
+
+@dataclass
+class Observed:
+    """What /health/models, /health/ready and grpc.health.v1 said about one model while it was down."""
+
+    statuses: set[str] = field(default_factory=set)
+    reasons: set[str] = field(default_factory=set)
+    ready_codes: set[int] = field(default_factory=set)
+    ready_reasons: set[str] = field(default_factory=set)
+    grpc: set[int] = field(default_factory=set)
+
+
+def _watch(stack: Stack, model: str, stop: threading.Event, observed: Observed) -> None:
+    with (
+        httpx.Client(base_url=stack.gateway.http_url, timeout=30) as http,
+        grpc.insecure_channel(stack.gateway.grpc_target) as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+        while not stop.is_set():
+            for state in http.get("/health/models").json()["models"]:
+                if state["model"] == model:
+                    observed.statuses.add(state["status"])
+                    if state["reason"]:
+                        observed.reasons.add(state["reason"])
+            ready = http.get("/health/ready")
+            observed.ready_codes.add(ready.status_code)
+            if ready.status_code == 503:
+                observed.ready_reasons.add(ready.json()["reason"])
+            check = health.Check(health_pb2.HealthCheckRequest(service=f"samo.v1.Samo/{model}"), timeout=10)
+            observed.grpc.add(check.status)
+            time.sleep(0.05)
+
+
+def _wait_all_serving(http: httpx.Client, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if http.get("/health/models").status_code == 200 and http.get("/health/ready").status_code == 200:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"models not all serving: {http.get('/health/models').json()}")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_killed_stub_is_reloaded_and_serves_again(stack: Stack, model: str) -> None:
+    request = REQUESTS[model]
+    other = REQUESTS["emotion" if model != "emotion" else "embedder"]
+    with httpx.Client(base_url=stack.gateway.http_url, timeout=60) as http:
+        _wait_all_serving(http)
+        assert request(http).status_code == 200
+        reloads_before = _reloads(http, model)
+        [stub] = stubs(stack.triton.pid, model)
+
+        observed = Observed()
+        stop = threading.Event()
+        watcher = threading.Thread(target=_watch, args=(stack, model, stop, observed), daemon=True)
+        watcher.start()
+        os.kill(stub, signal.SIGKILL)
+        killed = time.monotonic()
+        codes = []
+        other_codes = []
+        try:
+            while True:
+                response = request(http)
+                codes.append(response.status_code)
+                if response.status_code == 200:
+                    recovered_s = time.monotonic() - killed
+                    break
+                assert response.status_code == 503, response.text
+                assert response.headers["retry-after"]
+                assert response.json()["error"]["type"] == "upstream_unavailable"
+                other_codes.append(other(http).status_code)
+                assert time.monotonic() - killed < HEALED_WITHIN_S, f"{model} did not come back: {codes}"
+            time.sleep(0.3)  # let the watcher see the last change before it stops
+        finally:
+            stop.set()
+            watcher.join(timeout=30)
+
+        print(
+            f"\n{model}: serving again {recovered_s:.2f} s after SIGKILL of its stub "
+            f"(target {RECOVERY_TARGET_S:.0f} s); {len(codes) - 1} requests answered 503 meanwhile"
+        )
+        assert 503 in codes, "the first request after the kill meets the dead stub"
+        assert set(other_codes) <= {200}, "the other models keep serving"
+        assert observed.statuses & {"failing", "reloading"}, observed
+        assert 503 in observed.ready_codes and any(model in reason for reason in observed.ready_reasons)
+        assert health_pb2.HealthCheckResponse.NOT_SERVING in observed.grpc
+        _wait_all_serving(http)
+        assert _reloads(http, model) == reloads_before + 1
+        assert stubs(stack.triton.pid, model) and stub not in stubs(stack.triton.pid, model)
+
+
+def test_a_stub_killed_without_traffic_is_found_by_the_probes(stack: Stack) -> None:
+    """No request meets the dead stub: the periodic probe finds it and the model is reloaded."""
+    with httpx.Client(base_url=stack.gateway.http_url, timeout=60) as http:
+        _wait_all_serving(http)
+        reloads_before = _reloads(http, "emotion")
+        [stub] = stubs(stack.triton.pid, "emotion")
+        os.kill(stub, signal.SIGKILL)
+        killed = time.monotonic()
+        while _reloads(http, "emotion") == reloads_before:
+            assert time.monotonic() - killed < HEALED_WITHIN_S, http.get("/health/models").json()
+            time.sleep(0.1)
+        print(f"\nemotion reloaded {time.monotonic() - killed:.2f} s after the kill, found by probes alone")
+        _wait_all_serving(http)
+        assert REQUESTS["emotion"](http).status_code == 200
+
+
+def _reloads(http: httpx.Client, model: str) -> int:
+    return next(
+        state["reloads"] for state in http.get("/health/models").json()["models"] if state["model"] == model
+    )
