@@ -45,6 +45,20 @@ class ModelStopped(SamoError):
     """The model's Triton instance is dead (its Python stub died): only a reload brings it back."""
 
 
+class ModelNotLoaded(SamoError):
+    """Triton has no loaded version of a model the gateway serves: unloaded, still loading (a reload by
+    this or another gateway process), or failed to load. Upstream's fault, so 503, not the caller's 404."""
+
+
+class ModelRefused(SamoError):
+    """The gateway refuses a model whose card differs from what Triton serves (gateway/card_check.py)."""
+
+
+# Model states in Triton's repository index (what `model_state` returns).
+MODEL_READY = "READY"
+MODEL_IN_TRANSITION = frozenset({"LOADING", "UNLOADING"})
+
+
 class ModelGate(Protocol):
     """Told about every model call: may refuse one (a model being reloaded) and hears of failures."""
 
@@ -77,7 +91,10 @@ def _convert(exc: InferenceServerException, model: str) -> SamoError:
     if error_type is ErrorType.DEADLINE_EXCEEDED:
         return SamoError(error_type, f"model `{model}` did not answer in time")
     if error_type is ErrorType.NOT_FOUND:
-        return SamoError(error_type, f"model `{model}` is not loaded in the inference server")
+        # "Request for unknown model: ... has no available versions", also while a reload runs.
+        return ModelNotLoaded(
+            ErrorType.UNAVAILABLE, f"model `{model}` is not loaded in the inference server; retry shortly"
+        )
     if error_type is ErrorType.OVERLOADED:
         return SamoError(error_type, "the inference server is overloaded; retry shortly")
     # Triton rejected what the gateway built, or the model failed: a server-side fault, not the caller's.
@@ -217,6 +234,18 @@ class TritonClient:
             return bool(await self._client.is_server_live(client_timeout=self.timeout_s))
         except InferenceServerException:
             return False
+
+    async def model_state(self, model: str) -> str | None:
+        """`model`'s state in Triton's repository index (`READY`, `LOADING`, `UNLOADING`, `UNAVAILABLE`;
+        "" when the index does not list it), or None when Triton does not answer."""
+        try:
+            index = await self._client.get_model_repository_index(
+                headers=self._control_headers, client_timeout=self.timeout_s
+            )
+        except InferenceServerException:
+            return None
+        states = [entry.state for entry in index.models if entry.name == model]
+        return MODEL_READY if MODEL_READY in states else next(iter(states), "")
 
     async def reload_model(self, model: str) -> None:
         """Unload `model` and load it again, so Triton starts new instances (new Python stubs).

@@ -21,7 +21,7 @@ import numpy as np
 
 from gateway.card_check import ExpectedModel, mismatches
 from gateway.errors import ErrorType, SamoError
-from gateway.triton_client import ModelGate, TritonClient
+from gateway.triton_client import ModelGate, ModelRefused, TritonClient
 from samo.contracts.cards import CARD_FILE
 from samo.settings import GatewaySettings
 
@@ -45,7 +45,7 @@ class TritonRouter:
         self._routes = {model: self._clients[url] for model, url in model_urls.items()}
         self._expected: dict[str, ExpectedModel] = {}
         self._verified: set[str] = set()
-        self._refused: dict[str, SamoError] = {}
+        self._refused: dict[str, ModelRefused] = {}
         self._checks: dict[str, asyncio.Lock] = {}
 
     @classmethod
@@ -109,7 +109,7 @@ class TritonRouter:
             CARD_FILE,
             detail,
         )
-        self._refused[model] = SamoError(
+        self._refused[model] = ModelRefused(
             ErrorType.UNAVAILABLE,
             f"model `{model}` is refused: the gateway's model card does not match the model Triton serves "
             f"({detail})",
@@ -134,6 +134,9 @@ class TritonRouter:
 
     async def is_model_ready(self, model: str) -> bool:
         return await self.client_for(model).is_model_ready(model)
+
+    async def model_state(self, model: str) -> str | None:
+        return await self.client_for(model).model_state(model)
 
     async def is_server_live(self) -> bool:
         """Whether any endpoint answers: the health monitor reloads failing models only then."""

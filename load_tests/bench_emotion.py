@@ -423,7 +423,7 @@ def summarize(
         gap = stack_one["p50_ms"] - single["p50_ms"]
         lines.append(
             f"- {model}: p50 at c=1: (c) {stack_one['p50_ms']:.1f} ms vs (b) batch 1 {single['p50_ms']:.1f} ms, "
-            f"+{gap:.1f} ms"
+            f"{gap:+.1f} ms"
         )
     for fraction in fractions:
         opened = next(

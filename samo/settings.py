@@ -95,11 +95,12 @@ class GatewaySettings(BaseSettings):
         "Audio uploads are limited to `max_audio_bytes` plus 64 KiB of form.",
     )
     max_windows_in_flight: int = Field(
-        8,
+        4,
         ge=1,
-        description="30 s windows of one recording sent to Triton at once (with their repairs). More "
-        "fill Whisper's batches (8 at most) from one long recording; each costs about 6 MB of gateway "
-        "memory while in flight.",
+        description="30 s windows of one recording in Triton at once (with their repairs); decoding waits "
+        "while all are taken. Each costs the gateway about 6 MB while in flight. More fill Whisper's "
+        "batches (up to 8) from one recording, which pays on a GPU; on CPU, 4 transcribed 59 minutes "
+        "of speech as fast as 8, with 30 MB less memory.",
     )
     max_texts: int = Field(
         ENCODER_MAX_BATCH_SIZE,
@@ -137,11 +138,12 @@ class GatewaySettings(BaseSettings):
         "window before it is read, and topped up to its duration once that is known.",
     )
     deadline_s_per_unit: float = Field(
-        0.01,
+        0.05,
         ge=0,
         description="Seconds added to a request's deadline (`triton_timeout_s`) per work unit, so long "
         "audio and long summaries get time in proportion; Triton drops a request still queued at its "
-        "deadline.",
+        "deadline. The default gives audio 0.8 s per second of recording: tiny.en on 2 busy CPU cores "
+        "ran near 0.3 s per second, and a 124 s file missed a 0.16 s-per-second deadline under load.",
     )
     retry_after_s: int = Field(2, ge=1, description="Retry-After sent with 429 and 503, seconds.")
     # Health, healing and shutdown (gateway/health, gateway/shutdown.py).
@@ -156,9 +158,10 @@ class GatewaySettings(BaseSettings):
     health_probe_timeout_s: float = Field(
         30.0,
         gt=0,
-        description="A probe not answered within this is a failure, seconds: long enough for a model's first "
-        "inference after a (re)load on a busy CPU (Whisper base took over 10 s on 2 shared cores). A model "
-        "that times out on two probes running is reloaded (one timeout may be a queue full of real work).",
+        description="A probe not answered within this marks its model `slow` in /health/models, seconds: "
+        "still ready and never reloaded while Triton reports the model loaded, since on a busy CPU a probe "
+        "waits behind real work (Whisper base took over 10 s on 2 shared cores) and reloading a busy model "
+        "would turn slowness into an outage.",
     )
     shutdown_grace_s: float = Field(
         20.0,

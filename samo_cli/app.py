@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from samo_cli import bench, convert, engines, export, loadtest, serve
+from samo_cli import bench, convert, engines, export, loadtest, serve, settings_doc, soak
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="SAMO serving on NVIDIA Triton.")
 app.add_typer(export.app, name="export")
@@ -19,6 +19,8 @@ app.command("gateway")(serve.gateway_command)
 app.command("serve")(serve.serve_command)
 app.command("build-engines")(engines.build_engines_command)
 app.command("loadtest")(loadtest.loadtest_command)
+app.command("soak")(soak.soak_command)
+app.command("settings")(settings_doc.settings_command)
 
 if __name__ == "__main__":
     app()

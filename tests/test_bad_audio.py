@@ -34,8 +34,18 @@ def assert_clear_answer(response: httpx.Response, bad: BadAudio, data: bytes) ->
         assert repr(data[:16])[2:-1] not in response.text
 
 
-@pytest.mark.parametrize("bad", CORPUS, ids=[bad.name for bad in CORPUS])
-@pytest.mark.parametrize("route", ["/v1/transcribe", "/v1/journal"])
+def cases() -> list:
+    """Every file through /v1/transcribe and /v1/journal; the bomb that must be decoded to the limit
+    to be found (about 25 s of gateway CPU here) through /v1/transcribe only."""
+    return [
+        pytest.param(route, bad, id=f"{route}-{bad.name}")
+        for route in ("/v1/transcribe", "/v1/journal")
+        for bad in CORPUS
+        if not (route == "/v1/journal" and bad.name == "bomb-undeclared.flac")
+    ]
+
+
+@pytest.mark.parametrize(("route", "bad"), cases())
 def test_bad_audio_gets_a_clear_answer_and_the_gateway_stays_up(
     gateway: Gateway, bad: BadAudio, route: str
 ) -> None:

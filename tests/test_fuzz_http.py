@@ -100,3 +100,4 @@ def test_every_operation_was_fuzzed() -> None:
         has_inputs = operation.body or any(True for _ in operation.iter_parameters())
         expected = EXAMPLES if has_inputs else 1
         assert SENT[label] >= expected, (label, SENT[label], dict(SENT))
+    print(f"requests per operation: {dict(SENT)}")  # shown with -s

@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+import tritonclient.grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from load_tests.processes import free_port
@@ -197,6 +198,65 @@ def test_a_stub_killed_without_traffic_is_found_by_the_probes(stack: Stack) -> N
         print(f"\nemotion reloaded {time.monotonic() - killed:.2f} s after the kill, found by probes alone")
         _wait_all_serving(http)
         assert REQUESTS["emotion"](http).status_code == 200
+
+
+def test_a_slow_model_stays_ready_and_is_never_reloaded(stack: Stack) -> None:
+    """Probes that time out (here: a timeout no inference can meet) mark models `slow`, not failing:
+    still ready, and none is reloaded, since reloading a busy model would turn slowness into an outage."""
+    before = {model: stubs(stack.triton.pid, model) for model in MODELS}
+    settings = GatewaySettings(
+        port=free_port(),
+        grpc_port=free_port(),
+        triton_grpc_url=stack.triton.grpc_url,
+        model_repository=stack.triton.repository,
+        default_summarizer="extractive",
+        health_probe_interval_s=0.2,
+        health_probe_timeout_s=0.001,
+    )
+    with running_gateway(settings) as gateway, httpx.Client(base_url=gateway.http_url, timeout=60) as http:
+        rounds = set()
+        deadline = time.monotonic() + HEALED_WITHIN_S
+        while len(rounds) < 5:  # several rounds, each of which could have reloaded them
+            assert time.monotonic() < deadline, http.get("/health/models").json()
+            report = http.get("/health/models")
+            assert report.status_code == 200, report.json()
+            states = {state["model"]: state for state in report.json()["models"]}
+            assert {state["status"] for state in states.values()} == {"slow"}, states
+            assert {state["reloads"] for state in states.values()} == {0}, states
+            assert "did not answer its probe within 0.001 s" in states["emotion"]["reason"]
+            rounds.add(states["emotion"]["checked_at"])
+            time.sleep(0.1)
+        assert http.get("/health/ready").json() == {"status": "ready"}
+        assert REQUESTS["emotion"](http).status_code == 200
+        with grpc.insecure_channel(gateway.grpc_target) as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="samo.v1.Samo/emotion"), timeout=10
+            )
+        assert check.status == health_pb2.HealthCheckResponse.SERVING
+    assert {model: stubs(stack.triton.pid, model) for model in MODELS} == before, "a model was reloaded"
+
+
+def test_a_model_unloaded_in_triton_answers_503_and_is_loaded_again(stack: Stack) -> None:
+    """A model Triton has not loaded is the upstream's fault (503 with Retry-After, not 404), and the
+    monitor loads it again."""
+    with httpx.Client(base_url=stack.gateway.http_url, timeout=60) as http:
+        _wait_all_serving(http)
+        reloads_before = _reloads(http, "embedder")
+        with tritonclient.grpc.InferenceServerClient(stack.triton.grpc_url) as control:
+            control.unload_model("embedder")
+            while control.is_model_ready("embedder"):
+                time.sleep(0.05)
+        unloaded = time.monotonic()
+        codes = []
+        while (response := REQUESTS["embedder"](http)).status_code != 200:
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"]
+            codes.append(response.status_code)
+            assert time.monotonic() - unloaded < HEALED_WITHIN_S, codes
+        assert codes, "the first request after the unload finds the model missing"
+        print(f"\nembedder: loaded again {time.monotonic() - unloaded:.2f} s after it was unloaded")
+        _wait_all_serving(http)
+        assert _reloads(http, "embedder") == reloads_before + 1
 
 
 def _reloads(http: httpx.Client, model: str) -> int:

@@ -15,7 +15,6 @@ from grpc_reflection.v1alpha import reflection
 from gateway.grpc_api import samo_v1_pb2, samo_v1_pb2_grpc
 from gateway.grpc_api.malformed import MalformedMessages
 from gateway.grpc_api.servicer import SamoServicer
-from gateway.health.monitor import ModelStatus
 from gateway.observability.grpc_interceptor import ObservedCalls
 from gateway.security import Access
 from gateway.security.grpc import AccessInterceptor
@@ -75,7 +74,7 @@ async def _follow_health(services: Services, health: health_aio.HealthServicer) 
         for service in ("", SERVICE_NAME):
             await health.set(service, _serving(reason is None))
         for state in services.health.report().models:
-            await health.set(model_health_service(state.model), _serving(state.status is ModelStatus.SERVING))
+            await health.set(model_health_service(state.model), _serving(state.serves))
         seen = await services.health.wait_for_change(seen)
 
 

@@ -1,13 +1,16 @@
-"""Which models serve: a real inference on each model every few seconds, and a reload of any that fails.
+"""Which models serve: a real inference on each model every few seconds, and a reload of a broken one.
 
 A Python-backend stub that dies is not restarted by Triton, and the model keeps reporting READY
 while every request fails with `Stub process ... is not healthy` (measured). So health is a real
-inference per model, and a model that fails one while Triton itself answers is reloaded through
-Triton's model repository API (explicit model control): unloaded and loaded, which starts new stubs.
-While a model reloads, calls to it are refused with UNAVAILABLE (503, Retry-After) before they
-reach Triton; the other models keep serving. A request that fails with a server-side error wakes the
-monitor at once (one that met a dead stub skips the probe and reloads), so a dead stub is found by
-the first request it fails, not the next round.
+inference per model. A model is reloaded through Triton's model repository API (explicit model
+control: unload and load, which starts new stubs) only when it is broken: its stub died, or Triton's
+repository index says it is not loaded (and nobody is loading it). A probe that is merely slow
+(timeout) or turned away by a full queue marks the model `slow`, which still counts as ready: on 2
+busy cores a probe can wait many seconds behind real work, and reloading a busy model would turn
+slowness into an outage. While a model reloads, calls to it are refused with UNAVAILABLE (503,
+Retry-After) before they reach Triton; the other models keep serving. A request that fails with a
+server-side error wakes the monitor at once (one that met a dead stub skips the probe and reloads),
+so a dead stub is found by the first request it fails, not the next round.
 """
 
 from __future__ import annotations
@@ -18,13 +21,20 @@ import logging
 import time
 from collections.abc import Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from enum import StrEnum
 
 from pydantic import BaseModel
 
 from gateway.errors import ErrorType, SamoError
 from gateway.health.probes import ModelProbe
-from gateway.triton_client import ModelStopped, TritonClient
+from gateway.triton_client import (
+    MODEL_IN_TRANSITION,
+    MODEL_READY,
+    ModelRefused,
+    ModelStopped,
+)
+from gateway.triton_router import TritonRouter
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +43,16 @@ _probing: ContextVar[bool] = ContextVar("samo_health_probe", default=False)
 
 # Failures that say the model (or the server) is at fault, not the request: worth probing at once.
 _SUSPICIOUS = frozenset({ErrorType.INTERNAL, ErrorType.UNAVAILABLE, ErrorType.NOT_FOUND})
+# Failures of a model that is busy, not broken: never a reason to reload it.
+_BUSY = frozenset({ErrorType.DEADLINE_EXCEEDED, ErrorType.OVERLOADED})
 
 
 class ModelStatus(StrEnum):
     STARTING = "starting"
     """Not probed yet."""
     SERVING = "serving"
+    SLOW = "slow"
+    """Loaded in Triton, but its probe timed out or met a full queue: still ready, never reloaded."""
     FAILING = "failing"
     RELOADING = "reloading"
     """Being reloaded in Triton; calls are refused with 503 until it answers a probe again."""
@@ -55,6 +69,20 @@ class ModelHealth(BaseModel, frozen=True):
     reloads: int = 0
     """Successful reloads since the gateway started."""
 
+    @property
+    def serves(self) -> bool:
+        """Whether it takes requests (counts as ready): serving, or alive but slow."""
+        return self.status in (ModelStatus.SERVING, ModelStatus.SLOW)
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """What one probe result means for a model: its status, why, and whether to reload it."""
+
+    status: ModelStatus
+    reason: str | None = None
+    reload: bool = False
+
 
 class ModelsHealth(BaseModel, frozen=True):
     ready: bool
@@ -66,7 +94,7 @@ class ModelHealthMonitor:
 
     def __init__(
         self,
-        triton: TritonClient,
+        triton: TritonRouter,
         probes: Sequence[ModelProbe],
         *,
         interval_s: float,
@@ -80,9 +108,13 @@ class ModelHealthMonitor:
             probe.model: ModelHealth(model=probe.model, task=probe.task, status=ModelStatus.STARTING)
             for probe in probes
         }
-        self._timeouts: dict[str, int] = dict.fromkeys(self.probes, 0)
         self._failed_at: dict[str, float] = {}
-        self._suspects: set[str] = set()
+        # Completed reloads (unload and load) per model: a call admitted before the last one that fails
+        # after it met the old instance, and says nothing about the new one.
+        self._generation: dict[str, int] = dict.fromkeys(self.probes, 0)
+        # Models that failed a request, and when (monotonic): probed at once, and cleared only by a
+        # probe that started after the failure.
+        self._suspects: dict[str, float] = {}
         self._stopped: dict[str, SamoError] = {}
         self._wake = asyncio.Event()
         self._checked = asyncio.Event()
@@ -94,8 +126,8 @@ class ModelHealthMonitor:
     # -- the gate the Triton client consults (gateway.triton_client.ModelGate) --
 
     def admit(self, model: str) -> int:
-        """Refuse calls to a model being reloaded; else the model's reload count, so that a call that
-        began before a reload and failed after it does not trigger another."""
+        """Refuse calls to a model being reloaded; else the model's reload generation, so that a call
+        that began before a reload and failed after it does not trigger another."""
         state = self._states.get(model)
         if state is None:
             return 0
@@ -103,15 +135,17 @@ class ModelHealthMonitor:
             raise SamoError(
                 ErrorType.UNAVAILABLE, f"model `{model}` is being reloaded after a failure; retry shortly"
             )
-        return state.reloads
+        return self._generation[model]
 
     def failed(self, model: str, error: SamoError, admitted: int) -> None:
         state = self._states.get(model)
-        if state is None or _probing.get() or error.type not in _SUSPICIOUS or admitted != state.reloads:
+        if state is None or _probing.get() or error.type not in _SUSPICIOUS:
             return
+        if admitted != self._generation[model]:
+            return  # it met the instance the last reload replaced
         if state.status in (ModelStatus.FAILING, ModelStatus.RELOADING):
             return  # already known: the reload under way (or the next round) deals with it
-        self._suspects.add(model)
+        self._suspects[model] = time.monotonic()
         if isinstance(error, ModelStopped):
             self._stopped[model] = error  # no probe needed to know: reload at once
         self._wake.set()
@@ -142,7 +176,6 @@ class ModelHealthMonitor:
             self._wake.clear()
             # Woken by failed requests: probe those models now; the full round keeps its schedule.
             suspects = sorted(self._suspects) if woken and self._suspects else None
-            self._suspects.clear()
 
     async def ensure_checked(self) -> None:
         """Every model probed at least once (the first round, or one run now when no task runs)."""
@@ -154,33 +187,48 @@ class ModelHealthMonitor:
             await self._checked.wait()
 
     async def check(self, models: Sequence[str] | None = None) -> None:
-        """Probe `models` (all by default) and reload the ones that fail while Triton answers."""
+        """Probe `models` (all by default) and reload the broken ones (see `_judge`)."""
         async with self._round_lock:
             names = list(models) if models is not None else list(self.probes)
-            stopped, self._stopped = self._stopped, {}
+            started = time.monotonic()
+            stopped = {name: self._stopped.pop(name) for name in names if name in self._stopped}
+            for name in names:
+                if self._suspects.get(name, started) < started:
+                    del self._suspects[name]  # this round's probe answers for it
             errors = await asyncio.gather(
                 *(self._known(stopped[name]) if name in stopped else self._probe(name) for name in names)
             )
-            failed = {name: error for name, error in zip(names, errors, strict=True) if error is not None}
-            for name in names:
-                error = failed.get(name)
-                if error is None:
-                    await self._set(name, ModelStatus.SERVING, None)
-                else:
-                    self._failed_at.setdefault(name, time.monotonic())
-                    await self._set(name, ModelStatus.FAILING, error.message)
+            verdicts = await asyncio.gather(
+                *(self._judge(name, error) for name, error in zip(names, errors, strict=True))
+            )
+            for name, verdict in zip(names, verdicts, strict=True):
+                if verdict.status in (ModelStatus.FAILING, ModelStatus.RELOADING):
+                    self._failed_at.setdefault(name, started)
+                await self._set(name, verdict.status, verdict.reason)
             self._checked.set()
-            to_reload = [name for name, error in failed.items() if self._needs_reload(name, error)]
-            if to_reload and await self.triton.is_server_live():
-                await asyncio.gather(*(self._reload(name) for name in to_reload))
+            to_reload = [name for name, verdict in zip(names, verdicts, strict=True) if verdict.reload]
+            await asyncio.gather(*(self._reload(name) for name in to_reload))
 
-    def _needs_reload(self, name: str, error: SamoError) -> bool:
-        if error.type is ErrorType.OVERLOADED:
-            return False  # busy, not broken
-        if error.type is ErrorType.DEADLINE_EXCEEDED:
-            # A probe stuck behind real work times out too: reload only a model that hangs twice running.
-            return self._timeouts[name] >= 2
-        return True
+    async def _judge(self, name: str, error: SamoError | None) -> _Verdict:
+        """A probe's result: serving; slow (alive in Triton but busy); failing; or broken, to reload.
+
+        Reloads only what a reload can fix: a dead stub, or a model Triton has not loaded (unloaded or
+        failed to load). Not a model that Triton is loading or unloading right now (another gateway
+        process reloading it), nor one that Triton holds ready and that failed otherwise."""
+        if error is None:
+            return _Verdict(ModelStatus.SERVING)
+        if isinstance(error, ModelRefused):
+            return _Verdict(ModelStatus.FAILING, error.message, reload=True)  # the router checks it again
+        state = await self.triton.model_state(name)
+        if state is None:
+            return _Verdict(ModelStatus.FAILING, error.message)  # Triton unreachable: nothing to reload
+        if error.type in _BUSY and state == MODEL_READY:
+            return _Verdict(ModelStatus.SLOW, error.message)
+        if state in MODEL_IN_TRANSITION:
+            return _Verdict(ModelStatus.FAILING, f"{error.message} (Triton is {state.lower()} it)")
+        if state == MODEL_READY:
+            return _Verdict(ModelStatus.FAILING, error.message, reload=isinstance(error, ModelStopped))
+        return _Verdict(ModelStatus.FAILING, error.message, reload=True)  # not loaded: load it
 
     @staticmethod
     async def _known(error: SamoError) -> SamoError:
@@ -191,19 +239,19 @@ class ModelHealthMonitor:
         try:
             await asyncio.wait_for(self.probes[name].run(), self.timeout_s)
         except TimeoutError:
-            self._timeouts[name] += 1
-            return SamoError(ErrorType.DEADLINE_EXCEEDED, f"model `{name}` did not answer in time")
+            return SamoError(
+                ErrorType.DEADLINE_EXCEEDED,
+                f"model `{name}` did not answer its probe within {self.timeout_s:g} s",
+            )
         except SamoError as exc:
-            self._timeouts[name] = 0
             return exc
         finally:
             _probing.reset(token)
-        self._timeouts[name] = 0
         return None
 
     async def _reload(self, name: str) -> None:
         reason = self._states[name].reason
-        logger.warning("model %s failed its probe (%s); reloading it in Triton", name, reason)
+        logger.warning("model %s is broken (%s); reloading it in Triton", name, reason)
         await self._set(name, ModelStatus.RELOADING, reason)
         try:
             await self.triton.reload_model(name)
@@ -211,9 +259,12 @@ class ModelHealthMonitor:
             logger.error("reloading model %s failed: %s", name, exc.message)
             await self._set(name, ModelStatus.FAILING, f"reload failed: {exc.message}")
             return
+        self._generation[name] += 1
         error = await self._probe(name)
         if error is not None:
-            await self._set(name, ModelStatus.FAILING, error.message)
+            # Judged, not reloaded again now: the next round probes it (a reload loop helps nobody).
+            verdict = await self._judge(name, error)
+            await self._set(name, verdict.status, verdict.reason)
             return
         down_s = time.monotonic() - self._failed_at.get(name, time.monotonic())
         await self._set(name, ModelStatus.SERVING, None, reloaded=True)
@@ -231,11 +282,8 @@ class ModelHealthMonitor:
                 "reloads": previous.reloads + reloaded,
             }
         )
-        if status is ModelStatus.SERVING:
-            # Failures reported before now are of the instance that just answered or was replaced.
+        if self._states[name].serves:
             self._failed_at.pop(name, None)
-            self._stopped.pop(name, None)
-            self._suspects.discard(name)
         if status is not previous.status or reason != previous.reason:
             if status is not ModelStatus.SERVING:
                 logger.warning("model %s: %s (%s)", name, status.value, reason)
@@ -258,8 +306,8 @@ class ModelHealthMonitor:
         return ModelsHealth(ready=bool(models) and self.unready_reason() is None, models=models)
 
     def unready_reason(self) -> str | None:
-        """None when every model serves, else which do not and why."""
-        failing = [state for state in self._states.values() if state.status is not ModelStatus.SERVING]
+        """None when every model serves (slow ones included), else which do not and why."""
+        failing = [state for state in self._states.values() if not state.serves]
         if not failing:
             return None
         reasons = {state.reason for state in failing}

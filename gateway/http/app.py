@@ -114,7 +114,8 @@ def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
         responses={503: {"model": ModelsHealth, "description": "Some model is not serving"}},
     )
     async def models_health(request: Request) -> JSONResponse:
-        """Every model Triton serves for the gateway: serving, failing (with why) or reloading."""
+        """Every model Triton serves for the gateway: serving, slow (ready, but its probe timed out or met
+        a full queue), failing (with why) or reloading."""
         services = request.app.state.services
         await services.health.ensure_checked()
         report = services.health.report()

@@ -28,9 +28,8 @@ class RequestIdFilter(logging.Filter):
     that records from every logger get it, the libraries' included)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        request_id = current_request_id()
-        if request_id is not None:
-            record.request_id = request_id
+        # Always set: dictConfig's formatter `defaults` only exist from Python 3.12 on.
+        record.request_id = current_request_id() or getattr(record, "request_id", "-")
         return True
 
 
@@ -48,7 +47,7 @@ def logging_config(log_format: LogFormat = "text", level: LogLevel = "INFO") -> 
             "reserved_attrs": [*RESERVED_ATTRS, "color_message"],
         }
     else:
-        formatter = {"format": TEXT_FORMAT, "defaults": {"request_id": "-"}}
+        formatter = {"format": TEXT_FORMAT}
     return {
         "version": 1,
         "disable_existing_loggers": False,

@@ -106,7 +106,7 @@ class TranscriptionService:
         models: Mapping[str, WhisperModel],
         default_model: str,
         limits: AudioLimits,
-        windows_in_flight: int = 8,
+        windows_in_flight: int = 4,
     ) -> None:
         self.triton = triton
         self.models = dict(models)
