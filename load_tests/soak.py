@@ -268,9 +268,13 @@ def find_processes(http_url: str, triton_pid: int | None = None) -> ServingProce
     (workers). Triton: `triton_pid`, else a `tritonserver` among the gateway's descendants or in its
     process group."""
     port = urlsplit(http_url).port or 80
+    try:
+        connections = psutil.net_connections("tcp")
+    except psutil.AccessDenied:
+        raise RuntimeError("reading which process listens on the port needs more rights here") from None
     listeners = {
         c.pid
-        for c in psutil.net_connections("tcp")
+        for c in connections
         if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid
     }
     if not listeners:

@@ -260,6 +260,9 @@ class ModelHealthMonitor:
             await self._set(name, ModelStatus.FAILING, f"reload failed: {exc.message}")
             return
         self._generation[name] += 1
+        # Failures reported until now, even during this round, met the instance just replaced.
+        self._stopped.pop(name, None)
+        self._suspects.pop(name, None)
         error = await self._probe(name)
         if error is not None:
             # Judged, not reloaded again now: the next round probes it (a reload loop helps nobody).
