@@ -73,7 +73,7 @@ schema = schemathesis.openapi.from_dict(create_app(settings=GatewaySettings(grpc
     max_examples=EXAMPLES,
     deadline=None,  # real inference on a shared 2-core machine: timing is not what is tested
     suppress_health_check=list(HealthCheck),
-    derandomize=False,
+    database=None,  # no example database written into the working tree
 )
 def test_generated_requests_get_no_5xx_and_documented_answers(
     case: schemathesis.Case, gateway: Gateway, session: requests.Session

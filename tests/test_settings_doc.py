@@ -15,7 +15,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_readme_documents_every_setting_as_samo_settings_prints_it() -> None:
     readme = README.read_text()
-    assert with_table(readme) == readme, "README settings table is stale: run `samo settings --write README.md`"
+    assert with_table(readme) == readme, (
+        "README settings table is stale: run `samo settings --write README.md`"
+    )
     block = readme[readme.index(README_START) : readme.index(README_END)]
     for name in GatewaySettings.model_fields:
         assert f"`SAMO_{name.upper()}`" in block

@@ -202,7 +202,7 @@ class ModelHealthMonitor:
                 *(self._judge(name, error) for name, error in zip(names, errors, strict=True))
             )
             for name, verdict in zip(names, verdicts, strict=True):
-                if verdict.status in (ModelStatus.FAILING, ModelStatus.RELOADING):
+                if verdict.status is ModelStatus.FAILING:
                     self._failed_at.setdefault(name, started)
                 await self._set(name, verdict.status, verdict.reason)
             self._checked.set()
