@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporters.emotion.export import EmotionExportOptions, export_emotion
 from exporters.whisper.ct2_export import WhisperCt2ExportOptions, export_whisper_ct2
 from gateway.client import GrpcClient
+from gateway.errors import ErrorType, SamoError
 from load_tests.processes import free_port, wait_http_ok
 from samo.settings import GatewaySettings
 from samo.triton.local_server import LocalTriton, RestartPolicy, TritonPorts
@@ -33,6 +34,8 @@ from tests.speech import long_speech, wav_bytes
 pytestmark = pytest.mark.integration
 
 TEXT = "I finally finished the project and I feel so proud of us."
+HANG_S = 60.0
+"""A request not answered within this hangs (the deadline under test is 3 s)."""
 GONE_WITHIN_S = 30.0
 """How long the test waits for killed processes to go: a bound, not a speed measurement."""
 
@@ -94,6 +97,44 @@ def test_triton_is_restarted_and_the_gateway_reconnects(repository: Path) -> Non
     finally:
         triton.stop()
     assert all(port_free(port) for port in (triton.ports.http, triton.ports.grpc, triton.ports.metrics))
+
+
+def test_a_frozen_triton_gives_deadline_errors_not_hangs(repository: Path) -> None:
+    """SIGSTOP leaves Triton's sockets open and silent: the request's deadline must answer, on both
+    transports, and the gateway must stay up and serve again once Triton runs."""
+    triton = LocalTriton(repository, ports=_ports())
+    triton.start()
+    try:
+        settings = GatewaySettings(
+            port=free_port(),
+            grpc_port=free_port(),
+            triton_grpc_url=triton.grpc_url,
+            model_repository=repository,
+            triton_timeout_s=3.0,
+            deadline_s_per_unit=0.0,
+            # No probe during the freeze: a reload would also wait on the frozen server.
+            health_probe_interval_s=3600.0,
+        )
+        with (
+            running_gateway(settings) as gateway,
+            httpx.Client(base_url=gateway.http_url, timeout=HANG_S) as http,
+        ):
+            assert http.post("/v1/emotions", json={"texts": [TEXT]}).status_code == 200
+            assert triton.pid is not None
+            os.kill(triton.pid, signal.SIGSTOP)
+            try:
+                response = http.post("/v1/emotions", json={"texts": [TEXT]})
+                assert response.status_code == 504, response.text
+                assert response.json()["error"]["type"] == "deadline_exceeded"
+                with GrpcClient(gateway.grpc_target) as client, pytest.raises(SamoError) as raised:
+                    client.detect_emotions([TEXT])
+                assert raised.value.type is ErrorType.DEADLINE_EXCEEDED
+                assert http.get("/health/live").status_code == 200
+            finally:
+                os.kill(triton.pid, signal.SIGCONT)
+            assert http.post("/v1/emotions", json={"texts": [TEXT]}).status_code == 200
+    finally:
+        triton.stop()
 
 
 def test_killing_samo_serve_leaves_no_triton_behind(repository: Path) -> None:

@@ -5,6 +5,7 @@ whose results are sane; never a 5xx, and the gateway keeps answering."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 
@@ -33,26 +34,6 @@ TEXTS = {
     "emoji-only": "😀😢😡" * 500,
 }
 """Texts within the limits: each must be answered 200 with sane results."""
-
-MANY_SENTENCES = {"one-sentence-repeated", "longest-allowed"}
-QUEUED_PAST_TRITONS_TIMEOUT = pytest.mark.xfail(
-    reason="a text of 1,000+ sentences sends all its 64-sentence batches to Triton at once; on a loaded "
-    "2-core machine the last ones wait past the emotion/embedder queue timeout (5 s) and the request is "
-    "refused 429 `overloaded` on an otherwise idle server (load_tests/results/reliability.md)",
-    strict=False,
-)
-
-
-def many_sentences_may_queue_out(names: dict[str, str], routes: list[str]) -> list:
-    """(route, name) pairs, the texts of many sentences on routes that split them marked xfail."""
-    return [
-        pytest.param(route, name, marks=QUEUED_PAST_TRITONS_TIMEOUT)
-        if name in MANY_SENTENCES and route not in ("/v1/emotions", "DetectEmotions")
-        else pytest.param(route, name)
-        for route in routes
-        for name in names
-    ]
-
 
 REFUSED = {
     "empty": ("", 422),
@@ -109,7 +90,7 @@ def assert_error_body(response: httpx.Response, error_type: str) -> None:
 ROUTES = ["/v1/emotions", "/v1/summarize", "/v1/journal"]
 
 
-@pytest.mark.parametrize(("route", "name"), many_sentences_may_queue_out(TEXTS, ROUTES))
+@pytest.mark.parametrize(("route", "name"), itertools.product(ROUTES, TEXTS))
 def test_odd_texts_within_the_limits_get_sane_results(http: httpx.Client, route: str, name: str) -> None:
     response = post(http, route, TEXTS[name])
     assert response.status_code == 200, response.text[:500]
@@ -168,7 +149,7 @@ def grpc_call(stub: samo_v1_pb2_grpc.SamoStub, method: str, text: str):
 GRPC_METHODS = ["DetectEmotions", "Summarize", "AnalyzeJournal"]
 
 
-@pytest.mark.parametrize(("method", "name"), many_sentences_may_queue_out(TEXTS, GRPC_METHODS))
+@pytest.mark.parametrize(("method", "name"), itertools.product(GRPC_METHODS, TEXTS))
 def test_odd_texts_over_grpc_get_results(stub, method: str, name: str) -> None:
     answer = grpc_call(stub, method, TEXTS[name])
     if method == "DetectEmotions":

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from gateway.batch_calls import infer_batches
 from gateway.emotions.model import EmotionModel
 from gateway.errors import ErrorType, SamoError
 from gateway.observability.metrics import record_texts
@@ -32,9 +32,7 @@ class EmotionService:
         rows = model.card.max_batch_size
         with stage("emotions.tokenize", model=model.name, texts=len(texts)):
             chunks = [model.encode(texts[start : start + rows]) for start in range(0, len(texts), rows)]
-        outputs = await asyncio.gather(
-            *(self.triton.infer(model.name, encoded.inputs, [LOGITS]) for encoded in chunks)
-        )
+        outputs = await infer_batches(self.triton, model.name, [c.inputs for c in chunks], [LOGITS])
         logits = (
             np.concatenate([o[LOGITS] for o in outputs]) if outputs else np.empty((0, len(model.card.labels)))
         )

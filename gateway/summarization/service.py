@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gateway.batch_calls import infer_batches
 from gateway.errors import ErrorType, SamoError, not_found
 from gateway.observability.metrics import record_generated_tokens, record_texts
 from gateway.observability.tracing import stage
@@ -133,9 +134,7 @@ class SummarizationService:
                 embedder.encoder.encode(sentences[start : start + rows])
                 for start in range(0, len(sentences), rows)
             ]
-        outputs = await asyncio.gather(
-            *(self.triton.infer(embedder.name, e.inputs, [EMBEDDINGS]) for e in encoded)
-        )
+        outputs = await infer_batches(self.triton, embedder.name, [e.inputs for e in encoded], [EMBEDDINGS])
         vectors = (
             np.concatenate([o[EMBEDDINGS] for o in outputs]) if outputs else np.zeros((0, embedder.card.dims))
         )

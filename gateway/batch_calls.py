@@ -1,0 +1,35 @@
+"""One request's batches to one model, a few at a time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from gateway.triton_client import TritonClient
+
+BATCHES_IN_FLIGHT = 4
+"""Batches of one request sent to Triton at once.
+
+A long text split into sentences makes dozens of batches; sent all at once, the last ones wait in
+Triton's queue past its timeout (5 s for encoders) and a lone request is refused 429. A few at a time
+still fill the model's batches, and no request queues its own work behind itself.
+"""
+
+
+async def infer_batches(
+    triton: TritonClient,
+    model: str,
+    batches: Sequence[Mapping[str, np.ndarray]],
+    outputs: Sequence[str],
+    in_flight: int = BATCHES_IN_FLIGHT,
+) -> list[dict[str, np.ndarray]]:
+    """The outputs of every batch, in order, with at most `in_flight` Triton calls open at once."""
+    gate = asyncio.Semaphore(in_flight)
+
+    async def infer(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        async with gate:
+            return await triton.infer(model, inputs, outputs)
+
+    return list(await asyncio.gather(*(infer(inputs) for inputs in batches)))
