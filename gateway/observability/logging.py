@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import logging.config
-from typing import Any, Literal
+import sys
+from typing import Any, Literal, TextIO
 
 from gateway.observability.request_id import current_request_id
 
@@ -33,6 +34,26 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever `sys.stderr` is when a record arrives.
+
+    A handler bound to the stderr of configuration time keeps writing to it after it is replaced:
+    a command run in-process under a test runner (typer's CliRunner) leaves every later record,
+    from every thread, going to its closed capture buffer.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        """Ignored: the stream is always the current stderr."""
+
+
 def logging_config(log_format: LogFormat = "text", level: LogLevel = "INFO") -> dict[str, Any]:
     """The dictConfig for `log_format` lines on stderr, our packages at `level`."""
     formatter: dict[str, Any]
@@ -55,8 +76,7 @@ def logging_config(log_format: LogFormat = "text", level: LogLevel = "INFO") -> 
         "formatters": {"samo": formatter},
         "handlers": {
             "stderr": {
-                "class": "logging.StreamHandler",
-                "stream": "ext://sys.stderr",
+                "()": StderrHandler,
                 "formatter": "samo",
                 "filters": ["request_id"],
             }
