@@ -352,6 +352,18 @@ def test_gateway_and_export_locks() -> None:
     assert "sentence-transformers" not in export
 
 
+@pytest.mark.parametrize("role", ["gateway", "export"])
+def test_every_requirement_of_a_role_is_in_its_lock(role: str) -> None:
+    """A dependency added to pyproject.toml without `make lock` would be missing from the image."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {
+        re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+        for requirement in extras[role]
+    }
+    missing = names - set(_lock(role))
+    assert not missing, f"not in locks/{role}.txt: {sorted(missing)}; run `make lock`"
+
+
 # --- the Dockerfiles --------------------------------------------------------------------------------
 
 
