@@ -92,5 +92,25 @@ def logging_config(log_format: LogFormat = "text", level: LogLevel = "INFO") -> 
     }
 
 
+HANDLER_NAME = "samo-stderr"
+
+
 def configure_logging(log_format: LogFormat = "text", level: LogLevel = "INFO") -> None:
-    logging.config.dictConfig(logging_config(log_format, level))
+    """`logging_config` applied to this process without `dictConfig`, which closes every handler in
+    the process (a test runner's capture handlers included): only the handler installed by an earlier
+    call is replaced. uvicorn's worker processes, which start empty, get `logging_config` itself."""
+    config = logging_config(log_format, level)
+    configurator = logging.config.DictConfigurator(config)
+    handler = StderrHandler()
+    handler.set_name(HANDLER_NAME)
+    handler.setFormatter(configurator.configure_formatter(dict(config["formatters"]["samo"])))
+    handler.addFilter(RequestIdFilter())
+    for name, settings in [("", config["root"]), *config["loggers"].items()]:
+        logger = logging.getLogger(name)
+        logger.setLevel(settings["level"])
+        for old in [h for h in logger.handlers if h.get_name() == HANDLER_NAME]:
+            logger.removeHandler(old)
+        if "handlers" in settings:
+            if settings["handlers"]:
+                logger.addHandler(handler)
+            logger.propagate = settings.get("propagate", True)
