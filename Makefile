@@ -43,7 +43,11 @@ serve: $(STAMP) $(REPOSITORY)/emotion/config.pbtxt $(REPOSITORY)/whisper/config.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest --ignore=tests/test_model_healing.py --ignore=tests/test_mixed_load.py
+	# Each in a process of its own: after the rest of the suite in one process (2026-11-30, fresh
+	# clone) they failed, while each passes alone; the cause is not found yet (see README, Tests).
+	$(BIN)/pytest tests/test_model_healing.py
+	$(BIN)/pytest tests/test_mixed_load.py
 
 bench-emotion: $(STAMP)
 	$(BIN)/samo bench emotion
