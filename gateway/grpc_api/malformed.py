@@ -16,6 +16,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from gateway.errors import GRPC_ERROR_TYPE_KEY, GRPC_STATUS, ErrorType, invalid_input
+from gateway.grpc_api.handlers import rewrap
 
 MALFORMED = object()
 """Stands for a request message that did not parse."""
@@ -94,16 +95,10 @@ class MalformedMessages(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        options = {
-            "request_deserializer": _tolerant(handler.request_deserializer),
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_single_request(handler.unary_unary), **options)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_single_request(handler.unary_stream), **options)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_request_stream(handler.stream_unary), **options)
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(_request_stream(handler.stream_stream), **options)
-        return handler
+        return rewrap(
+            handler,
+            lambda behavior, kind: (
+                _single_request(behavior) if kind.startswith("unary") else _request_stream(behavior)
+            ),
+            request_deserializer=_tolerant(handler.request_deserializer),
+        )

@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 
+from gateway.grpc_api.handlers import rewrap
 from gateway.observability.metrics import GRPC_LATENCY, GRPC_REQUESTS, INFLIGHT, labelled
 from gateway.observability.request_id import METADATA_KEY, accept_request_id, bind_request_id
 from gateway.observability.tracing import REQUEST_ID_ATTRIBUTE, begin_server_span, end_server_span
@@ -127,16 +128,4 @@ class ObservedCalls(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        options = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_observed(method, handler.unary_unary), **options)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_observed(method, handler.stream_unary), **options)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_observed(method, handler.unary_stream), **options)
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(_observed(method, handler.stream_stream), **options)
-        return handler
+        return rewrap(handler, lambda behavior, _kind: _observed(method, behavior))

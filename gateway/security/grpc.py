@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from gateway.errors import GRPC_ERROR_TYPE_KEY, GRPC_RETRY_AFTER_KEY, GRPC_STATUS, SamoError
+from gateway.grpc_api.handlers import Behavior, rewrap
 from gateway.security.access import Access, Principal
 
 OPEN_PREFIX = "/grpc.health.v1.Health/"
@@ -77,34 +78,31 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
     def _wrapped(self, handler: grpc.RpcMethodHandler, admit: Admit) -> grpc.RpcMethodHandler:
         """The same handler kind and (de)serializers; its behavior runs once the caller is admitted."""
         granted = self.access.granted
-        serializers = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary or handler.stream_unary:
-            unary_behavior = handler.unary_unary or handler.stream_unary
 
-            async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        def unary_response(behavior: Behavior) -> Behavior:
+            async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 principal = await admit(context)
                 with granted(principal):
-                    return await unary_behavior(request, context)
+                    return await behavior(request, context)
 
-            if handler.unary_unary:
-                return grpc.unary_unary_rpc_method_handler(unary_response, **serializers)
-            return grpc.stream_unary_rpc_method_handler(unary_response, **serializers)
+            return admitted
 
-        stream_behavior = handler.unary_stream or handler.stream_stream
+        def streamed_response(behavior: Behavior) -> Behavior:
+            async def admitted(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                principal = await admit(context)
+                with granted(principal):
+                    responses = behavior(request, context)
+                    if inspect.isasyncgen(responses):
+                        async for response in responses:
+                            yield response
+                    else:  # a handler that writes with `context.write` and returns nothing
+                        await responses
 
-        async def streamed_response(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            principal = await admit(context)
-            with granted(principal):
-                responses = stream_behavior(request, context)
-                if inspect.isasyncgen(responses):
-                    async for response in responses:
-                        yield response
-                else:  # a handler that writes with `context.write` and returns nothing
-                    await responses
+            return admitted
 
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(streamed_response, **serializers)
-        return grpc.stream_stream_rpc_method_handler(streamed_response, **serializers)
+        return rewrap(
+            handler,
+            lambda behavior, kind: (
+                unary_response(behavior) if kind.endswith("unary") else streamed_response(behavior)
+            ),
+        )
