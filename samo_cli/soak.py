@@ -28,6 +28,10 @@ def soak_command(
     load_fraction: Annotated[
         float, typer.Option(min=0.05, max=1.0, help="Share of the sustainable rate the soak runs at.")
     ] = 0.7,
+    warmup: Annotated[
+        float,
+        typer.Option(min=0.0, help="Seconds at the soak rate before --duration; not counted in growth."),
+    ] = 180.0,
     sample_every: Annotated[float, typer.Option(min=1.0, help="Seconds between samples.")] = 5.0,
     slo_p95_ms: Annotated[
         float, typer.Option(help="Rate search: a step is sustained while its p95 stays under this (ms).")
@@ -43,10 +47,10 @@ def soak_command(
     ] = None,
 ) -> None:
     """Soak a running gateway (on this machine: its processes' memory is read): find the highest
-    sustainable rate of a mixed HTTP + gRPC workload (or take --rate), run --duration seconds at
-    --load-fraction of it, and report errors, latency percentiles and the RSS growth of the gateway,
-    tritonserver and each Python-backend stub, first minute against last (soak.md, samples.csv,
-    rate-search.csv)."""
+    sustainable rate of a mixed HTTP + gRPC workload (or take --rate), warm up for --warmup seconds,
+    run --duration seconds at --load-fraction of it, and report errors, latency percentiles and the RSS
+    growth of the gateway, tritonserver and each Python-backend stub, first measured minute against
+    last, with each one's trend (soak.md, samples.csv, rate-search.csv)."""
     from load_tests.soak import SoakOptions, run_soak
 
     setup_logging()
@@ -60,6 +64,7 @@ def soak_command(
         duration_s=duration,
         rate=rate,
         load_fraction=load_fraction,
+        warmup_s=warmup,
         sample_every_s=sample_every,
         slo_p95_ms=slo_p95_ms,
         api_key=api_key or None,
