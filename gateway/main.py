@@ -41,6 +41,7 @@ def run_gateway(settings: GatewaySettings) -> None:
         "loop": "uvloop",
         "http": "httptools",
         "access_log": False,
+        "timeout_keep_alive": settings.keep_alive_s,
         "log_config": logging_config(settings.log_format, settings.log_level),
         "log_level": settings.log_level.lower(),
         # TLS when the settings give a certificate; gRPC uses the same pair (gateway/grpc_api/server.py).

@@ -39,6 +39,7 @@ from exporters.onnx_tools import cpu_session
 from gateway.emotions.model import EmotionModel
 from load_tests.bench_report import (
     CLIENT_COLUMNS,
+    CPU_TABLE_COLUMNS,
     OPEN_LOOP_FRACTIONS,
     TRITON_COLUMNS,
     Measurements,
@@ -47,6 +48,7 @@ from load_tests.bench_report import (
     measure_http,
     write_plots,
 )
+from load_tests.cpu_use import StackProcesses
 from load_tests.loadgen import format_table, run_load_sync
 from load_tests.processes import free_port, gateway_stack, server_process, usable_cores
 from load_tests.texts import journal_texts
@@ -360,6 +362,7 @@ def measure_stack(model: PreparedModel, texts: list[str], options: BenchOptions)
             options.shape,
             triton_grpc_url=stack.triton_grpc_url,
             triton_model=TRITON_MODEL,
+            processes=StackProcesses(stack.gateway_pid, stack.triton_pid),
         )
 
 
@@ -508,6 +511,12 @@ def run_benchmark(options: BenchOptions) -> str:
         + "\n\n## Triton's view of each (c) row\n\nPer request: queue and compute time (ms); per execution: "
         "mean batch (inferences per execution) and compute time.\n\n"
         + format_table(measured.triton_rows, TRITON_COLUMNS)
+        + "\n## Where the cores go in each closed-loop (c) row\n\ncores_busy: CPU seconds per second of all "
+        "parts together (the machine has "
+        + f"{usable_cores()}"
+        + "); then CPU milliseconds per answered request of the gateway, tritonserver (gRPC, batching), "
+        "the Python stubs (ONNX Runtime and the model code) and the load generator.\n\n"
+        + format_table(measured.cpu_rows, CPU_TABLE_COLUMNS)
         + "\n"
         + markdown_images(plots, options.output_dir)
     )

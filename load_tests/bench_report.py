@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from load_tests.cpu_use import CPU_COLUMNS, StackProcesses, cpu_use
 from load_tests.loadgen import LoadResult, run_load_sync, run_open_loop_sync
 from load_tests.triton_view import VIEW_COLUMNS, TritonWatch, watch
 
@@ -35,6 +36,7 @@ CLIENT_COLUMNS = (
     "unfinished",
 )
 TRITON_COLUMNS = ("model", "system", "load", *VIEW_COLUMNS)
+CPU_TABLE_COLUMNS = ("model", "system", "load", "throughput_per_s", *CPU_COLUMNS)
 # Open loop: connections (requests in flight) the generator may open; beyond it requests wait in the
 # generator, and the wait still counts in their latency.
 OPEN_LOOP_CONNECTIONS = 256
@@ -56,6 +58,8 @@ class Measurements:
 
     rows: list[dict] = field(default_factory=list)
     triton_rows: list[dict] = field(default_factory=list)
+    cpu_rows: list[dict] = field(default_factory=list)
+    """Closed-loop rows of the stack: where the cores went (load_tests/cpu_use.py)."""
     closed: dict[tuple[str, str, int], LoadResult] = field(default_factory=dict)
     """(model, system, concurrency) -> closed-loop result."""
     open: dict[tuple[str, str, float], LoadResult] = field(default_factory=dict)
@@ -64,6 +68,7 @@ class Measurements:
     def extend(self, other: Measurements) -> None:
         self.rows += other.rows
         self.triton_rows += other.triton_rows
+        self.cpu_rows += other.cpu_rows
         self.closed.update(other.closed)
         self.open.update(other.open)
 
@@ -112,13 +117,15 @@ def measure_http(
     triton_grpc_url: str | None = None,
     triton_model: str | None = None,
     content_type: str = "application/json",
+    processes: StackProcesses | None = None,
 ) -> Measurements:
     """Closed loop at each concurrency, then open loop at each fraction of the best closed-loop
-    throughput; Triton's view of each row when `triton_grpc_url` is given. A system that answers
-    nothing at some concurrency fails the run: the benchmark compares systems."""
+    throughput; Triton's view of each row when `triton_grpc_url` is given, and the CPU each part used in
+    the closed-loop rows when `processes` is. A system that answers nothing at some concurrency fails
+    the run: the benchmark compares systems."""
     measured = Measurements()
     for clients in shape.concurrency:
-        with _maybe_watch(triton_grpc_url) as view:
+        with _maybe_watch(triton_grpc_url) as view, cpu_use(processes) as cpu:
             result = run_load_sync(
                 url,
                 bodies,
@@ -136,6 +143,9 @@ def measure_http(
         measured.closed[(model, system, clients)] = result
         if triton_row := _triton_row(model, system, load, view, triton_model):
             measured.triton_rows.append(triton_row)
+        if cpu_columns := cpu.columns(result.throughput):
+            base = {"model": model, "system": system, "load": load, "throughput_per_s": result.throughput}
+            measured.cpu_rows.append(base | cpu_columns)
         logger.info("%s %s %s: %.1f/s, p99 %.1f ms", model, system, load, result.throughput, result.p99_ms)
 
     saturation = max(r.throughput for (m, s, _), r in measured.closed.items() if (m, s) == (model, system))

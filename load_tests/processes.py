@@ -72,6 +72,7 @@ class RunningStack:
     triton_grpc_url: str
     gateway_pid: int = 0
     """The gateway process (for profilers such as py-spy)."""
+    triton_pid: int = 0
 
 
 @contextlib.contextmanager
@@ -101,4 +102,4 @@ def gateway_stack(
         with server_process(
             [sys.executable, "-m", "samo_cli", "gateway"], ready_url=base + ready_path, env=env
         ) as gateway:
-            yield RunningStack(base, triton.http_url, triton.grpc_url, gateway.pid)
+            yield RunningStack(base, triton.http_url, triton.grpc_url, gateway.pid, triton.pid or 0)

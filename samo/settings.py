@@ -22,6 +22,14 @@ class GatewaySettings(BaseSettings):
     host: str = Field("127.0.0.1", description="HTTP bind address.")
     port: int = Field(8080, ge=1, le=65535, description="HTTP port.")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC API port (samo.v1); 0 picks a free one.")
+    keep_alive_s: float = Field(
+        75.0,
+        gt=0,
+        description="Seconds an idle HTTP keep-alive connection stays open. Keep it above the idle timeout "
+        "of whatever pools connections in front (load balancers: 60 s on AWS ALB; client pools): a "
+        "connection the gateway closes just as a client reuses it fails that request (uvicorn's default "
+        "is 5 s).",
+    )
     workers: int = Field(
         1,
         ge=1,

@@ -218,7 +218,11 @@ def gateway(triton: LocalTriton, serving_repository: Path) -> Iterator[Gateway]:
 def running_gateway(settings: GatewaySettings) -> Iterator[Gateway]:
     """A gateway app on `settings`' ports in a background thread, stopped on exit."""
     config = uvicorn.Config(
-        create_app(settings=settings), host="127.0.0.1", port=settings.port, log_level="warning"
+        create_app(settings=settings),
+        host="127.0.0.1",
+        port=settings.port,
+        log_level="warning",
+        timeout_keep_alive=settings.keep_alive_s,
     )
     server = _ThreadedServer(config)
     thread = threading.Thread(target=server.run, daemon=True)

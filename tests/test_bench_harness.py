@@ -18,6 +18,7 @@ import pytest
 from exporters.emotion.export import EmotionExportOptions, export_emotion
 from load_tests.bench_emotion import SORTED, measure_in_process, sorted_sub_batches
 from load_tests.bench_report import Shape, measure_http, write_plots
+from load_tests.cpu_use import CPU_COLUMNS, StackProcesses
 from load_tests.processes import RunningStack, gateway_stack
 from load_tests.sweep import Setting, apply, cache_args
 from load_tests.texts import journal_texts
@@ -88,6 +89,7 @@ def test_saturation_then_open_loop_with_triton_view(stack: RunningStack, tmp_pat
         shape,
         triton_grpc_url=stack.triton_grpc_url,
         triton_model="emotion",
+        processes=StackProcesses(stack.gateway_pid, stack.triton_pid),
     )
     loads = [row["load"] for row in measured.rows]
     assert loads[:2] == ["c=1", "c=4"]
@@ -106,6 +108,13 @@ def test_saturation_then_open_loop_with_triton_view(stack: RunningStack, tmp_pat
         assert row["inferences"] >= result.successes
         assert 1 <= row["triton_batch"] <= 64
         assert row["executions"] <= row["inferences"]
+    # Where the cores went, closed-loop rows only: every part worked, the stub (the model) most.
+    assert [row["load"] for row in measured.cpu_rows] == ["c=1", "c=4"]
+    for row in measured.cpu_rows:
+        assert 0 < row["cores_busy"] <= 2.5
+        parts = {column: row[column] for column in CPU_COLUMNS[1:]}
+        assert all(ms > 0 for ms in parts.values()), parts
+        assert row["cpu_ms_stubs"] == max(parts.values()), parts
 
     plots = write_plots(measured, tmp_path, "test", limits={("minilm", "limit"): saturation})
     assert {p.name for p in plots} == {

@@ -241,8 +241,11 @@ def served(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         triton_grpc_url=f"127.0.0.1:{ports.grpc}",
         model_repository=repository,
         default_summarizer="extractive",
+        # No health probe between the statistics reads: the tests count Triton's inferences exactly.
+        health_probe_interval_s=3600.0,
     )
     with LocalTriton(repository, ports=ports) as triton, running_gateway(settings) as gateway:
+        httpx.get(f"{gateway.http_url}/health/models", timeout=120)  # returns once the first probes ran
         yield Served(triton, gateway, repository, references)
 
 

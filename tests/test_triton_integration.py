@@ -74,7 +74,8 @@ def test_dynamic_batching_runs_fewer_executions_than_inferences(
         return inferences, executions
 
     inferences, executions = asyncio.run(scenario())
-    assert inferences == 64
+    # The session gateway probes every model with one inference every few seconds; one may land here.
+    assert 64 <= inferences <= 66
     assert executions < inferences, f"{executions} executions for {inferences} inferences: no batching"
 
 

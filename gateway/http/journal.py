@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from gateway.admission import Ticket
 from gateway.errors import invalid_input
+from gateway.http.answers import answer
 from gateway.http.body_limit import UPLOAD_FORM_LIMITS
 from gateway.http.disconnect import CLIENT_CLOSED_REQUEST, unless_disconnected
 from gateway.http.errors import ERRORS
@@ -103,7 +104,7 @@ async def _respond(
     analysis = await unless_disconnected(request, _last(items))
     if analysis is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
-    return JSONResponse(analysis.body())
+    return answer(analysis)
 
 
 async def _last(items: AsyncIterator[Segment | JournalAnalysis]) -> JournalAnalysis:

@@ -11,10 +11,11 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 from fastapi.routing import APIRoute
 
 from gateway.errors import ErrorType, SamoError, invalid_input
+from gateway.http.answers import answer
 from gateway.http.body_limit import UPLOAD_FORM_LIMITS
 from gateway.http.disconnect import CLIENT_CLOSED_REQUEST, unless_disconnected
 from gateway.http.errors import ERRORS
@@ -155,7 +156,7 @@ def transcription_router(settings: GatewaySettings) -> APIRouter:
             ),
         ] = False,
         model: Annotated[str | None, Form(max_length=128)] = None,
-    ) -> JSONResponse:
+    ) -> Response:
         """Text, segments with start/end in seconds, duration and language for one audio file."""
         options = validate_body(
             DecodeOptions,
@@ -164,7 +165,7 @@ def transcription_router(settings: GatewaySettings) -> APIRouter:
         transcript = await run(request, file, options, model)
         if transcript is None:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
-        return JSONResponse(transcript.body())
+        return answer(transcript)
 
     @router.post(
         "/v1/audio/transcriptions",
@@ -214,9 +215,7 @@ def transcription_router(settings: GatewaySettings) -> APIRouter:
             return PlainTextResponse(subtitles(transcript, response_format), media_type=media)
         if response_format == "verbose_json":
             card = request.app.state.services.transcription.model(transcript.model.name).card
-            return JSONResponse(
-                verbose(transcript, card.language_name(transcript.language), granularities).body()
-            )
-        return JSONResponse(OpenAITranscription(text=transcript.text).body())
+            return answer(verbose(transcript, card.language_name(transcript.language), granularities))
+        return answer(OpenAITranscription(text=transcript.text))
 
     return router
