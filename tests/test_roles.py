@@ -1,6 +1,7 @@
-"""Each role installs on its own: `pip install '.[gateway]'` and `'.[client]'` into fresh virtualenvs.
+"""Each role installs on its own: `'.[gateway]'` and `'.[client]'` into fresh virtualenvs.
 
-Slow (about a minute each): pip resolves and installs from PyPI, reusing pip's cache.
+uv resolves and installs them from PyPI (from its cache after the first run): the same metadata pip
+reads, in seconds where pip took half a minute to a minute per role.
 """
 
 from __future__ import annotations
@@ -29,11 +30,14 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return source
 
 
+UV = Path(sys.executable).with_name("uv")
+
+
 def install(project: Path, venv: Path, extra: str) -> Path:
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(UV), "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
     python = venv / "bin" / "python"
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", f"{project}[{extra}]"],
+        [str(UV), "pip", "install", "--quiet", "--python", str(python), f"{project}[{extra}]"],
         check=True,
         timeout=900,
     )
