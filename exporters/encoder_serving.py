@@ -19,9 +19,11 @@ TORCH_BACKEND = "torch_encoder"
 TORCH_BUCKET_MULTIPLE = 16
 TORCH_SUB_BATCH_ROWS = ENCODER_MAX_BATCH_SIZE
 TORCH_SUB_BATCH_TOKENS = 16384
-# Measured through the gateway on 2 cores (MiniLM, c=1 p50 / c=32 throughput): 100 us 11.9 ms / 96 req/s,
-# 1000 us 13.5 ms / 114, 2000 us 16.1 ms / 110. Batches form on their own while the model is busy
-# (12 to 14 requests each at c=32), and a lone request waits out the whole delay, so it stays short.
+# From `samo bench sweep` (load_tests/results/sweep.md, 2 cores, c=1 p50 / c=32 throughput): emotion 0 us
+# 8.7 ms / 158 req/s, 100 us 9.3 / 146, 1000 us 10.9 / 147, 5000 us 15.7 / 152: within run-to-run noise
+# (about 8 %) but a lone request waits out the delay; embedder 0 us 39 req/s (batches of 29 sentences)
+# against 44 at 100 us (60), so not 0. Preferred sizes and 2 instances x 1 thread did not beat 16,32 and
+# 1 x 2 threads beyond noise.
 QUEUE_DELAY_US = 100
 PREFERRED_BATCH_SIZES = (16, 32)
 # A request is up to a card's batch of texts, milliseconds of work each: 512 waiting requests are seconds
@@ -54,6 +56,7 @@ def encoder_serving_options(
     intra_op_threads: int = 2,
     instance_count: int = 1,
     torch_serving: TorchServing | None = None,
+    response_cache: bool = False,
 ) -> ServingOptions:
     """cpu: the Python-backend model over ONNX Runtime with ragged inputs; gpu: NVIDIA's ONNX Runtime
     backend with the TensorRT accelerator in fp16; gpu-torch: the Python-backend model over PyTorch
@@ -73,6 +76,7 @@ def encoder_serving_options(
             batching=batching,
             instance_count=instance_count,
             instance_kind="KIND_AUTO",
+            response_cache=response_cache,
             parameters={
                 "head": torch_serving.head,
                 "precision": torch_serving.precision,
@@ -98,6 +102,7 @@ def encoder_serving_options(
             batching=batching,
             instance_count=instance_count,
             instance_kind="KIND_GPU",
+            response_cache=response_cache,
             default_model_filename=ONNX_FILE,
             tensorrt_fp16=True,
             tensorrt_shapes=shapes,
@@ -109,6 +114,7 @@ def encoder_serving_options(
         max_batch_size=max_batch_size,
         batching=batching,
         instance_count=instance_count,
+        response_cache=response_cache,
         parameters={
             "onnx_file": ONNX_FILE,
             "padding_mask_input": padding_mask,

@@ -131,12 +131,10 @@ def workloads() -> dict[str, Workload]:
 
 
 def cache_args() -> tuple[str, ...]:
-    """tritonserver flags for its local response cache; the wheel keeps the cache library next to its
-    backends, not in /opt/tritonserver/caches where the server looks by default."""
-    from samo.triton.local_server import TritonInstall
+    """tritonserver flags for the cache rows."""
+    from samo.triton.local_server import response_cache_args
 
-    caches = TritonInstall.locate().binary.parent.parent / "caches"
-    return (f"--cache-directory={caches}", f"--cache-config=local,size={CACHE_BYTES}")
+    return response_cache_args(CACHE_BYTES)
 
 
 def apply(model_dir: Path, setting: Setting) -> None:

@@ -45,6 +45,14 @@ PrecisionOption = Annotated[
     Precision | None,
     typer.Option(help="gpu-torch: fp16 (default) | bf16 on the GPU; a CPU instance runs fp32."),
 ]
+ResponseCacheOption = Annotated[
+    bool,
+    typer.Option(
+        "--response-cache/--no-response-cache",
+        help="Triton answers a repeated input from its response cache; the server needs a cache "
+        "(`samo serve --response-cache-mb`).",
+    ),
+]
 TorchCompileOption = Annotated[
     CompileMode,
     typer.Option(
@@ -82,6 +90,7 @@ def export_emotion_command(
     ] = "auto",
     max_length: Annotated[int | None, typer.Option(help="Token limit; default: the checkpoint's.")] = None,
     atol: Annotated[float, typer.Option(help="Parity tolerance against PyTorch on logits.")] = 1e-4,
+    response_cache: ResponseCacheOption = False,
     precision: PrecisionOption = None,
     torch_compile: TorchCompileOption = "off",
 ) -> None:
@@ -98,6 +107,7 @@ def export_emotion_command(
         activation=activation,
         max_length=max_length,
         atol=atol,
+        response_cache=response_cache,
         precision=precision,
         compile=torch_compile,
     )
@@ -162,6 +172,7 @@ def export_embedder_command(
     name: Annotated[str, typer.Option(help="Model name in the repository.")] = "embedder",
     target: Annotated[EncoderTarget, typer.Option(help="cpu | gpu | gpu-torch (as for emotion).")] = "cpu",
     repository: RepositoryOption = Path("model_repository"),
+    response_cache: ResponseCacheOption = False,
     precision: PrecisionOption = None,
     torch_compile: TorchCompileOption = "off",
 ) -> None:
@@ -170,7 +181,12 @@ def export_embedder_command(
     from exporters.embedder import EmbedderExportOptions, export_embedder
 
     options = EmbedderExportOptions(
-        name=name, repository=repository, target=target, precision=precision, compile=torch_compile
+        name=name,
+        repository=repository,
+        target=target,
+        response_cache=response_cache,
+        precision=precision,
+        compile=torch_compile,
     )
     _export(export_embedder, options)
 

@@ -62,15 +62,23 @@ def serve_command(
     triton_http_port: int = 8000,
     triton_grpc_port: int = 8001,
     triton_metrics_port: int = 8002,
+    response_cache_mb: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Triton's response cache, MB (0: none); models exported with --response-cache use it.",
+        ),
+    ] = 0,
 ) -> None:
     """Triton and the gateway together in the foreground; Ctrl-C stops both."""
     setup_logging()
     from gateway.main import run_gateway
     from samo.settings import GatewaySettings
-    from samo.triton.local_server import LocalTriton, TritonPorts, TritonStartError
+    from samo.triton.local_server import LocalTriton, TritonPorts, TritonStartError, response_cache_args
 
     ports = TritonPorts(triton_http_port, triton_grpc_port, triton_metrics_port)
-    server = LocalTriton(repository, host=host, ports=ports)
+    cache = response_cache_args(response_cache_mb << 20) if response_cache_mb else ()
+    server = LocalTriton(repository, host=host, ports=ports, extra_args=cache)
     # SIGTERM stops both the way Ctrl-C does (while the gateway runs, uvicorn handles both itself).
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     try:

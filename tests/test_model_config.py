@@ -57,6 +57,15 @@ def test_config_matches_golden_file(target: str) -> None:
     )
 
 
+@pytest.mark.parametrize("target", ["cpu", "gpu", "gpu-torch"])
+def test_response_cache_is_opt_in(target: str) -> None:
+    model_card = card(target)
+    on = serving_options(model_card, EmotionExportOptions(target=target, response_cache=True))  # type: ignore[arg-type]
+    config = render_model_config(build_model_config("emotion", model_card.contract.model, on))
+    assert "response_cache {\n  enable: true\n}" in config
+    assert "response_cache" not in rendered(target)
+
+
 def test_cpu_config_batches_ragged_inputs_and_gpu_config_does_not() -> None:
     cpu, gpu = card("cpu").contract.model, card("gpu").contract.model
     assert all(t.ragged for t in cpu.inputs)

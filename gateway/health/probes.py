@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -10,7 +11,13 @@ from gateway.results import EmotionOptions, SummaryOptions
 from gateway.summarization.service import SummarizationService
 from gateway.transcription.service import TranscriptionService
 
-PROBE_TEXT = "Readiness check. The model answers."
+_probe_numbers = itertools.count(1)
+
+
+def probe_text() -> str:
+    """A text no earlier probe sent: a model served with Triton's response cache would answer a repeated
+    probe from the cache, and a dead stub would look healthy."""
+    return f"Readiness check {next(_probe_numbers)}. The model answers."
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,7 @@ def model_probes(
     """A probe for every model the gateway calls, the streaming variants of summarizers included."""
     probes = [
         ModelProbe(
-            name, "emotion", lambda name=name: emotions.detect([PROBE_TEXT], EmotionOptions(model=name))
+            name, "emotion", lambda name=name: emotions.detect([probe_text()], EmotionOptions(model=name))
         )
         for name in sorted(emotions.models)
     ]
@@ -38,19 +45,19 @@ def model_probes(
     embedder = summarization.embedder
     if embedder is not None:
         probes.append(
-            ModelProbe(embedder.name, "embedding", lambda: summarization.embed(embedder, [PROBE_TEXT]))
+            ModelProbe(embedder.name, "embedding", lambda: summarization.embed(embedder, [probe_text()]))
         )
     for name, model in sorted(summarization.abstractive.items()):
         one_token = SummaryOptions(model=name, max_new_tokens=1, min_new_tokens=1, num_beams=1)
         probes.append(
-            ModelProbe(name, "summarization", lambda o=one_token: summarization.summarize([PROBE_TEXT], o))
+            ModelProbe(name, "summarization", lambda o=one_token: summarization.summarize([probe_text()], o))
         )
         if model.card.stream_model:
             probes.append(
                 ModelProbe(
                     model.card.stream_model,
                     "summarization",
-                    lambda o=one_token: _drain(summarization.stream(PROBE_TEXT, o)),
+                    lambda o=one_token: _drain(summarization.stream(probe_text(), o)),
                 )
             )
     return probes

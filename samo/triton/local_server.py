@@ -125,6 +125,13 @@ class RestartPolicy:
         return min(previous_s * 2, self.max_delay_s)
 
 
+def response_cache_args(size_bytes: int) -> tuple[str, ...]:
+    """tritonserver flags for its local response cache of `size_bytes`; the wheel keeps the cache library
+    next to its backends, not in /opt/tritonserver/caches where the server looks by default."""
+    caches = TritonInstall.locate().binary.parent.parent / "caches"
+    return (f"--cache-directory={caches}", f"--cache-config=local,size={size_bytes}")
+
+
 class LocalTriton:
     """A tritonserver process in its own process group; a context manager that stops it on exit."""
 

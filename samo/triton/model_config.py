@@ -73,6 +73,9 @@ class ServingOptions:
     parameters: Mapping[str, str] = field(default_factory=dict)
     decoupled: bool = False
     """Responses are sent by the model as they are ready (streaming), any number per request."""
+    response_cache: bool = False
+    """Triton answers a request equal to an earlier one from its response cache (the server needs
+    `--cache-config`; see `response_cache_args` in samo.triton.local_server)."""
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -171,6 +174,8 @@ def build_model_config(
         config["model_warmup"] = _warmup(contract, warmups)
     if options.decoupled:
         config["model_transaction_policy"] = {"decoupled": True}
+    if options.response_cache:
+        config["response_cache"] = {"enable": True}
     if options.parameters:
         config["parameters"] = {k: {"string_value": v} for k, v in options.parameters.items()}
     if options.tensorrt_fp16:
