@@ -6,17 +6,21 @@ model in PyTorch. Sync endpoints, so FastAPI runs forwards in its thread pool, a
 
 Untuned (the default) is how such a service usually ships: PyTorch's default threads in every one
 of FastAPI's pool threads, so concurrent requests oversubscribe the cores. `--tuned` is what a
-competent user does: PyTorch threads = the cores this process may use, and one forward at a time (a
-lock), so forwards never fight over cores. `--quantize int8` applies PyTorch's dynamic int8
+competent user does: PyTorch threads = the cores this process may use, and every forward on one
+dedicated thread, so forwards never fight over cores. One thread, not a lock over FastAPI's pool:
+OpenMP keeps a team of worker threads per calling thread, and teams left spinning by the pool thread
+that ran the last forward took the cores from the next one (measured with a lock: BERT-base at c=8
+8.0 requests/s against 15.1 at c=1). `--quantize int8` applies PyTorch's dynamic int8
 quantization to the Linear layers, the int8 a PyTorch user reaches for first.
 """
 
 from __future__ import annotations
 
 import argparse
-import threading
+import asyncio
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -76,21 +80,26 @@ def _classifier(
 def create_naive_app(
     model: str, device: str = "cpu", *, tuned: bool = False, quantize: str = "none"
 ) -> FastAPI:
-    """`tuned`: PyTorch threads = usable cores and one forward at a time (see the module's doc)."""
+    """`tuned`: PyTorch threads = usable cores and every forward on one thread (see the module's doc)."""
     if tuned:
         torch.set_num_threads(usable_cores())
     classify = _classifier(model, device, quantize)
-    one_at_a_time = threading.Lock() if tuned else None
     app = FastAPI()
 
-    @app.post("/v1/emotions")
-    def emotions(body: Texts) -> dict[str, list[dict[str, dict[str, float]]]]:
-        if one_at_a_time is None:
-            scores = classify(body.texts)
-        else:
-            with one_at_a_time:
-                scores = classify(body.texts)
-        return {"results": [{"scores": row} for row in scores]}
+    def answer(texts: list[str]) -> dict[str, list[dict[str, dict[str, float]]]]:
+        return {"results": [{"scores": row} for row in classify(texts)]}
+
+    if tuned:
+        forwards = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
+
+        @app.post("/v1/emotions")
+        async def emotions_tuned(body: Texts) -> dict[str, list[dict[str, dict[str, float]]]]:
+            return await asyncio.get_running_loop().run_in_executor(forwards, answer, body.texts)
+    else:
+
+        @app.post("/v1/emotions")
+        def emotions(body: Texts) -> dict[str, list[dict[str, dict[str, float]]]]:
+            return answer(body.texts)
 
     @app.get("/health")
     def health() -> dict[str, str]:

@@ -223,6 +223,9 @@ def running_gateway(settings: GatewaySettings) -> Iterator[Gateway]:
         port=settings.port,
         log_level="warning",
         timeout_keep_alive=settings.keep_alive_s,
+        # A test that leaves a request running (a client gone mid-transcription) must not hold the
+        # teardown: after 2 s uvicorn cancels what is left (`thread.join` below would wait 10 s).
+        timeout_graceful_shutdown=2,
     )
     server = _ThreadedServer(config)
     thread = threading.Thread(target=server.run, daemon=True)
