@@ -26,7 +26,7 @@ from gateway.client import GrpcClient
 from gateway.errors import ErrorType, SamoError
 from load_tests.processes import free_port, wait_http_ok
 from samo.settings import GatewaySettings
-from samo.triton.local_server import LocalTriton, RestartPolicy, TritonPorts
+from samo.triton.local_server import SHARED_MEMORY, LocalTriton, RestartPolicy, TritonPorts
 from tests.conftest import running_gateway
 from tests.process_tree import alive, children, cmdline, port_free, stubs
 from tests.speech import long_speech, wav_bytes
@@ -135,6 +135,30 @@ def test_a_frozen_triton_gives_deadline_errors_not_hangs(repository: Path) -> No
             assert http.post("/v1/emotions", json={"texts": [TEXT]}).status_code == 200
     finally:
         triton.stop()
+
+
+def _regions(triton: LocalTriton) -> list[Path]:
+    return sorted(SHARED_MEMORY.glob(f"{triton.shm_prefix}*"))
+
+
+def test_a_killed_server_leaves_no_shared_memory_behind(repository: Path) -> None:
+    """A tritonserver killed outright never removes its stubs' /dev/shm regions; a restart and a stop do."""
+    triton = LocalTriton(repository, ports=_ports())
+    triton.supervise(RestartPolicy(first_delay_s=0.2))
+    try:
+        first = _regions(triton)
+        assert first, "the Python backend's regions carry the server's prefix"
+        pid = triton.pid
+        os.kill(pid, signal.SIGKILL)  # type: ignore[arg-type]
+        deadline = time.monotonic() + 120
+        while triton.restarts == 0:
+            assert time.monotonic() < deadline, "not restarted"
+            time.sleep(0.1)
+        assert not set(first) & set(_regions(triton)), "the dead server's regions are removed"
+        assert _regions(triton), "the new server has its own"
+    finally:
+        triton.stop()
+    assert _regions(triton) == []
 
 
 def test_killing_samo_serve_leaves_no_triton_behind(repository: Path) -> None:

@@ -15,6 +15,7 @@ import collections
 import contextlib
 import ctypes
 import importlib.util
+import itertools
 import logging
 import os
 import signal
@@ -39,6 +40,8 @@ INSTALL_HINT = (
 
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+SHARED_MEMORY = Path("/dev/shm")
+_instances = itertools.count()
 
 
 class TritonStartError(RuntimeError):
@@ -155,6 +158,9 @@ class LocalTriton:
         self._recent_log: collections.deque[str] = collections.deque(maxlen=40)
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
+        # The Python backend's shared-memory regions carry this server's own prefix, so that those of a
+        # server that died can be told from other servers' and removed (`_remove_shared_memory`).
+        self.shm_prefix = f"samo_triton_{os.getpid()}_{next(_instances)}_"
 
     @property
     def http_url(self) -> str:
@@ -191,6 +197,7 @@ class LocalTriton:
             # Configs are generated complete; auto-complete costs ~1.3 s of start-up per model.
             "--disable-auto-complete-config",
             f"--log-verbose={self.log_verbose}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *self.extra_args,
         ]
 
@@ -314,6 +321,7 @@ class LocalTriton:
             if self._stopping.is_set():
                 return
             self._kill_group(self._process)  # stubs of the dead server, if any are left
+            self._remove_shared_memory()
             delay = policy.next_delay(delay, time.monotonic() - began)
             logger.error("tritonserver exited with code %s; restarting in %.0f s", code, delay)
             if self._stopping.wait(delay):
@@ -343,10 +351,19 @@ class LocalTriton:
         if process:
             self._kill_group(process)
             process.wait()
+            self._remove_shared_memory()
         supervisor = self._supervisor
         if supervisor is not None and supervisor is not threading.current_thread():
             supervisor.join(timeout=timeout_s)
         self._cleanup()
+
+    def _remove_shared_memory(self) -> None:
+        """A server that is killed or crashes leaves its stubs' regions in /dev/shm (megabytes of RAM
+        each, until the machine restarts; measured: 244 MB after a few days of tests here); one that
+        exits cleanly leaves none. Called once the server and its stubs are gone."""
+        for region in SHARED_MEMORY.glob(f"{self.shm_prefix}*"):
+            with contextlib.suppress(FileNotFoundError):
+                region.unlink()
 
     @staticmethod
     def _kill_group(process: subprocess.Popen[str]) -> None:
