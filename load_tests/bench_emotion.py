@@ -499,8 +499,8 @@ def run_benchmark(options: BenchOptions) -> str:
         f"per request, {len(texts)} journal texts of 1 to 3 sentences. Closed loop at "
         f"{', '.join(f'c={c}' for c in options.concurrency)}; open loop (Poisson arrivals, latency from the "
         f"due time) at {', '.join(f'{f:.0%}' for f in options.fractions) or 'no'} fractions of each HTTP "
-        "system's best closed-loop throughput. (a) tuned: PyTorch threads = usable cores, one forward at a "
-        "time. (b) sorted: the compute limit, batches of 32 (what one dynamic batch holds at c=32) or 256 "
+        "system's best closed-loop throughput. (a) tuned: PyTorch threads = usable cores, every forward on "
+        "one thread. (b) sorted: the compute limit, batches of 32 (what one dynamic batch holds at c=32) or 256 "
         "cut into length-sorted sub-batches as the Triton model does.\n\n"
     )
     report = (

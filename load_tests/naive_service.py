@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for a fine-tuned checkpoint on the GPU")
     parser.add_argument(
-        "--tuned", action="store_true", help="PyTorch threads = usable cores, one forward at a time"
+        "--tuned", action="store_true", help="PyTorch threads = usable cores, every forward on one thread"
     )
     parser.add_argument("--quantize", choices=("none", "int8"), default="none", help="PyTorch dynamic int8")
     args = parser.parse_args()
