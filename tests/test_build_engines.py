@@ -4,6 +4,7 @@ shapes, counted by Triton's own statistics)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,13 +141,23 @@ def test_build_engines_sends_every_bucket_once(repository: Path, triton: LocalTr
     assert result.exit_code == 0, result.output
     assert f"{MODEL}: {len(shapes.every_bucket)} shapes" in result.output
 
-    after = _executions_by_batch(client)
-    client.close()
     # Requests go one at a time, so each is one execution of its batch size: every batch bucket ran once
     # per sequence length, plus the verification's second pass over the smallest and largest shapes.
+    expected = {
+        batch: len(shapes.sequence_lengths) + (batch == shapes.min[0]) + (batch == shapes.max[0])
+        for batch in shapes.batch_sizes
+    }
+    # Triton records an execution's statistics after sending its answer: read until all are counted.
+    deadline = time.monotonic() + 10
+    while True:
+        after = _executions_by_batch(client)
+        counted = sum(after.values()) - sum(before.values())
+        if counted >= sum(expected.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    client.close()
     for batch in shapes.batch_sizes:
-        expected = len(shapes.sequence_lengths) + (batch == shapes.min[0]) + (batch == shapes.max[0])
-        assert after.get(batch, 0) - before.get(batch, 0) == expected, f"batch {batch}"
+        assert after.get(batch, 0) - before.get(batch, 0) == expected[batch], f"batch {batch}"
     assert set(after) - set(before) <= set(shapes.batch_sizes)
 
 
