@@ -512,9 +512,8 @@ def run_benchmark(options: BenchOptions) -> str:
         "mean batch (inferences per execution) and compute time.\n\n"
         + format_table(measured.triton_rows, TRITON_COLUMNS)
         + "\n## Where the cores go in each closed-loop (c) row\n\ncores_busy: CPU seconds per second of all "
-        "parts together (the machine has "
-        + f"{usable_cores()}"
-        + "); then CPU milliseconds per answered request of the gateway, tritonserver (gRPC, batching), "
+        f"parts together (the machine has {usable_cores()}); then CPU milliseconds per answered request "
+        "of the gateway, tritonserver (gRPC, batching), "
         "the Python stubs (ONNX Runtime and the model code) and the load generator.\n\n"
         + format_table(measured.cpu_rows, CPU_TABLE_COLUMNS)
         + "\n"

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 import psutil
 
 PARTS = ("gateway", "tritonserver", "stubs", "load generator")
-CPU_COLUMNS = ("cores_busy", *(f"cpu_ms_{part.replace(' ', '_')}" for part in PARTS))
+
+
+def _column(part: str) -> str:
+    return f"cpu_ms_{part.replace(' ', '_')}"
+
+
+CPU_COLUMNS = ("cores_busy", *map(_column, PARTS))
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ class CpuUse:
         answered = answered_per_s * self.wall_s
         row: dict[str, object] = {"cores_busy": sum(self.seconds.values()) / self.wall_s}
         for part, seconds in self.seconds.items():
-            row[f"cpu_ms_{part.replace(' ', '_')}"] = seconds * 1000 / answered
+            row[_column(part)] = seconds * 1000 / answered
         return row
 
 
