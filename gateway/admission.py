@@ -9,11 +9,12 @@ than the whole budget is charged the whole budget: it runs, alone.
 
 Audio's duration is known only once the file is opened, after admission: an upload is admitted at one
 Whisper window (30 s, the least any transcription costs, since Whisper pads every window to 30 s), and
-topped up to its duration when that is read (`charge_audio` from inside the request, or
+topped up to its duration when that is read (`RequestContext.hold_audio`, which calls
 `Ticket.add_audio`); a top-up over the budget is refused like an admission.
 
 Admission also starts the request's deadline (`gateway.deadlines`): `triton_timeout_s` plus
-`deadline_s_per_unit` per unit, extended by top-ups.
+`deadline_s_per_unit` per unit, extended by top-ups. What each operation costs is the operation
+layer's knowledge (gateway/operations/costs.py); this module only counts units.
 
 Streams (server-sent events, gRPC server streams) keep their ticket until they end, are cancelled or
 fail: `Ticket.hand_over` passes the units from the route to the stream.
@@ -23,17 +24,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
 
-from gateway.deadlines import Deadline, reset, within
+from gateway.deadlines import Deadline
 from gateway.errors import ErrorType, SamoError
-from gateway.results import SummaryOptions
-from gateway.summarization.sentences import split_sentences
-from gateway.summarization.service import SummarizationService
 from samo.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
@@ -69,27 +64,6 @@ class WorkCosts:
     def audio(self, duration_s: float) -> int:
         """Audio to transcribe: at least one window."""
         return max(1, math.ceil(max(duration_s, WHISPER_WINDOW_S) * self.units_per_audio_s))
-
-    def summaries(self, texts: int, options: SummaryOptions, service: SummarizationService) -> int:
-        """Abstractive: every token each text may generate on every beam (the model's defaults where the
-        request sets none); a text summarized in chunks is counted once, as if it fitted. Extractive:
-        one unit per text (its sentences go through the embedder)."""
-        model = service.abstractive.get(options.model or service.default)
-        if model is None:
-            return self.texts(texts)
-        defaults = model.card.defaults
-        tokens = (options.max_new_tokens or defaults.max_new_tokens) * (
-            options.num_beams or defaults.num_beams
-        )
-        return self.tokens(texts * tokens)
-
-    def journal_text(self, text: str, summarization: SummarizationService) -> int:
-        """The entry and each of its sentences through the emotion model, and its summary."""
-        return self.texts(1 + len(split_sentences(text))) + self.summaries(1, SummaryOptions(), summarization)
-
-    def journal_audio(self, summarization: SummarizationService) -> int:
-        """One window of audio (`charge_audio` adds the rest once the duration is known) and a summary."""
-        return self.audio(0) + self.summaries(1, SummaryOptions(), summarization)
 
     def audio_beyond_window(self, duration_s: float) -> int:
         """What `duration_s` of audio costs past the one window every upload is admitted with."""
@@ -136,12 +110,9 @@ class Admission:
         self.in_use -= units
 
 
-_current_ticket: ContextVar[Ticket | None] = ContextVar("samo_ticket", default=None)
-
-
 class Ticket:
-    """Units held by one request, and its deadline. As a context manager: the deadline applies inside
-    and the units are released on exit, however the block ends (errors and cancellation included)."""
+    """Units held by one request, and its deadline. As a context manager: the units are released on
+    exit, however the block ends (errors and cancellation included)."""
 
     def __init__(self, admission: Admission, units: int, cost: int, deadline: Deadline) -> None:
         self._admission = admission
@@ -150,11 +121,15 @@ class Ticket:
         self._cost = cost
         self.deadline = deadline
         self._released = False
-        self._scope: ExitStack | None = None
 
     @property
     def released(self) -> bool:
         return self._released
+
+    @property
+    def cost(self) -> int:
+        """The units asked for so far (`units` is at most the budget)."""
+        return self._cost
 
     def add(self, units: int) -> None:
         """Hold `units` more (work found after admission); OVERLOADED when they do not fit, the units
@@ -187,41 +162,9 @@ class Ticket:
         return successor
 
     def __enter__(self) -> Ticket:
-        self._scope = ExitStack()
-        self._scope.enter_context(within(self.deadline))
-        self._scope.enter_context(_holding(self))
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        try:
-            if self._scope is not None:
-                self._scope.close()
-        finally:
-            self.release()
-
-
-@contextmanager
-def _holding(ticket: Ticket) -> Iterator[None]:
-    """The ticket of the request running in this context, for `charge_audio`."""
-    token = _current_ticket.set(ticket)
-    try:
-        yield
-    finally:
-        reset(_current_ticket, token)
-
-
-def current_ticket() -> Ticket | None:
-    """The ticket of the request running in this context (None outside an admitted request)."""
-    return _current_ticket.get()
-
-
-def charge_audio(duration_s: float) -> None:
-    """Charge the running request for `duration_s` seconds of audio once the duration is known (before
-    the audio goes to Triton): the part past the window it was admitted with. OVERLOADED (429) when the
-    budget cannot take it. Outside an admitted request (a test calling a service directly) it does
-    nothing."""
-    ticket = current_ticket()
-    if ticket is not None and not ticket.released:
-        ticket.add_audio(duration_s)
+        self.release()

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from gateway.context import RequestContext
 from gateway.triton_client import TritonClient
 
 BATCHES_IN_FLIGHT = 4
@@ -19,6 +20,7 @@ still fill the model's batches, and no request queues its own work behind itself
 
 
 async def infer_batches(
+    context: RequestContext,
     triton: TritonClient,
     model: str,
     batches: Sequence[Mapping[str, np.ndarray]],
@@ -27,11 +29,11 @@ async def infer_batches(
 ) -> list[dict[str, np.ndarray]]:
     """The outputs of every batch, in order, with at most `in_flight` Triton calls open at once."""
     if len(batches) == 1:  # most requests: no semaphore, task or gather on the per-request path
-        return [await triton.infer(model, batches[0], outputs)]
+        return [await triton.infer(context, model, batches[0], outputs)]
     gate = asyncio.Semaphore(in_flight)
 
     async def infer(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         async with gate:
-            return await triton.infer(model, inputs, outputs)
+            return await triton.infer(context, model, inputs, outputs)
 
     return list(await asyncio.gather(*(infer(inputs) for inputs in batches)))

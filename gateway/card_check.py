@@ -15,12 +15,7 @@ from typing import Any
 
 from tritonclient.grpc import model_config_pb2
 
-from gateway.emotions.service import EmotionService
-from gateway.summarization.service import SummarizationService
-from gateway.transcription.service import TranscriptionService
-from samo.contracts.summarizer import SummarizerContract
 from samo.contracts.tensors import ModelContract, TensorSpec
-from samo.contracts.whisper import WhisperContract
 
 
 @dataclass(frozen=True)
@@ -31,27 +26,6 @@ class ExpectedModel:
     contract: ModelContract
     rows: int
     """The most rows (texts, windows) the gateway puts in one call: Triton's max_batch_size must allow it."""
-
-
-def expected_models(
-    emotions: EmotionService, transcription: TranscriptionService, summarization: SummarizationService
-) -> dict[str, ExpectedModel]:
-    """Every Triton model the services call, as their cards describe it."""
-    expected = [
-        ExpectedModel(name, model.card.contract.model, model.card.max_batch_size)
-        for name, model in emotions.models.items()
-    ]
-    expected += [ExpectedModel(name, WhisperContract().model, 1) for name in transcription.models]
-    embedder = summarization.embedder
-    if embedder is not None:
-        expected.append(
-            ExpectedModel(embedder.name, embedder.card.contract.model, embedder.card.max_batch_size)
-        )
-    for name, model in summarization.abstractive.items():
-        expected.append(ExpectedModel(name, SummarizerContract().model, 1))
-        if model.card.stream_model:
-            expected.append(ExpectedModel(model.card.stream_model, SummarizerContract().model, 1))
-    return {model.name: model for model in expected}
 
 
 def _dtype(config_tensor: Any) -> str:

@@ -1,16 +1,16 @@
-"""What a gateway process holds while it runs: the Triton client and the services over it."""
+"""What a gateway process holds while it runs: the Triton client, the services over it, admission
+and the model health monitor. The operations (gateway/operations) run requests over them."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 
-from gateway.admission import Admission, Ticket
+from gateway.admission import Admission
 from gateway.audio.limits import AudioLimits
-from gateway.card_check import expected_models
+from gateway.card_check import ExpectedModel
 from gateway.emotions.model import discover_emotion_models
 from gateway.emotions.service import EmotionService
-from gateway.errors import ErrorType, SamoError
 from gateway.health.monitor import ModelHealthMonitor
 from gateway.health.probes import model_probes
 from gateway.journal.service import JournalService
@@ -19,6 +19,8 @@ from gateway.summarization.service import SummarizationService, discover_embedde
 from gateway.transcription.model import discover_whisper_models
 from gateway.transcription.service import TranscriptionService
 from gateway.triton_router import TritonRouter
+from samo.contracts.summarizer import SummarizerContract
+from samo.contracts.whisper import WhisperContract
 from samo.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
@@ -34,8 +36,6 @@ class Services:
     journal: JournalService = field(init=False)
     admission: Admission = field(init=False)
     health: ModelHealthMonitor = field(init=False)
-    draining: bool = False
-    """Set on SIGTERM (gateway/shutdown.py): not ready, new requests refused, running ones finish."""
 
     def __post_init__(self) -> None:
         self.journal = JournalService(self.emotions, self.summarization, self.transcription)
@@ -83,18 +83,31 @@ class Services:
         await self.health.stop()
         await self.triton.close()
 
-    def admitted(self, cost: int = 1) -> Ticket:
-        """`cost` work units admitted (a context manager holding them), or OVERLOADED (429) at once;
-        see gateway/admission.py for what requests cost."""
-        if self.draining:
-            raise SamoError(ErrorType.UNAVAILABLE, "the gateway is shutting down; retry on another replica")
-        return self.admission.admit(cost)
-
     async def readiness(self) -> str | None:
-        """None when every installed model answered its last probe (a real inference), else why not."""
-        if self.draining:
-            return "the gateway is shutting down"
+        """None when every installed model answered its last probe (a real inference), else why not.
+        (Shutdown is the operation layer's: `Operations.readiness`.)"""
         if not self.health.probes:
             return f"no models installed in {self.settings.model_repository}"
         await self.health.ensure_checked()
         return self.health.unready_reason()
+
+
+def expected_models(
+    emotions: EmotionService, transcription: TranscriptionService, summarization: SummarizationService
+) -> dict[str, ExpectedModel]:
+    """Every Triton model the services call, as their cards describe it."""
+    expected = [
+        ExpectedModel(name, model.card.contract.model, model.card.max_batch_size)
+        for name, model in emotions.models.items()
+    ]
+    expected += [ExpectedModel(name, WhisperContract().model, 1) for name in transcription.models]
+    embedder = summarization.embedder
+    if embedder is not None:
+        expected.append(
+            ExpectedModel(embedder.name, embedder.card.contract.model, embedder.card.max_batch_size)
+        )
+    for name, model in summarization.abstractive.items():
+        expected.append(ExpectedModel(name, SummarizerContract().model, 1))
+        if model.card.stream_model:
+            expected.append(ExpectedModel(model.card.stream_model, SummarizerContract().model, 1))
+    return {model.name: model for model in expected}

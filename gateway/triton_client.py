@@ -19,7 +19,7 @@ from tritonclient.grpc import (
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
-from gateway.deadlines import time_left
+from gateway.context import RequestContext
 from gateway.errors import ErrorType, SamoError
 from gateway.observability.triton_calls import triton_call
 
@@ -62,11 +62,14 @@ MODEL_IN_TRANSITION = frozenset({"LOADING", "UNLOADING"})
 class ModelGate(Protocol):
     """Told about every model call: may refuse one (a model being reloaded) and hears of failures."""
 
-    def admit(self, model: str) -> int:
-        """Raise SamoError when `model` must not be called now; else a token for `failed`."""
+    def admit(self, model: str, *, probe: bool) -> int:
+        """Raise SamoError when `model` must not be called now; else a token for `failed`. `probe`: the
+        call is the monitor's own probe."""
+        ...
 
-    def failed(self, model: str, error: SamoError, admitted: int) -> None:
+    def failed(self, model: str, error: SamoError, admitted: int, *, probe: bool) -> None:
         """A call to `model`, admitted with the token `admitted`, failed with `error`."""
+        ...
 
 
 def _convert(exc: InferenceServerException, model: str) -> SamoError:
@@ -150,20 +153,24 @@ class TritonClient:
         self._control_headers = {RESTRICTED_METADATA: restricted_key} if restricted_key else None
         self.gate: ModelGate | None = None
 
-    def _admit(self, model: str) -> int:
-        return self.gate.admit(model) if self.gate is not None else 0
+    def _admit(self, model: str, context: RequestContext) -> int:
+        return self.gate.admit(model, probe=context.probe) if self.gate is not None else 0
 
-    def _failed(self, model: str, error: SamoError, admitted: int) -> SamoError:
+    def _failed(self, model: str, error: SamoError, admitted: int, context: RequestContext) -> SamoError:
         if self.gate is not None:
-            self.gate.failed(model, error, admitted)
+            self.gate.failed(model, error, admitted, probe=context.probe)
         return error
 
     async def infer(
-        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+        self,
+        context: RequestContext,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str],
     ) -> dict[str, np.ndarray]:
-        admitted = self._admit(model)
-        seconds = time_left(self.timeout_s)
-        with triton_call(model) as call:
+        admitted = self._admit(model, context)
+        seconds = context.time_left(self.timeout_s)
+        with triton_call(model, context.request_id) as call:
             try:
                 result = await self._client.infer(
                     model_name=model,
@@ -175,16 +182,20 @@ class TritonClient:
                     client_timeout=seconds,
                 )
             except InferenceServerException as exc:
-                raise self._failed(model, _convert(exc, model), admitted) from None
+                raise self._failed(model, _convert(exc, model), admitted, context) from None
         return {name: result.as_numpy(name) for name in outputs}
 
     async def stream(
-        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+        self,
+        context: RequestContext,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str],
     ) -> AsyncIterator[dict[str, np.ndarray]]:
         """One request to a decoupled model; yields each response until the final one."""
-        admitted = self._admit(model)
+        admitted = self._admit(model, context)
         finished = asyncio.Event()
-        seconds = time_left(self.timeout_s)
+        seconds = context.time_left(self.timeout_s)
 
         async def one_request():
             yield {
@@ -196,12 +207,12 @@ class TritonClient:
             }
             await finished.wait()  # closing the request side early could end the stream
 
-        with triton_call(model, "stream") as call:
+        with triton_call(model, context.request_id, "stream") as call:
             responses = self._client.stream_infer(one_request(), stream_timeout=seconds, headers=call.headers)
             try:
                 async for result, error in responses:
                     if error is not None:
-                        raise self._failed(model, _convert(error, model), admitted)
+                        raise self._failed(model, _convert(error, model), admitted, context)
                     yield {name: result.as_numpy(name) for name in outputs}
                     if result.get_response().parameters["triton_final_response"].bool_param:
                         return
@@ -210,6 +221,7 @@ class TritonClient:
                     model,
                     _convert(InferenceServerException(str(exc.details()), status=str(exc.code())), model),
                     admitted,
+                    context,
                 ) from None
             finally:
                 finished.set()

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 import numpy as np
 
 from gateway.card_check import ExpectedModel, mismatches
+from gateway.context import RequestContext
 from gateway.errors import ErrorType, SamoError
 from gateway.triton_client import ModelGate, ModelRefused, TritonClient
 from samo.contracts.cards import CARD_FILE
@@ -118,17 +119,26 @@ class TritonRouter:
     # -- the calls services make (gateway.triton_client.TritonClient's) --
 
     async def infer(
-        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+        self,
+        context: RequestContext,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str],
     ) -> dict[str, np.ndarray]:
         await self._verify(model)
-        return await self.client_for(model).infer(model, inputs, outputs)
+        return await self.client_for(model).infer(context, model, inputs, outputs)
 
     async def stream(
-        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+        self,
+        context: RequestContext,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str],
     ) -> AsyncIterator[dict[str, np.ndarray]]:
         await self._verify(model)
         # aclosing: a consumer that stops early closes the client's stream at once, not at collection.
-        async with contextlib.aclosing(self.client_for(model).stream(model, inputs, outputs)) as responses:
+        responses = self.client_for(model).stream(context, model, inputs, outputs)
+        async with contextlib.aclosing(responses):
             async for response in responses:
                 yield response
 

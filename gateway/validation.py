@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, ValidationError
@@ -50,12 +51,26 @@ def reject_blank_texts(texts: list[str]) -> list[str]:
     return texts
 
 
-def texts_field(settings: GatewaySettings, what: str = "texts") -> Any:
-    """The annotated `texts` list with this process's limits, for request schemas."""
-    text = Annotated[str, StringConstraints(strict=True, max_length=settings.max_text_chars)]
-    description = f"1 to {settings.max_texts} {what}, each up to {settings.max_text_chars} characters."
+@dataclass(frozen=True)
+class TextLimits:
+    """The text limits request schemas are built with. Schemas are made once per limits (cached by
+    them), so every transport validates with the same class: an HTTP body FastAPI already parsed is
+    an instance of the schema the operation validates with, and passes through unchanged."""
+
+    max_texts: int
+    max_text_chars: int
+
+    @classmethod
+    def of(cls, settings: GatewaySettings) -> TextLimits:
+        return cls(settings.max_texts, settings.max_text_chars)
+
+
+def texts_field(limits: TextLimits, what: str = "texts") -> Any:
+    """The annotated `texts` list with these limits, for request schemas."""
+    text = Annotated[str, StringConstraints(strict=True, max_length=limits.max_text_chars)]
+    description = f"1 to {limits.max_texts} {what}, each up to {limits.max_text_chars} characters."
     return Annotated[
         list[text],
-        Field(min_length=1, max_length=settings.max_texts, description=description),
+        Field(min_length=1, max_length=limits.max_texts, description=description),
         AfterValidator(reject_blank_texts),
     ]

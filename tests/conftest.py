@@ -15,6 +15,7 @@ import httpx
 import pytest
 import torch
 import uvicorn
+from fastapi import FastAPI
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     BertConfig,
@@ -197,6 +198,8 @@ class _ThreadedServer(uvicorn.Server):
 class Gateway:
     http_url: str
     grpc_target: str
+    app: FastAPI | None = None
+    """The running app (its `state` holds the services and operations)."""
 
 
 @pytest.fixture(scope="session")
@@ -217,8 +220,9 @@ def gateway(triton: LocalTriton, serving_repository: Path) -> Iterator[Gateway]:
 @contextmanager
 def running_gateway(settings: GatewaySettings) -> Iterator[Gateway]:
     """A gateway app on `settings`' ports in a background thread, stopped on exit."""
+    app = create_app(settings=settings)
     config = uvicorn.Config(
-        create_app(settings=settings),
+        app,
         host="127.0.0.1",
         port=settings.port,
         log_level="warning",
@@ -236,7 +240,7 @@ def running_gateway(settings: GatewaySettings) -> Iterator[Gateway]:
             raise RuntimeError("gateway did not start")
         time.sleep(0.05)
     try:
-        yield Gateway(f"http://127.0.0.1:{settings.port}", f"127.0.0.1:{settings.grpc_port}")
+        yield Gateway(f"http://127.0.0.1:{settings.port}", f"127.0.0.1:{settings.grpc_port}", app)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

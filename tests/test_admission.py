@@ -19,11 +19,14 @@ import pytest
 
 from exporters.emotion.export import EmotionExportOptions, export_emotion
 from exporters.summarizer.export import SummarizerExportOptions, export_summarizer
-from gateway.admission import Admission, WorkCosts, charge_audio, current_ticket
-from gateway.deadlines import Deadline, time_left, within
+from gateway.admission import Admission, WorkCosts
+from gateway.context import RequestContext
+from gateway.deadlines import Deadline
 from gateway.errors import ErrorType, SamoError
 from gateway.grpc_api import samo_v1_pb2, samo_v1_pb2_grpc
 from gateway.http.sse import event_response
+from gateway.operations import OperationStream
+from gateway.operations.costs import OperationCosts
 from gateway.results import SummaryOptions
 from gateway.summarization.abstractive import AbstractiveModel
 from gateway.summarization.service import SummarizationService
@@ -98,17 +101,20 @@ def test_audio_is_admitted_at_one_window_and_charged_its_duration_later() -> Non
     admission = Admission(1000, costs)
     assert costs.audio(0) == costs.audio(12.0) == 300  # a 30 s window, the least Whisper decodes
     with admission.admit(costs.audio(0)) as ticket:
+        context = RequestContext(ticket=ticket)
         before = ticket.deadline.at
-        charge_audio(60.0)  # what a transcription does once it has read the duration
+        context.hold_audio(60.0)  # what a transcription does once it has read the duration
         assert admission.in_use == 600 and ticket.units == 600
         assert ticket.deadline.at == pytest.approx(before + 300 * 0.01)
         # More than the budget takes beside another request: refused, and what was held stays held.
         other = admission.admit(100)
-        overloaded(lambda: charge_audio(200.0))
+        overloaded(lambda: context.hold_audio(200.0))
         assert admission.in_use == 700
         other.release()
-    assert admission.in_use == 0 and current_ticket() is None
-    charge_audio(60.0)  # outside a request: nothing to charge
+    assert admission.in_use == 0
+    context.hold_audio(60.0)  # the request is over: nothing more to hold
+    RequestContext().hold_audio(60.0)  # a request never admitted (a direct service call): nothing
+    assert admission.in_use == 0
 
 
 def test_a_stream_takes_the_units_over_from_its_route() -> None:
@@ -121,28 +127,30 @@ def test_a_stream_takes_the_units_over_from_its_route() -> None:
 
 
 def test_summaries_cost_their_tokens_and_beams() -> None:
-    costs = WorkCosts(units_per_token=2.0)
+    work = WorkCosts(units_per_token=2.0)
     extractive = SummarizationService(triton=None, embedder=None)  # type: ignore[arg-type]
-    assert costs.summaries(3, SummaryOptions(), extractive) == 3  # one embedder pass per text
+    assert OperationCosts(work, extractive).summaries(3, SummaryOptions()) == 3  # one embedder pass per text
     card = SummarizerModelCard(
         architecture="t5", source="tests", max_input_tokens=512, decoder_start_token_id=0,
         eos_token_ids=(1,), pad_token_id=0, defaults=GenerationDefaults(max_new_tokens=50, num_beams=4),
     )  # fmt: skip
     model = AbstractiveModel("t5", "1", card, tokenizer=None)  # type: ignore[arg-type]
     abstractive = SummarizationService(triton=None, embedder=None, abstractive={"t5": model})  # type: ignore[arg-type]
-    assert costs.summaries(3, SummaryOptions(), abstractive) == 3 * 50 * 4 * 2  # the model's defaults
-    assert costs.summaries(1, SummaryOptions(max_new_tokens=10, num_beams=2), abstractive) == 10 * 2 * 2
-    assert costs.summaries(1, SummaryOptions(model="extractive"), abstractive) == 1
+    costs = OperationCosts(work, abstractive)
+    assert costs.summaries(3, SummaryOptions()) == 3 * 50 * 4 * 2  # the model's defaults
+    assert costs.summaries(1, SummaryOptions(max_new_tokens=10, num_beams=2)) == 10 * 2 * 2
+    assert costs.summaries(1, SummaryOptions(model="extractive")) == 1
 
 
 def test_the_deadline_follows_the_work_and_refuses_work_after_it() -> None:
     costs = WorkCosts(base_deadline_s=10.0, deadline_s_per_unit=0.5)
     admission = Admission(1000, costs)
-    assert time_left(7.0) == 7.0  # outside a request
-    with admission.admit(20):
-        assert 19.0 < time_left(7.0) <= 20.0
-    with within(Deadline(-1.0)), pytest.raises(SamoError) as error:
-        time_left(7.0)
+    assert RequestContext().time_left(7.0) == 7.0  # never admitted: no deadline of its own
+    with admission.admit(20) as ticket:
+        assert 19.0 < RequestContext(ticket=ticket).time_left(7.0) <= 20.0
+        ticket.deadline = Deadline(-1.0)
+        with pytest.raises(SamoError) as error:
+            RequestContext(ticket=ticket).time_left(7.0)
     assert error.value.type is ErrorType.DEADLINE_EXCEEDED
 
 
@@ -151,10 +159,8 @@ def _asgi_stream(admission: Admission, gate: asyncio.Event):
         await gate.wait()
         yield b"last"  # the type that ends the stream
 
-    with admission.admit(5) as ticket:
-        return event_response(
-            "first", rest(), lambda item: ("item", {"value": str(item)}), bytes, ticket.hand_over()
-        )
+    stream = OperationStream("first", rest(), admission.admit(5))
+    return event_response(stream, lambda item: ("item", {"value": str(item)}), bytes)
 
 
 @pytest.mark.parametrize("client_leaves", [False, True])

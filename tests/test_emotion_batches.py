@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.context import RequestContext
 from gateway.emotions.model import discover_emotion_models
 from gateway.emotions.service import EmotionService
 from gateway.triton_client import TritonClient
@@ -27,8 +28,12 @@ def test_texts_beyond_the_batch_limit_are_split_and_kept_in_order(
     async def run() -> tuple:
         client = TritonClient(triton.grpc_url, timeout_s=30)
         try:
-            whole = await EmotionService(client, {"tiny_bert": model}, "tiny_bert").detect(texts)
-            split = await EmotionService(client, {"tiny_bert": small}, "tiny_bert").detect(texts)
+            whole = await EmotionService(client, {"tiny_bert": model}, "tiny_bert").detect(
+                RequestContext(), texts
+            )
+            split = await EmotionService(client, {"tiny_bert": small}, "tiny_bert").detect(
+                RequestContext(), texts
+            )
         finally:
             await client.close()
         return whole, split

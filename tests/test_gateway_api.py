@@ -12,6 +12,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from gateway.context import RequestContext
 from gateway.http.app import create_app
 from load_tests.processes import free_port
 from samo.settings import GatewaySettings
@@ -181,7 +182,7 @@ def test_overload_gives_429(serving_repository: Path, triton) -> None:
     )
     app = create_app(settings=settings)
     with TestClient(app) as client:
-        held = app.state.services.admission.admit(1)  # one text already waiting on Triton
+        held = app.state.operations.admit(RequestContext(), 1)  # one text already waiting on Triton
         response = client.post("/v1/emotions", json={"texts": ["hello"]})
         assert response.status_code == 429
         assert response.headers["retry-after"] == "2"

@@ -31,6 +31,7 @@ from exporters.embedder import EmbedderExportOptions, export_embedder
 from exporters.emotion.export import EmotionExportOptions, ExportReport, export_emotion
 from exporters.emotion.zero_shot import MeanPooledEncoder, build_zero_shot_model, minilm_path
 from exporters.onnx_tools import ExportError, cpu_session
+from gateway.context import RequestContext
 from gateway.emotions.model import EmotionModel
 from gateway.summarization.service import Embedder, SummarizationService
 from gateway.triton_client import TritonClient
@@ -330,7 +331,9 @@ def test_gateway_embeddings_equal_pytorch_and_onnx(served: Served) -> None:
         triton = TritonClient(served.triton.grpc_url, 60)
         service = SummarizationService(triton, embedder)
         try:
-            answers = await asyncio.gather(*(service.embed(embedder, [text]) for text in texts))
+            answers = await asyncio.gather(
+                *(service.embed(RequestContext(), embedder, [text]) for text in texts)
+            )
         finally:
             await triton.close()
         return np.concatenate([vectors for vectors, _, _ in answers])

@@ -18,9 +18,9 @@ import pytest
 from tritonclient.grpc.aio import InferenceServerClient
 
 from exporters.emotion.export import EmotionExportOptions, export_emotion
-from gateway.card_check import ExpectedModel, expected_models, mismatches
+from gateway.card_check import ExpectedModel, mismatches
 from gateway.errors import SamoError
-from gateway.services import Services
+from gateway.services import Services, expected_models
 from gateway.triton_client import RESTRICTED_HEADER, TritonClient
 from gateway.triton_router import TritonRouter
 from load_tests.processes import free_port

@@ -1,14 +1,21 @@
 """The emotion request schema: limits at the edge, shared by the HTTP and gRPC fronts."""
 
+import functools
+
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.validation import texts_field
+from gateway.validation import TextLimits, texts_field
 from samo.settings import GatewaySettings
 
 
 def emotion_request_model(settings: GatewaySettings) -> type[BaseModel]:
     """The request schema with this process's limits, so /docs shows the limits in force."""
-    texts_type = texts_field(settings, "journal texts")
+    return _emotion_request_model(TextLimits.of(settings))
+
+
+@functools.cache
+def _emotion_request_model(limits: TextLimits) -> type[BaseModel]:
+    texts_type = texts_field(limits, "journal texts")
 
     class EmotionRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")

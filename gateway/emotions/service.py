@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from gateway.batch_calls import infer_batches
+from gateway.context import RequestContext
 from gateway.emotions.model import EmotionModel
 from gateway.errors import ErrorType, SamoError
 from gateway.observability.metrics import record_texts
@@ -26,13 +27,15 @@ class EmotionService:
     def model(self, name: str | None) -> EmotionModel:
         return pick_model(self.models, name or self.default_model, "emotion")
 
-    async def detect(self, texts: Sequence[str], options: EmotionOptions = EmotionOptions()) -> EmotionResult:
+    async def detect(
+        self, context: RequestContext, texts: Sequence[str], options: EmotionOptions = EmotionOptions()
+    ) -> EmotionResult:
         """Scores for any number of texts: one Triton request per `max_batch_size` of the model's card."""
         model = self.model(options.model)
         rows = model.card.max_batch_size
         with stage("emotions.tokenize", model=model.name, texts=len(texts)):
             chunks = [model.encode(texts[start : start + rows]) for start in range(0, len(texts), rows)]
-        outputs = await infer_batches(self.triton, model.name, [c.inputs for c in chunks], [LOGITS])
+        outputs = await infer_batches(context, self.triton, model.name, [c.inputs for c in chunks], [LOGITS])
         logits = (
             np.concatenate([o[LOGITS] for o in outputs]) if outputs else np.empty((0, len(model.card.labels)))
         )

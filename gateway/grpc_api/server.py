@@ -13,12 +13,13 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from gateway.grpc_api import samo_v1_pb2, samo_v1_pb2_grpc
+from gateway.grpc_api.access import AccessInterceptor
+from gateway.grpc_api.calls import Callers
 from gateway.grpc_api.malformed import MalformedMessages
+from gateway.grpc_api.observability import ObservedCalls
 from gateway.grpc_api.servicer import SamoServicer
-from gateway.observability.grpc_interceptor import ObservedCalls
+from gateway.operations import Operations
 from gateway.security import Access
-from gateway.security.grpc import AccessInterceptor
-from gateway.services import Services
 from samo.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
@@ -61,13 +62,14 @@ def _serving(ok: bool) -> health_pb2.HealthCheckResponse.ServingStatus.ValueType
     return health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-async def _follow_health(services: Services, health: health_aio.HealthServicer) -> None:
+async def _follow_health(operations: Operations, health: health_aio.HealthServicer) -> None:
     """grpc.health.v1 follows the model health monitor: `` and `samo.v1.Samo` are SERVING while every
     model serves (as GET /health/ready), `samo.v1.Samo/<model>` while that model does."""
     last_reason: str | None = ""
     seen = -1
     while True:
-        reason = await services.readiness()
+        reason = await operations.readiness()
+        services = operations.services
         if reason != last_reason:
             logger.info("grpc health: %s", "SERVING" if reason is None else f"NOT_SERVING ({reason})")
             last_reason = reason
@@ -90,15 +92,16 @@ def _bind(server: grpc.aio.Server, settings: GatewaySettings) -> int:
 
 
 async def start_grpc_server(
-    services: Services, settings: GatewaySettings, access: Access | None = None
+    operations: Operations, settings: GatewaySettings, access: Access | None = None
 ) -> GrpcServer:
     """`access`: API keys and rate limits for every method but health (none: open)."""
+    callers = Callers()
     server = grpc.aio.server(
         # Observed first (outermost): refused calls get their request ID and are counted too.
         # Malformed last (innermost): it replaces each method's deserializer.
         interceptors=[
             ObservedCalls(),
-            *([AccessInterceptor(access)] if access is not None else []),
+            *([AccessInterceptor(access, callers)] if access is not None else []),
             MalformedMessages(),
         ],
         options=[
@@ -108,7 +111,7 @@ async def start_grpc_server(
         # Calls past this are refused (RESOURCE_EXHAUSTED) before their messages are read.
         maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
     )
-    samo_v1_pb2_grpc.add_SamoServicer_to_server(SamoServicer(services, settings), server)
+    samo_v1_pb2_grpc.add_SamoServicer_to_server(SamoServicer(operations, settings, callers, access), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = (
@@ -122,7 +125,7 @@ async def start_grpc_server(
     tls = " with TLS" if settings.tls_cert else ""
     logger.info("gRPC on %s:%d%s (%s, health, reflection)", settings.host, port, tls, SERVICE_NAME)
     # Known from the start (NOT_SERVING until the first probes answer), rather than NOT_FOUND.
-    for service in ("", SERVICE_NAME, *map(model_health_service, services.health.probes)):
+    for service in ("", SERVICE_NAME, *map(model_health_service, operations.services.health.probes)):
         await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-    task = asyncio.create_task(_follow_health(services, health))
+    task = asyncio.create_task(_follow_health(operations, health))
     return GrpcServer(server, port, health, task)

@@ -1,16 +1,16 @@
-"""`samo.v1.Samo`: converts messages, validates with the HTTP schema, calls the same services."""
+"""`samo.v1.Samo`: converts messages to the operations' fields and their answers to messages; the
+operations (gateway/operations) validate, admit and run, as they do for HTTP."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
-from gateway.admission import Ticket
-from gateway.emotions.request import emotion_request_model
+from gateway.context import RequestContext
 from gateway.errors import (
     GRPC_ERROR_TYPE_KEY,
     GRPC_RETRY_AFTER_KEY,
@@ -22,6 +22,7 @@ from gateway.errors import (
 )
 from gateway.grpc_api import samo_v1_pb2 as pb
 from gateway.grpc_api import samo_v1_pb2_grpc
+from gateway.grpc_api.calls import Callers
 from gateway.grpc_api.convert import (
     emotion_response,
     journal_message,
@@ -29,12 +30,10 @@ from gateway.grpc_api.convert import (
     summarize_response,
     transcribe_response,
 )
-from gateway.journal.request import JournalAudioOptions, journal_text_model
-from gateway.results import EmotionOptions, JournalAnalysis, Segment, SummaryOptions, Transcript
-from gateway.services import Services
-from gateway.summarization.request import summary_request_model
-from gateway.validation import validate_body
-from samo.contracts.whisper import DecodeOptions
+from gateway.observability.request_id import current_request_id
+from gateway.operations import AudioUpload, Operations, OperationStream, Upload, uploaded
+from gateway.results import JournalAnalysis, Transcript
+from gateway.security import Access
 from samo.settings import GatewaySettings
 
 Request = TypeVar("Request")
@@ -57,104 +56,65 @@ def samo_errors(handler: Handler) -> Handler:
 
 
 class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
-    def __init__(self, services: Services, settings: GatewaySettings) -> None:
-        self.services = services
-        self.costs = services.admission.costs
+    def __init__(
+        self,
+        operations: Operations,
+        settings: GatewaySettings,
+        callers: Callers | None = None,
+        access: Access | None = None,
+    ) -> None:
+        self.operations = operations
+        self.settings = settings
         self.retry_after_s = settings.retry_after_s
-        self.emotion_request = emotion_request_model(settings)
-        self.journal_text = journal_text_model(settings)
-        self.summary_request = summary_request_model(settings)
+        self.callers = callers or Callers()
+        self.access = access
+
+    def _context(self, call: grpc.aio.ServicerContext) -> RequestContext:
+        """The request's context: its ID (set by the observing interceptor for log records) and the
+        caller the access interceptor admitted."""
+        principal = self.callers.of(call)
+        return RequestContext(
+            request_id=current_request_id(),
+            principal=principal,
+            access=self.access if principal is not None else None,
+        )
 
     @samo_errors
     async def DetectEmotions(
         self, request: pb.DetectEmotionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.DetectEmotionsResponse:
-        body = validate_body(
-            self.emotion_request,
-            {
-                "texts": list(request.texts),
-                "threshold": _optional(request, "threshold", None),
-                "top_k": _optional(request, "top_k", None),
-                "model": request.model or None,
-            },
-        )
-        options = EmotionOptions(threshold=body.threshold, top_k=body.top_k, model=body.model)
-        with self.services.admission.admit(self.costs.texts(len(body.texts))):
-            result = await self.services.emotions.detect(body.texts, options)
-        return emotion_response(result)
+        fields = {
+            "texts": list(request.texts),
+            "threshold": _optional(request, "threshold", None),
+            "top_k": _optional(request, "top_k", None),
+            "model": request.model or None,
+        }
+        return emotion_response(await self.operations.emotions(self._context(context), fields))
 
     @samo_errors
     async def Transcribe(
         self, request: pb.TranscribeRequest, context: grpc.aio.ServicerContext
     ) -> pb.TranscribeResponse:
-        options = validate_body(
-            DecodeOptions,
-            {
-                "language": request.language or None,
-                "task": request.task or "transcribe",
-                "beam_size": _optional(request, "beam_size", 5),
-                "word_timestamps": request.word_timestamps,
-            },
-        )
-        # One window now; the transcription charges the rest once the duration is read.
-        with self.services.admission.admit(self.costs.audio(0)):
-            result = await self.services.transcription.transcribe(
-                request.audio, options, request.model or None
-            )
-        return transcribe_response(result)
-
-    def _journal_cost(self, request: pb.AnalyzeJournalRequest) -> int:
-        summarization = self.services.summarization
-        if request.WhichOneof("entry") == "audio":
-            return self.costs.journal_audio(summarization)
-        return self.costs.journal_text(request.text, summarization)
-
-    def _journal_items(self, request: pb.AnalyzeJournalRequest) -> AsyncIterator[Segment | JournalAnalysis]:
-        options = {
-            "threshold": _optional(request, "threshold", None),
-            "top_k": _optional(request, "top_k", None),
-        }
-        if request.WhichOneof("entry") == "audio":
-            audio = validate_body(
-                JournalAudioOptions,
-                {
-                    **options,
-                    "language": request.language or None,
-                    "beam_size": _optional(request, "beam_size", 5),
-                    "model": request.transcription_model or None,
-                },
-            )
-            decode = DecodeOptions(language=audio.language, beam_size=audio.beam_size)
-            emotion = EmotionOptions(threshold=audio.threshold, top_k=audio.top_k)
-            return self.services.journal.stream_audio(request.audio, decode, emotion, audio.model)
-        body = validate_body(self.journal_text, {"text": request.text, **options})
-        return self.services.journal.stream_text(
-            body.text, EmotionOptions(threshold=body.threshold, top_k=body.top_k)
-        )
+        upload = uploaded(request.audio, _transcribe_fields(request))
+        return transcribe_response(await self.operations.transcribe(self._context(context), upload))
 
     @samo_errors
     async def AnalyzeJournal(
         self, request: pb.AnalyzeJournalRequest, context: grpc.aio.ServicerContext
     ) -> pb.JournalAnalysis:
-        analysis = None
-        items = self._journal_items(request)  # validates before anything is admitted
-        with self.services.admission.admit(self._journal_cost(request)):
-            async for item in items:
-                analysis = item
-        assert isinstance(analysis, JournalAnalysis)
+        analysis = await self.operations.journal(self._context(context), _journal_entry(request))
         return journal_message(analysis)
 
     async def StreamJournal(
         self, request: pb.AnalyzeJournalRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.JournalEvent]:
         try:
-            items = self._journal_items(request)
-            with self._held_until_done(self._journal_cost(request), context):
-                async for item in items:
-                    if isinstance(item, JournalAnalysis):
-                        yield pb.JournalEvent(analysis=journal_message(item))
-                    else:
-                        yield pb.JournalEvent(segment=segment_message(item))
+            stream = await self.operations.journal_stream(self._context(context), _journal_entry(request))
+            async for item in _held_until_done(stream, context):
+                if isinstance(item, JournalAnalysis):
+                    yield pb.JournalEvent(analysis=journal_message(item))
+                else:
+                    yield pb.JournalEvent(segment=segment_message(item))
         except SamoError as exc:
             await _abort(context, exc, self.retry_after_s)
 
@@ -162,69 +122,89 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
         self, chunks: AsyncIterator[pb.AudioChunk], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.TranscribeEvent]:
         try:
-            # Admitted before any chunk is read, so a refused upload is never buffered; one window
-            # now, the rest once the transcription has read the duration.
-            with self._held_until_done(self.costs.audio(0), context):
-                first, data = await self._collect(chunks)
-                options = validate_body(
-                    DecodeOptions,
-                    {
-                        "language": first.language or None,
-                        "beam_size": _optional(first, "beam_size", 5),
-                        "word_timestamps": first.word_timestamps,
-                    },
-                )
-                async for item in self.services.transcription.stream(data, options, first.model or None):
-                    if isinstance(item, Transcript):
-                        yield pb.TranscribeEvent(transcript=transcribe_response(item))
-                    else:
-                        yield pb.TranscribeEvent(segment=segment_message(item))
+            # The operation admits before any chunk is read, so a refused upload is never buffered.
+            upload = self._collected(chunks)
+            stream = await self.operations.transcribe_stream(self._context(context), upload)
+            async for item in _held_until_done(stream, context):
+                if isinstance(item, Transcript):
+                    yield pb.TranscribeEvent(transcript=transcribe_response(item))
+                else:
+                    yield pb.TranscribeEvent(segment=segment_message(item))
         except SamoError as exc:
             await _abort(context, exc, self.retry_after_s)
 
-    def _held_until_done(self, cost: int, context: grpc.aio.ServicerContext) -> Ticket:
-        """A stream's ticket, released when the call ends however it ends: a client that cancels leaves
-        the handler suspended at a `yield`, where no `finally` of its own runs until it is collected."""
-        ticket = self.services.admission.admit(cost)
-        context.add_done_callback(lambda _: ticket.release())
-        return ticket
+    def _collected(self, chunks: AsyncIterator[pb.AudioChunk]) -> Upload:
+        """Reads every chunk: the first carries the options; refused past the size limit."""
+        limit = self.settings.max_audio_bytes
 
-    async def _collect(self, chunks: AsyncIterator[pb.AudioChunk]) -> tuple[pb.AudioChunk, bytes]:
-        """The first chunk (it carries the options) and all the audio, refused past the size limit."""
-        first = None
-        parts: list[bytes] = []
-        size = 0
-        limit = self.services.settings.max_audio_bytes
-        async for chunk in chunks:
-            first = first or chunk
-            size += len(chunk.data)
-            if size > limit:
-                raise SamoError(ErrorType.TOO_LARGE, f"audio is over the {limit / (1 << 20):.1f} MB limit")
-            parts.append(chunk.data)
-        if first is None:
-            raise invalid_input("send the audio in at least one chunk")
-        return first, b"".join(parts)
+        async def read() -> AudioUpload:
+            first = None
+            parts: list[bytes] = []
+            size = 0
+            async for chunk in chunks:
+                first = first or chunk
+                size += len(chunk.data)
+                if size > limit:
+                    raise SamoError(
+                        ErrorType.TOO_LARGE, f"audio is over the {limit / (1 << 20):.1f} MB limit"
+                    )
+                parts.append(chunk.data)
+            if first is None:
+                raise invalid_input("send the audio in at least one chunk")
+            return AudioUpload(b"".join(parts), _transcribe_fields(first))
+
+        return read
 
     @samo_errors
     async def Summarize(
         self, request: pb.SummarizeRequest, context: grpc.aio.ServicerContext
     ) -> pb.SummarizeResponse:
-        body = validate_body(
-            self.summary_request,
-            {
-                "texts": list(request.texts),
-                "max_new_tokens": _optional(request, "max_new_tokens", None),
-                "min_new_tokens": _optional(request, "min_new_tokens", None),
-                "num_beams": _optional(request, "num_beams", None),
-                "model": request.model or None,
-                "long_input": request.long_input or "truncate",
-            },
-        )
-        options = SummaryOptions.model_validate(body.model_dump(exclude={"texts"}))
-        cost = self.costs.summaries(len(body.texts), options, self.services.summarization)
-        with self.services.admission.admit(cost):
-            result = await self.services.summarization.summarize(body.texts, options)
-        return summarize_response(result)
+        fields = {
+            "texts": list(request.texts),
+            "max_new_tokens": _optional(request, "max_new_tokens", None),
+            "min_new_tokens": _optional(request, "min_new_tokens", None),
+            "num_beams": _optional(request, "num_beams", None),
+            "model": request.model or None,
+            "long_input": request.long_input or "truncate",
+        }
+        return summarize_response(await self.operations.summarize(self._context(context), fields))
+
+
+def _transcribe_fields(message: pb.TranscribeRequest | pb.AudioChunk) -> dict[str, Any]:
+    return {
+        "language": message.language or None,
+        "task": getattr(message, "task", "") or "transcribe",
+        "beam_size": _optional(message, "beam_size", 5),
+        "word_timestamps": message.word_timestamps,
+        "model": message.model or None,
+    }
+
+
+def _journal_entry(request: pb.AnalyzeJournalRequest) -> dict[str, Any] | Upload:
+    options = {
+        "threshold": _optional(request, "threshold", None),
+        "top_k": _optional(request, "top_k", None),
+    }
+    if request.WhichOneof("entry") == "audio":
+        fields = {
+            **options,
+            "language": request.language or None,
+            "beam_size": _optional(request, "beam_size", 5),
+            "model": request.transcription_model or None,
+        }
+        return uploaded(request.audio, fields)
+    return {"text": request.text, **options}
+
+
+async def _held_until_done(
+    stream: OperationStream[Any], context: grpc.aio.ServicerContext
+) -> AsyncIterator[Any]:
+    """The stream's items, its ticket released when the call ends however it ends: a client that
+    cancels leaves the handler suspended at a `yield`, where no `finally` of its own runs until it is
+    collected."""
+    context.add_done_callback(lambda _: stream.ticket.release())
+    async for item in stream.items():
+        yield item
 
 
 def _optional(message: Message, field: str, default: object) -> object:

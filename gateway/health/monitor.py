@@ -20,12 +20,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 
 from pydantic import BaseModel
 
+from gateway.context import RequestContext
 from gateway.errors import ErrorType, SamoError
 from gateway.health.probes import ModelProbe
 from gateway.triton_client import (
@@ -37,9 +37,6 @@ from gateway.triton_client import (
 from gateway.triton_router import TritonRouter
 
 logger = logging.getLogger(__name__)
-
-# Set while a probe runs: its Triton calls pass the reload gate and do not wake the monitor again.
-_probing: ContextVar[bool] = ContextVar("samo_health_probe", default=False)
 
 # Failures that say the model (or the server) is at fault, not the request: worth probing at once.
 _SUSPICIOUS = frozenset({ErrorType.INTERNAL, ErrorType.UNAVAILABLE, ErrorType.NOT_FOUND})
@@ -125,21 +122,21 @@ class ModelHealthMonitor:
 
     # -- the gate the Triton client consults (gateway.triton_client.ModelGate) --
 
-    def admit(self, model: str) -> int:
+    def admit(self, model: str, *, probe: bool) -> int:
         """Refuse calls to a model being reloaded; else the model's reload generation, so that a call
         that began before a reload and failed after it does not trigger another."""
         state = self._states.get(model)
         if state is None:
             return 0
-        if state.status is ModelStatus.RELOADING and not _probing.get():
+        if state.status is ModelStatus.RELOADING and not probe:
             raise SamoError(
                 ErrorType.UNAVAILABLE, f"model `{model}` is being reloaded after a failure; retry shortly"
             )
         return self._generation[model]
 
-    def failed(self, model: str, error: SamoError, admitted: int) -> None:
+    def failed(self, model: str, error: SamoError, admitted: int, *, probe: bool) -> None:
         state = self._states.get(model)
-        if state is None or _probing.get() or error.type not in _SUSPICIOUS:
+        if state is None or probe or error.type not in _SUSPICIOUS:
             return
         if admitted != self._generation[model]:
             return  # it met the instance the last reload replaced
@@ -235,9 +232,8 @@ class ModelHealthMonitor:
         return error
 
     async def _probe(self, name: str) -> SamoError | None:
-        token = _probing.set(True)
         try:
-            await asyncio.wait_for(self.probes[name].run(), self.timeout_s)
+            await asyncio.wait_for(self.probes[name].run(RequestContext.for_probe()), self.timeout_s)
         except TimeoutError:
             return SamoError(
                 ErrorType.DEADLINE_EXCEEDED,
@@ -245,8 +241,6 @@ class ModelHealthMonitor:
             )
         except SamoError as exc:
             return exc
-        finally:
-            _probing.reset(token)
         return None
 
     async def _reload(self, name: str) -> None:

@@ -1,4 +1,7 @@
-"""One real inference per Triton model, through the same services that serve requests."""
+"""One real inference per Triton model, through the same services that serve requests.
+
+A probe runs with a probe's context (`RequestContext.for_probe()`): its Triton calls pass the reload
+gate and do not wake the monitor again."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from gateway.context import RequestContext
 from gateway.emotions.service import EmotionService
 from gateway.results import EmotionOptions, SummaryOptions
 from gateway.summarization.service import SummarizationService
@@ -25,7 +29,7 @@ class ModelProbe:
     model: str
     """The model's name in Triton."""
     task: str
-    run: Callable[[], Awaitable[object]]
+    run: Callable[[RequestContext], Awaitable[object]]
 
 
 def model_probes(
@@ -34,30 +38,34 @@ def model_probes(
     """A probe for every model the gateway calls, the streaming variants of summarizers included."""
     probes = [
         ModelProbe(
-            name, "emotion", lambda name=name: emotions.detect([probe_text()], EmotionOptions(model=name))
+            name,
+            "emotion",
+            lambda c, name=name: emotions.detect(c, [probe_text()], EmotionOptions(model=name)),
         )
         for name in sorted(emotions.models)
     ]
     probes += [
-        ModelProbe(name, "transcription", lambda name=name: transcription.probe(name))
+        ModelProbe(name, "transcription", lambda c, name=name: transcription.probe(c, name))
         for name in sorted(transcription.models)
     ]
     embedder = summarization.embedder
     if embedder is not None:
         probes.append(
-            ModelProbe(embedder.name, "embedding", lambda: summarization.embed(embedder, [probe_text()]))
+            ModelProbe(embedder.name, "embedding", lambda c: summarization.embed(c, embedder, [probe_text()]))
         )
     for name, model in sorted(summarization.abstractive.items()):
         one_token = SummaryOptions(model=name, max_new_tokens=1, min_new_tokens=1, num_beams=1)
         probes.append(
-            ModelProbe(name, "summarization", lambda o=one_token: summarization.summarize([probe_text()], o))
+            ModelProbe(
+                name, "summarization", lambda c, o=one_token: summarization.summarize(c, [probe_text()], o)
+            )
         )
         if model.card.stream_model:
             probes.append(
                 ModelProbe(
                     model.card.stream_model,
                     "summarization",
-                    lambda o=one_token: _drain(summarization.stream(probe_text(), o)),
+                    lambda c, o=one_token: _drain(summarization.stream(c, probe_text(), o)),
                 )
             )
     return probes

@@ -13,17 +13,18 @@ from fastapi.responses import JSONResponse
 import samo
 from gateway.grpc_api.server import start_grpc_server
 from gateway.health.monitor import ModelsHealth
+from gateway.http.access import AccessMiddleware
 from gateway.http.body_limit import install_body_limits
 from gateway.http.emotions import emotion_router
 from gateway.http.errors import install_error_handlers
 from gateway.http.journal import journal_router
+from gateway.http.observability import ObservedRequests
 from gateway.http.summarization import summarization_router
 from gateway.http.transcription import transcription_router
-from gateway.observability.http import ObservedRequests
 from gateway.observability.metrics import CONTENT_TYPE, gateway_registry, mark_worker_exit, render_metrics
 from gateway.observability.tracing import start_tracing, stop_tracing
+from gateway.operations import Operations
 from gateway.security import Access
-from gateway.security.http import AccessMiddleware
 from gateway.services import Services
 from gateway.shutdown import on_shutdown_signal
 from samo.settings import GatewaySettings
@@ -33,22 +34,24 @@ logger = logging.getLogger(__name__)
 
 def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
     """The gateway: HTTP routes here, and the gRPC server (samo.v1) started by the lifespan, both over
-    the same services."""
+    the same operations (gateway/operations)."""
     settings = settings or GatewaySettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tracing = start_tracing(settings.otlp_endpoint)
         services = Services.open(settings)
+        operations = Operations(services)
         app.state.services = services
+        app.state.operations = operations
         services.health.start()
         await access.start()
-        grpc_server = await start_grpc_server(services, settings, access=access)
+        grpc_server = await start_grpc_server(operations, settings, access=access)
         app.state.grpc_port = grpc_server.port
 
         def drain() -> None:
             logger.info("shutting down: %.0f s for requests in progress", settings.shutdown_grace_s)
-            services.draining = True
+            operations.begin_drain()
             grpc_server.begin_shutdown(settings.shutdown_grace_s)
 
         remove_shutdown_hook = on_shutdown_signal(drain)
@@ -101,7 +104,7 @@ def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
     async def ready(request: Request) -> JSONResponse:
         """Ready while every installed model answers its probe (a real inference through Triton), and
         until shutdown begins; the reason names the models that do not."""
-        reason = await request.app.state.services.readiness()
+        reason = await request.app.state.operations.readiness()
         if reason is None:
             return JSONResponse({"status": "ready"})
         headers = {"Retry-After": str(settings.retry_after_s)}

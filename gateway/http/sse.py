@@ -12,6 +12,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.admission import Ticket
 from gateway.errors import SamoError
+from gateway.operations import OperationStream
 
 EVENT_STREAM = "text/event-stream"
 # The OpenAPI entry for a route that also answers `Accept: text/event-stream`.
@@ -31,26 +32,22 @@ def event(name: str, data: dict[str, Any]) -> bytes:
 
 
 class _EventStream(StreamingResponse):
-    """Events that hold their admission ticket (units and deadline) until the stream ends, is cut by
-    the client or fails, and then stop the work behind them."""
+    """Events that hold their admission ticket (units; the deadline travels in the request's context)
+    until the stream ends, is cut by the client or fails, and then stop the work behind them."""
 
-    def __init__(self, events: AsyncIterator[bytes], rest: AsyncIterator[Any], ticket: Ticket | None) -> None:
-        super().__init__(events if ticket is None else _releasing(events, ticket), media_type=EVENT_STREAM)
-        self.rest = rest
-        self.ticket = ticket
+    def __init__(self, events: AsyncIterator[bytes], stream: OperationStream[Any]) -> None:
+        super().__init__(_releasing(events, stream.ticket), media_type=EVENT_STREAM)
+        self.stream = stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            if self.ticket is None:
-                await super().__call__(scope, receive, send)
-            else:
-                with self.ticket:  # the deadline applies to the Triton calls the stream makes
-                    await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, send)
         finally:
+            self.stream.ticket.release()
             # A client that hung up leaves both generators suspended: close them now, which cancels
             # their Triton streams, rather than whenever they are garbage-collected.
             await _close(self.body_iterator)
-            await _close(self.rest)
+            await _close(self.stream.rest)
 
 
 async def _releasing(events: AsyncIterator[bytes], ticket: Ticket) -> AsyncIterator[bytes]:
@@ -67,14 +64,11 @@ async def _close(iterator: Any) -> None:
         await aclose()
 
 
-def event_response(
-    first: Item, rest: AsyncIterator[Item], render: Render, last: type, ticket: Ticket | None = None
-) -> StreamingResponse:
-    """Stream `first`, then `rest` up to and including the first item of type `last`. `first` was awaited
-    by the caller, so errors before any output stay ordinary HTTP errors; later ones travel as an
-    `error` event, since the headers have gone out. `ticket` (handed over by the route) is held until
-    the stream ends."""
-    return _EventStream(_events(first, rest, render, last), rest, ticket)
+def event_response(stream: OperationStream[Item], render: Render, last: type) -> StreamingResponse:
+    """Stream the operation's items up to and including the first of type `last`. The first was awaited
+    by the operation, so errors before any output stay ordinary HTTP errors; later ones travel as an
+    `error` event, since the headers have gone out. The stream's ticket is held until it ends."""
+    return _EventStream(_events(stream.first, stream.rest, render, last), stream)
 
 
 async def _events(first: Item, rest: AsyncIterator[Item], render: Render, last: type) -> AsyncIterator[bytes]:

@@ -1,16 +1,17 @@
-"""POST /v1/summarize: converts the body to service options and sends the `SummaryResult`."""
+"""POST /v1/summarize: the body to the operation; the `SummaryResult` back as JSON, or as Server-Sent
+Events when asked for."""
 
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gateway.errors import invalid_input
 from gateway.http.answers import answer
+from gateway.http.context import request_context
 from gateway.http.errors import ERRORS
 from gateway.http.sse import EVENTS, event_response, wants_events
-from gateway.results import SummaryOptions, SummaryResult
-from gateway.services import Services
+from gateway.operations import Operations
+from gateway.results import SummaryResult
 from gateway.summarization.request import summary_request_model
 from samo.settings import GatewaySettings
 
@@ -27,20 +28,12 @@ def summarization_router(settings: GatewaySettings) -> APIRouter:
         With `Accept: text/event-stream` and one text, `delta` events carry the summary's text as it is
         generated, then one `summary` event the whole response (extractive: only that event).
         """
-        services: Services = request.app.state.services
-        options = SummaryOptions.model_validate(body.model_dump(exclude={"texts"}))
-        if wants_events(request) and len(body.texts) != 1:
-            raise invalid_input(f"texts: streaming takes one text, got {len(body.texts)}")
-        admission = services.admission
-        cost = admission.costs.summaries(len(body.texts), options, services.summarization)
-        with admission.admit(cost) as ticket:
-            if wants_events(request):
-                items = services.summarization.stream(body.texts[0], options)
-                first = await anext(items)  # errors before any output are ordinary HTTP errors
-                # The stream holds the units until its last event, or until the client hangs up.
-                return event_response(first, items, _render, SummaryResult, ticket.hand_over())
-            result = await services.summarization.summarize(body.texts, options)
-        return answer(result)
+        operations: Operations = request.app.state.operations
+        context = request_context(request)
+        if wants_events(request):
+            stream = await operations.summarize_stream(context, body)
+            return event_response(stream, _render, SummaryResult)
+        return answer(await operations.summarize(context, body))
 
     return router
 

@@ -1,5 +1,6 @@
 """Journal request schemas, shared by the HTTP and gRPC fronts."""
 
+import functools
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -18,12 +19,18 @@ class JournalAudioOptions(BaseModel):
 
 
 def journal_text_model(settings: GatewaySettings) -> type[BaseModel]:
-    entry = Annotated[str, StringConstraints(strict=True, max_length=settings.max_text_chars)]
+    """The text entry's schema with this process's limit (one class per limit, as `TextLimits`)."""
+    return _journal_text_model(settings.max_text_chars)
+
+
+@functools.cache
+def _journal_text_model(max_text_chars: int) -> type[BaseModel]:
+    entry = Annotated[str, StringConstraints(strict=True, max_length=max_text_chars)]
 
     class JournalText(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
-        text: entry = Field(description=f"The entry's text, up to {settings.max_text_chars} characters.")
+        text: entry = Field(description=f"The entry's text, up to {max_text_chars} characters.")
         threshold: float | None = Field(None, ge=0.0, le=1.0)
         top_k: int | None = Field(None, ge=1, le=1000)
 

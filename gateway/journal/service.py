@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from gateway.context import RequestContext
 from gateway.emotions.service import EmotionService
 from gateway.errors import invalid_input
 from gateway.results import (
@@ -35,7 +36,11 @@ class JournalService:
         self.transcription = transcription
 
     async def analyze_text(
-        self, text: str, options: EmotionOptions = EmotionOptions(), transcript: Transcript | None = None
+        self,
+        context: RequestContext,
+        text: str,
+        options: EmotionOptions = EmotionOptions(),
+        transcript: Transcript | None = None,
     ) -> JournalAnalysis:
         source = "text" if transcript is None else "audio"
         transcription = None if transcript is None else transcript.model
@@ -53,9 +58,9 @@ class JournalService:
             )
         sentences = split_sentences(text)
         whole, summary, by_sentence = await asyncio.gather(
-            self.emotions.detect([text], options),
-            self.summarization.summarize([text], SummaryOptions()),
-            self.emotions.detect(sentences, options),
+            self.emotions.detect(context, [text], options),
+            self.summarization.summarize(context, [text], SummaryOptions()),
+            self.emotions.detect(context, sentences, options),
         )
         per_sentence = by_sentence.results
         return JournalAnalysis(
@@ -73,21 +78,22 @@ class JournalService:
         )
 
     async def stream_text(
-        self, text: str, options: EmotionOptions = EmotionOptions()
+        self, context: RequestContext, text: str, options: EmotionOptions = EmotionOptions()
     ) -> AsyncIterator[JournalAnalysis]:
         """`analyze_text` in the shape of `stream_audio`, so the fronts treat both entries alike."""
-        yield await self.analyze_text(text, options)
+        yield await self.analyze_text(context, text, options)
 
     async def stream_audio(
         self,
+        context: RequestContext,
         data: bytes,
         decode: DecodeOptions,
         options: EmotionOptions = EmotionOptions(),
         model: str | None = None,
     ) -> AsyncIterator[Segment | JournalAnalysis]:
         """Transcript segments as they are decoded, then the analysis of the whole entry."""
-        async for item in self.transcription.stream(data, decode, model):
+        async for item in self.transcription.stream(context, data, decode, model):
             if isinstance(item, Transcript):
-                yield await self.analyze_text(item.text, options, transcript=item)
+                yield await self.analyze_text(context, item.text, options, transcript=item)
             else:
                 yield item

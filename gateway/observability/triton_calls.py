@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from gateway.errors import ErrorType, SamoError
 from gateway.observability.metrics import TRITON_ERRORS, TRITON_LATENCY, labelled
-from gateway.observability.request_id import current_request_id
 from gateway.observability.tracing import REQUEST_ID_ATTRIBUTE, begin_client_span, end_client_span
 
 
@@ -23,10 +22,11 @@ class TritonCall:
 
 
 @contextmanager
-def triton_call(model: str, kind: str = "infer") -> Iterator[TritonCall]:
-    """Around one Triton call that raises `SamoError` on failure. A call cancelled or abandoned (client
-    gone, stream closed early) counts neither as an answer nor as an error."""
-    request_id = current_request_id() or ""
+def triton_call(model: str, request_id: str | None, kind: str = "infer") -> Iterator[TritonCall]:
+    """Around one Triton call (for the request `request_id`) that raises `SamoError` on failure. A call
+    cancelled or abandoned (client gone, stream closed early) counts neither as an answer nor as an
+    error."""
+    request_id = request_id or ""
     span, headers = begin_client_span(
         f"triton.{kind}", {"samo.model": model, REQUEST_ID_ATTRIBUTE: request_id}
     )

@@ -1,10 +1,11 @@
-"""Access to the gateway: API keys, per-key rate limits, and the caller of the current request.
+"""Access to the gateway: API keys and per-key rate limits, decided once for both transports.
 
-`access.py` decides (both transports), `http.py` and `grpc.py` apply it at each transport's edge,
-`api_keys.py` and `rate_limits.py` hold the keys and the counters. TLS and CORS are wired where the
-servers are built (`gateway/main.py`, `gateway/grpc_api/server.py`, `gateway/http/app.py`).
+`access.py` decides; each transport applies it at its edge (`gateway/http/access.py`,
+`gateway/grpc_api/access.py`); `api_keys.py` and `rate_limits.py` hold the keys and the counters. TLS
+and CORS are wired where the servers are built (`gateway/main.py`, `gateway/grpc_api/server.py`,
+`gateway/http/app.py`).
 """
 
-from gateway.security.access import Access, Principal, charge_audio_seconds, current_principal
+from gateway.security.access import Access, Principal
 
-__all__ = ["Access", "Principal", "charge_audio_seconds", "current_principal"]
+__all__ = ["Access", "Principal"]

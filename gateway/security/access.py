@@ -1,9 +1,9 @@
 """Who is calling, and whether they may: API keys and rate limits for both transports.
 
 `Access.admit` turns a request's credentials into a `Principal` (the key's name, or the client's
-address when no keys are configured) and counts it against the rate limits. While the request runs,
-`current_principal` holds it, so that metrics and logs can name the caller and the transcription path
-can charge decoded audio through `charge_audio_seconds`.
+address when no keys are configured) and counts it against the rate limits. The transports' access
+checks (gateway/http/access.py, gateway/grpc_api/access.py) put it in the request's context
+(gateway/context.py), through which the transcription path charges decoded audio (`charge_audio`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
@@ -46,23 +43,6 @@ class Principal:
     @property
     def counter_key(self) -> str:
         return f"key:{self.name}" if self.authenticated else f"address:{self.name}"
-
-
-current_principal: ContextVar[Principal | None] = ContextVar("current_principal", default=None)
-_current_access: ContextVar[Access | None] = ContextVar("current_access", default=None)
-
-
-async def charge_audio_seconds(seconds: float) -> None:
-    """Count `seconds` more of the caller's audio against its audio rate limit; `rate_limited` when spent.
-
-    The transcription path calls it where it learns an upload's duration, before Triton work: the
-    duration the container declares, then any audio decoded beyond it (files that declare none, such
-    as browsers' WebM, are charged as they decode). Outside a request (readiness) or without
-    `SAMO_AUDIO_RATE_LIMIT`, it does nothing.
-    """
-    access, principal = _current_access.get(), current_principal.get()
-    if access is not None and principal is not None:
-        await access.charge_audio(principal, seconds)
 
 
 def _presented_key(authorization: str | None, api_key: str | None) -> str | None:
@@ -155,22 +135,16 @@ class Access:
         return principal
 
     async def charge_audio(self, principal: Principal, seconds: float) -> None:
+        """Count `seconds` more of the caller's audio against its audio rate limit; `rate_limited` when
+        spent. The transcription path calls it (through the request's context) where it learns an
+        upload's duration, before Triton work: the duration the container declares, then any audio
+        decoded beyond it (files that declare none, such as browsers' WebM, are charged as they decode).
+        Without `SAMO_AUDIO_RATE_LIMIT`, it does nothing."""
         try:
             await self.limits.charge_audio(principal.counter_key, seconds)
         except SamoError:
             self.rejections.labels("audio_rate_limited", principal.label).inc()
             raise
-
-    @contextmanager
-    def granted(self, principal: Principal) -> Iterator[None]:
-        """`principal` is the caller for the code run inside (and the tasks it starts)."""
-        principal_token = current_principal.set(principal)
-        access_token = _current_access.set(self)
-        try:
-            yield
-        finally:
-            _current_access.reset(access_token)
-            current_principal.reset(principal_token)
 
     async def start(self) -> None:
         """Reload the key file when it changes, and on SIGHUP where this thread may take signals."""

@@ -1,15 +1,23 @@
 """The summarization request schema: limits at the edge, shared by the HTTP and gRPC fronts."""
 
+import functools
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.results import LongInput
-from gateway.validation import texts_field
+from gateway.validation import TextLimits, texts_field
 from samo.contracts.summarizer import MAX_BEAMS, MAX_NEW_TOKENS
 from samo.settings import GatewaySettings
 
 
 def summary_request_model(settings: GatewaySettings) -> type[BaseModel]:
-    texts_type = texts_field(settings)
+    """The request schema with this process's limits (one class per limits, `TextLimits`)."""
+    return _summary_request_model(TextLimits.of(settings))
+
+
+@functools.cache
+def _summary_request_model(limits: TextLimits) -> type[BaseModel]:
+    texts_type = texts_field(limits)
 
     class SummarizeRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from gateway.batch_calls import infer_batches
+from gateway.context import RequestContext
 from gateway.errors import ErrorType, SamoError, not_found
 from gateway.observability.metrics import record_generated_tokens, record_texts
 from gateway.observability.tracing import stage
@@ -126,7 +127,7 @@ class SummarizationService:
         return self.embedder
 
     async def embed(
-        self, embedder: Embedder, sentences: Sequence[str]
+        self, context: RequestContext, embedder: Embedder, sentences: Sequence[str]
     ) -> tuple[np.ndarray, tuple[int, ...], tuple[bool, ...]]:
         rows = embedder.card.max_batch_size
         with stage("summarization.tokenize", model=embedder.name, texts=len(sentences)):
@@ -134,7 +135,9 @@ class SummarizationService:
                 embedder.encoder.encode(sentences[start : start + rows])
                 for start in range(0, len(sentences), rows)
             ]
-        outputs = await infer_batches(self.triton, embedder.name, [e.inputs for e in encoded], [EMBEDDINGS])
+        outputs = await infer_batches(
+            context, self.triton, embedder.name, [e.inputs for e in encoded], [EMBEDDINGS]
+        )
         vectors = (
             np.concatenate([o[EMBEDDINGS] for o in outputs]) if outputs else np.zeros((0, embedder.card.dims))
         )
@@ -148,41 +151,55 @@ class SummarizationService:
         return vectors.astype(np.float64), tokens, truncated
 
     async def summarize(
-        self, texts: Sequence[str], options: SummaryOptions = SummaryOptions()
+        self, context: RequestContext, texts: Sequence[str], options: SummaryOptions = SummaryOptions()
     ) -> SummaryResult:
         name = options.model or self.default
         if name in self.abstractive:
-            return await self._abstractive(self.abstractive[name], texts, options)
-        return await self._extractive(self._embedder(name), texts, options)
+            return await self._abstractive(context, self.abstractive[name], texts, options)
+        return await self._extractive(context, self._embedder(name), texts, options)
 
     async def _abstractive(
-        self, model: AbstractiveModel, texts: Sequence[str], options: SummaryOptions
+        self, context: RequestContext, model: AbstractiveModel, texts: Sequence[str], options: SummaryOptions
     ) -> SummaryResult:
         generation = _generation_options(options)
-        results = await asyncio.gather(*(self._summarize_text(model, t, generation, options) for t in texts))
+        results = await asyncio.gather(
+            *(self._summarize_text(context, model, t, generation, options) for t in texts)
+        )
         return SummaryResult(model=_abstractive_info(model), results=tuple(results), options=options)
 
     async def _summarize_text(
-        self, model: AbstractiveModel, text: str, generation: GenerationOptions, options: SummaryOptions
+        self,
+        context: RequestContext,
+        model: AbstractiveModel,
+        text: str,
+        generation: GenerationOptions,
+        options: SummaryOptions,
     ) -> Summary:
-        final_input = await self._final_input(model, text, generation, options)
-        tokens = await self._generate(model, final_input.encoded, generation)
+        final_input = await self._final_input(context, model, text, generation, options)
+        tokens = await self._generate(context, model, final_input.encoded, generation)
         return final_input.summary(model, text, tokens)
 
     async def _final_input(
-        self, model: AbstractiveModel, text: str, generation: GenerationOptions, options: SummaryOptions
+        self,
+        context: RequestContext,
+        model: AbstractiveModel,
+        text: str,
+        generation: GenerationOptions,
+        options: SummaryOptions,
     ) -> _FinalInput:
         """The input of the last generation pass: the text, or the joined summaries of its chunks."""
         whole = model.encode(text)
         if not (whole.truncated and options.long_input == "chunk"):
             return _FinalInput(whole, 1, whole.truncated)
         pieces = model.chunks(text)
-        partial = await asyncio.gather(*(self._generate(model, piece, generation) for piece in pieces))
+        partial = await asyncio.gather(
+            *(self._generate(context, model, piece, generation) for piece in pieces)
+        )
         joined = model.encode(" ".join(model.decode(tokens) for tokens in partial))
         return _FinalInput(joined, len(pieces), joined.truncated or any(piece.truncated for piece in pieces))
 
     async def stream(
-        self, text: str, options: SummaryOptions = SummaryOptions()
+        self, context: RequestContext, text: str, options: SummaryOptions = SummaryOptions()
     ) -> AsyncIterator[str | SummaryResult]:
         """The summary of one text as it is generated: new text as it appears, then the whole result.
 
@@ -192,14 +209,17 @@ class SummarizationService:
         name = options.model or self.default
         model = self.abstractive.get(name)
         if model is None or model.card.stream_model is None:
-            yield await self.summarize([text], options)
+            yield await self.summarize(context, [text], options)
             return
         generation = _generation_options(options)
-        final_input = await self._final_input(model, text, generation, options)
+        final_input = await self._final_input(context, model, text, generation, options)
         tokens: list[int] = []
         shown = ""
         async for output in self.triton.stream(
-            model.card.stream_model, _generation_inputs(final_input.encoded, generation), [OUTPUT_IDS]
+            context,
+            model.card.stream_model,
+            _generation_inputs(final_input.encoded, generation),
+            [OUTPUT_IDS],
         ):
             tokens.extend(output[OUTPUT_IDS].reshape(-1).tolist())
             current = model.decode(_without_eos(np.asarray(tokens, dtype=np.int64), model))
@@ -212,19 +232,25 @@ class SummarizationService:
         yield SummaryResult(model=_abstractive_info(model), results=(summary,), options=options)
 
     async def _generate(
-        self, model: AbstractiveModel, encoded: Encoded, generation: GenerationOptions
+        self,
+        context: RequestContext,
+        model: AbstractiveModel,
+        encoded: Encoded,
+        generation: GenerationOptions,
     ) -> np.ndarray:
-        outputs = await self.triton.infer(model.name, _generation_inputs(encoded, generation), [OUTPUT_IDS])
+        outputs = await self.triton.infer(
+            context, model.name, _generation_inputs(encoded, generation), [OUTPUT_IDS]
+        )
         tokens = _without_eos(outputs[OUTPUT_IDS].reshape(-1), model)
         record_generated_tokens(model.name, int(tokens.size))
         return tokens
 
     async def _extractive(
-        self, embedder: Embedder, texts: Sequence[str], options: SummaryOptions
+        self, context: RequestContext, embedder: Embedder, texts: Sequence[str], options: SummaryOptions
     ) -> SummaryResult:
         split = [split_sentences(text) for text in texts]
         flat = [sentence for sentences in split for sentence in sentences]
-        vectors, tokens, truncated = await self.embed(embedder, flat)
+        vectors, tokens, truncated = await self.embed(context, embedder, flat)
         if options.max_new_tokens is None:
             budget = SelectionBudget(max_sentences=DEFAULT_SENTENCES, min_tokens=options.min_new_tokens or 0)
         else:

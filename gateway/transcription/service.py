@@ -6,8 +6,9 @@ Memory does not grow with the recording's length: the decoder yields 10 s blocks
 `windows_in_flight` windows (30 s each, with their repairs) are in Triton at once; only segments are
 kept. Decoding waits while every slot is taken, so a long file is read at the pace Triton decodes it.
 
-The audio is charged to the request (work units and their deadline, `gateway.admission`; the caller's
-audio rate limit, `gateway.security`) before it goes to Triton: the declared duration when the file is
+The audio is charged to the request through its context (gateway/context.py: work units and their
+deadline, `gateway.admission`; the caller's audio rate limit, `gateway.security`) before it goes to
+Triton: the declared duration when the file is
 opened, and whatever decoding finds beyond it (a live WebM declares none) as it is found. The stream
 stops when the request's deadline (`gateway.deadlines`, grown by those charges) passes or its caller
 goes away (the HTTP client disconnects, the gRPC call is cancelled): windows in flight are cancelled
@@ -26,15 +27,14 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from gateway.admission import WHISPER_WINDOW_S, charge_audio
+from gateway.admission import WHISPER_WINDOW_S
 from gateway.audio.limits import AudioLimits
-from gateway.deadlines import time_left
+from gateway.context import RequestContext
 from gateway.errors import ErrorType, SamoError, invalid_input
 from gateway.observability.metrics import record_audio
 from gateway.observability.tracing import stage
 from gateway.repository import pick_model
 from gateway.results import Segment, Transcript, TranscriptionModelInfo
-from gateway.security import charge_audio_seconds
 from gateway.transcription.coverage import overlaps, uncovered
 from gateway.transcription.model import WhisperModel
 from gateway.transcription.planner import Window, WindowPlanner
@@ -81,21 +81,22 @@ class _DecodedWindow:
 class _AudioCharges:
     """What the request has been charged for its audio so far: `up_to` charges the rest of a duration."""
 
-    def __init__(self) -> None:
+    def __init__(self, context: RequestContext) -> None:
+        self.context = context
         self.seconds = 0.0
         self._units_seconds = 0.0  # admission: every upload was admitted with one window already
 
     async def up_to(self, seconds: float) -> None:
         if seconds <= self.seconds:
             return
-        # `charge_audio(d)` holds the units of d seconds past the window the request was admitted with.
+        # `hold_audio(d)` holds the units of d seconds past the window the request was admitted with.
         if not self._units_seconds:
-            charge_audio(seconds)
+            self.context.hold_audio(seconds)
             self._units_seconds = max(seconds, WHISPER_WINDOW_S)
         elif seconds > self._units_seconds:
-            charge_audio(WHISPER_WINDOW_S + seconds - self._units_seconds)
+            self.context.hold_audio(WHISPER_WINDOW_S + seconds - self._units_seconds)
             self._units_seconds = seconds
-        await charge_audio_seconds(seconds - self.seconds)
+        await self.context.meter_audio(seconds - self.seconds)
         self.seconds = seconds
 
 
@@ -136,7 +137,7 @@ class TranscriptionService:
             )
 
     async def stream(
-        self, data: bytes, options: DecodeOptions, model_name: str | None = None
+        self, context: RequestContext, data: bytes, options: DecodeOptions, model_name: str | None = None
     ) -> AsyncIterator[Segment | Transcript]:
         """Segments in order as their windows finish decoding, then the whole `Transcript`.
 
@@ -160,15 +161,15 @@ class TranscriptionService:
         ready: asyncio.Queue[asyncio.Task[_DecodedWindow] | Exception | None] = asyncio.Queue()
         in_flight: set[asyncio.Task[_DecodedWindow]] = set()
         producer = asyncio.create_task(
-            self._send_windows(reader, planner, model.name, payloads, ready, in_flight)
+            self._send_windows(context, reader, planner, model.name, payloads, ready, in_flight)
         )
         segments: list[Segment] = []
         first: WindowTranscript | None = None
         try:
-            while (item := await _within_deadline(ready.get())) is not None:
+            while (item := await _within_deadline(context, ready.get())) is not None:
                 if isinstance(item, Exception):
                     raise item
-                decoded = await _within_deadline(item)
+                decoded = await _within_deadline(context, item)
                 in_flight.discard(item)
                 first = first or decoded.transcript
                 for placed in decoded.placed:
@@ -210,6 +211,7 @@ class TranscriptionService:
 
     async def _send_windows(
         self,
+        context: RequestContext,
         reader: AudioReader,
         planner: WindowPlanner,
         model: str,
@@ -220,7 +222,7 @@ class TranscriptionService:
         """Decode, plan and send windows, each once a slot is free and its audio is charged; then put
         `None`, or the error that stopped it."""
         slots = asyncio.Semaphore(self.windows_in_flight)
-        charges = _AudioCharges()
+        charges = _AudioCharges(context)
         blocks = reader.blocks()
         try:
             if reader.declared_s is not None:
@@ -238,7 +240,7 @@ class TranscriptionService:
                 await charges.up_to(planner.size / SAMPLE_RATE)
                 for window in windows:
                     await slots.acquire()
-                    task = asyncio.create_task(self._covered_window(model, window, payloads))
+                    task = asyncio.create_task(self._covered_window(context, model, window, payloads))
                     task.add_done_callback(lambda _: slots.release())
                     in_flight.add(task)
                     ready.put_nowait(task)
@@ -250,16 +252,19 @@ class TranscriptionService:
         ready.put_nowait(None)
 
     async def _covered_window(
-        self, model: str, window: Window, payloads: tuple[bytes, bytes]
+        self, context: RequestContext, model: str, window: Window, payloads: tuple[bytes, bytes]
     ) -> _DecodedWindow:
         """One window decoded, then the speech its segments leave out decoded again, all placed in order."""
         start, end, speech = window.start, window.end, list(window.speech)
-        transcript = await self._window(model, window.samples, payloads[0])
+        transcript = await self._window(context, model, window.samples, payloads[0])
         placed = _place(transcript, start, end, speech)
         repairs = uncovered(speech, [(p.start, p.end) for p in placed], start, end)
         if repairs:
             repaired = await asyncio.gather(
-                *(self._window(model, window.samples[a - start : b - start], payloads[1]) for a, b in repairs)
+                *(
+                    self._window(context, model, window.samples[a - start : b - start], payloads[1])
+                    for a, b in repairs
+                )
             )
             for (a, b), result in zip(repairs, repaired, strict=True):
                 placed.extend(_place(result, a, b, speech))
@@ -267,25 +272,29 @@ class TranscriptionService:
         return _DecodedWindow(transcript, tuple(placed))
 
     async def transcribe(
-        self, data: bytes, options: DecodeOptions, model_name: str | None = None
+        self, context: RequestContext, data: bytes, options: DecodeOptions, model_name: str | None = None
     ) -> Transcript:
         transcript = None
-        async for item in self.stream(data, options, model_name):
+        async for item in self.stream(context, data, options, model_name):
             if isinstance(item, Transcript):
                 transcript = item
         assert transcript is not None, "stream() always ends with the transcript"
         return transcript
 
-    async def probe(self, model_name: str | None = None) -> None:
+    async def probe(self, context: RequestContext, model_name: str | None = None) -> None:
         """A real inference on a short silent window (model health; the default model if none named)."""
         model = self.model(model_name)
         silence = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
-        await self._window(model.name, silence, DecodeOptions(beam_size=1).model_dump_json().encode())
+        options = DecodeOptions(beam_size=1).model_dump_json().encode()
+        await self._window(context, model.name, silence, options)
 
-    async def _window(self, model: str, samples: np.ndarray, options: bytes) -> WindowTranscript:
+    async def _window(
+        self, context: RequestContext, model: str, samples: np.ndarray, options: bytes
+    ) -> WindowTranscript:
         if samples.size == 0:
             return WindowTranscript(language="en", language_probability=0.0, segments=())
         outputs = await self.triton.infer(
+            context,
             model,
             {
                 AUDIO: np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1),
@@ -330,14 +339,14 @@ def _words(words: tuple[Word, ...], offset: float, start: float, end: float) -> 
     return tuple(kept)
 
 
-async def _within_deadline(awaitable: Awaitable[T]) -> T:
+async def _within_deadline(context: RequestContext, awaitable: Awaitable[T]) -> T:
     """`awaitable`'s result, or DEADLINE_EXCEEDED (504) once the request's deadline passes; the deadline
     grows as audio is charged, so it is read again whenever the wait times out. Outside a request, no
     deadline (each Triton call has its own timeout)."""
     future = asyncio.ensure_future(awaitable)
     try:
         while not future.done():
-            left = time_left(math.inf)  # raises once the deadline has passed
+            left = context.time_left(math.inf)  # raises once the deadline has passed
             await asyncio.wait({future}, timeout=None if math.isinf(left) else left)
         return future.result()
     finally:

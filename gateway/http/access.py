@@ -1,10 +1,12 @@
-"""Access for HTTP: one pure ASGI middleware, answering 401 and 429 before the body is read."""
+"""Access for HTTP: one pure ASGI middleware, answering 401 and 429 before the body is read; the caller
+goes into the request's context (gateway/http/context.py)."""
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import SamoError
+from gateway.http.context import ACCESS, PRINCIPAL, remember
 from gateway.http.errors import error_response
 from gateway.security.access import Access
 from samo.settings import GatewaySettings
@@ -14,7 +16,7 @@ OPEN_PREFIX = "/health/"
 
 
 class AccessMiddleware:
-    """API key and rate limit on every route but /health/*; the caller is `current_principal` inside."""
+    """API key and rate limit on every route but /health/*; the caller is in the request's context."""
 
     def __init__(self, app: ASGIApp, access: Access, settings: GatewaySettings) -> None:
         self.app = app
@@ -38,8 +40,8 @@ class AccessMiddleware:
         except SamoError as error:
             await error_response(error, self.settings)(scope, receive, send)
             return
-        with self.access.granted(principal):
-            await self.app(scope, receive, send)
+        remember(scope, **{PRINCIPAL: principal, ACCESS: self.access})
+        await self.app(scope, receive, send)
 
 
 def _text(value: bytes | None) -> str | None:

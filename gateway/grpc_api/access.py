@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from gateway.errors import GRPC_ERROR_TYPE_KEY, GRPC_RETRY_AFTER_KEY, GRPC_STATUS, SamoError
+from gateway.grpc_api.calls import Callers
 from gateway.grpc_api.handlers import Behavior, rewrap
 from gateway.security.access import Access, Principal
 
@@ -35,10 +36,11 @@ def peer_host(peer: str) -> str:
 
 class AccessInterceptor(grpc.aio.ServerInterceptor):
     """Wraps each method handler so that the check runs in the call's own task, with its context:
-    refusals go out through `context.abort`, and `current_principal` is set for the servicer."""
+    refusals go out through `context.abort`, and the caller is kept in `callers` for the servicer."""
 
-    def __init__(self, access: Access) -> None:
+    def __init__(self, access: Access, callers: Callers) -> None:
         self.access = access
+        self.callers = callers
 
     async def intercept_service(
         self,
@@ -77,12 +79,12 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrapped(self, handler: grpc.RpcMethodHandler, admit: Admit) -> grpc.RpcMethodHandler:
         """The same handler kind and (de)serializers; its behavior runs once the caller is admitted."""
-        granted = self.access.granted
+        granted = self.callers.calling
 
         def unary_response(behavior: Behavior) -> Behavior:
             async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 principal = await admit(context)
-                with granted(principal):
+                with granted(context, principal):
                     return await behavior(request, context)
 
             return admitted
@@ -90,7 +92,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         def streamed_response(behavior: Behavior) -> Behavior:
             async def admitted(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 principal = await admit(context)
-                with granted(principal):
+                with granted(context, principal):
                     responses = behavior(request, context)
                     if inspect.isasyncgen(responses):
                         async for response in responses:

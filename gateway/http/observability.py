@@ -10,6 +10,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.http.context import REQUEST_ID, remember
 from gateway.observability.metrics import HTTP_LATENCY, HTTP_REQUESTS, INFLIGHT, labelled
 from gateway.observability.request_id import HEADER, accept_request_id, bind_request_id
 from gateway.observability.tracing import (
@@ -39,7 +40,8 @@ class ObservedRequests:
         start = time.perf_counter()
         offered = next((value for key, value in scope["headers"] if key == _HEADER_KEY), None)
         request_id = accept_request_id(offered)
-        bind_request_id(request_id)
+        bind_request_id(request_id)  # for log records
+        remember(scope, **{REQUEST_ID: request_id})  # for the request's context
         method = scope["method"]
         span = None
         if tracing_enabled():
