@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 REPOSITORY ?= model_repository
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test lint bench-emotion bench-whisper bench-summarizer bench-sweep loadtest clean-repository lock
+.PHONY: install serve test typecheck docs lint bench-emotion bench-whisper bench-summarizer bench-sweep loadtest clean-repository lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,18 @@ serve: $(STAMP) $(REPOSITORY)/emotion/config.pbtxt $(REPOSITORY)/whisper/config.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/pyright
 	$(BIN)/pytest
+
+# pyright over samo, samo_cli, gateway, exporters and load_tests ([tool.pyright] in pyproject.toml).
+typecheck: $(STAMP)
+	$(BIN)/pyright
+
+# The documentation site (mkdocs.yml, docs/) with live reload, on 127.0.0.1:8000 by default. Triton's HTTP
+# port under `make serve` is 8000 too: then `make docs DOCS_ADDR=127.0.0.1:8081`.
+DOCS_ADDR ?= 127.0.0.1:8000
+docs: $(STAMP)
+	$(BIN)/mkdocs serve -a $(DOCS_ADDR)
 
 bench-emotion: $(STAMP)
 	$(BIN)/samo bench emotion

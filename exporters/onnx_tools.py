@@ -32,7 +32,10 @@ def export_onnx(
     dynamic_axes = {t.name: t.dynamic_axes for t in (*contract.inputs, *contract.outputs)}
     args = tuple(sample[name] for name in contract.input_names)
     with warnings.catch_warnings(), torch.inference_mode():
-        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        warnings.simplefilter(
+            "ignore",
+            category=torch.jit.TracerWarning,  # pyright: ignore[reportPrivateImportUsage]  # documented; not in torch's __all__
+        )
         warnings.simplefilter("ignore", category=DeprecationWarning)
         torch.onnx.export(
             module,
@@ -61,7 +64,7 @@ def cpu_session(path: Path, threads: int = 2) -> ort.InferenceSession:
 class Session(Protocol):
     """What validation runs: an ONNX Runtime session, or `exporters.torch_target.ServedSession`."""
 
-    def run(self, output_names: Sequence[str], input_feed: Mapping[str, np.ndarray]) -> list[Any]: ...
+    def run(self, output_names: Sequence[str], input_feed: Mapping[str, np.ndarray], /) -> Sequence[Any]: ...
 
 
 @dataclass(frozen=True)

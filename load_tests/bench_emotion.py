@@ -53,6 +53,7 @@ from load_tests.loadgen import format_table, run_load_sync
 from load_tests.processes import free_port, gateway_stack, server_process, usable_cores
 from load_tests.texts import journal_texts
 from samo.contracts.emotion import LOGITS, to_probabilities
+from samo.generation.onnx_seq2seq import run_dense
 from samo.triton.model_config import read_model_config
 
 logger = logging.getLogger(__name__)
@@ -147,9 +148,12 @@ def prepare(
 class LoadShape(Protocol):
     """How a closed-loop run is shaped: `BenchOptions` here, the GPU check's options too."""
 
-    concurrency: tuple[int, ...]
-    duration_s: float
-    warmup_s: float
+    @property
+    def concurrency(self) -> tuple[int, ...]: ...
+    @property
+    def duration_s(self) -> float: ...
+    @property
+    def warmup_s(self) -> float: ...
 
 
 def load_rows(model: str, system: str, url: str, texts: list[str], shape: LoadShape) -> list[dict]:
@@ -280,20 +284,22 @@ def measure_in_process(
                 for i in range(0, len(texts) - pool + 1, pool)
             ]
 
-            def run(index: int, batches: list = batches) -> int:
+            def run_sorted(index: int, batches: list = batches) -> int:
                 feeds = batches[index % len(batches)]
                 for feed in feeds:
                     session.run([LOGITS], feed)
                 return sum(len(next(iter(feed.values()))) for feed in feeds)
 
+            run = run_sorted
         else:
             size = 1 if load == "batch 1" else IN_PROCESS_BATCH
             plain = [served.encode(texts[i : i + size]).inputs for i in range(0, len(texts) - size + 1, size)]
 
-            def run(index: int, plain: list = plain, size: int = size) -> int:
+            def run_plain(index: int, plain: list = plain, size: int = size) -> int:
                 session.run([LOGITS], plain[index % len(plain)])
                 return size
 
+            run = run_plain
         throughput, latencies = _timed(run, duration_s)
         rows.append(
             {
@@ -337,7 +343,7 @@ def quantization_change(int8_dir: Path, fp32_dir: Path, texts: Sequence[str]) ->
     scores = []
     for model_dir in (fp32_dir, int8_dir):
         session = cpu_session(model_dir / MODEL_VERSION / ONNX_FILE)
-        logits = [session.run([LOGITS], served.encode([text]).inputs)[0] for text in texts]
+        logits = [run_dense(session, [LOGITS], served.encode([text]).inputs)[0] for text in texts]
         scores.append(to_probabilities(np.concatenate(logits), activation))
     fp32, int8 = scores
     decisions = (fp32 >= served.thresholds), (int8 >= served.thresholds)

@@ -107,7 +107,7 @@ def write_section(path: Path, section: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--jfk", type=Path, default=Path("tests/data/jfk.wav"))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--output", type=Path, default=None, help="Write the table into this file's section.")

@@ -214,16 +214,22 @@ async def _closed_loop(
     return done, duration_s, len(errors)
 
 
-def _transcribe_once(url: str, clip: Clip, model: str, attempts: int = 5) -> str | None:
-    """One transcription, retried after 429/503 (overload, a model being reloaded) as Retry-After says;
-    None when it still fails (e.g. 504: the gateway's deadline for the file passed)."""
-    for _ in range(attempts - 1):
-        response = httpx.post(
+def _transcribe_once(url: str, clip: Clip, model: str, attempts: int = 4) -> str | None:
+    """One transcription, tried up to `attempts` times: again after 429/503 (overload, a model being
+    reloaded) as Retry-After says; None when it still fails (e.g. 504: the gateway's deadline for the
+    file passed)."""
+
+    def post() -> httpx.Response:
+        return httpx.post(
             url, files={"file": (f"{clip.name}.wav", clip.wav)}, data={"model": model}, timeout=600
         )
+
+    response = post()
+    for _ in range(attempts - 1):
         if response.status_code not in (429, 503):
             break
         time.sleep(float(response.headers.get("retry-after", "2")))
+        response = post()
     if response.status_code != 200:
         logger.warning("%s answered %d for %s: no word error rate", url, response.status_code, clip.name)
         return None

@@ -46,9 +46,12 @@ class StepLoad(LoadTestShape):
         self._listening = False
 
     def tick(self) -> tuple[int, float] | None:
-        options = self.runner.environment.parsed_options
+        runner = self.runner
+        # Locust sets the runner, with the command line's options, before the first tick.
+        assert runner is not None and runner.environment.parsed_options is not None
+        options = runner.environment.parsed_options
         if not self._listening:
-            self.runner.environment.events.request.add_listener(self._on_request)
+            runner.environment.events.request.add_listener(self._on_request)
             self._listening = True
             # A step is a request rate only if users are paced (constant_throughput): 1 request/s each.
             options.rate_per_user = options.rate_per_user if options.rate_per_user > 0 else 1.0
@@ -74,6 +77,7 @@ class StepLoad(LoadTestShape):
         self._failures = 0
 
     def _on_request(self, response_time: float, exception: BaseException | None, **_: Any) -> None:
+        assert self.runner is not None and self.runner.environment.parsed_options is not None
         duration = self.runner.environment.parsed_options.step_duration
         if time.perf_counter() - self._step_started < SETTLE_FRACTION * duration:
             return

@@ -68,15 +68,18 @@ def add_arguments(parser: Any) -> None:
 def on_init(environment: Environment, **_: Any) -> None:
     global _mix, _request_log
     options = environment.parsed_options
+    assert options is not None  # locust parses the command line before `init`
     _mix = parse_mix(options.mix)
     if not options.grpc_target and GrpcJournalUser in environment.user_classes:
         if len(environment.user_classes) == 1:
             raise SystemExit("GrpcJournalUser needs --grpc-target HOST:PORT")
         environment.user_classes[:] = [u for u in environment.user_classes if u is not GrpcJournalUser]
     # Speech is synthesized and cut here, once, rather than inside the first requests' timings.
-    payloads.entries(), payloads.long_entries()
+    payloads.entries()
+    payloads.long_entries()
     if {"transcribe", "journal_audio"} & _mix.keys():
-        payloads.clips(), payloads.spoken_entries()
+        payloads.clips()
+        payloads.spoken_entries()
     if options.request_log:
         _request_log = RequestLog(options.request_log)
         environment.events.request.add_listener(_request_log.on_request)

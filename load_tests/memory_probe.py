@@ -69,6 +69,7 @@ def encode(
     buffer = io.BytesIO()
     with av.open(buffer, "w", format=container) as output:
         stream = output.add_stream(codec, rate=rate, layout="mono")
+        assert isinstance(stream, av.AudioStream), f"{codec} is not an audio codec"
         stream.codec_context.time_base = Fraction(1, rate)
         if options:
             stream.codec_context.options = options
@@ -168,11 +169,16 @@ def measure_upload(
 ) -> tuple[MemoryFigures, dict]:
     """Idle RSS, then the peak RSS of process `pid` while `url` transcribes the upload; and the answer."""
     with httpx.Client(base_url=url, timeout=3600) as client:
-        for _ in range(30):  # 503 while a model is (re)loaded: wait as Retry-After says
-            warm = client.post("/v1/transcribe", files={"file": ("warm.wav", JFK_WAV.read_bytes())})
+
+        def post_warm() -> httpx.Response:
+            return client.post("/v1/transcribe", files={"file": ("warm.wav", JFK_WAV.read_bytes())})
+
+        warm = post_warm()
+        for _ in range(29):  # 503 while a model is (re)loaded: wait as Retry-After says, 30 tries in all
             if warm.status_code != 503:
                 break
             time.sleep(float(warm.headers.get("retry-after", "2")))
+            warm = post_warm()
         warm.raise_for_status()
         time.sleep(1.0)  # let the warm-up's buffers go back before idle is read
         idle = rss_mb(pid)
@@ -230,7 +236,7 @@ def table(rows: list[MemoryFigures]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--minutes", type=float, default=59.0)
     parser.add_argument("--kind", choices=KINDS, action="append", help="repeatable; default: all three")

@@ -72,7 +72,9 @@ def _classifier(
         classify.model = _int8(classify.model)
 
     def fine_tuned(texts: list[str]) -> list[dict[str, float]]:
-        return [{item["label"]: item["score"] for item in result} for result in classify(texts)]
+        # With top_k=None, a list of texts gives one list of labels per text; transformers hints one list.
+        results: list[list[dict[str, Any]]] = classify(texts)  # pyright: ignore[reportAssignmentType]
+        return [{item["label"]: item["score"] for item in result} for result in results]
 
     return fine_tuned
 

@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on servers and in tests
 
 import matplotlib.pyplot as plt  # after the backend is chosen
+import matplotlib.ticker
 import numpy as np
 
 Series = tuple[Sequence[float], Sequence[float]]

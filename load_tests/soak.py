@@ -386,8 +386,13 @@ async def soak(
     clients, channel = await _open_clients(options)
     runner = _Runner(workload(options.seed, with_grpc=clients.grpc is not None), clients, options.seed)
     try:
-        sustainable, steps = (None, []) if options.rate else await search_rate(runner, options)
-        rate = options.rate or options.load_fraction * sustainable
+        sustainable: float | None = None
+        steps: list[SearchStep] = []
+        if options.rate:
+            rate = options.rate
+        else:
+            sustainable, steps = await search_rate(runner, options)
+            rate = options.load_fraction * sustainable
         logger.info(
             "soak: %.1f req/s, %.0f s warm-up then %.0f s measured",
             rate,

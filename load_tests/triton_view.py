@@ -135,7 +135,9 @@ VIEW_COLUMNS = (
 def counters(client: InferenceServerClient) -> dict[str, ModelCounters]:
     """Every loaded model's counters, by model name (versions summed)."""
     totals: dict[str, ModelCounters] = {}
-    for stats in client.get_inference_statistics(model_name="").model_stats:
+    # tritonclient raises on errors (through an unannotated helper) instead of returning None.
+    response = client.get_inference_statistics(model_name="")
+    for stats in response.model_stats:  # pyright: ignore[reportOptionalMemberAccess]
         current = ModelCounters.from_statistics(stats)
         previous = totals.get(stats.name)
         totals[stats.name] = current if previous is None else _add(previous, current)

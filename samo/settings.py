@@ -19,11 +19,13 @@ class GatewaySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SAMO_", frozen=True)
 
-    host: str = Field("127.0.0.1", description="HTTP bind address.")
-    port: int = Field(8080, ge=1, le=65535, description="HTTP port.")
-    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC API port (samo.v1); 0 picks a free one.")
+    host: str = Field(default="127.0.0.1", description="HTTP bind address.")
+    port: int = Field(default=8080, ge=1, le=65535, description="HTTP port.")
+    grpc_port: int = Field(
+        default=50051, ge=0, le=65535, description="gRPC API port (samo.v1); 0 picks a free one."
+    )
     keep_alive_s: float = Field(
-        75.0,
+        default=75.0,
         gt=0,
         description="Seconds an idle HTTP keep-alive connection stays open. Keep it above the idle timeout "
         "of whatever pools connections in front (load balancers: 60 s on AWS ALB; client pools): a "
@@ -31,7 +33,7 @@ class GatewaySettings(BaseSettings):
         "is 5 s).",
     )
     workers: int = Field(
-        1,
+        default=1,
         ge=1,
         le=256,
         description="Gateway processes sharing the HTTP and gRPC ports. One process tokenizes and "
@@ -39,63 +41,67 @@ class GatewaySettings(BaseSettings):
         "`admission_budget` and `grpc_max_concurrent_rpcs` are per process; /metrics adds up all of them.",
     )
     grpc_max_message_bytes: int = Field(
-        26 << 20, ge=1 << 20, description="Largest gRPC request accepted, bytes: the audio limit plus room."
+        default=26 << 20,
+        ge=1 << 20,
+        description="Largest gRPC request accepted, bytes: the audio limit plus room.",
     )
     grpc_max_send_message_bytes: int = Field(
-        16 << 20,
+        default=16 << 20,
         ge=4096,
         description="Largest gRPC response sent, bytes (a transcript with word timestamps of an hour of "
         "speech is under 2 MB); a larger one fails with RESOURCE_EXHAUSTED instead of being buffered.",
     )
     grpc_max_concurrent_rpcs: int = Field(
-        1024,
+        default=1024,
         ge=1,
         description="gRPC calls in progress at once, streams included until they end; grpc refuses more "
         "with RESOURCE_EXHAUSTED before reading them. Admission by cost (`admission_budget`) applies below it.",
     )
     triton_grpc_url: str = Field(
-        "127.0.0.1:8001",
+        default="127.0.0.1:8001",
         description="Triton's gRPC endpoint for every model not in `triton_model_urls`: `host:port`, or a "
         "gRPC target that names several servers, `dns:///triton-headless:8001` (a headless Service: one "
         "address per pod) or `ipv4:10.0.0.1:8001,10.0.0.2:8001`; calls are balanced round robin over them.",
     )
     triton_model_urls: dict[str, str] = Field(
-        {},
+        default={},
         description="Models served by another Triton, as JSON: model name -> gRPC target (same forms as "
         '`triton_grpc_url`), e.g. `{"whisper": "dns:///samo-triton-whisper-headless:8001"}`. One channel '
         "per distinct target.",
     )
     triton_restricted_key: SecretStr | None = Field(
-        None,
+        default=None,
         description="The key Triton's model-repository and shared-memory protocols are restricted with "
         "(`--grpc-restricted-protocol=model-repository,shared-memory:samo-triton-key=<key>`); sent as the "
         "`samo-triton-key` metadata of the gateway's model reloads. Unset: sent nowhere.",
     )
     model_repository: Path = Field(
-        Path("model_repository"),
+        default=Path("model_repository"),
         description="The repository Triton serves; the gateway reads tokenizers, labels and thresholds from it.",
     )
-    default_emotion_model: str = Field("emotion", description="Model used when a request names none.")
+    default_emotion_model: str = Field(default="emotion", description="Model used when a request names none.")
     default_whisper_model: str = Field(
-        "whisper", description="Transcription model used when a request names none."
+        default="whisper", description="Transcription model used when a request names none."
     )
     default_summarizer: str | None = Field(
-        None,
+        default=None,
         description="Summarization model used when a request names none; unset: the first abstractive "
         "model installed, else `extractive`.",
     )
-    max_audio_bytes: int = Field(25 << 20, ge=1024, description="Largest audio upload, bytes (413 above).")
+    max_audio_bytes: int = Field(
+        default=25 << 20, ge=1024, description="Largest audio upload, bytes (413 above)."
+    )
     max_audio_duration_s: float = Field(
-        3600.0, gt=0, description="Longest audio accepted, seconds (413 above)."
+        default=3600.0, gt=0, description="Longest audio accepted, seconds (413 above)."
     )
     max_audio_decode_samples: int = Field(
-        3600 * 48_000 * 2,
+        default=3600 * 48_000 * 2,
         ge=1,
         description="Decoding budget per upload, input samples over all channels (sample rate x channels "
         "x seconds; 413 above): bounds the CPU one file takes. Default: an hour of 48 kHz stereo.",
     )
     max_body_bytes: int = Field(
-        8 << 20,
+        default=8 << 20,
         ge=1024,
         description="Largest request body that is not an audio upload, bytes (413 above, checked on "
         "Content-Length and while the body arrives). Must hold `max_texts` texts of `max_text_chars`: "
@@ -103,7 +109,7 @@ class GatewaySettings(BaseSettings):
         "Audio uploads are limited to `max_audio_bytes` plus 64 KiB of form.",
     )
     max_windows_in_flight: int = Field(
-        4,
+        default=4,
         ge=1,
         description="30 s windows of one recording in Triton at once (with their repairs); decoding waits "
         "while all are taken. Each costs the gateway about 6 MB while in flight. More fill Whisper's "
@@ -111,22 +117,24 @@ class GatewaySettings(BaseSettings):
         "of speech as fast as 8, with 30 MB less memory.",
     )
     max_texts: int = Field(
-        ENCODER_MAX_BATCH_SIZE,
+        default=ENCODER_MAX_BATCH_SIZE,
         ge=1,
         description="Texts per request (422 above); each model's card sets how many go in one Triton call.",
     )
     max_text_chars: int = Field(
-        20_000, ge=1, description="Characters per text; tokens past the model's limit are truncated anyway."
+        default=20_000,
+        ge=1,
+        description="Characters per text; tokens past the model's limit are truncated anyway.",
     )
     triton_timeout_s: float = Field(
-        30.0,
+        default=30.0,
         gt=0,
         description="A request's deadline before its work is counted, seconds: Triton calls outside a "
         "request (readiness) get this; a request gets this plus `deadline_s_per_unit` per work unit.",
     )
     # Admission, deadlines and overload (gateway/admission.py, gateway/deadlines.py).
     admission_budget: int = Field(
-        65_536,
+        default=65_536,
         ge=1,
         description="Work in progress at once, in work units (one text through an encoder; see "
         "`units_per_token` and `units_per_audio_s`); a request that would pass it gets 429 with "
@@ -134,29 +142,29 @@ class GatewaySettings(BaseSettings):
         "whole budget is admitted only when nothing else is in progress.",
     )
     units_per_token: float = Field(
-        2.0,
+        default=2.0,
         ge=0,
         description="Work units per token a summary may generate, per beam (max_new_tokens x num_beams, "
         "the model's defaults where unset).",
     )
     units_per_audio_s: float = Field(
-        16.0,
+        default=16.0,
         ge=0,
         description="Work units per second of audio to transcribe; an upload is admitted at one 30 s "
         "window before it is read, and topped up to its duration once that is known.",
     )
     deadline_s_per_unit: float = Field(
-        0.05,
+        default=0.05,
         ge=0,
         description="Seconds added to a request's deadline (`triton_timeout_s`) per work unit, so long "
         "audio and long summaries get time in proportion; Triton drops a request still queued at its "
         "deadline. The default gives audio 0.8 s per second of recording: tiny.en on 2 busy CPU cores "
         "ran near 0.3 s per second, and a 124 s file missed a 0.16 s-per-second deadline under load.",
     )
-    retry_after_s: int = Field(2, ge=1, description="Retry-After sent with 429 and 503, seconds.")
+    retry_after_s: int = Field(default=2, ge=1, description="Retry-After sent with 429 and 503, seconds.")
     # Health, healing and shutdown (gateway/health, gateway/shutdown.py).
     health_probe_interval_s: float = Field(
-        5.0,
+        default=5.0,
         gt=0,
         description="How often every model is probed with a real inference, seconds; a failing model is "
         "reloaded in Triton. A request failing with a server-side error probes its model at once, so this "
@@ -164,7 +172,7 @@ class GatewaySettings(BaseSettings):
         "inference per model (a 0.5 s silent window for Whisper).",
     )
     health_probe_timeout_s: float = Field(
-        30.0,
+        default=30.0,
         gt=0,
         description="A probe not answered within this marks its model `slow` in /health/models, seconds: "
         "still ready and never reloaded while Triton reports the model loaded, since on a busy CPU a probe "
@@ -172,7 +180,7 @@ class GatewaySettings(BaseSettings):
         "would turn slowness into an outage.",
     )
     shutdown_grace_s: float = Field(
-        20.0,
+        default=20.0,
         ge=0,
         description="On SIGTERM: readiness turns false, new requests are refused, and requests in "
         "progress (HTTP and gRPC) get this long to finish before the process exits, seconds. Kubernetes' "
@@ -180,53 +188,53 @@ class GatewaySettings(BaseSettings):
     )
     # Access (gateway/security): API keys, rate limits, TLS, CORS.
     api_keys_file: Path | None = Field(
-        None,
+        default=None,
         description="File of API keys, one `name:key` per line (`#` comments); reloaded when it changes "
         "and on SIGHUP. Set: every route but /health/* needs `Authorization: Bearer <key>` (or "
         "`X-API-Key`). Unset: the gateway is open to anyone who reaches it.",
     )
     api_keys_reload_s: float = Field(
-        2.0, gt=0, description="How often the API key file is checked for changes, seconds."
+        default=2.0, gt=0, description="How often the API key file is checked for changes, seconds."
     )
     rate_limit: str | None = Field(
-        None,
+        default=None,
         pattern=RATE_LIMIT_PATTERN,
         description="Requests per API key (per client address when the gateway is open), e.g. "
         "`120/minute` or `10/second;600/hour`; 429 with Retry-After above. Unset: no limit.",
     )
     audio_rate_limit: str | None = Field(
-        None,
+        default=None,
         pattern=RATE_LIMIT_PATTERN,
         description="Seconds of audio per API key (or client address), e.g. `3600/hour`, counted when an "
         "upload is decoded; 429 with Retry-After above. Unset: no limit.",
     )
     rate_limit_storage: str | None = Field(
-        None,
+        default=None,
         pattern=r"^(memory|redis|rediss|redis\+unix)://",
         description="Where rate-limit counters live: unset or `memory://` in this process; "
         "`redis://host:port/db` (or `rediss://`) shared by every replica.",
     )
     tls_cert: Path | None = Field(
-        None, description="PEM certificate chain: HTTP and gRPC serve TLS with it (needs `tls_key`)."
+        default=None, description="PEM certificate chain: HTTP and gRPC serve TLS with it (needs `tls_key`)."
     )
-    tls_key: Path | None = Field(None, description="PEM private key of `tls_cert`.")
+    tls_key: Path | None = Field(default=None, description="PEM private key of `tls_cert`.")
     cors_allow_origins: Annotated[tuple[str, ...], NoDecode] = Field(
-        (),
+        default=(),
         description="Browser origins allowed by CORS, comma-separated (`*` for any); empty: no CORS headers.",
     )
     # Request IDs, logs, traces and metrics (gateway/observability).
     log_format: Literal["text", "json"] = Field(
-        "text",
+        default="text",
         description="Log lines on stderr: `text`, or `json` (one object per line: time, level, logger, "
         "process, request_id, message).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO",
+        default="INFO",
         description="Level of the gateway's own logs; DEBUG adds one line per request (route, status, "
         "milliseconds).",
     )
     otlp_endpoint: str | None = Field(
-        None,
+        default=None,
         pattern=r"^https?://",
         description="OpenTelemetry: base URL of an OTLP/HTTP receiver (e.g. `http://otel-collector:4318`); "
         "spans go to `<url>/v1/traces`. Unset: tracing is off unless the standard "

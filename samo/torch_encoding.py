@@ -43,6 +43,10 @@ PROTOTYPES_FILE = "prototypes.safetensors"
 class TorchEncoder(torch.nn.Module):
     """A Hugging Face encoder and its head: named int64 inputs in, one float32 vector per row out."""
 
+    # Buffers, set by `register_buffer`: None unless the head is `prototypes`.
+    prototypes: torch.Tensor | None
+    bias: torch.Tensor | None
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -79,7 +83,9 @@ class TorchEncoder(torch.nn.Module):
         embeddings = F.normalize(pooled, dim=-1)
         if self.head == "mean-pooled":
             return embeddings
-        return torch.sigmoid(self.scale * (embeddings @ self.prototypes.T - self.bias))
+        prototypes, bias = self.prototypes, self.bias
+        assert prototypes is not None and bias is not None  # the `prototypes` head has both (__init__)
+        return torch.sigmoid(self.scale * (embeddings @ prototypes.T - bias))
 
 
 def save_prototypes(folder: Path, prototypes: torch.Tensor, bias: torch.Tensor, scale: float) -> Path:

@@ -15,6 +15,7 @@ from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedTokenizerBase,
 )
 
@@ -205,7 +206,7 @@ class _LogitsOf(torch.nn.Module):
         return self.model(**dict(zip(self.input_names, inputs, strict=True))).logits
 
 
-def _max_length(tokenizer: PreTrainedTokenizerBase, config: AutoConfig) -> int:
+def _max_length(tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig) -> int:
     if tokenizer.model_max_length and tokenizer.model_max_length < 100_000:
         return int(tokenizer.model_max_length)
     # RoBERTa-style position ids start after the padding index.
@@ -229,7 +230,10 @@ def _load_checkpoint(options: EmotionExportOptions) -> _Loaded:
         "token_type_ids" in tokenizer.model_input_names and getattr(config, "type_vocab_size", 0) > 0
     )
     contract = EmotionContract(num_labels=config.num_labels, token_type_ids=token_type_ids)
-    labels = tuple(config.id2label[i] for i in range(config.num_labels))
+    labels = tuple(
+        config.id2label[i]  # pyright: ignore[reportOptionalSubscript]  # set by PretrainedConfig.__init__
+        for i in range(config.num_labels)
+    )
     activation = options.activation
     if activation == "auto":
         activation = "softmax" if config.problem_type == "single_label_classification" else "sigmoid"
@@ -268,7 +272,8 @@ def _load_zero_shot(options: EmotionExportOptions) -> _Loaded:
         activation="none",
         max_length=options.max_length or built.max_length,
         token_type_ids=True,
-        pad_token_id=built.tokenizer.pad_token_id or 0,
+        # transformers reads `pad_token_id` through an untyped `__getattr__` (str, list or int).
+        pad_token_id=built.tokenizer.pad_token_id or 0,  # pyright: ignore[reportArgumentType]
         quantization=options.quantize,
         target=options.target,
         samo_version=samo.__version__,
@@ -305,7 +310,11 @@ def _encode(
     encoded = tokenizer(
         list(texts), padding=True, truncation=True, max_length=card.max_length, return_tensors="np"
     )
-    return {name: encoded[name].astype(np.int64) for name in card.contract.model.input_names}
+    # BatchEncoding's `__getitem__` is hinted `Any | Encoding`; a name gives an array (return_tensors="np").
+    return {
+        name: encoded[name].astype(np.int64)  # pyright: ignore[reportAttributeAccessIssue]
+        for name in card.contract.model.input_names
+    }
 
 
 def validation_batches(tokenizer: PreTrainedTokenizerBase, card: EncoderCard) -> list[dict[str, np.ndarray]]:

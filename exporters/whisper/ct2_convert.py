@@ -463,8 +463,9 @@ def _build_tokenizer(
     # tokenizer.json; add the missing tail as ordinary added tokens so the ids line up.
     missing = [token for token in vocabulary if token not in known]
     if missing:
+        # transformers hints `add_tokens` with its own fallback `AddedToken` class, not tokenizers' own.
         tokenizer.add_tokens(
-            [
+            [  # pyright: ignore[reportArgumentType]
                 AddedToken(token, lstrip=False, rstrip=False, normalized=False, special=False)
                 for token in missing
             ]

@@ -51,9 +51,13 @@ class EmbeddingModelCard(BaseModel):
     token_type_ids: bool = True
     pad_token_id: int = 0
     max_batch_size: int = Field(
-        ENCODER_MAX_BATCH_SIZE, gt=0, description="texts per Triton request (config.pbtxt max_batch_size)"
+        default=ENCODER_MAX_BATCH_SIZE,
+        gt=0,
+        description="texts per Triton request (config.pbtxt max_batch_size)",
     )
-    target: EncoderTarget = Field("cpu", description="where it runs; `gpu` takes equal-length rows only")
+    target: EncoderTarget = Field(
+        default="cpu", description="where it runs; `gpu` takes equal-length rows only"
+    )
     samo_version: str = ""
 
     @property

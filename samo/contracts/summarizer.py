@@ -47,13 +47,13 @@ class GenerationOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
-    min_new_tokens: int | None = Field(None, ge=0, le=MAX_NEW_TOKENS)
-    num_beams: int | None = Field(None, ge=1, le=MAX_BEAMS)
-    length_penalty: float | None = Field(None, ge=-10.0, le=10.0)
+    max_new_tokens: int | None = Field(default=None, ge=1, le=MAX_NEW_TOKENS)
+    min_new_tokens: int | None = Field(default=None, ge=0, le=MAX_NEW_TOKENS)
+    num_beams: int | None = Field(default=None, ge=1, le=MAX_BEAMS)
+    length_penalty: float | None = Field(default=None, ge=-10.0, le=10.0)
     early_stopping: EarlyStopping | None = None
-    no_repeat_ngram_size: int | None = Field(None, ge=0, le=16)
-    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
+    no_repeat_ngram_size: int | None = Field(default=None, ge=0, le=16)
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
 
 
 class GenerationDefaults(BaseModel):
@@ -61,7 +61,7 @@ class GenerationDefaults(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    max_new_tokens: int = Field(128, ge=1, le=MAX_NEW_TOKENS)
+    max_new_tokens: int = Field(default=128, ge=1, le=MAX_NEW_TOKENS)
     min_new_tokens: int = 0
     num_beams: int = 1
     length_penalty: float = 1.0

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
 
-try:
+if sys.version_info >= (3, 11):  # noqa: UP036
     from enum import StrEnum
-except ImportError:  # Python 3.10: Triton's GPU image runs the Python-backend models, which read contracts
+else:  # Python 3.10: Triton's GPU image runs the Python-backend models, which read contracts
 
     class StrEnum(str, Enum):  # noqa: UP042
         def __str__(self) -> str:

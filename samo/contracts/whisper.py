@@ -55,14 +55,19 @@ class DecodeOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    language: str | None = Field(None, description="ISO 639-1 code; None detects it (multilingual models).")
+    language: str | None = Field(
+        default=None, description="ISO 639-1 code; None detects it (multilingual models)."
+    )
     task: Literal["transcribe", "translate"] = "transcribe"
-    beam_size: int = Field(5, ge=1, le=MAX_BEAMS)
-    temperature: float = Field(0.0, ge=0.0, le=1.0, description="0: beam search; above: sampling.")
-    initial_prompt: str | None = Field(None, max_length=1000, description="Text that conditions the decoder.")
+    beam_size: int = Field(default=5, ge=1, le=MAX_BEAMS)
+    temperature: float = Field(default=0.0, ge=0.0, le=1.0, description="0: beam search; above: sampling.")
+    initial_prompt: str | None = Field(
+        default=None, max_length=1000, description="Text that conditions the decoder."
+    )
     without_timestamps: bool = False
     word_timestamps: bool = Field(
-        False, description="Words with start/end per segment (backends whose card says `word_timestamps`)."
+        default=False,
+        description="Words with start/end per segment (backends whose card says `word_timestamps`).",
     )
 
 

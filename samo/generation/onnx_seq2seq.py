@@ -8,8 +8,10 @@ Files: `encoder_model.onnx`, `decoder_model.onnx` (runs the prompt, returns the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnxruntime as ort
@@ -35,6 +37,14 @@ def session_options(threads: int) -> ort.SessionOptions:
     # A shared CPU: spinning threads would steal cycles from the gateway and the other models.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
+
+
+def run_dense(
+    session: ort.InferenceSession, names: Sequence[str], feeds: Mapping[str, np.ndarray]
+) -> list[np.ndarray]:
+    """`session.run` for graphs whose outputs are all dense tensors (ONNX Runtime's hints also allow
+    sparse tensors, sequences and maps)."""
+    return cast("list[np.ndarray]", session.run(names, feeds))
 
 
 def instance_providers(args: dict[str, str]) -> list:
@@ -67,12 +77,16 @@ class OnnxSeq2Seq:
         for row, ids in enumerate(token_ids):
             input_ids[row, : len(ids)] = ids
             mask[row, : len(ids)] = 1
-        (hidden,) = self.encoder.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": mask})
+        (hidden,) = run_dense(
+            self.encoder, ["last_hidden_state"], {"input_ids": input_ids, "attention_mask": mask}
+        )
         return Encoded(hidden, mask)
 
     def encode_features(self, features: np.ndarray) -> Encoded:
         """Encode audio features [batch, mels, frames] (Whisper)."""
-        (hidden,) = self.encoder.run(["last_hidden_state"], {"input_features": features.astype(np.float32)})
+        (hidden,) = run_dense(
+            self.encoder, ["last_hidden_state"], {"input_features": features.astype(np.float32)}
+        )
         return Encoded(hidden, None)
 
     def decoder(self, encoded: Encoded, items: np.ndarray) -> OnnxDecoderSession:
@@ -95,7 +109,7 @@ class OnnxDecoderSession:
         feeds = {"input_ids": prompt.astype(np.int64), "encoder_hidden_states": self.hidden}
         if "encoder_attention_mask" in self.model._first_inputs and self.mask is not None:
             feeds["encoder_attention_mask"] = self.mask
-        outputs = self.model.first.run(self.model._first_outputs, feeds)
+        outputs = run_dense(self.model.first, self.model._first_outputs, feeds)
         self._store(self.model._first_outputs, outputs)
         self.hidden = None  # the cross-attention cache replaces it
         return outputs[0]
@@ -105,7 +119,7 @@ class OnnxDecoderSession:
         feeds["input_ids"] = tokens.astype(np.int64).reshape(-1, 1)
         if "encoder_attention_mask" in self.model._next_inputs and self.mask is not None:
             feeds["encoder_attention_mask"] = self.mask
-        outputs = self.model.next.run(self.model._next_outputs, feeds)
+        outputs = run_dense(self.model.next, self.model._next_outputs, feeds)
         self._store(self.model._next_outputs, outputs)
         return outputs[0][:, -1, :]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -35,21 +35,31 @@ class DecoderSession(Protocol):
 
     def start(self, prompt: np.ndarray) -> np.ndarray:
         """Run the prompt [rows, length]; return the last position's logits [rows, vocab]."""
+        ...
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """Feed one token per row [rows]; return logits [rows, vocab]."""
+        ...
 
     def keep(self, rows: np.ndarray) -> None:
         """Keep these rows of the cache, in this order (finished rows leave)."""
+        ...
 
     def reorder_beams(self, rows: np.ndarray) -> None:
         """Reorder rows among the beams of each item (beam search); rows never move between items,
         so what is equal across an item's beams (the cross-attention cache) need not move."""
+        ...
 
 
-class Seq2SeqModel(Protocol):
-    def decoder(self, encoded: object, items: np.ndarray) -> DecoderSession:
+# What a model's encoder returned (`OnnxSeq2Seq`'s `Encoded`); the search only hands it back to the model.
+EncodedT = TypeVar("EncodedT")
+EncodedT_contra = TypeVar("EncodedT_contra", contravariant=True)
+
+
+class Seq2SeqModel(Protocol[EncodedT_contra]):
+    def decoder(self, encoded: EncodedT_contra, items: np.ndarray) -> DecoderSession:
         """A session over encoder outputs `encoded`, one row per entry of `items` (repeats allowed)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -73,8 +83,8 @@ TokenCallback = Callable[[int, int], None]
 
 
 def generate(
-    model: Seq2SeqModel,
-    encoded: object,
+    model: Seq2SeqModel[EncodedT],
+    encoded: EncodedT,
     requests: Sequence[Request],
     special: SpecialTokens,
     on_token: TokenCallback | None = None,

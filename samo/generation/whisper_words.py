@@ -12,7 +12,7 @@ task); the trimming runs per window so windows of different requests never influ
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ctranslate2
@@ -29,7 +29,10 @@ INPUT_STRIDE = 2  # the encoder halves the mel frames
 class _Aligner:
     """What `WhisperModel.find_alignment` reads of `self`: the CTranslate2 model and its time scale."""
 
-    find_alignment = WhisperModel.find_alignment
+    # (tokenizer, text tokens per window, encoder output, frames per window) -> words per window.
+    find_alignment: Callable[[Tokenizer, list[list[int]], Any, list[int]], list[list[dict]]] = (
+        WhisperModel.find_alignment  # pyright: ignore[reportAssignmentType]  # hinted for one window; it takes a batch
+    )
 
     def __init__(self, model: Any, tokens_per_second: int) -> None:
         self.model = model
@@ -40,7 +43,10 @@ class _WindowWords:
     """What `WhisperModel.add_word_timestamps` reads of `self`, with one window's alignment computed
     beforehand (in a batch) and handed back by `find_alignment`."""
 
-    add_word_timestamps = WhisperModel.add_word_timestamps
+    # (segments per window, tokenizer, encoder output, frames, prepend, append, last speech) -> last speech.
+    add_word_timestamps: Callable[[list[list[dict]], Tokenizer, Any, int, str, str, float], float] = (
+        WhisperModel.add_word_timestamps  # pyright: ignore[reportAssignmentType]  # hinted for one window; it takes a batch
+    )
 
     def __init__(self, alignment: list[dict], frames_per_second: int) -> None:
         self.alignment = alignment

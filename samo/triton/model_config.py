@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from google.protobuf import json_format, text_format
-from tritonclient.grpc import model_config_pb2
+from tritonclient.grpc.model_config_pb2 import (
+    ModelConfig,  # pyright: ignore[reportAttributeAccessIssue]  # generated protobuf code: no stubs
+)
 
 from samo.contracts.tensors import ModelContract, TensorSpec
 from samo.triton.encoder_shapes import EncoderShapes
@@ -145,9 +147,7 @@ def _tensorrt(contract: ModelContract, shapes: EncoderShapes | None) -> dict[str
     return {"name": "tensorrt", "parameters": parameters}
 
 
-def build_model_config(
-    name: str, contract: ModelContract, options: ServingOptions
-) -> model_config_pb2.ModelConfig:
+def build_model_config(name: str, contract: ModelContract, options: ServingOptions) -> ModelConfig:
     config: dict[str, Any] = {
         "name": name,
         "backend": options.backend,
@@ -181,18 +181,18 @@ def build_model_config(
     if options.tensorrt_fp16:
         tensorrt = _tensorrt(contract, options.tensorrt_shapes)
         config["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [tensorrt]}}
-    return json_format.ParseDict(config, model_config_pb2.ModelConfig())
+    return json_format.ParseDict(config, ModelConfig())
 
 
-def render_model_config(config: model_config_pb2.ModelConfig) -> str:
+def render_model_config(config: ModelConfig) -> str:
     return text_format.MessageToString(config)
 
 
-def write_model_config(model_dir: Path, config: model_config_pb2.ModelConfig) -> Path:
+def write_model_config(model_dir: Path, config: ModelConfig) -> Path:
     path = model_dir / CONFIG_FILE
     path.write_text(render_model_config(config))
     return path
 
 
-def read_model_config(model_dir: Path) -> model_config_pb2.ModelConfig:
-    return text_format.Parse((model_dir / CONFIG_FILE).read_text(), model_config_pb2.ModelConfig())
+def read_model_config(model_dir: Path) -> ModelConfig:
+    return text_format.Parse((model_dir / CONFIG_FILE).read_text(), ModelConfig())

@@ -61,8 +61,10 @@ class TritonPythonModel(Backend):
         on_token = None
         if senders is not None:
 
-            def on_token(row, token):
+            def send_token(row, token):
                 senders[row].send(self._tokens([token]))
+
+            on_token = send_token
 
         results = generate(self.model, encoded, requests, self.card.special_tokens, on_token=on_token)
         responses = []

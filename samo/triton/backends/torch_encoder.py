@@ -16,10 +16,15 @@ numpy path (`as_numpy`, `pb_utils.Tensor(name, array)`) returned empty tensors.
 """
 
 import json
+from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 import triton_python_backend_utils as pb_utils
-from torch.utils.dlpack import from_dlpack, to_dlpack
+from torch.utils.dlpack import (
+    from_dlpack,
+    to_dlpack,  # pyright: ignore[reportPrivateImportUsage]  # documented; not in torch's __all__
+)
 
 from samo.torch_encoding import (
     COMPILE_MODES,
@@ -32,24 +37,16 @@ from samo.torch_encoding import (
 from samo.triton.backends.base import Backend
 from samo.triton.devices import require_cuda_devices
 
+Choice = TypeVar("Choice", bound=str)
+
 
 class TritonPythonModel(Backend):
     def setup(self):
         self.output_name = self.output_names[0]
         self.padding_mask = self.parameters["padding_mask_input"]
-        head = self.parameter("head", "logits")
-        precision = self.parameter("precision", "fp16")
-        compile_mode = self.parameter("compile", "off")
-        for name, value, allowed in (
-            ("head", head, HEADS),
-            ("precision", precision, tuple(PRECISIONS)),
-            ("compile", compile_mode, COMPILE_MODES),
-        ):
-            if value not in allowed:
-                raise pb_utils.TritonModelException(
-                    f"config.pbtxt of `{self.name}`: parameter `{name}` must be one of "
-                    f"{', '.join(allowed)}, got {value!r}"
-                )
+        head = self.choice("head", "logits", HEADS)
+        precision = self.choice("precision", "fp16", tuple(PRECISIONS))
+        compile_mode = self.choice("compile", "off", COMPILE_MODES)
         on_gpu = self.instance.on_gpu
         if on_gpu:
             # A CPU-only PyTorch, or no visible GPU: fail the load instead of running on the CPU.
@@ -76,6 +73,17 @@ class TritonPythonModel(Backend):
             dtype=dtype,
             bucketing=bucketing,
             compile_mode=compile_mode,
+        )
+
+    def choice(self, name: str, default: Choice, allowed: Sequence[Choice]) -> Choice:
+        """Parameter `name`, which must be one of `allowed`."""
+        value = self.parameter(name, default)
+        for option in allowed:
+            if option == value:
+                return option
+        raise pb_utils.TritonModelException(
+            f"config.pbtxt of `{self.name}`: parameter `{name}` must be one of "
+            f"{', '.join(allowed)}, got {value!r}"
         )
 
     def tensor(self, request, name):
