@@ -7,8 +7,8 @@ body limit and its part limits (gateway/http/body_limit.py), and the transcripti
 client disconnects.
 """
 
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, Literal
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import PlainTextResponse, Response
@@ -21,7 +21,7 @@ from gateway.http.body_limit import UPLOAD_FORM_LIMITS
 from gateway.http.context import request_context
 from gateway.http.disconnect import CLIENT_CLOSED_REQUEST, unless_disconnected
 from gateway.http.errors import ERRORS
-from gateway.operations import Operations, uploaded
+from gateway.operations import Operations, Upload, uploaded
 from gateway.operations.openai_transcription import Granularity, ResponseFormat
 from gateway.results import OpenAITranscription, OpenAIVerboseTranscription, Transcript
 from samo.settings import GatewaySettings
@@ -38,6 +38,7 @@ OPENAI_FORMATS = {
 
 
 CONTEXT = "samo_upload_context"
+T = TypeVar("T")
 
 
 class AdmittedUpload(APIRoute):
@@ -58,8 +59,17 @@ class AdmittedUpload(APIRoute):
         return admitted_first
 
 
-def _admitted_context(request: Request) -> RequestContext:
-    return getattr(request.state, CONTEXT)
+async def _run_admitted(
+    request: Request,
+    file: UploadFile,
+    fields: dict[str, Any],
+    entry: Callable[[RequestContext, Upload], Awaitable[T]],
+    settings: GatewaySettings,
+) -> T | None:
+    """The entry's answer for the upload the route class admitted; None when the client left (its
+    transcription is then cancelled)."""
+    upload = uploaded(await read_upload(file, settings), fields)
+    return await unless_disconnected(request, entry(getattr(request.state, CONTEXT), upload))
 
 
 async def read_upload(file: UploadFile, settings: GatewaySettings) -> bytes:
@@ -109,9 +119,7 @@ def transcription_router(settings: GatewaySettings) -> APIRouter:
             "word_timestamps": word_timestamps,
             "model": model,
         }
-        upload = uploaded(await read_upload(file, settings), fields)
-        work = operations.transcribe(_admitted_context(request), upload)
-        transcript = await unless_disconnected(request, work)
+        transcript = await _run_admitted(request, file, fields, operations.transcribe, settings)
         if transcript is None:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         return answer(transcript)
@@ -150,9 +158,7 @@ def transcription_router(settings: GatewaySettings) -> APIRouter:
             "temperature": temperature,
             "timestamp_granularities": timestamp_granularities,
         }
-        upload = uploaded(await read_upload(file, settings), fields)
-        work = operations.openai_transcription(_admitted_context(request), upload)
-        reply = await unless_disconnected(request, work)
+        reply = await _run_admitted(request, file, fields, operations.openai_transcription, settings)
         if reply is None:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         if isinstance(reply.body, str):
