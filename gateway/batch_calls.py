@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from gateway.context import RequestContext
-from gateway.triton_client import TritonClient
+from gateway.triton_client import InferenceCalls
 
 BATCHES_IN_FLIGHT = 4
 """Batches of one request sent to Triton at once.
@@ -21,7 +21,7 @@ still fill the model's batches, and no request queues its own work behind itself
 
 async def infer_batches(
     context: RequestContext,
-    triton: TritonClient,
+    triton: InferenceCalls,
     model: str,
     batches: Sequence[Mapping[str, np.ndarray]],
     outputs: Sequence[str],

@@ -13,7 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tritonclient.grpc import model_config_pb2
+from tritonclient.grpc.model_config_pb2 import (
+    DataType,  # pyright: ignore[reportAttributeAccessIssue]  # generated protobuf code: no stubs
+    ModelConfig,  # pyright: ignore[reportAttributeAccessIssue]  # generated protobuf code: no stubs
+)
 
 from samo.contracts.tensors import ModelContract, TensorSpec
 
@@ -29,7 +32,7 @@ class ExpectedModel:
 
 
 def _dtype(config_tensor: Any) -> str:
-    return model_config_pb2.DataType.Name(config_tensor.data_type)
+    return DataType.Name(config_tensor.data_type)
 
 
 def _tensor_differences(kind: str, spec: TensorSpec, served: Any) -> list[str]:
@@ -51,7 +54,7 @@ def _tensor_differences(kind: str, spec: TensorSpec, served: Any) -> list[str]:
     return differences
 
 
-def mismatches(expected: ExpectedModel, config: model_config_pb2.ModelConfig) -> list[str]:
+def mismatches(expected: ExpectedModel, config: ModelConfig) -> list[str]:
     """How Triton's `config` differs from what the gateway sends and reads; empty when it matches."""
     differences = []
     if config.max_batch_size < expected.rows:

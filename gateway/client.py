@@ -281,7 +281,8 @@ def _form(**fields: Any) -> dict[str, str]:
 
 
 def _samo_error(exc: grpc.RpcError) -> SamoError:
-    metadata = dict(exc.trailing_metadata() or ())  # type: ignore[attr-defined]
+    # Keys are str; values str, or bytes for binary (`-bin`) keys.
+    metadata: dict[str, str | bytes] = dict(exc.trailing_metadata() or ())  # type: ignore[attr-defined]
     code = exc.code()  # type: ignore[attr-defined]
     if GRPC_ERROR_TYPE_KEY in metadata:
         retry_after = metadata.get(GRPC_RETRY_AFTER_KEY)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from samo.contracts.whisper import DecodeOptions, Word
 
 LongInput = Literal["truncate", "chunk"]
+JournalSource = Literal["text", "audio"]
 
 
 class Result(BaseModel):
@@ -46,7 +47,7 @@ class EmotionOptions(Result):
     """Replaces every per-label threshold when set."""
     top_k: int | None = None
     """Keeps at most this many labels above threshold."""
-    model: str | None = Field(None, exclude=True)
+    model: str | None = Field(default=None, exclude=True)
     """The model asked for (not sent back: `model` in the result names the one used)."""
 
 
@@ -172,7 +173,7 @@ class SummaryOptions(Result):
     min_new_tokens: int | None = None
     num_beams: int | None = None
     """Beam search width for abstractive models (None: the checkpoint's); extractive does not search."""
-    model: str | None = Field(None, exclude=True)
+    model: str | None = Field(default=None, exclude=True)
     """The model asked for (not sent back: `model` in the result names the one used)."""
     long_input: LongInput = "truncate"
     """Texts past an abstractive model's input limit: truncated (flagged) or summarized in chunks."""
@@ -224,7 +225,7 @@ class JournalModels(Result):
 class JournalAnalysis(Result):
     """Empty (no emotions, no summary) when an audio entry holds no speech."""
 
-    source: Literal["text", "audio"]
+    source: JournalSource
     text: str
     transcript: Transcript | None
     emotions: TextEmotions | None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Protocol
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from typing import Protocol, TypeVar
 
 import grpc
 import numpy as np
@@ -13,10 +13,13 @@ from tritonclient.grpc import (
     MAX_GRPC_MESSAGE_SIZE,
     InferInput,
     InferRequestedOutput,
+    InferResult,
     KeepAliveOptions,
-    model_config_pb2,
 )
 from tritonclient.grpc.aio import InferenceServerClient
+from tritonclient.grpc.model_config_pb2 import (
+    ModelConfig,  # pyright: ignore[reportAttributeAccessIssue]  # generated protobuf code: no stubs
+)
 from tritonclient.utils import InferenceServerException
 
 from gateway.context import RequestContext
@@ -24,6 +27,7 @@ from gateway.errors import ErrorType, SamoError
 from gateway.observability.triton_calls import triton_call
 
 logger = logging.getLogger(__name__)
+Response = TypeVar("Response")
 
 _STATUS_TO_ERROR = {
     "StatusCode.UNAVAILABLE": ErrorType.UNAVAILABLE,
@@ -70,6 +74,47 @@ class ModelGate(Protocol):
     def failed(self, model: str, error: SamoError, admitted: int, *, probe: bool) -> None:
         """A call to `model`, admitted with the token `admitted`, failed with `error`."""
         ...
+
+
+class InferenceCalls(Protocol):
+    """The model calls the services make: a `TritonClient`'s, or a `TritonRouter`'s, which sends each
+    call to the client of the endpoint that serves its model."""
+
+    async def infer(
+        self,
+        context: RequestContext,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str],
+    ) -> dict[str, np.ndarray]: ...
+
+    def stream(
+        self,
+        context: RequestContext,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str],
+    ) -> AsyncIterator[dict[str, np.ndarray]]: ...
+
+
+def _answered(response: Response | None, call: str) -> Response:
+    """A tritonclient call's response. Its asyncio client returns None only from calls that raised (its
+    error helpers always raise, but are not typed `NoReturn`), and its stream gives a result with every
+    response that has no error: a None here is a tritonclient fault, not an answer from Triton."""
+    if response is None:
+        raise RuntimeError(f"tritonclient's `{call}` gave no response and no error")
+    return response
+
+
+def _outputs(result: InferResult, model: str, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    """The requested outputs of one response; an output the model did not send is its fault."""
+    arrays = {}
+    for name in outputs:
+        array = result.as_numpy(name)
+        if array is None:
+            raise SamoError(ErrorType.INTERNAL, f"model `{model}` returned no `{name}` output")
+        arrays[name] = array
+    return arrays
 
 
 def _convert(exc: InferenceServerException, model: str) -> SamoError:
@@ -183,7 +228,7 @@ class TritonClient:
                 )
             except InferenceServerException as exc:
                 raise self._failed(model, _convert(exc, model), admitted, context) from None
-        return {name: result.as_numpy(name) for name in outputs}
+        return _outputs(_answered(result, "infer"), model, outputs)
 
     async def stream(
         self,
@@ -191,7 +236,7 @@ class TritonClient:
         model: str,
         inputs: Mapping[str, np.ndarray],
         outputs: Sequence[str],
-    ) -> AsyncIterator[dict[str, np.ndarray]]:
+    ) -> AsyncGenerator[dict[str, np.ndarray], None]:
         """One request to a decoupled model; yields each response until the final one."""
         admitted = self._admit(model, context)
         finished = asyncio.Event()
@@ -208,12 +253,16 @@ class TritonClient:
             await finished.wait()  # closing the request side early could end the stream
 
         with triton_call(model, context.request_id, "stream") as call:
-            responses = self._client.stream_infer(one_request(), stream_timeout=seconds, headers=call.headers)
+            responses = _answered(
+                self._client.stream_infer(one_request(), stream_timeout=seconds, headers=call.headers),
+                "stream_infer",
+            )
             try:
-                async for result, error in responses:
+                async for response, error in responses:
                     if error is not None:
                         raise self._failed(model, _convert(error, model), admitted, context)
-                    yield {name: result.as_numpy(name) for name in outputs}
+                    result = _answered(response, "stream_infer")
+                    yield _outputs(result, model, outputs)
                     if result.get_response().parameters["triton_final_response"].bool_param:
                         return
             except grpc.RpcError as exc:
@@ -227,13 +276,13 @@ class TritonClient:
                 finished.set()
                 responses.cancel()
 
-    async def model_config(self, model: str) -> model_config_pb2.ModelConfig:
+    async def model_config(self, model: str) -> ModelConfig:
         """The configuration Triton serves `model` with (as loaded, after any auto-completion)."""
         try:
             response = await self._client.get_model_config(model, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             raise _convert(exc, model) from None
-        return response.config
+        return _answered(response, "get_model_config").config
 
     async def is_model_ready(self, model: str) -> bool:
         try:
@@ -256,7 +305,11 @@ class TritonClient:
             )
         except InferenceServerException:
             return None
-        states = [entry.state for entry in index.models if entry.name == model]
+        states = [
+            entry.state
+            for entry in _answered(index, "get_model_repository_index").models
+            if entry.name == model
+        ]
         return MODEL_READY if MODEL_READY in states else next(iter(states), "")
 
     async def reload_model(self, model: str) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 
 import numpy as np
 
@@ -116,7 +116,7 @@ class TritonRouter:
             f"({detail})",
         )
 
-    # -- the calls services make (gateway.triton_client.TritonClient's) --
+    # -- the calls services make (gateway.triton_client.InferenceCalls) --
 
     async def infer(
         self,
@@ -134,7 +134,7 @@ class TritonRouter:
         model: str,
         inputs: Mapping[str, np.ndarray],
         outputs: Sequence[str],
-    ) -> AsyncIterator[dict[str, np.ndarray]]:
+    ) -> AsyncGenerator[dict[str, np.ndarray], None]:
         await self._verify(model)
         # aclosing: a consumer that stops early closes the client's stream at once, not at collection.
         responses = self.client_for(model).stream(context, model, inputs, outputs)

@@ -36,7 +36,8 @@ def describe_errors(errors: Sequence[Mapping[str, Any]]) -> str:
     return "; ".join(messages)
 
 
-def validate_body(model: type[Body], data: Mapping[str, Any]) -> Body:
+def validate_body(model: type[Body], data: Mapping[str, Any] | BaseModel) -> Body:
+    """`data` as a `model`: a mapping validated, an instance of `model` passed through unchanged."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:

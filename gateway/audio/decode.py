@@ -54,6 +54,7 @@ only) hold sizes, formats, codecs, sample rates and durations.
 
 from __future__ import annotations
 
+import enum
 import io
 import logging
 import threading
@@ -61,6 +62,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import av
+import av.container
 import av.error
 import numpy as np
 
@@ -329,7 +331,13 @@ class AudioReader:
         return block
 
 
-_END = object()
+class _End(enum.Enum):
+    """The end of a stream's packets (`None` is a demuxing error's)."""
+
+    END = enum.auto()
+
+
+_END = _End.END
 
 
 def _take(pieces: list[np.ndarray], count: int) -> tuple[np.ndarray, list[np.ndarray], int]:

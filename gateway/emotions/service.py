@@ -14,12 +14,14 @@ from gateway.observability.metrics import record_texts
 from gateway.observability.tracing import stage
 from gateway.repository import pick_model
 from gateway.results import EmotionOptions, EmotionResult, LabelScore, ModelInfo, TextEmotions
-from gateway.triton_client import TritonClient
+from gateway.triton_client import InferenceCalls
 from samo.contracts.emotion import LOGITS, to_probabilities
 
 
 class EmotionService:
-    def __init__(self, triton: TritonClient, models: Mapping[str, EmotionModel], default_model: str) -> None:
+    def __init__(
+        self, triton: InferenceCalls, models: Mapping[str, EmotionModel], default_model: str
+    ) -> None:
         self.triton = triton
         self.models = dict(models)
         self.default_model = default_model

@@ -6,9 +6,10 @@ Messages carry no options: a client passes the ones it sent.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args, overload
 
 from google.protobuf.message import Message
+from pydantic import BaseModel
 
 from gateway.grpc_api import samo_v1_pb2 as pb
 from gateway.results import (
@@ -16,6 +17,7 @@ from gateway.results import (
     EmotionResult,
     JournalAnalysis,
     JournalModels,
+    JournalSource,
     LabelScore,
     ModelInfo,
     Result,
@@ -31,11 +33,17 @@ from gateway.results import (
 )
 from samo.contracts.whisper import DecodeOptions, Word
 
-R = TypeVar("R", bound=Result)
+R = TypeVar("R", bound=BaseModel)
 M = TypeVar("M", bound=Message)
 
+JOURNAL_SOURCES: tuple[JournalSource, ...] = get_args(JournalSource)
 
-def _message(result: Result | None, message: type[M]) -> M | None:
+
+@overload
+def _message(result: BaseModel, message: type[M]) -> M: ...
+@overload
+def _message(result: BaseModel | None, message: type[M]) -> M | None: ...
+def _message(result: BaseModel | None, message: type[M]) -> M | None:
     """A message whose fields are the result's, by name (scalars, optional and repeated scalars)."""
     return None if result is None else message(**result.model_dump(by_alias=True))
 
@@ -54,9 +62,7 @@ def _result(message: Message, result: type[R], **fields: Any) -> R:
 # To messages, for the servicer
 
 
-def text_emotions_message(text: TextEmotions | None) -> pb.TextEmotions | None:
-    if text is None:
-        return None
+def text_emotions_message(text: TextEmotions) -> pb.TextEmotions:
     return pb.TextEmotions(
         labels=[_message(s, pb.LabelScore) for s in text.labels],
         scores=[pb.LabelScore(label=label, score=score) for label, score in text.scores.items()],
@@ -79,9 +85,7 @@ def segment_message(segment: Segment) -> pb.TranscriptSegment:
     )
 
 
-def transcribe_response(transcript: Transcript | None) -> pb.TranscribeResponse | None:
-    if transcript is None:
-        return None
+def transcribe_response(transcript: Transcript) -> pb.TranscribeResponse:
     return pb.TranscribeResponse(
         **transcript.model_dump(exclude={"segments", "model"}),
         segments=[segment_message(s) for s in transcript.segments],
@@ -100,8 +104,8 @@ def journal_message(analysis: JournalAnalysis) -> pb.JournalAnalysis:
     return pb.JournalAnalysis(
         source=analysis.source,
         text=analysis.text,
-        transcript=transcribe_response(analysis.transcript),
-        emotions=text_emotions_message(analysis.emotions),
+        transcript=None if analysis.transcript is None else transcribe_response(analysis.transcript),
+        emotions=None if analysis.emotions is None else text_emotions_message(analysis.emotions),
         sentences=[
             pb.SentenceEmotions(text=s.text, emotions=text_emotions_message(s.emotions))
             for s in analysis.sentences
@@ -154,12 +158,18 @@ def summary_result(message: pb.SummarizeResponse, options: SummaryOptions) -> Su
     )
 
 
+def _journal_source(source: str) -> JournalSource:
+    if source in JOURNAL_SOURCES:
+        return source
+    raise ValueError(f"source: `{source}` is not one of {', '.join(JOURNAL_SOURCES)}")
+
+
 def journal_analysis(message: pb.JournalAnalysis, decode: DecodeOptions) -> JournalAnalysis:
     def part(name: str, convert: Callable[[Any], Result]) -> Any:
         return convert(getattr(message, name)) if message.HasField(name) else None
 
     return JournalAnalysis(
-        source=message.source,
+        source=_journal_source(message.source),
         text=message.text,
         transcript=part("transcript", lambda m: transcript(m, decode)),
         emotions=part("emotions", text_emotions),

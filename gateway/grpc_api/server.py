@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
+from grpc_health.v1.health import (
+    aio as health_aio,  # pyright: ignore[reportAttributeAccessIssue]  # typeshed's grpc_health stubs lack its asyncio servicer
+)
 from grpc_reflection.v1alpha import reflection
 
 from gateway.grpc_api import samo_v1_pb2, samo_v1_pb2_grpc

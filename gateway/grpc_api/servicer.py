@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf.message import Message
@@ -36,23 +36,22 @@ from gateway.results import JournalAnalysis, Transcript
 from gateway.security import Access
 from samo.settings import GatewaySettings
 
-Request = TypeVar("Request")
-Response = TypeVar("Response")
-Handler = Callable[["SamoServicer", Request, grpc.aio.ServicerContext], Awaitable[Response]]
+Handler = TypeVar("Handler", bound=Callable[["SamoServicer", Any, grpc.aio.ServicerContext], Awaitable[Any]])
+"""A unary method of the servicer; decorated, it keeps its signature (its parameters' names are the base's)."""
 
 
 def samo_errors(handler: Handler) -> Handler:
     """The error taxonomy mapped to gRPC status codes, once, with the same messages as HTTP."""
 
     @functools.wraps(handler)
-    async def wrapper(self: SamoServicer, request: Request, context: grpc.aio.ServicerContext) -> Response:
+    async def wrapper(self: SamoServicer, request: Message, context: grpc.aio.ServicerContext) -> Message:
         try:
             return await handler(self, request, context)
         except SamoError as exc:
             await _abort(context, exc, self.retry_after_s)
             raise  # unreachable: abort raises
 
-    return wrapper
+    return cast(Handler, wrapper)
 
 
 class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
@@ -119,11 +118,11 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
             await _abort(context, exc, self.retry_after_s)
 
     async def TranscribeStream(
-        self, chunks: AsyncIterator[pb.AudioChunk], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[pb.AudioChunk], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.TranscribeEvent]:
         try:
             # The operation admits before any chunk is read, so a refused upload is never buffered.
-            upload = self._collected(chunks)
+            upload = self._collected(request_iterator)
             stream = await self.operations.transcribe_stream(self._context(context), upload)
             async for item in _held_until_done(stream, context):
                 if isinstance(item, Transcript):
@@ -202,7 +201,9 @@ async def _held_until_done(
     """The stream's items, its ticket released when the call ends however it ends: a client that
     cancels leaves the handler suspended at a `yield`, where no `finally` of its own runs until it is
     collected."""
-    context.add_done_callback(lambda _: stream.ticket.release())
+    context.add_done_callback(
+        lambda _: stream.ticket.release()  # pyright: ignore[reportArgumentType]  # typeshed's `_DoneCallback` is a class, not a callable Protocol
+    )
     async for item in stream.items():
         yield item
 

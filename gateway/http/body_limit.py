@@ -13,6 +13,8 @@ those limits, or malformed, gets 422.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import Response
@@ -29,7 +31,17 @@ MULTIPART_OVERHEAD = 64 * 1024
 UPLOAD_PATHS = frozenset({"/v1/transcribe", "/v1/audio/transcriptions", "/v1/journal"})
 """Routes that take audio as multipart uploads."""
 
-UPLOAD_FORM_LIMITS = {"max_files": 1, "max_fields": 16, "max_part_size": 16 * 1024}
+
+class FormLimits(TypedDict, total=False):
+    """Limits on a multipart form's parts: FastAPI's route `form_limits`, Starlette's `Request.form()`
+    keywords."""
+
+    max_files: int
+    max_fields: int
+    max_part_size: int
+
+
+UPLOAD_FORM_LIMITS: FormLimits = {"max_files": 1, "max_fields": 16, "max_part_size": 16 * 1024}
 """Parts of an upload form: the file, and at most 16 fields of at most 16 KiB each (the OpenAI route's
 `prompt` is the longest, 1,000 characters)."""
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import PlainTextResponse, Response
 from fastapi.routing import APIRoute
+from starlette.datastructures import UploadFile as FormFile
 
 from gateway.context import RequestContext
 from gateway.errors import ErrorType, SamoError
@@ -72,9 +73,10 @@ async def _run_admitted(
     return await unless_disconnected(request, entry(getattr(request.state, CONTEXT), upload))
 
 
-async def read_upload(file: UploadFile, settings: GatewaySettings) -> bytes:
+async def read_upload(file: FormFile, settings: GatewaySettings) -> bytes:
     """The uploaded file's bytes (the form was read within the upload body limit), refused with 413
-    when the file alone is over `max_audio_bytes`, before anything is decoded."""
+    when the file alone is over `max_audio_bytes`, before anything is decoded. `file`: a route's
+    `UploadFile` parameter, or a file part of a form the route reads itself (`/v1/journal`)."""
     if file.size is not None and file.size > settings.max_audio_bytes:
         limit_mb = settings.max_audio_bytes / (1 << 20)
         raise SamoError(
@@ -87,9 +89,11 @@ async def read_upload(file: UploadFile, settings: GatewaySettings) -> bytes:
 def transcription_router(settings: GatewaySettings) -> APIRouter:
     router = APIRouter(tags=["transcription"], route_class=AdmittedUpload)
     limit_mb = settings.max_audio_bytes / (1 << 20)
-    upload = {"form_limits": UPLOAD_FORM_LIMITS}  # the body's limit: gateway/http/body_limit.py
 
-    @router.post("/v1/transcribe", response_model=Transcript, responses=AUDIO_ERRORS, **upload)
+    # form_limits: the upload form's part limits (the body's limit: gateway/http/body_limit.py).
+    @router.post(
+        "/v1/transcribe", response_model=Transcript, responses=AUDIO_ERRORS, form_limits=UPLOAD_FORM_LIMITS
+    )
     async def transcribe(
         request: Request,
         file: Annotated[
@@ -128,7 +132,7 @@ def transcription_router(settings: GatewaySettings) -> APIRouter:
         "/v1/audio/transcriptions",
         response_model=OpenAITranscription | OpenAIVerboseTranscription,
         responses={200: OPENAI_FORMATS, **AUDIO_ERRORS},
-        **upload,
+        form_limits=UPLOAD_FORM_LIMITS,
     )
     async def openai_transcriptions(
         request: Request,

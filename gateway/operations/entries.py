@@ -16,7 +16,7 @@ request refused for load or shutdown costs no upload.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -85,7 +85,7 @@ class TranscribeFields(BaseModel):
     task: str = "transcribe"
     beam_size: int = 5
     word_timestamps: bool = False
-    model: str | None = Field(None, max_length=128)
+    model: str | None = Field(default=None, max_length=128)
 
 
 class OpenAITranscriptionFields(BaseModel):
@@ -93,11 +93,11 @@ class OpenAITranscriptionFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("whisper-1", max_length=128)
-    language: str | None = Field(None, min_length=2, max_length=3)
-    prompt: str | None = Field(None, max_length=1000)
+    model: str = Field(default="whisper-1", max_length=128)
+    language: str | None = Field(default=None, min_length=2, max_length=3)
+    prompt: str | None = Field(default=None, max_length=1000)
     response_format: ResponseFormat = "json"
-    temperature: float = Field(0.0, ge=0.0, le=1.0)
+    temperature: float = Field(default=0.0, ge=0.0, le=1.0)
     timestamp_granularities: list[Granularity] | None = None
 
 
@@ -112,7 +112,7 @@ class OperationStream(Generic[Item]):
     rest: AsyncIterator[Item]
     ticket: Ticket
 
-    async def items(self) -> AsyncIterator[Item]:
+    async def items(self) -> AsyncGenerator[Item, None]:
         """Every item, the ticket released once the last is out, or the stream fails or is closed."""
         try:
             yield self.first
@@ -193,7 +193,7 @@ class Operations:
     # -- emotions --
 
     async def emotions(self, context: RequestContext, fields: Fields) -> EmotionResult:
-        body: Any = validate_body(self.emotion_request, fields)
+        body = validate_body(self.emotion_request, fields)
         options = EmotionOptions(threshold=body.threshold, top_k=body.top_k, model=body.model)
         with self.admitted(context, self.costs.texts(len(body.texts))):
             return await self.services.emotions.detect(context, body.texts, options)
@@ -259,7 +259,7 @@ class Operations:
     # -- summaries --
 
     def _summary_request(self, fields: Fields) -> tuple[list[str], SummaryOptions]:
-        body: Any = validate_body(self.summary_request, fields)
+        body = validate_body(self.summary_request, fields)
         return body.texts, SummaryOptions.model_validate(body.model_dump(exclude={"texts"}))
 
     async def summarize(self, context: RequestContext, fields: Fields) -> SummaryResult:
@@ -292,7 +292,7 @@ class Operations:
                 ticket.release()
                 raise
             return await self._streamed(ticket, items)
-        body: Any = validate_body(self.journal_text_request, entry)
+        body = validate_body(self.journal_text_request, entry)
         options = EmotionOptions(threshold=body.threshold, top_k=body.top_k)
         ticket = self.admit(context, self.costs.journal_text(body.text))
         text_items = self.services.journal.stream_text(context, body.text, options)

@@ -54,12 +54,12 @@ def verbose(
     transcript: Transcript, language: str, granularities: tuple[Granularity, ...] = ("segment",)
 ) -> OpenAIVerboseTranscription:
     """OpenAI's `verbose_json`: the language by name, segments and/or words, as asked for."""
-    words = [
+    words = tuple(
         OpenAIWord(word=w.word.strip(), start=w.start, end=w.end)
         for s in transcript.segments
         for w in s.words
-    ]
-    segments = [
+    )
+    segments = tuple(
         OpenAISegment(
             id=index,
             start=s.start,
@@ -70,7 +70,7 @@ def verbose(
             no_speech_prob=s.no_speech_prob,
         )
         for index, s in enumerate(transcript.segments)
-    ]
+    )
     return OpenAIVerboseTranscription(
         task=transcript.options.task,
         language=language,

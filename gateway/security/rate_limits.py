@@ -41,7 +41,10 @@ def open_storage(uri: str | None) -> Storage:
     options: dict[str, float | str | bool] = {"wrap_exceptions": True}
     if uri.startswith("redis"):
         options |= {"connect_timeout": REDIS_TIMEOUT_S, "stream_timeout": REDIS_TIMEOUT_S}
-    return storage_from_string(f"async+{uri}", **options)
+    storage = storage_from_string(f"async+{uri}", **options)
+    if not isinstance(storage, Storage):  # limits types the factory for both kinds; `async+` makes this one
+        raise TypeError(f"limits made a {type(storage).__name__}, not an asyncio storage")
+    return storage
 
 
 def _describe(item: RateLimitItem) -> str:

@@ -21,7 +21,7 @@ from gateway.results import Summary, SummaryModelInfo, SummaryOptions, SummaryRe
 from gateway.summarization.abstractive import AbstractiveModel, Encoded
 from gateway.summarization.extractive import SelectionBudget, select_sentences
 from gateway.summarization.sentences import split_sentences
-from gateway.triton_client import TritonClient
+from gateway.triton_client import InferenceCalls
 from samo.contracts.embedding import EMBEDDINGS, EmbeddingModelCard
 from samo.contracts.summarizer import OPTIONS, OUTPUT_IDS, GenerationOptions
 from samo.contracts.text import INPUT_IDS
@@ -62,7 +62,7 @@ class _FinalInput:
 
     def summary(self, model: AbstractiveModel, text: str, tokens: np.ndarray) -> Summary:
         return Summary(
-            text=model.decode(tokens),
+            summary=model.decode(tokens),
             method=ABSTRACTIVE,
             sentences=(),
             sentence_count=len(split_sentences(text)),
@@ -102,7 +102,7 @@ def _abstractive_info(model: AbstractiveModel) -> SummaryModelInfo:
 class SummarizationService:
     def __init__(
         self,
-        triton: TritonClient,
+        triton: InferenceCalls,
         embedder: Embedder | None,
         abstractive: dict[str, AbstractiveModel] | None = None,
         default: str | None = None,
@@ -266,7 +266,7 @@ class SummarizationService:
             chosen = select_sentences(vectors[rows], tokens[rows], budget)
             results.append(
                 Summary(
-                    text=" ".join(sentences[i] for i in chosen),
+                    summary=" ".join(sentences[i] for i in chosen),
                     method=EXTRACTIVE,
                     sentences=tuple(chosen),
                     sentence_count=len(sentences),

@@ -38,7 +38,7 @@ from gateway.results import Segment, Transcript, TranscriptionModelInfo
 from gateway.transcription.coverage import overlaps, uncovered
 from gateway.transcription.model import WhisperModel
 from gateway.transcription.planner import Window, WindowPlanner
-from gateway.triton_client import TritonClient
+from gateway.triton_client import InferenceCalls
 from samo.contracts.whisper import (
     AUDIO,
     OPTIONS,
@@ -103,7 +103,7 @@ class _AudioCharges:
 class TranscriptionService:
     def __init__(
         self,
-        triton: TritonClient,
+        triton: InferenceCalls,
         models: Mapping[str, WhisperModel],
         default_model: str,
         limits: AudioLimits,
