@@ -77,12 +77,14 @@ def test_dynamic_batching_runs_fewer_executions_than_inferences(
 
 
 def test_unreachable_triton_maps_to_unavailable() -> None:
+    from gateway.context import RequestContext
     from gateway.errors import ErrorType, SamoError
 
     async def scenario() -> SamoError:
         client = TritonClient("127.0.0.1:1", timeout_s=5)
         try:
-            await client.infer("emotion", {"input_ids": np.zeros((1, 3), np.int64)}, ["logits"])
+            inputs = {"input_ids": np.zeros((1, 3), np.int64)}
+            await client.infer(RequestContext(), "emotion", inputs, ["logits"])
         except SamoError as exc:
             return exc
         finally:
