@@ -40,16 +40,24 @@ $(REPOSITORY)/embedder/config.pbtxt: | $(STAMP)
 serve: $(STAMP) $(REPOSITORY)/emotion/config.pbtxt $(REPOSITORY)/whisper/config.pbtxt $(REPOSITORY)/embedder/config.pbtxt
 	$(BIN)/samo serve --repository $(REPOSITORY)
 
+# Every check and every test. pytest runs on PYTEST_WORKERS processes (pytest-xdist; a module's tests stay
+# on one worker, so its stack starts once; modules in the order tests/conftest.py gives, longest first)
+# and pyright beside it, on the CPU time that pytest's processes spend waiting for servers; pyright's
+# report follows pytest's.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pyright
-	$(BIN)/pytest
+	$(BIN)/pyright > $(VENV)/pyright.log 2>&1 & pyright=$$!; \
+	$(BIN)/pytest $(PYTEST_PARALLEL); status=$$?; \
+	wait $$pyright || status=1; cat $(VENV)/pyright.log; exit $$status
 
 # The tier that needs no tritonserver and no real weights (markers from tests/conftest.py), for use while
 # working: under 3 minutes on a 2-core machine. `make test` runs everything.
 test-fast: $(STAMP)
-	$(BIN)/pytest -p no:cacheprovider -m "not integration and not slow"
+	$(BIN)/pytest -p no:cacheprovider $(PYTEST_PARALLEL) -m "not integration and not slow"
 
 # pyright over samo, samo_cli, gateway, exporters and load_tests ([tool.pyright] in pyproject.toml).
 typecheck: $(STAMP)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import pytest
 import torch
 import uvicorn
 from fastapi import FastAPI
+from filelock import FileLock
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     BertConfig,
@@ -66,6 +68,20 @@ exports or converts them, or make a fresh virtualenv: a test that uses one, dire
 fixtures, is marked `slow`."""
 
 
+LONGEST_FIRST = (
+    "test_transcript_coverage.py",
+    "test_generation_engine.py",  # needs no export: runs while the first worker exports the repository
+    "test_whisper_onnx.py",
+    "test_mixed_load.py",
+    "test_access.py",
+    "test_model_healing.py",
+    "test_bad_audio.py",
+)
+"""The modules that take a minute or more alone on 2 cores (measured with `--durations`), run first:
+`make test`'s two workers each take whole modules in collection order (`--dist loadfile`), and a long
+module started last would leave one worker alone for minutes at the end. Order only: no marker."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
@@ -73,6 +89,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         if used & SLOW_FIXTURES:
             item.add_marker(pytest.mark.slow)
+    first = {name: rank for rank, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: first.get(item.path.name, len(first)))  # stable: the rest keep their order
 
 
 def journal_corpus() -> list[str]:
@@ -153,21 +171,40 @@ def multilingual_base_parts() -> tuple[Path, ...]:
     return (first / "model.bin.part1", second / "model.bin.part2")
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
+    """The folder `name`, filled by `build(folder)` once per test run. Under pytest-xdist (`make test`
+    runs two workers) the first worker to ask builds it in the run's shared temporary folder while the
+    others wait on a file lock, then all read the same files: one export, not one per worker."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    shared = tmp_path_factory.getbasetemp().parent
+    folder, done = shared / name, shared / f"{name}.built"
+    with FileLock(shared / f"{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+    return built_once(tmp_path_factory, "tiny-bert", build_tiny_bert)
 
 
 @pytest.fixture(scope="session")
 def tiny_distilbert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_distilbert(tmp_path_factory.mktemp("tiny-distilbert"))
+    return built_once(tmp_path_factory, "tiny-distilbert", build_tiny_distilbert)
 
 
 @pytest.fixture(scope="session")
 def tiny_t5(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.seq2seq_models import build_tiny_t5
 
-    return build_tiny_t5(tmp_path_factory.mktemp("tiny-t5"), journal_corpus())
+    return built_once(tmp_path_factory, "tiny-t5", lambda folder: build_tiny_t5(folder, journal_corpus()))
 
 
 @pytest.fixture()
@@ -209,14 +246,27 @@ def whisper_tiny_en_hf(whisper_tiny_en_conversion: tuple[Path, ConversionReport]
 
 @pytest.fixture(scope="session")
 def serving_repository(
+    request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     tiny_bert: Path,
     tiny_distilbert: Path,
     tiny_t5: Path,
-    whisper_tiny_en_hf: Path,
 ) -> Path:
-    """The repository the session's Triton serves: the embedded default and two tiny checkpoints."""
-    repository = tmp_path_factory.mktemp("model-repository")
+    """The repository the session's Triton serves: the embedded default and two tiny checkpoints, built
+    once per run (`built_once`)."""
+
+    def export(repository: Path) -> None:
+        # The Hugging Face conversion only when this worker builds the repository.
+        _export_serving_models(
+            repository, tiny_bert, tiny_distilbert, tiny_t5, request.getfixturevalue("whisper_tiny_en_hf")
+        )
+
+    return built_once(tmp_path_factory, "model-repository", export)
+
+
+def _export_serving_models(
+    repository: Path, tiny_bert: Path, tiny_distilbert: Path, tiny_t5: Path, whisper_tiny_en_hf: Path
+) -> None:
     export_emotion(EmotionExportOptions(repository=repository))
     export_emotion(EmotionExportOptions(model=str(tiny_bert), name="tiny_bert", repository=repository))
     export_emotion(
@@ -230,7 +280,6 @@ def serving_repository(
         WhisperCt2ExportOptions(model=base[0].parent, parts=base, name="whisper_base", repository=repository)
     )
     export_whisper_onnx(WhisperOnnxExportOptions(model=whisper_tiny_en_hf, repository=repository))
-    return repository
 
 
 @pytest.fixture(scope="session")
@@ -365,6 +414,9 @@ def gateway(triton: LocalTriton, make_gateway_settings) -> Iterator[Gateway]:
         health_probe_interval_s=QUIET_PROBES_S,
     )
     with running_gateway(settings) as running:
+        # Ready: every model answered its first probe. On a busy machine (two test workers) that round
+        # can take seconds, and a test checking health must not see the gateway still starting.
+        wait_http_ok(f"{running.http_url}/health/ready", timeout_s=120)
         yield running
 
 

@@ -146,12 +146,21 @@ def test_log_lines_of_a_request_carry_its_id(http: httpx.Client, caplog: pytest.
     http.post(
         "/v1/emotions", json={"texts": [SENTINEL], "model": "nope"}, headers={"X-Request-ID": "logged-2"}
     )
-    lines = {
-        request_id: [r.getMessage() for r in caplog.records if getattr(r, "request_id", None) == request_id]
-        for request_id in ("logged-1", "logged-2")
-    }
-    assert any("/v1/emotions -> 200" in line for line in lines["logged-1"]), caplog.text
-    assert any("/v1/emotions -> 404" in line for line in lines["logged-2"]), caplog.text
+
+    def lines_of(request_id: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if getattr(r, "request_id", None) == request_id]
+
+    # The access line is written once the response has gone out, by the gateway's thread: on a busy
+    # machine the client can read the answer first.
+    deadline = time.monotonic() + 10
+    expected = {"logged-1": "/v1/emotions -> 200", "logged-2": "/v1/emotions -> 404"}
+
+    def logged() -> bool:
+        return all(any(line in seen for seen in lines_of(r)) for r, line in expected.items())
+
+    while not logged() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert logged(), caplog.text
     assert SENTINEL not in caplog.text
     assert all(SENTINEL not in str(vars(record)) for record in caplog.records)
 
@@ -233,7 +242,9 @@ def _check_triton_request_ids(triton: LocalTriton, repository: Path, lines: list
     assert not any(SENTINEL in line for line in lines)
     error_type = failed.json()["error"]["type"]
     errors = value(after, "samo_triton_errors_total", model="tiny_distilbert", error=error_type)
-    assert errors == value(before, "samo_triton_errors_total", model="tiny_distilbert", error=error_type) + 1
+    # The request's call counts once; the health monitor's probes of the model (woken by the failure, or
+    # its round) are Triton calls too and may add theirs before the scrape on a busy machine.
+    assert errors >= value(before, "samo_triton_errors_total", model="tiny_distilbert", error=error_type) + 1
 
 
 # Metrics ------------------------------------------------------------------------------------------

@@ -129,6 +129,7 @@ def test_openai_python_client_shape(http: httpx.Client) -> None:
         ("short.wav", wav_bytes(np.zeros(16, dtype=np.int16)), 200, None),
         ("silence.wav", wav_bytes(np.zeros(2 * RATE, dtype=np.int16)), 200, None),
     ],
+    ids=["empty", "noise", "notes", "short", "silence"],  # not the bytes: the noise differs per process
 )
 def test_bad_and_odd_audio(
     http: httpx.Client, name: str, data: bytes, status: int, error_type: str | None
