@@ -282,6 +282,7 @@ class CoalescingCalls:
     and send every other call, and every health probe, straight to `triton`.
 
     `in_flight` 0 joins nothing: every call goes straight to Triton (texts per call are still counted).
+    Texts per call are counted for requests' calls only, not for health probes.
     """
 
     def __init__(
@@ -305,7 +306,7 @@ class CoalescingCalls:
         coalescer = self.coalescers.get(model)
         if coalescer is not None and not context.probe:
             return await coalescer.infer(context, inputs, outputs)
-        if model in self.encoders:
+        if model in self.encoders and not context.probe:
             shape = _token_rows(inputs)
             record_call_texts(model, shape[0] if shape else 0)
         return await self.triton.infer(context, model, inputs, outputs)

@@ -266,6 +266,7 @@ def test_a_lone_request_is_sent_at_once_alone_with_its_own_context() -> None:
     async def run() -> None:
         stack = _stack()
         stack.triton.hold = asyncio.Event()
+        calls, counted = _call_texts("coalesce_a")
         context = _context("only", deadline_s=30)
         task = asyncio.create_task(stack.emotions.detect(context, texts))
         await asyncio.sleep(0)  # one step of the event loop: no timer runs out
@@ -278,6 +279,7 @@ def test_a_lone_request_is_sent_at_once_alone_with_its_own_context() -> None:
             await stack.emotions.detect(_context(f"next{i}"), texts[:1])
         assert [len(c.ids) for c in stack.triton.calls] == [3, 1, 1, 1, 1, 1]
         assert [c.context.request_id for c in stack.triton.calls[1:]] == [f"next{i}" for i in range(5)]
+        assert _call_texts("coalesce_a") == (calls + 6, counted + 8)
 
     asyncio.run(run())
 
@@ -478,9 +480,11 @@ def test_health_probes_reach_the_model_alone_even_while_it_is_busy() -> None:
         assert hold is not None
         stack.triton.hold = None
         probe = RequestContext.for_probe()
+        counted = _call_texts("coalesce_a")
         result = await _soon(stack.emotions.detect(probe, ["Readiness check 1. The model answers."]))
         assert len(result.results) == 1
         assert stack.triton.calls[1].context is probe and len(stack.triton.calls[1].ids) == 1
+        assert _call_texts("coalesce_a") == counted  # a probe is not traffic
         hold.set()
         await _soon(busy)
 

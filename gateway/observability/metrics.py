@@ -91,7 +91,7 @@ CALL_TEXTS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 TRITON_CALL_TEXTS = Histogram(
     "samo_triton_call_texts",
     "Texts (rows) in one Triton call to a text encoder, by model: above 1 when concurrent requests were "
-    "joined into one call (gateway/coalescing.py).",
+    "joined into one call (gateway/coalescing.py). Health probes are not counted.",
     ["model"],
     buckets=CALL_TEXTS_BUCKETS,
     registry=None,
