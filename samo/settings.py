@@ -125,7 +125,8 @@ class GatewaySettings(BaseSettings):
         "everything waiting goes as one call of up to the card's `max_batch_size` texts (no timer). "
         "Fewer: larger calls, fewer gRPC round trips and less gateway CPU per text, but a request may "
         "wait for a call to end. More: less waiting, smaller calls, Triton's batcher does the joining. "
-        "0 joins nothing. Default not yet measured: 2 keeps one call running and the next one queued.",
+        "Keep it above the model's Triton instance count, so that no instance idles. 0 joins nothing. "
+        "Default not yet measured: 2 keeps one call running and the next one queued in Triton.",
     )
     max_texts: int = Field(
         default=ENCODER_MAX_BATCH_SIZE,

@@ -503,3 +503,26 @@ def test_in_flight_0_joins_nothing() -> None:
         return len(stack.triton.calls)
 
     assert asyncio.run(run()) == len(requests)
+
+
+def test_a_joined_call_has_no_deadline_of_its_own_when_one_of_its_requests_has_none() -> None:
+    texts = _texts(random.Random(11), 3)
+
+    async def run() -> None:
+        stack = _stack(in_flight=1)
+        busy = await _busy(stack, texts[:1])
+        hold = stack.triton.hold
+        assert hold is not None
+        stack.triton.hold = None
+        waiting = [
+            asyncio.create_task(stack.emotions.detect(_context("with", 30), texts[1:2])),
+            asyncio.create_task(stack.emotions.detect(_context("without"), texts[2:])),
+        ]
+        await _steps()
+        hold.set()
+        await _soon(asyncio.gather(busy, *waiting))
+        joined = stack.triton.calls[1]
+        assert joined.context.request_id == "with" and joined.context.deadline is None
+        assert not joined.context.probe and len(joined.ids) == 2
+
+    asyncio.run(run())
