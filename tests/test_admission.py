@@ -30,12 +30,11 @@ from gateway.operations.costs import OperationCosts
 from gateway.results import SummaryOptions
 from gateway.summarization.abstractive import AbstractiveModel
 from gateway.summarization.service import SummarizationService
-from load_tests.processes import free_port
 from samo.contracts.summarizer import GenerationDefaults, SummarizerModelCard
 from samo.settings import GatewaySettings
-from samo.triton.local_server import LocalTriton, TritonPorts
+from samo.triton.local_server import LocalTriton
 from samo.triton.model_config import read_model_config, write_model_config
-from tests.conftest import journal_corpus, running_gateway
+from tests.conftest import gateway_settings, journal_corpus, running_gateway
 
 # --- the controller -------------------------------------------------------------------------------
 
@@ -244,20 +243,14 @@ TritonPythonModel.execute = _slow_execute
 
 
 @pytest.fixture(scope="module")
-def small_triton(small_repository: Path) -> Iterator[LocalTriton]:
-    with LocalTriton(small_repository, ports=TritonPorts(free_port(), free_port(), free_port())) as server:
+def small_triton(small_repository: Path, local_triton) -> Iterator[LocalTriton]:
+    with local_triton(small_repository) as server:
         yield server
 
 
 def settings_for(triton: LocalTriton, repository: Path, **overrides) -> GatewaySettings:
-    return GatewaySettings(
-        port=free_port(),
-        grpc_port=free_port(),
-        triton_grpc_url=triton.grpc_url,
-        model_repository=repository,
-        health_probe_interval_s=3600.0,  # no probe inference in the middle of a test
-        **overrides,
-    )
+    # No probe inference in the middle of a test.
+    return gateway_settings(triton, model_repository=repository, health_probe_interval_s=3600.0, **overrides)
 
 
 def _stub_pid(triton: LocalTriton, model: str) -> int:
@@ -289,7 +282,6 @@ def _emotions(client: httpx.Client) -> httpx.Response:
     return client.post("/v1/emotions", json={"texts": ["We walked home in the rain."]})
 
 
-@pytest.mark.integration
 def test_an_open_event_stream_keeps_its_units_until_it_ends(small_triton, small_repository) -> None:
     costs = WorkCosts()
     stream_cost = costs.tokens(STREAM_TOKENS)
@@ -376,7 +368,6 @@ def _detect(stub: samo_v1_pb2_grpc.SamoStub, texts: list[str]):
     return stub.DetectEmotions(samo_v1_pb2.DetectEmotionsRequest(texts=texts), timeout=30)
 
 
-@pytest.mark.integration
 def test_a_streamed_upload_is_admitted_before_its_chunks_and_released_when_cancelled(
     small_triton, small_repository
 ) -> None:
@@ -399,7 +390,6 @@ def test_a_streamed_upload_is_admitted_before_its_chunks_and_released_when_cance
         _answered_again(stub)  # the cancelled upload's units came back
 
 
-@pytest.mark.integration
 def test_grpc_limits_concurrent_calls_and_message_sizes(small_triton, small_repository) -> None:
     settings = settings_for(
         small_triton,
@@ -428,7 +418,6 @@ def test_grpc_limits_concurrent_calls_and_message_sizes(small_triton, small_repo
         _answered_again(stub)
 
 
-@pytest.mark.integration
 def test_a_full_model_queue_and_a_stale_queued_request_are_answered_with_429(
     small_triton, small_repository
 ) -> None:

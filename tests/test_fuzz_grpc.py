@@ -23,8 +23,6 @@ from samo.settings import GatewaySettings
 from tests.conftest import Gateway
 from tests.speech import JFK_WAV
 
-pytestmark = pytest.mark.integration
-
 SERVICE = samo_v1_pb2.DESCRIPTOR.services_by_name["Samo"]
 METHODS = {method.name: method for method in SERVICE.methods}
 REFUSALS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}

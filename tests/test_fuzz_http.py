@@ -30,8 +30,6 @@ from gateway.http.app import create_app
 from samo.settings import GatewaySettings
 from tests.conftest import Gateway
 
-pytestmark = pytest.mark.integration
-
 EXAMPLES = int(os.environ.get("FUZZ_HTTP_EXAMPLES", "500"))
 """Generated requests per operation; lower it (e.g. `FUZZ_HTTP_EXAMPLES=50`) for a quick local run."""
 
@@ -92,8 +90,9 @@ def test_generated_requests_get_no_5xx_and_documented_answers(
     )
 
 
-def test_every_operation_was_fuzzed() -> None:
-    """Runs after the fuzz in this module: each operation with inputs got `EXAMPLES` requests."""
+def test_every_operation_was_fuzzed(gateway: Gateway) -> None:
+    """Runs after the fuzz in this module: each operation with inputs got `EXAMPLES` requests. (It takes
+    the fuzz's gateway so that it runs in the fuzz's tier.)"""
     operations = [result.ok() for result in schema.get_all_operations()]
     for operation in operations:
         label = f"{operation.method.upper()} {operation.path}"

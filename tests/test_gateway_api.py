@@ -15,10 +15,7 @@ from fastapi.testclient import TestClient
 from gateway.context import RequestContext
 from gateway.http.app import create_app
 from load_tests.processes import free_port
-from samo.settings import GatewaySettings
 from tests.conftest import LABELS, journal_corpus
-
-pytestmark = pytest.mark.integration
 
 GOLDEN_OPENAPI = Path(__file__).parent / "golden" / "openapi.json"
 SECRET = "my secret diary entry about Alice"
@@ -158,8 +155,10 @@ def test_openapi_document_is_pinned(http: httpx.Client) -> None:
     )
 
 
-def test_triton_unreachable_gives_503_with_retry_after(serving_repository: Path) -> None:
-    settings = GatewaySettings(
+def test_triton_unreachable_gives_503_with_retry_after(
+    serving_repository: Path, make_gateway_settings
+) -> None:
+    settings = make_gateway_settings(
         triton_grpc_url=f"127.0.0.1:{free_port()}", model_repository=serving_repository, grpc_port=0
     )
     with TestClient(create_app(settings=settings)) as client:
@@ -173,13 +172,8 @@ def test_triton_unreachable_gives_503_with_retry_after(serving_repository: Path)
         assert client.get("/health/live").status_code == 200
 
 
-def test_overload_gives_429(serving_repository: Path, triton) -> None:
-    settings = GatewaySettings(
-        triton_grpc_url=triton.grpc_url,
-        model_repository=serving_repository,
-        admission_budget=1,
-        grpc_port=0,
-    )
+def test_overload_gives_429(triton, make_gateway_settings) -> None:
+    settings = make_gateway_settings(triton, admission_budget=1, grpc_port=0)
     app = create_app(settings=settings)
     with TestClient(app) as client:
         held = app.state.operations.admit(RequestContext(), 1)  # one text already waiting on Triton

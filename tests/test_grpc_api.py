@@ -18,11 +18,8 @@ from gateway.errors import ErrorType, SamoError
 from gateway.grpc_api import samo_v1_pb2, samo_v1_pb2_grpc
 from gateway.http.app import create_app
 from load_tests.processes import free_port
-from samo.settings import GatewaySettings
 from tests.conftest import Gateway, journal_corpus
 from tests.speech import JFK_WAV
-
-pytestmark = pytest.mark.integration
 
 GOLDEN_PROTO = Path(__file__).parent / "golden" / "samo_v1.descriptor.txt"
 
@@ -122,9 +119,11 @@ def test_reflection_lists_the_services(gateway: Gateway) -> None:
     assert {"samo.v1.Samo", "grpc.health.v1.Health"} <= names
 
 
-def test_triton_down_is_unavailable_on_both_transports(serving_repository: Path) -> None:
+def test_triton_down_is_unavailable_on_both_transports(
+    serving_repository: Path, make_gateway_settings
+) -> None:
     grpc_port = free_port()
-    settings = GatewaySettings(
+    settings = make_gateway_settings(
         triton_grpc_url=f"127.0.0.1:{free_port()}",
         model_repository=serving_repository,
         grpc_port=grpc_port,

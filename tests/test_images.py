@@ -13,9 +13,9 @@
 
 from __future__ import annotations
 
-import ast
 import glob
 import importlib.metadata
+import json
 import os
 import re
 import shutil
@@ -73,10 +73,27 @@ def _module_file(module: str) -> Path | None:
     return None
 
 
-def _imports(path: Path) -> list[tuple[str, str | None, bool]]:
-    """(module, imported name or None, guarded by `except ImportError`) for every import in the file."""
-    tree = ast.parse(path.read_text())
-    guarded: set[int] = set()
+Imports = list[tuple[str, str | None, bool]]
+
+# Parses files in a fresh interpreter and prints, per file, its imports as (module, imported name or
+# None, guarded by `except ImportError`), or the SyntaxError under the grammar of `--feature-version`.
+# Not in this process: CPython 3.11's `ast.parse` late in a long process (the whole suite) raised
+# `SystemError: AST constructor recursion depth mismatch` on files that parse alone.
+_PARSE_IMPORTS = r"""
+import ast, json, sys
+args = sys.argv[1:]
+feature_version = None
+if args[0] == "--feature-version":
+    feature_version = tuple(int(part) for part in args[1].split("."))
+    args = args[2:]
+answers = {}
+for path in args:
+    try:
+        tree = ast.parse(open(path).read(), path, feature_version=feature_version)
+    except SyntaxError as exc:
+        answers[path] = {"error": str(exc)}
+        continue
+    guarded = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Try) and any(
             isinstance(h.type, ast.Name) and h.type.id in {"ImportError", "ModuleNotFoundError"}
@@ -89,24 +106,40 @@ def _imports(path: Path) -> list[tuple[str, str | None, bool]]:
             found.extend((alias.name, None, id(node) in guarded) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.extend((node.module, alias.name, id(node) in guarded) for alias in node.names)
-    return found
+    answers[path] = {"imports": found}
+print(json.dumps(answers))
+"""
 
 
-def _closure(files: list[Path]) -> dict[Path, list[tuple[str, str | None, bool]]]:
+def _parse(paths: list[Path], feature_version: tuple[int, int] | None = None) -> dict[Path, dict]:
+    """`_PARSE_IMPORTS`'s answer for each path, from one fresh interpreter."""
+    version = ["--feature-version", ".".join(map(str, feature_version))] if feature_version else []
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", _PARSE_IMPORTS, *version, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return {Path(path): answer for path, answer in json.loads(result.stdout).items()}
+
+
+def _closure(files: list[Path]) -> dict[Path, Imports]:
     """The files and every samo module they import, transitively, with their imports."""
-    seen: dict[Path, list[tuple[str, str | None, bool]]] = {}
-    todo = list(files)
+    seen: dict[Path, Imports] = {}
+    todo = set(files)
     while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen[path] = _imports(path)
-        for module, name, _ in seen[path]:
-            if module.split(".")[0] == "samo":
-                for candidate in (module, f"{module}.{name}" if name else module):
-                    found = _module_file(candidate)
-                    if found:
-                        todo.append(found)
+        for path, answer in _parse(sorted(todo)).items():
+            assert "error" not in answer, f"{path.name}: {answer['error']}"
+            seen[path] = [(module, name, guarded) for module, name, guarded in answer["imports"]]
+        todo = set()
+        for imports in seen.values():
+            for module, name, _ in imports:
+                if module.split(".")[0] == "samo":
+                    for candidate in (module, f"{module}.{name}" if name else module):
+                        found = _module_file(candidate)
+                        if found and found not in seen:
+                            todo.add(found)
     return seen
 
 
@@ -199,11 +232,10 @@ def check_python_compatibility(files: list[Path], version: str, root: Path = ROO
             problems.append(result.stderr.strip())
         return problems
     target = _version(version)
+    parsed = _parse(list(closure), feature_version=target)
     for path, imports in closure.items():
-        try:
-            ast.parse(path.read_text(), feature_version=target)
-        except SyntaxError as exc:
-            problems.append(f"{path.name}: does not parse as Python {version}: {exc}")
+        if "error" in parsed[path]:
+            problems.append(f"{path.name}: does not parse as Python {version}: {parsed[path]['error']}")
         for module, name, guarded in imports:
             added = STDLIB_ADDED.get((module, name)) or STDLIB_ADDED.get((module, None))
             if added and added > target and not guarded:

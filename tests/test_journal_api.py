@@ -12,8 +12,6 @@ from gateway.summarization.sentences import split_sentences
 from tests.conftest import LABELS
 from tests.speech import JFK_WAV, RATE, long_speech, wav_bytes, word_error_rate
 
-pytestmark = pytest.mark.integration
-
 ENTRY = (
     "I finally finished the project and I feel so proud of us. "
     "Then my sister called with bad news about dad's health. "

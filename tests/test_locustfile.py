@@ -16,8 +16,6 @@ import pytest
 from load_tests.locust_mix import OPERATIONS, REQUEST_NAMES, parse_mix
 from load_tests.locust_slo import StepResult, highest_passing, judge_step, steps_markdown
 from load_tests.plots import plot_latency_distribution, plot_over_time, plot_throughput_vs_concurrency
-from load_tests.processes import free_port
-from samo.settings import GatewaySettings
 from samo.triton.local_server import LocalTriton
 from tests.conftest import Gateway, running_gateway
 
@@ -31,19 +29,16 @@ API_KEY = "samo-loadtest-key-0123456789"
 
 @pytest.fixture(scope="module")
 def patient_gateway(
-    triton: LocalTriton, serving_repository: Path, tmp_path_factory: pytest.TempPathFactory
+    triton: LocalTriton, tmp_path_factory: pytest.TempPathFactory, make_gateway_settings
 ) -> Iterator[Gateway]:
     """The session's models behind a gateway with long deadlines that wants an API key: these tests
     check the load test (its key included: without it every request is a 401), not how the gateway
     sheds load, and a shared 2-core machine can be far slower than usual."""
     keys = tmp_path_factory.mktemp("keys") / "api-keys"
     keys.write_text(f"loadtest:{API_KEY}\n")
-    settings = GatewaySettings(
+    settings = make_gateway_settings(
+        triton,
         api_keys_file=keys,
-        port=free_port(),
-        grpc_port=free_port(),
-        triton_grpc_url=triton.grpc_url,
-        model_repository=serving_repository,
         default_summarizer="extractive",
         triton_timeout_s=300,
         # Probes slowed by a busy machine must not get models reloaded under the load test.
@@ -115,7 +110,6 @@ def test_plots_are_png_files(tmp_path: Path) -> None:
     assert all(path.read_bytes()[:8] == PNG_MAGIC for path in paths)
 
 
-@pytest.mark.integration
 def test_plain_locust_runs_http_users_without_a_grpc_target(patient_gateway: Gateway, tmp_path: Path) -> None:
     locust = shutil.which("locust", path=str(Path(sys.executable).parent))
     assert locust, "locust is installed by `make install` (the `load` extra)"
@@ -137,7 +131,6 @@ def test_plain_locust_runs_http_users_without_a_grpc_target(patient_gateway: Gat
     assert stats[("", "Aggregated")]["Failure Count"] == "0"
 
 
-@pytest.mark.integration
 def test_loadtest_runs_every_operation_over_http_and_grpc(patient_gateway: Gateway, tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = _samo_loadtest(
@@ -171,7 +164,6 @@ def test_loadtest_runs_every_operation_over_http_and_grpc(patient_gateway: Gatew
     assert "| grpc | Transcribe |" in summary and "| http | /v1/journal [audio] |" in summary
 
 
-@pytest.mark.integration
 def test_step_load_reports_the_highest_rate_under_the_slo(patient_gateway: Gateway, tmp_path: Path) -> None:
     out = tmp_path / "steps"
     result = _samo_loadtest(

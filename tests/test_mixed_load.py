@@ -21,15 +21,12 @@ from typing import Any
 import grpc
 import httpx
 import numpy as np
-import pytest
 from google.protobuf.json_format import MessageToDict
 
 from gateway.grpc_api import samo_v1_pb2 as pb
 from gateway.grpc_api import samo_v1_pb2_grpc
 from tests.conftest import Gateway, journal_corpus
 from tests.speech import RATE, jfk_samples, wav_bytes
-
-pytestmark = pytest.mark.integration
 
 REQUESTS = int(os.environ.get("MIXED_LOAD_REQUESTS", "2000"))
 CONCURRENCY = 48

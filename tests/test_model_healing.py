@@ -22,14 +22,10 @@ import pytest
 import tritonclient.grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from load_tests.processes import free_port
-from samo.settings import GatewaySettings
-from samo.triton.local_server import LocalTriton, RestartPolicy, TritonPorts
-from tests.conftest import Gateway, running_gateway
+from samo.triton.local_server import RestartPolicy
+from tests.conftest import Stack, running_gateway
 from tests.process_tree import stubs
 from tests.speech import jfk_samples, wav_bytes
-
-pytestmark = pytest.mark.integration
 
 RECOVERY_TARGET_S = 10.0
 """The issue's target: serving again within 10 s of the kill (printed with each measured time)."""
@@ -70,34 +66,22 @@ REQUESTS: dict[str, Callable[[httpx.Client], httpx.Response]] = {
 }
 
 
-@dataclass(frozen=True)
-class Stack:
-    triton: LocalTriton
-    gateway: Gateway
-
-
 @pytest.fixture(scope="module")
-def stack(serving_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    serving_repository: Path, tmp_path_factory: pytest.TempPathFactory, gateway_stack
+) -> Iterator[Stack]:
     repository = tmp_path_factory.mktemp("healing-repository")
     for name in MODELS:
         (repository / name).symlink_to(serving_repository / name)
     # Supervised, as `samo serve` runs it: a stub killed while it holds the Python backend's shared-memory
     # lock can abort tritonserver itself (see `_triton_aborted`), and then only a restart brings it back.
-    triton = LocalTriton(repository, ports=TritonPorts(free_port(), free_port(), free_port()))
-    triton.supervise(RestartPolicy(first_delay_s=0.5))
-    try:
-        settings = GatewaySettings(
-            port=free_port(),
-            grpc_port=free_port(),
-            triton_grpc_url=triton.grpc_url,
-            model_repository=repository,
-            default_summarizer="extractive",
-            health_probe_interval_s=1.0,
-        )
-        with running_gateway(settings) as gateway:
-            yield Stack(triton, gateway)
-    finally:
-        triton.stop()
+    with gateway_stack(
+        repository,
+        supervise=RestartPolicy(first_delay_s=0.5),
+        default_summarizer="extractive",
+        health_probe_interval_s=1.0,
+    ) as running:
+        yield running
 
 
 @dataclass
@@ -227,15 +211,12 @@ def test_a_stub_killed_without_traffic_is_found_by_the_probes(stack: Stack) -> N
         assert REQUESTS["emotion"](http).status_code == 200
 
 
-def test_a_slow_model_stays_ready_and_is_never_reloaded(stack: Stack) -> None:
+def test_a_slow_model_stays_ready_and_is_never_reloaded(stack: Stack, make_gateway_settings) -> None:
     """Probes that time out (here: a timeout no inference can meet) mark models `slow`, not failing:
     still ready, and none is reloaded, since reloading a busy model would turn slowness into an outage."""
     before = {model: stubs(stack.triton.pid, model) for model in MODELS}
-    settings = GatewaySettings(
-        port=free_port(),
-        grpc_port=free_port(),
-        triton_grpc_url=stack.triton.grpc_url,
-        model_repository=stack.triton.repository,
+    settings = make_gateway_settings(
+        stack.triton,
         default_summarizer="extractive",
         health_probe_interval_s=0.2,
         health_probe_timeout_s=0.001,

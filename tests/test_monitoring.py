@@ -10,15 +10,12 @@ import re
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 
 from gateway.client import GrpcClient
 from gateway.observability.metrics import gateway_registry
 from samo.triton.local_server import LocalTriton
 from tests.conftest import Gateway
-
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 MONITORING = ROOT / "k8s" / "base" / "monitoring"

@@ -6,11 +6,8 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
 import re
 import shutil
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -32,13 +29,10 @@ from tritonclient.grpc import InferenceServerClient
 
 from gateway.grpc_api import samo_v1_pb2, samo_v1_pb2_grpc
 from gateway.observability.logging import RequestIdFilter
-from load_tests.processes import free_port, wait_http_ok
-from samo.settings import GatewaySettings
-from samo.triton.local_server import LocalTriton, TritonPorts
-from tests.conftest import Gateway, running_gateway
+from load_tests.processes import free_port
+from samo.triton.local_server import LocalTriton
+from tests.conftest import Gateway, gateway_settings, running_gateway
 from tests.speech import wav_bytes
-
-pytestmark = pytest.mark.integration
 
 # Sent as entry text in requests: must never appear in logs, spans or metrics.
 SENTINEL = "Quokka-sentinel-5521 wrote about a secret"
@@ -175,8 +169,10 @@ def encoders_repository(serving_repository: Path, tmp_path_factory: pytest.TempP
 
 
 @contextmanager
-def small_triton(repository: Path, log_verbose: int = 0) -> Iterator[tuple[LocalTriton, list[str]]]:
-    """A Triton of its own on `repository`, and the lines it logs."""
+def small_triton(
+    local_triton, repository: Path, log_verbose: int = 0
+) -> Iterator[tuple[LocalTriton, list[str]]]:
+    """A Triton of its own on `repository` (from the `local_triton` factory), and the lines it logs."""
     lines: list[str] = []
 
     class Collect(logging.Handler):
@@ -187,9 +183,8 @@ def small_triton(repository: Path, log_verbose: int = 0) -> Iterator[tuple[Local
     handler, level = Collect(), server_log.level
     server_log.addHandler(handler)
     server_log.setLevel(logging.INFO)
-    ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
     try:
-        with LocalTriton(repository, ports=ports, log_verbose=log_verbose) as triton:
+        with local_triton(repository, log_verbose=log_verbose) as triton:
             yield triton, lines
     finally:
         server_log.removeHandler(handler)
@@ -206,20 +201,16 @@ def _logged(lines: list[str], pattern: str, timeout_s: float = 20) -> list[str]:
         time.sleep(0.1)
 
 
-def test_triton_gets_the_request_id_and_errors_count_by_model(encoders_repository: Path) -> None:
+def test_triton_gets_the_request_id_and_errors_count_by_model(
+    encoders_repository: Path, local_triton
+) -> None:
     repository = encoders_repository
-    with small_triton(repository, log_verbose=1) as (triton, lines):
+    with small_triton(local_triton, repository, log_verbose=1) as (triton, lines):
         _check_triton_request_ids(triton, repository, lines)
 
 
 def _check_triton_request_ids(triton: LocalTriton, repository: Path, lines: list[str]) -> None:
-    settings = GatewaySettings(
-        port=free_port(),
-        grpc_port=free_port(),
-        triton_grpc_url=triton.grpc_url,
-        model_repository=repository,
-        default_emotion_model="tiny_bert",
-    )
+    settings = gateway_settings(triton, model_repository=repository, default_emotion_model="tiny_bert")
     request_id = f"to-triton-{uuid.uuid4().hex[:12]}"
     with running_gateway(settings) as gateway, httpx.Client(base_url=gateway.http_url, timeout=30) as http:
         assert detect(http, [SENTINEL], **{"X-Request-ID": request_id}).status_code == 200
@@ -331,16 +322,9 @@ def _attributes(span) -> dict[str, object]:
     return {kv.key: getattr(kv.value, kv.value.WhichOneof("value")) for kv in span.attributes}
 
 
-def test_spans_reach_an_otlp_receiver(triton: LocalTriton, serving_repository: Path, otlp_receiver) -> None:
+def test_spans_reach_an_otlp_receiver(triton: LocalTriton, otlp_receiver, make_gateway_settings) -> None:
     endpoint, received = otlp_receiver
-    settings = GatewaySettings(
-        port=free_port(),
-        grpc_port=free_port(),
-        triton_grpc_url=triton.grpc_url,
-        model_repository=serving_repository,
-        default_summarizer="extractive",
-        otlp_endpoint=endpoint,
-    )
+    settings = make_gateway_settings(triton, default_summarizer="extractive", otlp_endpoint=endpoint)
     trace_id = uuid.uuid4().hex
     traceparent = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
     with running_gateway(settings) as gateway, httpx.Client(base_url=gateway.http_url, timeout=60) as http:
@@ -398,56 +382,42 @@ def test_spans_reach_an_otlp_receiver(triton: LocalTriton, serving_repository: P
 # JSON logs and worker processes -------------------------------------------------------------------
 
 
-def test_json_logs_and_metrics_across_two_workers(encoders_repository: Path, tmp_path: Path) -> None:
-    with small_triton(encoders_repository) as (triton, _):
-        _check_workers(triton.grpc_url, encoders_repository, tmp_path)
+def test_json_logs_and_metrics_across_two_workers(
+    encoders_repository: Path, tmp_path: Path, local_triton, samo_process
+) -> None:
+    with small_triton(local_triton, encoders_repository) as (triton, _):
+        _check_workers(samo_process, triton.grpc_url, encoders_repository, tmp_path)
 
 
-def _check_workers(triton_url: str, repository: Path, tmp_path: Path) -> None:
-    port, grpc_port = free_port(), free_port()
-    env = {
-        **os.environ,
+def _check_workers(samo_process, triton_url: str, repository: Path, tmp_path: Path) -> None:
+    env: dict[str, str | None] = {
         "SAMO_WORKERS": "2",
-        "SAMO_PORT": str(port),
-        "SAMO_GRPC_PORT": str(grpc_port),
         "SAMO_TRITON_GRPC_URL": triton_url,
         "SAMO_MODEL_REPOSITORY": str(repository),
         "SAMO_DEFAULT_EMOTION_MODEL": "tiny_bert",
         "SAMO_LOG_FORMAT": "json",
         "SAMO_LOG_LEVEL": "DEBUG",
+        "PROMETHEUS_MULTIPROC_DIR": None,
     }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    base = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "gateway.log"
     http_requests, channels = 12, 16
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "samo_cli", "gateway"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            wait_http_ok(f"{base}/health/ready", 180, process)
-            for n in range(http_requests):  # a new connection each: the workers share the socket
-                with httpx.Client(base_url=base, timeout=30) as http:
-                    assert detect(http, [SENTINEL], **{"X-Request-ID": f"worker-http-{n}"}).status_code == 200
-            # Each channel is a new connection; the kernel spreads them over the workers' gRPC servers.
-            for n in range(channels):
-                with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-                    samo_v1_pb2_grpc.SamoStub(channel).DetectEmotions(
-                        samo_v1_pb2.DetectEmotionsRequest(texts=[SENTINEL]),
-                        metadata=(("x-request-id", f"worker-rpc-{n}"),),
-                        timeout=30,
-                    )
-            pages = []
-            for _ in range(4):  # whichever worker answers, it counts them all
-                with httpx.Client(base_url=base, timeout=30) as http:
-                    pages.append(scrape(http))
-        finally:
-            os.killpg(process.pid, 15)
-            process.wait(timeout=30)
+    with samo_process("gateway", env=env, log=log_path, timeout_s=180, grace_s=30) as gateway:
+        base = gateway.http_url
+        for n in range(http_requests):  # a new connection each: the workers share the socket
+            with httpx.Client(base_url=base, timeout=30) as http:
+                assert detect(http, [SENTINEL], **{"X-Request-ID": f"worker-http-{n}"}).status_code == 200
+        # Each channel is a new connection; the kernel spreads them over the workers' gRPC servers.
+        for n in range(channels):
+            with grpc.insecure_channel(gateway.grpc_target) as channel:
+                samo_v1_pb2_grpc.SamoStub(channel).DetectEmotions(
+                    samo_v1_pb2.DetectEmotionsRequest(texts=[SENTINEL]),
+                    metadata=(("x-request-id", f"worker-rpc-{n}"),),
+                    timeout=30,
+                )
+        pages = []
+        for _ in range(4):  # whichever worker answers, it counts them all
+            with httpx.Client(base_url=base, timeout=30) as http:
+                pages.append(scrape(http))
     for page in pages:
         assert value(page, "samo_grpc_requests_total", method=DETECT, code="OK") == channels
         assert value(page, "samo_http_requests_total", route="/v1/emotions", status="200") == http_requests

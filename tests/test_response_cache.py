@@ -14,13 +14,10 @@ from exporters.emotion.export import EmotionExportOptions, export_emotion
 from gateway.emotions.model import EmotionModel
 from gateway.health.probes import probe_text
 from gateway.triton_client import _infer_inputs
-from load_tests.processes import free_port
 from samo.contracts.emotion import LOGITS
-from samo.triton.local_server import LocalTriton, TritonPorts, response_cache_args
+from samo.triton.local_server import LocalTriton, response_cache_args
 from samo.triton.model_config import read_model_config
 from tests.conftest import journal_corpus
-
-pytestmark = pytest.mark.integration
 
 
 def test_probes_never_send_the_same_text_twice() -> None:
@@ -51,12 +48,11 @@ def _cache_hits(triton: LocalTriton) -> int:
         return stats.inference_stats.cache_hit.count
 
 
-def test_a_repeated_text_is_answered_from_the_cache(cached_repository: Path) -> None:
+def test_a_repeated_text_is_answered_from_the_cache(cached_repository: Path, local_triton) -> None:
     assert read_model_config(cached_repository / "tiny_bert").response_cache.enable
     model = EmotionModel.load(cached_repository / "tiny_bert")
     first, other = journal_corpus()[:2]
-    ports = TritonPorts(free_port(), free_port(), free_port())
-    with LocalTriton(cached_repository, ports=ports, extra_args=response_cache_args(16 << 20)) as triton:
+    with local_triton(cached_repository, extra_args=response_cache_args(16 << 20)) as triton:
         answer = _infer(triton, model, first)
         assert _cache_hits(triton) == 0
         np.testing.assert_array_equal(_infer(triton, model, first), answer)
@@ -65,10 +61,9 @@ def test_a_repeated_text_is_answered_from_the_cache(cached_repository: Path) -> 
         assert _cache_hits(triton) == 1
 
 
-def test_a_server_without_a_cache_still_serves_the_model(cached_repository: Path) -> None:
+def test_a_server_without_a_cache_still_serves_the_model(cached_repository: Path, local_triton) -> None:
     model = EmotionModel.load(cached_repository / "tiny_bert")
     text = journal_corpus()[0]
-    ports = TritonPorts(free_port(), free_port(), free_port())
-    with LocalTriton(cached_repository, ports=ports) as triton:
+    with local_triton(cached_repository) as triton:
         np.testing.assert_array_equal(_infer(triton, model, text), _infer(triton, model, text))
         assert _cache_hits(triton) == 0

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).parents[1]
 PACKAGES = ("samo", "samo_cli", "gateway", "exporters", "load_tests")
 EXPORT_STACK = ("torch", "optimum", "onnx", "transformers")
@@ -33,9 +31,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 UV = Path(sys.executable).with_name("uv")
 
 
-def install(project: Path, venv: Path, extra: str) -> Path:
-    subprocess.run([str(UV), "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
-    python = venv / "bin" / "python"
+def install(project: Path, python: Path, extra: str) -> Path:
     subprocess.run(
         [str(UV), "pip", "install", "--quiet", "--python", str(python), f"{project}[{extra}]"],
         check=True,
@@ -58,8 +54,10 @@ def absent(python: Path, modules: tuple[str, ...]) -> list[str]:
     return run(python, code).split()
 
 
-def test_gateway_installs_without_the_export_stack(project: Path, tmp_path: Path) -> None:
-    python = install(project, tmp_path / "venv", "gateway")
+def test_gateway_installs_without_the_export_stack(
+    project: Path, tmp_path: Path, fresh_virtualenv: Path
+) -> None:
+    python = install(project, fresh_virtualenv, "gateway")
     assert absent(python, EXPORT_STACK) == list(EXPORT_STACK)
     # As Dockerfile.gateway does: the gRPC code generated into the installed package.
     subprocess.run([str(python), "-I", "-m", "gateway.grpc_api.codegen"], check=True, cwd=tmp_path)
@@ -67,8 +65,8 @@ def test_gateway_installs_without_the_export_stack(project: Path, tmp_path: Path
     subprocess.run([str(python.with_name("samo")), "gateway", "--help"], check=True, capture_output=True)
 
 
-def test_client_installs_with_its_transports_only(project: Path, tmp_path: Path) -> None:
-    python = install(project, tmp_path / "venv", "client")
+def test_client_installs_with_its_transports_only(project: Path, fresh_virtualenv: Path) -> None:
+    python = install(project, fresh_virtualenv, "client")
     assert absent(python, ("fastapi", "tritonclient", "av", "faster_whisper", *EXPORT_STACK)) == [
         "fastapi",
         "tritonclient",

@@ -56,7 +56,6 @@ def test_token_budget_and_order() -> None:
     assert lead([3, 3, 3], 2) == [0, 1]
 
 
-@pytest.mark.integration
 def test_summary_is_three_sentences_of_the_entry_in_order(http: httpx.Client) -> None:
     response = http.post("/v1/summarize", json={"texts": [ENTRY, ENTRY + " " + ENTRY.split(". ")[1] + "."]})
     assert response.status_code == 200, response.text
@@ -74,13 +73,11 @@ def test_summary_is_three_sentences_of_the_entry_in_order(http: httpx.Client) ->
     assert len(set(picked)) == len(picked)  # no sentence twice
 
 
-@pytest.mark.integration
 def test_token_bound(http: httpx.Client) -> None:
     short = http.post("/v1/summarize", json={"texts": [ENTRY], "max_new_tokens": 20}).json()["results"][0]
     assert 1 <= len(short["sentences"]) <= 2
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [

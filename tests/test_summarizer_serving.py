@@ -22,10 +22,9 @@ from exporters.summarizer.export import SummarizerExportOptions, export_summariz
 from gateway.client import GrpcClient
 from gateway.services import Services
 from gateway.summarization.service import EXTRACTIVE, SummarizationService
-from load_tests.processes import free_port
 from samo.contracts.summarizer import SummarizerModelCard
 from samo.settings import GatewaySettings
-from samo.triton.local_server import LocalTriton, TritonPorts
+from samo.triton.local_server import LocalTriton
 from samo.triton.model_config import read_model_config
 from tests.conftest import Gateway, journal_corpus
 from tests.seq2seq_models import MAX_INPUT_TOKENS, build_tiny_bart, build_tiny_pegasus
@@ -294,11 +293,13 @@ def test_extractive_stream_is_one_event_and_streaming_takes_one_text(gateway_url
     assert two.status_code == 422 and "streaming takes one text" in two.text
 
 
-def test_a_gateway_with_only_a_summarizer_is_ready(serving_repository: Path, tmp_path: Path) -> None:
+def test_a_gateway_with_only_a_summarizer_is_ready(
+    serving_repository: Path, tmp_path: Path, local_triton
+) -> None:
     repository = tmp_path / "repository"
     for name in ("tiny_t5", "tiny_t5_stream"):
         shutil.copytree(serving_repository / name, repository / name)
-    with LocalTriton(repository, ports=TritonPorts(free_port(), free_port(), free_port())) as triton:
+    with local_triton(repository) as triton:
         settings = GatewaySettings(triton_grpc_url=triton.grpc_url, model_repository=repository)
 
         async def check() -> str | None:

@@ -1,7 +1,8 @@
 """A server that supervises: Triton restarted when it dies, nothing left behind when `samo serve`
 dies, and a gateway that drains on SIGTERM.
 
-Each test runs servers of its own (the session's are shared with other tests), since it kills them.
+Each test runs servers of its own (the session's are shared with other tests), since it kills them;
+they serve the session's exports of the two models.
 """
 
 from __future__ import annotations
@@ -9,10 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,18 +18,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporters.emotion.export import EmotionExportOptions, export_emotion
-from exporters.whisper.ct2_export import WhisperCt2ExportOptions, export_whisper_ct2
 from gateway.client import GrpcClient
 from gateway.errors import ErrorType, SamoError
 from load_tests.processes import free_port, wait_http_ok
-from samo.settings import GatewaySettings
 from samo.triton.local_server import SHARED_MEMORY, LocalTriton, RestartPolicy, TritonPorts
-from tests.conftest import running_gateway
 from tests.process_tree import alive, children, cmdline, port_free, stubs
 from tests.speech import long_speech, wav_bytes
-
-pytestmark = pytest.mark.integration
 
 TEXT = "I finally finished the project and I feel so proud of us."
 HANG_S = 60.0
@@ -41,11 +33,11 @@ GONE_WITHIN_S = 30.0
 
 
 @pytest.fixture(scope="module")
-def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def repository(serving_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default emotion model and Whisper tiny.en (CTranslate2): both ship with the packages."""
     repository = tmp_path_factory.mktemp("supervision-repository")
-    export_emotion(EmotionExportOptions(repository=repository))
-    export_whisper_ct2(WhisperCt2ExportOptions(repository=repository))
+    for name in ("emotion", "whisper"):
+        (repository / name).symlink_to(serving_repository / name)
     return repository
 
 
@@ -61,21 +53,11 @@ def _wait_gone(pids: list[int]) -> None:
         time.sleep(0.1)
 
 
-def test_triton_is_restarted_and_the_gateway_reconnects(repository: Path) -> None:
-    triton = LocalTriton(repository, ports=_ports())
-    triton.supervise(RestartPolicy(first_delay_s=0.5))
-    try:
-        settings = GatewaySettings(
-            port=free_port(),
-            grpc_port=free_port(),
-            triton_grpc_url=triton.grpc_url,
-            model_repository=repository,
-            health_probe_interval_s=1.0,
-        )
-        with (
-            running_gateway(settings) as gateway,
-            httpx.Client(base_url=gateway.http_url, timeout=30) as http,
-        ):
+def test_triton_is_restarted_and_the_gateway_reconnects(repository: Path, gateway_stack) -> None:
+    supervised = RestartPolicy(first_delay_s=0.5)
+    with gateway_stack(repository, supervise=supervised, health_probe_interval_s=1.0) as stack:
+        triton, gateway = stack.triton, stack.gateway
+        with httpx.Client(base_url=gateway.http_url, timeout=30) as http:
             wait_http_ok(f"{gateway.http_url}/health/ready", 120)
             first, first_stubs = triton.pid, stubs(triton.pid)
             assert first is not None and first_stubs
@@ -94,31 +76,21 @@ def test_triton_is_restarted_and_the_gateway_reconnects(repository: Path) -> Non
             assert triton.restarts == 1 and triton.pid != first
             _wait_gone(first_stubs)
             wait_http_ok(f"{gateway.http_url}/health/ready", 60)
-    finally:
-        triton.stop()
     assert all(port_free(port) for port in (triton.ports.http, triton.ports.grpc, triton.ports.metrics))
 
 
-def test_a_frozen_triton_gives_deadline_errors_not_hangs(repository: Path) -> None:
+def test_a_frozen_triton_gives_deadline_errors_not_hangs(repository: Path, gateway_stack) -> None:
     """SIGSTOP leaves Triton's sockets open and silent: the request's deadline must answer, on both
     transports, and the gateway must stay up and serve again once Triton runs."""
-    triton = LocalTriton(repository, ports=_ports())
-    triton.start()
-    try:
-        settings = GatewaySettings(
-            port=free_port(),
-            grpc_port=free_port(),
-            triton_grpc_url=triton.grpc_url,
-            model_repository=repository,
-            triton_timeout_s=3.0,
-            deadline_s_per_unit=0.0,
-            # No probe during the freeze: a reload would also wait on the frozen server.
-            health_probe_interval_s=3600.0,
-        )
-        with (
-            running_gateway(settings) as gateway,
-            httpx.Client(base_url=gateway.http_url, timeout=HANG_S) as http,
-        ):
+    with gateway_stack(
+        repository,
+        triton_timeout_s=3.0,
+        deadline_s_per_unit=0.0,
+        # No probe during the freeze: a reload would also wait on the frozen server.
+        health_probe_interval_s=3600.0,
+    ) as stack:
+        triton, gateway = stack.triton, stack.gateway
+        with httpx.Client(base_url=gateway.http_url, timeout=HANG_S) as http:
             assert http.post("/v1/emotions", json={"texts": [TEXT]}).status_code == 200
             assert triton.pid is not None
             os.kill(triton.pid, signal.SIGSTOP)
@@ -133,19 +105,15 @@ def test_a_frozen_triton_gives_deadline_errors_not_hangs(repository: Path) -> No
             finally:
                 os.kill(triton.pid, signal.SIGCONT)
             assert http.post("/v1/emotions", json={"texts": [TEXT]}).status_code == 200
-    finally:
-        triton.stop()
 
 
 def _regions(triton: LocalTriton) -> list[Path]:
     return sorted(SHARED_MEMORY.glob(f"{triton.shm_prefix}*"))
 
 
-def test_a_killed_server_leaves_no_shared_memory_behind(repository: Path) -> None:
+def test_a_killed_server_leaves_no_shared_memory_behind(repository: Path, local_triton) -> None:
     """A tritonserver killed outright never removes its stubs' /dev/shm regions; a restart and a stop do."""
-    triton = LocalTriton(repository, ports=_ports())
-    triton.supervise(RestartPolicy(first_delay_s=0.2))
-    try:
+    with local_triton(repository, supervise=RestartPolicy(first_delay_s=0.2)) as triton:
         first = _regions(triton)
         assert first, "the Python backend's regions carry the server's prefix"
         pid = triton.pid
@@ -156,69 +124,32 @@ def test_a_killed_server_leaves_no_shared_memory_behind(repository: Path) -> Non
             time.sleep(0.1)
         assert not set(first) & set(_regions(triton)), "the dead server's regions are removed"
         assert _regions(triton), "the new server has its own"
-    finally:
-        triton.stop()
     assert _regions(triton) == []
 
 
-def test_killing_samo_serve_leaves_no_triton_behind(repository: Path) -> None:
-    port, ports = free_port(), _ports()
+def test_killing_samo_serve_leaves_no_triton_behind(repository: Path, samo_process) -> None:
+    port, grpc_port, ports = free_port(), free_port(), _ports()
     command = [
-        *(sys.executable, "-m", "samo_cli", "serve", "--repository", str(repository)),
-        *("--port", str(port), "--grpc-port", str(free_port())),
+        *("serve", "--repository", str(repository)),
+        *("--port", str(port), "--grpc-port", str(grpc_port)),
         *("--triton-http-port", str(ports.http), "--triton-grpc-port", str(ports.grpc)),
         *("--triton-metrics-port", str(ports.metrics)),
     ]
-    serve = subprocess.Popen(
-        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
     server: list[int] = []
     try:
-        wait_http_ok(f"http://127.0.0.1:{port}/health/ready", 180, serve)
-        server = [pid for pid in children(serve.pid) if "tritonserver" in cmdline(pid)]
-        assert len(server) == 1
-        stub_pids = stubs(server[0])
-        assert len(stub_pids) == 2
-        serve.kill()
-        serve.wait()
-        _wait_gone([*server, *stub_pids])
-        assert all(port_free(p) for p in (ports.http, ports.grpc, ports.metrics))
+        with samo_process(*command, port=port, grpc_port=grpc_port, timeout_s=180) as serve:
+            server = [pid for pid in children(serve.pid) if "tritonserver" in cmdline(pid)]
+            assert len(server) == 1
+            stub_pids = stubs(server[0])
+            assert len(stub_pids) == 2
+            serve.process.kill()
+            serve.process.wait()
+            _wait_gone([*server, *stub_pids])
+            assert all(port_free(p) for p in (ports.http, ports.grpc, ports.metrics))
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(serve.pid, signal.SIGKILL)
         for pid in server:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-        serve.wait()
-
-
-@contextlib.contextmanager
-def _gateway_process(
-    triton: LocalTriton, repository: Path, grace_s: float
-) -> Iterator[subprocess.Popen[bytes]]:
-    port, grpc_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "SAMO_PORT": str(port),
-        "SAMO_GRPC_PORT": str(grpc_port),
-        "SAMO_TRITON_GRPC_URL": triton.grpc_url,
-        "SAMO_MODEL_REPOSITORY": str(repository),
-        "SAMO_SHUTDOWN_GRACE_S": str(grace_s),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "samo_cli", "gateway"],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-    )
-    process.port, process.grpc_port = port, grpc_port  # type: ignore[attr-defined]
-    try:
-        wait_http_ok(f"http://127.0.0.1:{port}/health/ready", 120, process)
-        yield process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def _in_flight(base: str) -> dict[str, float]:
@@ -234,53 +165,55 @@ def _in_flight(base: str) -> dict[str, float]:
     return counts
 
 
-def test_sigterm_lets_requests_in_progress_finish(repository: Path) -> None:
+def test_sigterm_lets_requests_in_progress_finish(repository: Path, local_triton, samo_process) -> None:
     grace_s = 120.0
     audio = wav_bytes(long_speech(repeats=8))  # about 100 s of speech: seconds of work in flight
-    with (
-        LocalTriton(repository, ports=_ports()) as triton,
-        _gateway_process(triton, repository, grace_s) as gateway,
-        ThreadPoolExecutor(2) as pool,
-    ):
-        base = f"http://127.0.0.1:{gateway.port}"  # type: ignore[attr-defined]
-        over_http = pool.submit(
-            httpx.post,
-            f"{base}/v1/transcribe",
-            files={"file": ("entry.wav", audio, "audio/wav")},
-            data={"beam_size": "1"},
-            timeout=grace_s,
-        )
-        with GrpcClient(f"127.0.0.1:{gateway.grpc_port}", timeout_s=grace_s) as rpc:  # type: ignore[attr-defined]
-            over_grpc = pool.submit(rpc.transcribe, audio, beam_size=1)
-            deadline = time.monotonic() + 60
-            while not (counts := _in_flight(base)).get("http") or not counts.get("grpc"):
-                assert time.monotonic() < deadline, counts
-                time.sleep(0.05)
-            assert not over_http.done() and not over_grpc.done()
-            gateway.send_signal(signal.SIGTERM)
-            signalled = time.monotonic()
+    with local_triton(repository) as triton:
+        env = {
+            "SAMO_TRITON_GRPC_URL": triton.grpc_url,
+            "SAMO_MODEL_REPOSITORY": str(repository),
+            "SAMO_SHUTDOWN_GRACE_S": str(grace_s),
+        }
+        with samo_process("gateway", env=env) as gateway, ThreadPoolExecutor(2) as pool:
+            base = gateway.http_url
+            over_http = pool.submit(
+                httpx.post,
+                f"{base}/v1/transcribe",
+                files={"file": ("entry.wav", audio, "audio/wav")},
+                data={"beam_size": "1"},
+                timeout=grace_s,
+            )
+            with GrpcClient(gateway.grpc_target, timeout_s=grace_s) as rpc:
+                over_grpc = pool.submit(rpc.transcribe, audio, beam_size=1)
+                deadline = time.monotonic() + 60
+                while not (counts := _in_flight(base)).get("http") or not counts.get("grpc"):
+                    assert time.monotonic() < deadline, counts
+                    time.sleep(0.05)
+                assert not over_http.done() and not over_grpc.done()
+                gateway.process.send_signal(signal.SIGTERM)
+                signalled = time.monotonic()
 
-            refused = None
-            while refused is None:
-                try:
-                    answer = httpx.post(f"{base}/v1/emotions", json={"texts": [TEXT]}, timeout=10)
-                except httpx.TransportError:
-                    refused = "connection refused"
-                else:
-                    if answer.status_code == 503:
-                        assert answer.json()["error"]["type"] == "upstream_unavailable"
-                        refused = "503"
-                assert time.monotonic() - signalled < grace_s, "new requests still served"
-                time.sleep(0.05)
+                refused = None
+                while refused is None:
+                    try:
+                        answer = httpx.post(f"{base}/v1/emotions", json={"texts": [TEXT]}, timeout=10)
+                    except httpx.TransportError:
+                        refused = "connection refused"
+                    else:
+                        if answer.status_code == 503:
+                            assert answer.json()["error"]["type"] == "upstream_unavailable"
+                            refused = "503"
+                    assert time.monotonic() - signalled < grace_s, "new requests still served"
+                    time.sleep(0.05)
 
-            transcript = over_http.result()
-            assert transcript.status_code == 200, transcript.text
-            assert "country" in transcript.json()["text"]
-            assert "country" in over_grpc.result().text
-        code = gateway.wait(timeout=grace_s)
-        print(
-            f"\nSIGTERM: new requests refused ({refused}); requests in progress finished; "
-            f"exited {time.monotonic() - signalled:.1f} s after the signal (grace {grace_s:.0f} s)"
-        )
-        # uvicorn re-raises the SIGTERM it handled once it has shut down, so the exit is by that signal.
-        assert code in (0, -signal.SIGTERM)
+                transcript = over_http.result()
+                assert transcript.status_code == 200, transcript.text
+                assert "country" in transcript.json()["text"]
+                assert "country" in over_grpc.result().text
+            code = gateway.process.wait(timeout=grace_s)
+            print(
+                f"\nSIGTERM: new requests refused ({refused}); requests in progress finished; "
+                f"exited {time.monotonic() - signalled:.1f} s after the signal (grace {grace_s:.0f} s)"
+            )
+            # uvicorn re-raises the SIGTERM it handled once it has shut down, so the exit is by that signal.
+            assert code in (0, -signal.SIGTERM)

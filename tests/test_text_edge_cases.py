@@ -17,8 +17,6 @@ from gateway.grpc_api import samo_v1_pb2, samo_v1_pb2_grpc
 from samo.settings import GatewaySettings
 from tests.conftest import LABELS, Gateway
 
-pytestmark = pytest.mark.integration
-
 LIMITS = GatewaySettings()  # the session gateway's limits, defaults
 CONTROL = "".join(chr(c) for c in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)])
 TEXTS = {

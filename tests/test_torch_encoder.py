@@ -35,17 +35,15 @@ from gateway.context import RequestContext
 from gateway.emotions.model import EmotionModel
 from gateway.summarization.service import Embedder, SummarizationService
 from gateway.triton_client import TritonClient
-from load_tests.processes import free_port
 from samo.contracts.emotion import EmotionModelCard, to_probabilities
 from samo.contracts.text import ATTENTION_MASK, INPUT_IDS, TOKEN_TYPE_IDS, EncoderTarget
-from samo.settings import GatewaySettings
 from samo.torch_encoding import BucketedRunner, Bucketing, TorchEncoder, rows_from_batch
 from samo.triton.backends import backend_file
-from samo.triton.local_server import LocalTriton, TritonPorts
+from samo.triton.local_server import LocalTriton
 from samo.triton.model_config import read_model_config
 from samo_cli import common
 from samo_cli.app import app
-from tests.conftest import Gateway, journal_corpus, running_gateway
+from tests.conftest import Gateway, journal_corpus
 from tests.triton_statistics import batching_since, model_statistics
 
 PARITY = 1e-4
@@ -222,32 +220,26 @@ class Served:
     gateway: Gateway
     repository: Path
     references: Path
-    """CPU ONNX exports of the same models, not served: run in-process."""
+    """CPU ONNX exports of the same models (`tiny_bert`, `emotion`, `embedder`), not served: run in-process."""
 
 
 @pytest.fixture(scope="module")
-def served(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(
+    tiny_bert: Path, serving_repository: Path, tmp_path_factory: pytest.TempPathFactory, gateway_stack
+) -> Iterator[Served]:
     repository = tmp_path_factory.mktemp("torch-repository")
-    references = tmp_path_factory.mktemp("onnx-references")
     _export(tiny_bert, "gpu-torch", "tiny_bert_torch", repository)
     _export(None, "gpu-torch", "emotion", repository)  # the zero-shot default: the prototypes head
     export_embedder(EmbedderExportOptions(name="embedder_torch", target="gpu-torch", repository=repository))
-    _export(tiny_bert, "cpu", "tiny_bert", references)
-    _export(None, "cpu", "emotion", references)
-    export_embedder(EmbedderExportOptions(name="embedder", repository=references))
-    ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
-    settings = GatewaySettings(
-        port=free_port(),
-        grpc_port=free_port(),
-        triton_grpc_url=f"127.0.0.1:{ports.grpc}",
-        model_repository=repository,
+    # The session's repository holds the CPU exports of the same three (default options, target cpu).
+    with gateway_stack(
+        repository,
         default_summarizer="extractive",
         # No health probe between the statistics reads: the tests count Triton's inferences exactly.
         health_probe_interval_s=3600.0,
-    )
-    with LocalTriton(repository, ports=ports) as triton, running_gateway(settings) as gateway:
-        httpx.get(f"{gateway.http_url}/health/models", timeout=120)  # returns once the first probes ran
-        yield Served(triton, gateway, repository, references)
+    ) as stack:
+        httpx.get(f"{stack.gateway.http_url}/health/models", timeout=120)  # returns once the first probes ran
+        yield Served(stack.triton, stack.gateway, repository, serving_repository)
 
 
 def _pytorch_scores(
@@ -284,7 +276,6 @@ async def _statistics(triton: LocalTriton, model: str) -> tuple[int, int]:
     return stats.inference_count, stats.execution_count
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("model", ["tiny_bert_torch", "emotion"])
 def test_gateway_scores_equal_pytorch_and_onnx(served: Served, tiny_bert: Path, model: str) -> None:
     """Texts of different lengths in concurrent requests (one or two texts each) through the gateway."""
@@ -321,7 +312,6 @@ def test_gateway_scores_equal_pytorch_and_onnx(served: Served, tiny_bert: Path, 
     assert inferences == len(texts)
 
 
-@pytest.mark.integration
 def test_gateway_embeddings_equal_pytorch_and_onnx(served: Served) -> None:
     """The extractive summarizer's embedder, through the gateway's service, one sentence per request."""
     texts = texts_of_many_lengths()
@@ -374,7 +364,6 @@ def _request(encoded: dict[str, np.ndarray]) -> list[InferInput]:
     return tensors
 
 
-@pytest.mark.integration
 def test_concurrent_requests_share_batches_and_a_bad_one_fails_alone(served: Served, tiny_bert: Path) -> None:
     model_dir = served.repository / "tiny_bert_torch"
     encoder = EmotionModel.load(model_dir).encoder
@@ -450,9 +439,8 @@ class _TritonWithStubPython(LocalTriton):
         return env
 
 
-@pytest.mark.integration
 @pytest.mark.skipif(NUMPY2_PYTHON is None, reason="set SAMO_NUMPY2_PYTHON to a python3 with numpy 2")
-def test_dlpack_path_serves_under_numpy_2(tiny_bert: Path, tmp_path: Path) -> None:
+def test_dlpack_path_serves_under_numpy_2(tiny_bert: Path, tmp_path: Path, local_triton) -> None:
     """The numpy path of the stub breaks under numpy 2 (seen: inputs read back as the first value
     repeated, outputs of zero bytes); the torch encoder's DLPack path answers as under numpy 1."""
     python = Path(typing.cast(str, NUMPY2_PYTHON))
@@ -469,8 +457,7 @@ def test_dlpack_path_serves_under_numpy_2(tiny_bert: Path, tmp_path: Path) -> No
     model_dir = _export(tiny_bert, "gpu-torch", "tiny_bert_torch", tmp_path)
     encoder = EmotionModel.load(model_dir).encoder
     texts = texts_of_many_lengths()
-    ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
-    with _TritonWithStubPython(tmp_path, python, ports=ports) as triton:
+    with local_triton(tmp_path, server=_TritonWithStubPython, python=python) as triton:
         client = grpcclient.InferenceServerClient(triton.grpc_url)
         x = np.arange(1, 6, dtype=np.float32)
         echo = grpcclient.InferInput("x", [5], "FP32")

@@ -36,8 +36,6 @@ from tests.conftest import Gateway
 from tests.speech import RATE, jfk_samples
 from tests.triton_statistics import batching_since, model_statistics
 
-pytestmark = pytest.mark.integration
-
 # (seconds, seed): the seeds shuffle sentences, voices and pauses differently.
 RECORDINGS = {"45s": (45, 3), "2min": (120, 1), "5min": (300, 2)}
 # Each backend against faster-whisper at its own precision (the ONNX backend decodes in float32).

@@ -6,7 +6,6 @@ import asyncio
 import io
 import itertools
 import os
-from pathlib import Path
 
 import av
 import httpx
@@ -15,10 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.http.app import create_app
-from samo.settings import GatewaySettings
 from tests.speech import JFK_TEXT, JFK_WAV, RATE, jfk_samples, long_speech, wav_bytes, word_error_rate
-
-pytestmark = pytest.mark.integration
 
 
 def transcribe(http: httpx.Client, data: bytes, name: str = "entry.wav", **form) -> httpx.Response:
@@ -184,14 +180,8 @@ def test_bad_options(http: httpx.Client, form: dict, status: int, message: str) 
     assert response.json()["error"]["message"] == message
 
 
-def test_limits_give_413(serving_repository: Path, triton) -> None:
-    settings = GatewaySettings(
-        triton_grpc_url=triton.grpc_url,
-        model_repository=serving_repository,
-        grpc_port=0,
-        max_audio_bytes=250_000,
-        max_audio_duration_s=5,
-    )
+def test_limits_give_413(triton, make_gateway_settings) -> None:
+    settings = make_gateway_settings(triton, grpc_port=0, max_audio_bytes=250_000, max_audio_duration_s=5)
     with TestClient(create_app(settings=settings)) as client:
         big = client.post("/v1/transcribe", files={"file": ("a.wav", JFK_WAV.read_bytes())})
         assert big.status_code == 413

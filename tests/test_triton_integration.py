@@ -13,12 +13,9 @@ from tritonclient.grpc.aio import InferenceServerClient
 from exporters.onnx_tools import cpu_session
 from gateway.emotions.model import EmotionModel
 from gateway.triton_client import TritonClient
-from load_tests.processes import free_port
-from samo.triton.local_server import LocalTriton, TritonPorts, TritonStartError
+from samo.triton.local_server import LocalTriton, TritonStartError
 from tests.conftest import journal_corpus
 from tests.triton_statistics import batching_since, model_statistics
-
-pytestmark = pytest.mark.integration
 
 
 def _infer_inputs(inputs: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
@@ -80,12 +77,14 @@ def test_dynamic_batching_runs_fewer_executions_than_inferences(
 
 
 def test_unreachable_triton_maps_to_unavailable() -> None:
+    from gateway.context import RequestContext
     from gateway.errors import ErrorType, SamoError
 
     async def scenario() -> SamoError:
         client = TritonClient("127.0.0.1:1", timeout_s=5)
         try:
-            await client.infer("emotion", {"input_ids": np.zeros((1, 3), np.int64)}, ["logits"])
+            inputs = {"input_ids": np.zeros((1, 3), np.int64)}
+            await client.infer(RequestContext(), "emotion", inputs, ["logits"])
         except SamoError as exc:
             return exc
         finally:
@@ -102,16 +101,14 @@ def test_missing_repository_says_what_to_do(tmp_path: Path) -> None:
         LocalTriton(tmp_path / "missing").start()
 
 
-def test_broken_model_makes_start_fail_with_the_log(tmp_path: Path) -> None:
+def test_broken_model_makes_start_fail_with_the_log(tmp_path: Path, local_triton) -> None:
     (tmp_path / "broken" / "1").mkdir(parents=True)
     (tmp_path / "broken" / "config.pbtxt").write_text(
         'name: "broken"\nbackend: "python"\nmax_batch_size: 0\n'
     )
     (tmp_path / "broken" / "1" / "model.py").write_text("raise RuntimeError('cannot load')\n")
-    server = LocalTriton(tmp_path, ports=_ports())
-    with pytest.raises(TritonStartError, match="tritonserver exited with code"):
-        server.start(timeout_s=60)
-
-
-def _ports() -> TritonPorts:
-    return TritonPorts(free_port(), free_port(), free_port())
+    with (
+        pytest.raises(TritonStartError, match="tritonserver exited with code"),
+        local_triton(tmp_path, start_timeout_s=60),
+    ):
+        pass

@@ -23,55 +23,41 @@ from gateway.errors import SamoError
 from gateway.services import Services, expected_models
 from gateway.triton_client import RESTRICTED_HEADER, TritonClient
 from gateway.triton_router import TritonRouter
-from load_tests.processes import free_port
 from samo.contracts.cards import CARD_FILE
 from samo.contracts.emotion import EmotionModelCard
 from samo.settings import GatewaySettings
-from samo.triton.local_server import LocalTriton, TritonPorts
+from samo.triton.local_server import LocalTriton
 from samo.triton.model_config import read_model_config
-from tests.conftest import Gateway, build_tiny_bert, build_tiny_distilbert, journal_corpus, running_gateway
+from tests.conftest import Gateway, gateway_settings, journal_corpus, running_gateway
 from tests.triton_statistics import model_statistics
-
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = journal_corpus()[:4]
 
 
 @pytest.fixture(scope="module")
-def repositories(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def repositories(
+    tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, tiny_distilbert: Path
+) -> tuple[Path, Path]:
     """(one model: tiny_bert; two models: tiny_bert and tiny_distilbert)."""
-    checkpoints = tmp_path_factory.mktemp("checkpoints")
     both = tmp_path_factory.mktemp("repository-both")
-    export_emotion(
-        EmotionExportOptions(
-            model=str(build_tiny_bert(checkpoints / "bert")), name="tiny_bert", repository=both
-        )
-    )
-    distilbert = build_tiny_distilbert(checkpoints / "distilbert")
-    export_emotion(EmotionExportOptions(model=str(distilbert), name="tiny_distilbert", repository=both))
+    export_emotion(EmotionExportOptions(model=str(tiny_bert), name="tiny_bert", repository=both))
+    export_emotion(EmotionExportOptions(model=str(tiny_distilbert), name="tiny_distilbert", repository=both))
     one = tmp_path_factory.mktemp("repository-one")
     shutil.copytree(both / "tiny_bert", one / "tiny_bert")
     return one, both
 
 
-def _triton(repository: Path, *extra_args: str) -> LocalTriton:
-    ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
-    return LocalTriton(repository, ports=ports, extra_args=extra_args)
-
-
 @pytest.fixture(scope="module")
-def tritons(repositories: tuple[Path, Path]) -> Iterator[tuple[LocalTriton, LocalTriton]]:
+def tritons(repositories: tuple[Path, Path], local_triton) -> Iterator[tuple[LocalTriton, LocalTriton]]:
     """A serves tiny_bert; B serves tiny_bert and tiny_distilbert."""
     one, both = repositories
-    with _triton(one) as a, _triton(both) as b:
+    with local_triton(one) as a, local_triton(both) as b:
         yield a, b
 
 
 def _settings(repository: Path, triton_grpc_url: str, **overrides: object) -> GatewaySettings:
-    return GatewaySettings(
-        port=free_port(),
-        grpc_port=free_port(),
+    return gateway_settings(
         triton_grpc_url=triton_grpc_url,
         model_repository=repository,
         default_emotion_model="tiny_bert",
@@ -269,7 +255,7 @@ def test_gpu_and_cpu_configs_match_cards_of_their_target(golden: str) -> None:
 # --- Triton's model control behind a key only the gateway holds --------------------------------------
 
 
-def test_model_control_needs_the_restricted_key(repositories: tuple[Path, Path]) -> None:
+def test_model_control_needs_the_restricted_key(repositories: tuple[Path, Path], local_triton) -> None:
     key = "only-the-gateway-knows"
     restricted = f"--grpc-restricted-protocol=model-repository,shared-memory:{RESTRICTED_HEADER}={key}"
 
@@ -289,7 +275,7 @@ def test_model_control_needs_the_restricted_key(repositories: tuple[Path, Path])
             await anyone.close()
             await gateway.close()
 
-    with _triton(repositories[0], restricted) as server:
+    with local_triton(repositories[0], extra_args=(restricted,)) as server:
         asyncio.run(run(server))
 
 

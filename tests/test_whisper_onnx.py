@@ -439,7 +439,6 @@ def _transcribe(http: httpx.Client, data: bytes, **form: str) -> httpx.Response:
     )
 
 
-@pytest.mark.integration
 def test_jfk_through_gateway_and_triton(http: httpx.Client) -> None:
     response = _transcribe(http, wav_bytes(jfk_samples()))
     assert response.status_code == 200, response.text
@@ -451,7 +450,6 @@ def test_jfk_through_gateway_and_triton(http: httpx.Client) -> None:
     assert word_error_rate(JFK_TEXT, greedy["text"]) <= 0.05, greedy["text"]
 
 
-@pytest.mark.integration
 def test_sampling_is_refused_with_a_clear_error(http: httpx.Client) -> None:
     response = http.post(
         "/v1/audio/transcriptions",
@@ -463,7 +461,6 @@ def test_sampling_is_refused_with_a_clear_error(http: httpx.Client) -> None:
     assert "does not sample" in response.json()["error"]["message"]
 
 
-@pytest.mark.integration
 def test_concurrent_requests_of_different_lengths_equal_alone(gateway_url: str) -> None:
     speech = jfk_samples()
     clips = [speech, speech[: 4 * RATE], speech[3 * RATE :], speech[6 * RATE :], speech[2 * RATE : 9 * RATE]]

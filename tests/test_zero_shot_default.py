@@ -9,8 +9,6 @@ import pytest
 
 from samo.contracts.emotion import EmotionModelCard
 
-pytestmark = pytest.mark.integration
-
 
 def test_default_model_card_names_it_zero_shot(default_export: Path) -> None:
     card = EmotionModelCard.read(default_export)

@@ -5,6 +5,7 @@ handed); a text entry once its text is known (its cost depends on its sentences)
 gateway/http/body_limit.py.
 """
 
+import contextlib
 import json
 from typing import Any
 
@@ -20,7 +21,7 @@ from gateway.http.errors import ERRORS
 from gateway.http.sse import EVENTS, event_response, wants_events
 from gateway.http.transcription import AUDIO_ERRORS, read_upload
 from gateway.journal.request import JournalAudioOptions, journal_text_model
-from gateway.operations import AudioUpload, Operations, Upload
+from gateway.operations import AudioUpload, Operations, OperationStream, Upload
 from gateway.results import JournalAnalysis, Segment
 from samo.settings import GatewaySettings
 
@@ -66,14 +67,25 @@ def journal_router(settings: GatewaySettings) -> APIRouter:
             entry = _form_upload(request, settings)
         else:
             entry = await _json_entry(request)
+        # The stream's first item comes once the form is read: only then may the disconnect watch
+        # (`unless_disconnected`) read the request's `receive`, or it would take the upload's chunks.
+        stream = await operations.journal_stream(context, entry)
         if wants_events(request):
-            return event_response(await operations.journal_stream(context, entry), _render, JournalAnalysis)
-        analysis = await unless_disconnected(request, operations.journal(context, entry))
+            return event_response(stream, _render, JournalAnalysis)
+        analysis = await unless_disconnected(request, _analysis(stream))
         if analysis is None:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         return answer(analysis)
 
     return router
+
+
+async def _analysis(stream: OperationStream[Segment | JournalAnalysis]) -> JournalAnalysis:
+    async with contextlib.aclosing(stream.items()) as items:
+        async for item in items:
+            if isinstance(item, JournalAnalysis):
+                return item
+    raise AssertionError("a journal stream ends with its analysis")
 
 
 def _form_upload(request: Request, settings: GatewaySettings) -> Upload:
