@@ -1,4 +1,5 @@
-"""Coalescing against the real stack: over HTTP, through the gateway, to a real Triton.
+"""Coalescing against a real stack: over HTTP, through a gateway, to a real Triton, both of the test's own
+(`gateway_stack`) on two tiny encoders of different architectures.
 
 Concurrent requests join Triton calls (`samo_triton_call_texts` counts fewer calls than requests) and
 each still gets the answer it gets alone; one at a time, each request is one call of its own texts.
@@ -8,16 +9,41 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import journal_corpus
+from exporters.emotion.export import EmotionExportOptions, export_emotion
+from tests.conftest import QUIET_PROBES_S, Stack, journal_corpus
 
-pytestmark = pytest.mark.integration
+MODELS = ("tiny_bert", "tiny_distilbert")
 
-MODELS = ("tiny_bert", "emotion")
+
+@pytest.fixture(scope="module")
+def stack(
+    tiny_bert: Path, tiny_distilbert: Path, tmp_path_factory: pytest.TempPathFactory, gateway_stack
+) -> Iterator[Stack]:
+    repository = tmp_path_factory.mktemp("coalescing-repository")
+    for name, checkpoint in zip(MODELS, (tiny_bert, tiny_distilbert), strict=True):
+        export_emotion(EmotionExportOptions(model=str(checkpoint), name=name, repository=repository))
+    with gateway_stack(
+        repository,
+        default_emotion_model=MODELS[0],
+        # Set, not left to the default: the test needs concurrent calls to be joined.
+        coalesce_in_flight=2,
+        # Probes are not counted in `samo_triton_call_texts`, and are not what this test tests.
+        health_probe_interval_s=QUIET_PROBES_S,
+    ) as running:
+        yield running
+
+
+@pytest.fixture()
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.gateway.http_url, timeout=30) as client:
+        yield client
 
 
 def _call_texts(http: httpx.Client) -> dict[str, tuple[float, float]]:
@@ -65,7 +91,7 @@ def _deltas(
 
 
 def test_500_mixed_concurrent_requests_get_their_answers_alone_in_fewer_triton_calls(
-    gateway_url: str, http: httpx.Client
+    stack: Stack, http: httpx.Client
 ) -> None:
     bodies = _requests(500)
     texts = sum(len(body["texts"]) for body in bodies)
@@ -73,7 +99,7 @@ def test_500_mixed_concurrent_requests_get_their_answers_alone_in_fewer_triton_c
 
     async def scenario() -> tuple[list[dict], list[httpx.Response | BaseException], tuple, tuple]:
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(base_url=gateway_url, timeout=120, limits=limits) as client:
+        async with httpx.AsyncClient(base_url=stack.gateway.http_url, timeout=120, limits=limits) as client:
             start = _call_texts(http)
             alone = []
             for body in bodies:
