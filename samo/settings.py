@@ -126,7 +126,8 @@ class GatewaySettings(BaseSettings):
         "Fewer: larger calls, fewer gRPC round trips and less gateway CPU per text, but a request may "
         "wait for a call to end. More: less waiting, smaller calls, Triton's batcher does the joining. "
         "Keep it above the model's Triton instance count, so that no instance idles. 0 joins nothing. "
-        "Default not yet measured: 2 keeps one call running and the next one queued in Triton.",
+        "Default not yet measured (`samo bench sweep --coalesce-in-flight` measures it): 2 keeps one call "
+        "running and the next one queued in Triton.",
     )
     max_texts: int = Field(
         default=ENCODER_MAX_BATCH_SIZE,
