@@ -4,22 +4,25 @@ and the model health monitor. The operations (gateway/operations) run requests o
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gateway.admission import Admission
 from gateway.audio.limits import AudioLimits
 from gateway.card_check import ExpectedModel
-from gateway.emotions.model import discover_emotion_models
+from gateway.coalescing import CoalescingCalls, EncoderBatching
+from gateway.emotions.model import EmotionModel, discover_emotion_models
 from gateway.emotions.service import EmotionService
 from gateway.health.monitor import ModelHealthMonitor
 from gateway.health.probes import model_probes
 from gateway.journal.service import JournalService
 from gateway.summarization.abstractive import discover_abstractive
-from gateway.summarization.service import SummarizationService, discover_embedder
+from gateway.summarization.service import Embedder, SummarizationService, discover_embedder
 from gateway.transcription.model import discover_whisper_models
 from gateway.transcription.service import TranscriptionService
 from gateway.triton_router import TritonRouter
 from samo.contracts.summarizer import SummarizerContract
+from samo.contracts.text import INPUT_IDS
 from samo.contracts.whisper import WhisperContract
 from samo.settings import GatewaySettings
 
@@ -53,6 +56,9 @@ class Services:
     def open(cls, settings: GatewaySettings) -> Services:
         triton = TritonRouter.from_settings(settings)
         models = discover_emotion_models(settings.model_repository)
+        embedder = discover_embedder(settings.model_repository)
+        # The text encoders' concurrent calls are joined (gateway/coalescing.py); the rest go straight.
+        encoders = CoalescingCalls(triton, encoder_batching(models, embedder), settings.coalesce_in_flight)
         whisper = discover_whisper_models(settings.model_repository)
         logger.info(
             "emotion models: %s; transcription models: %s",
@@ -67,13 +73,13 @@ class Services:
         return cls(
             settings,
             triton,
-            EmotionService(triton, models, settings.default_emotion_model),
+            EmotionService(encoders, models, settings.default_emotion_model),
             TranscriptionService(
                 triton, whisper, settings.default_whisper_model, limits, settings.max_windows_in_flight
             ),
             SummarizationService(
-                triton,
-                discover_embedder(settings.model_repository),
+                encoders,
+                embedder,
                 discover_abstractive(settings.model_repository),
                 settings.default_summarizer,
             ),
@@ -90,6 +96,21 @@ class Services:
             return f"no models installed in {self.settings.model_repository}"
         await self.health.ensure_checked()
         return self.health.unready_reason()
+
+
+def encoder_batching(
+    emotions: Mapping[str, EmotionModel], embedder: Embedder | None
+) -> dict[str, EncoderBatching]:
+    """How each text encoder's rows are joined: up to its card's batch size, token ids padded with its
+    card's pad id."""
+    batching = {
+        name: EncoderBatching(model.card.max_batch_size, {INPUT_IDS: model.card.pad_token_id})
+        for name, model in emotions.items()
+    }
+    if embedder is not None:
+        card = embedder.card
+        batching[embedder.name] = EncoderBatching(card.max_batch_size, {INPUT_IDS: card.pad_token_id})
+    return batching
 
 
 def expected_models(

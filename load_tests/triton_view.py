@@ -2,8 +2,9 @@
 
 The client sees latency; Triton sees where it went. Read Triton's cumulative statistics before and
 after a row (`TritonWatch`) and take the difference per model: requests, inferences (rows of the
-batch dimension: texts, windows) and executions (model runs), so the average batch size; time in
-the queue and in compute per request; compute per execution; response-cache hits and misses.
+batch dimension: texts, windows) and executions (model runs), so the average batch size and rows
+per request; time in the queue and in compute per request; compute per execution; response-cache hits
+and misses.
 """
 
 from __future__ import annotations
@@ -89,6 +90,12 @@ class TritonView:
         """Mean inferences per execution: how well the dynamic batcher filled batches."""
         return self.inferences / self.executions if self.executions else 0.0
 
+    @property
+    def texts_per_request(self) -> float:
+        """Mean inferences per request: the texts in one call from the gateway, above 1 when it joined
+        concurrent requests (gateway/coalescing.py) or a request carried several."""
+        return self.inferences / self.requests if self.requests else 0.0
+
     @classmethod
     def from_delta(cls, model: str, delta: ModelCounters) -> TritonView:
         answered = max(delta.requests - delta.cache_hits, 0)  # cache hits skip queue and compute
@@ -113,6 +120,7 @@ class TritonView:
             "triton_queue_ms": self.queue_ms,
             "triton_compute_ms": self.compute_ms,
             "triton_batch": self.batch_size,
+            "texts_per_call": self.texts_per_request,
             "triton_exec_ms": self.execution_ms,
             "executions": self.executions,
             "inferences": self.inferences,

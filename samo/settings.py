@@ -116,6 +116,19 @@ class GatewaySettings(BaseSettings):
         "batches (up to 8) from one recording, which pays on a GPU; on CPU, 4 transcribed 59 minutes "
         "of speech as fast as 8, with 30 MB less memory.",
     )
+    coalesce_in_flight: int = Field(
+        default=2,
+        ge=0,
+        description="Triton calls open at once per text encoder (emotion models, the embedder) in one "
+        "gateway process, before concurrent requests to it are joined (calls, not texts). Below the "
+        "limit a request is sent at once, alone; at the limit requests wait and, when a call ends, "
+        "everything waiting goes as one call of up to the card's `max_batch_size` texts (no timer). "
+        "Fewer: larger calls, fewer gRPC round trips and less gateway CPU per text, but a request may "
+        "wait for a call to end. More: less waiting, smaller calls, Triton's batcher does the joining. "
+        "Keep it above the model's Triton instance count, so that no instance idles. 0 joins nothing. "
+        "Default not yet measured (`samo bench sweep --coalesce-in-flight` measures it): 2 keeps one call "
+        "running and the next one queued in Triton.",
+    )
     max_texts: int = Field(
         default=ENCODER_MAX_BATCH_SIZE,
         ge=1,

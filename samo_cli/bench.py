@@ -135,6 +135,13 @@ def bench_sweep_command(
     instances: Annotated[
         str, typer.Option(help="Comma-separated instances x intra-op threads, e.g. 1x2,2x1,2x2.")
     ] = "1x2,2x1,2x2",
+    coalesce_in_flight: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated gateway `coalesce_in_flight` values: Triton calls open per encoder "
+            "before concurrent requests join one call (0: off)."
+        ),
+    ] = "0,1,2,4,8",
     cache: Annotated[bool, typer.Option(help="Also measure Triton's response cache.")] = True,
     concurrency: Annotated[str, typer.Option(help="Comma-separated client counts.")] = "1,32",
     duration: Annotated[float, typer.Option(help="Seconds per measurement.")] = 8.0,
@@ -146,8 +153,9 @@ def bench_sweep_command(
         "load_tests/results"
     ),
 ) -> None:
-    """Dynamic batching (queue delay, preferred sizes), instances and the response cache for the
-    emotion model and the sentence embedder, one setting at a time; the table names the best."""
+    """Dynamic batching (queue delay, preferred sizes), instances, the gateway's coalescing and the
+    response cache for the emotion model and the sentence embedder, one setting at a time; the table
+    names the best."""
     setup_logging()
     from load_tests.sweep import SweepOptions, run_sweep
 
@@ -156,6 +164,7 @@ def bench_sweep_command(
         queue_delays_us=_counts(queue_delays),
         preferred=_preferred(preferred),
         instances=_instances(instances),
+        coalesce_in_flight=_counts(coalesce_in_flight),
         cache=cache,
         concurrency=_counts(concurrency),
         duration_s=duration,

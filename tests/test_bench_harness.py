@@ -1,8 +1,10 @@
 """The benchmark harness against a real stack: Triton's view of a row, saturation then open loop,
-the sweep's config edits and the response cache, the compute limit's sub-batches.
+the sweep's config edits, its gateway coalescing rows and the response cache, the compute limit's
+sub-batches.
 
 One real Triton + gateway (subprocesses, as `samo bench` runs them) on the embedded zero-shot emotion
-model; runs are short: these check the harness's accounting, not speed."""
+model (the coalescing rows: a tiny BERT); runs are short: these check the harness's accounting, not
+speed."""
 
 from __future__ import annotations
 
@@ -15,11 +17,21 @@ import httpx
 import numpy as np
 import pytest
 
+from exporters.emotion.export import EmotionExportOptions, export_emotion
+from exporters.encoder_serving import PREFERRED_BATCH_SIZES, QUEUE_DELAY_US
 from load_tests.bench_emotion import SORTED, measure_in_process, sorted_sub_batches
 from load_tests.bench_report import Shape, measure_http, write_plots
 from load_tests.cpu_use import CPU_COLUMNS, StackProcesses
 from load_tests.processes import RunningStack
-from load_tests.sweep import Setting, apply, cache_args
+from load_tests.sweep import (
+    COALESCE_IN_FLIGHT,
+    Setting,
+    SweepOptions,
+    apply,
+    cache_args,
+    sweep_model,
+    workloads,
+)
 from load_tests.texts import journal_texts
 from load_tests.triton_view import watch
 from samo.triton.model_config import read_model_config
@@ -155,6 +167,47 @@ def test_sweep_setting_and_response_cache(repository: Path, tmp_path: Path, benc
     assert view.columns("emotion")["cache_hit_rate"] == pytest.approx(6 / 9)
     for i in range(3, 9):  # a cached answer is the same answer
         assert answers[i]["results"] == answers[i % 3]["results"]
+
+
+def test_sweep_coalescing_rows_count_texts_per_triton_call(
+    tiny_bert: Path, tmp_path: Path, triton_install
+) -> None:
+    """Each `coalesce_in_flight` value gets its row and a row per concurrency, with Triton's texts per
+    call: 1 where nothing may join (a lone client, coalescing off), above 1 where 8 clients share one
+    open call. The sweep starts its own stacks (`triton_install`)."""
+    export_emotion(EmotionExportOptions(model=str(tiny_bert), name="emotion", repository=tmp_path))
+    options = SweepOptions(
+        models=("emotion",),
+        queue_delays_us=(QUEUE_DELAY_US,),  # the defaults alone: no other axis
+        preferred=(PREFERRED_BATCH_SIZES,),
+        instances=((1, 2),),
+        coalesce_in_flight=(0, 1),
+        cache=False,
+        concurrency=(1, 8),
+        duration_s=1.0,
+        warmup_s=0.3,
+    )
+    measured = sweep_model("emotion", tmp_path, workloads()["emotion"], options)
+
+    assert [(r["axis"], r["coalesce_in_flight"]) for r in measured.rows] == [
+        ("default", COALESCE_IN_FLIGHT),
+        ("coalescing", 0),
+        ("coalescing", 1),
+    ]
+    assert all(r["texts_per_call"] > 0 and r["top_throughput_per_s"] > 0 for r in measured.rows)
+    loads = measured.coalescing_loads()
+    texts_per_call = {(r["coalesce_in_flight"], r["load"]): r["texts_per_call"] for r in loads}
+    assert list(texts_per_call) == [
+        (value, load) for value in sorted((0, 1, COALESCE_IN_FLIGHT)) for load in ("c=1", "c=8")
+    ]
+    for row in loads:
+        assert 0 < row["p50_ms"] <= row["p95_ms"], row
+        assert row["cores_busy"] > 0 and row["cpu_ms_gateway"] > 0 and row["cpu_ms_stubs"] > 0, row
+    for value in (0, 1, COALESCE_IN_FLIGHT):  # a lone client's request is never joined
+        assert texts_per_call[(value, "c=1")] == 1.0
+    assert texts_per_call[(0, "c=8")] == 1.0  # off: every request its own call
+    assert texts_per_call[(1, "c=8")] > 1.0  # one call open: the other clients' requests join
+    assert any(line.startswith("- emotion, coalescing: coalesce_in_flight ") for line in measured.summary)
 
 
 def test_compute_limit_rows(repository: Path) -> None:

@@ -13,7 +13,15 @@ from exporters.encoder_serving import PREFERRED_BATCH_SIZES, QUEUE_DELAY_US
 from load_tests.bench_emotion import BEST, NAIVE_UNTUNED, SORTED, STACK, naive_label, summarize
 from load_tests.bench_profile import summarize as summarize_profile
 from load_tests.bench_whisper import Clip, multipart_bodies, target_lines
-from load_tests.sweep import Setting, SweepOptions, cache_args, recommend, settings_to_sweep
+from load_tests.sweep import (
+    COALESCE_IN_FLIGHT,
+    Setting,
+    SweepOptions,
+    cache_args,
+    recommend,
+    recommend_coalescing,
+    settings_to_sweep,
+)
 
 
 def test_sweep_varies_one_setting_at_a_time_around_the_exporter_defaults() -> None:
@@ -22,6 +30,7 @@ def test_sweep_varies_one_setting_at_a_time_around_the_exporter_defaults() -> No
             queue_delays_us=(0, QUEUE_DELAY_US, 1000),
             preferred=((), PREFERRED_BATCH_SIZES),
             instances=((1, 2), (2, 1)),
+            coalesce_in_flight=(0, COALESCE_IN_FLIGHT, 4),
         )
     )
     assert swept[0] == ("default", Setting())
@@ -32,26 +41,35 @@ def test_sweep_varies_one_setting_at_a_time_around_the_exporter_defaults() -> No
     ]
     assert [s.preferred for axis, s in swept if axis == "preferred"] == [()]
     assert [(s.instances, s.threads) for axis, s in swept if axis == "instances"] == [(2, 1)]
+    assert [s.coalesce_in_flight for axis, s in swept if axis == "coalescing"] == [0, 4]
     for _, setting in swept[1:]:  # exactly one field differs from the default
         differing = [
             f
-            for f in ("queue_delay_us", "preferred", "instances")
+            for f in ("queue_delay_us", "preferred", "instances", "coalesce_in_flight")
             if getattr(setting, f) != getattr(Setting(), f)
         ]
         assert len(differing) == 1
     assert Setting(preferred=()).describe()["preferred"] == "none"
+    # The gateway gets each row's value, whatever the caller's environment says.
+    assert Setting(coalesce_in_flight=0).gateway_environment() == {"SAMO_COALESCE_IN_FLIGHT": "0"}
 
 
 def test_sweep_recommends_throughput_that_does_not_cost_a_lone_user() -> None:
-    def row(delay: int, p50: float, throughput: float, cache: str = "off") -> dict:
+    def row(
+        delay: int, p50: float, throughput: float, cache: str = "off", in_flight: int = 2, axis: str = "x"
+    ) -> dict:
         return {
             "model": "emotion",
+            "axis": axis,
             "queue_delay_us": delay,
             "preferred": "none",
             "instances": "1x2 threads",
             "cache": cache,
+            "coalesce_in_flight": in_flight,
             "c1_p50_ms": p50,
             "top_throughput_per_s": throughput,
+            "top_p99_ms": 40.0,
+            "texts_per_call": 3.5,
         }
 
     rows = [
@@ -63,6 +81,19 @@ def test_sweep_recommends_throughput_that_does_not_cost_a_lone_user() -> None:
     line = recommend(rows, "emotion")
     assert "queue delay 100 us" in line and "120.0/s" in line  # 5000 us is faster but costs a lone user 50%
     assert recommend(rows, "embedder") == "- embedder: nothing measured"
+
+    # Coalescing: the best among the default and the coalescing rows only, by the same rule.
+    rows += [
+        row(100, 10.0, 110.0, axis="default"),
+        row(100, 10.2, 130.0, in_flight=4, axis="coalescing"),
+        row(100, 12.0, 140.0, in_flight=0, axis="coalescing"),
+    ]
+    line = recommend_coalescing(rows, "emotion")
+    assert line == (
+        "- emotion, coalescing: coalesce_in_flight 4: 130.0/s at the top concurrency "
+        "(p99 40.00 ms, 3.50 texts per Triton call), c=1 p50 10.20 ms"
+    )
+    assert recommend_coalescing(rows, "embedder") == "- embedder, coalescing: nothing measured"
 
 
 def test_cache_flags_point_at_the_wheels_cache_library() -> None:

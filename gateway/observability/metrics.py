@@ -86,6 +86,16 @@ GENERATED_TOKENS = Counter(
     ["model"],
     registry=None,
 )
+# Texts per Triton call to a text encoder: powers of two up to the largest `max_batch_size` (64) and past it.
+CALL_TEXTS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+TRITON_CALL_TEXTS = Histogram(
+    "samo_triton_call_texts",
+    "Texts (rows) in one Triton call to a text encoder, by model: above 1 when concurrent requests were "
+    "joined into one call (gateway/coalescing.py). Health probes are not counted.",
+    ["model"],
+    buckets=CALL_TEXTS_BUCKETS,
+    registry=None,
+)
 AUDIO_SECONDS = Counter(
     "samo_audio_seconds",
     "Seconds of audio decoded for transcription, by model.",
@@ -104,6 +114,10 @@ def labelled(metric: MetricWrapperBase, *labels: str) -> Any:
 def record_texts(model: str, texts: int, tokens: int) -> None:
     labelled(TEXTS, model).inc(texts)
     labelled(INPUT_TOKENS, model).inc(tokens)
+
+
+def record_call_texts(model: str, texts: int) -> None:
+    labelled(TRITON_CALL_TEXTS, model).observe(texts)
 
 
 def record_generated_tokens(model: str, tokens: int) -> None:
@@ -125,6 +139,7 @@ _GATEWAY_METRICS = (
     TEXTS,
     INPUT_TOKENS,
     GENERATED_TOKENS,
+    TRITON_CALL_TEXTS,
     AUDIO_SECONDS,
 )
 
