@@ -209,7 +209,9 @@ def small_repository(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, 
 
 
 SLOW_EMOTION = "slow_emotion"
-SLOW_EXECUTION_S = 2.0
+SLOW_EXECUTION_S = 5.0
+"""Long enough that the refusals come back well before it ends with the other test worker busy beside
+(at 2 s, two of the four came back in time in a two-worker run)."""
 QUEUE_TIMEOUT_US = 300_000
 
 
