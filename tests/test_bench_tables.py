@@ -30,7 +30,7 @@ def test_sweep_varies_one_setting_at_a_time_around_the_exporter_defaults() -> No
             queue_delays_us=(0, QUEUE_DELAY_US, 1000),
             preferred=((), PREFERRED_BATCH_SIZES),
             instances=((1, 2), (2, 1)),
-            coalesce_in_flight=(0, COALESCE_IN_FLIGHT, 4),
+            coalesce_in_flight=(0, COALESCE_IN_FLIGHT, 2 * COALESCE_IN_FLIGHT),
         )
     )
     assert swept[0] == ("default", Setting())
@@ -41,7 +41,7 @@ def test_sweep_varies_one_setting_at_a_time_around_the_exporter_defaults() -> No
     ]
     assert [s.preferred for axis, s in swept if axis == "preferred"] == [()]
     assert [(s.instances, s.threads) for axis, s in swept if axis == "instances"] == [(2, 1)]
-    assert [s.coalesce_in_flight for axis, s in swept if axis == "coalescing"] == [0, 4]
+    assert [s.coalesce_in_flight for axis, s in swept if axis == "coalescing"] == [0, 2 * COALESCE_IN_FLIGHT]
     for _, setting in swept[1:]:  # exactly one field differs from the default
         differing = [
             f
