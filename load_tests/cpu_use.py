@@ -9,6 +9,7 @@ part of it to cut.
 from __future__ import annotations
 
 import contextlib
+import resource
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -72,16 +73,25 @@ class CpuUse:
 
 @contextlib.contextmanager
 def cpu_use(processes: StackProcesses | None) -> Iterator[CpuUse]:
-    """CPU seconds each part spent inside the block (nothing when `processes` is None)."""
+    """CPU seconds each part spent inside the block (nothing when `processes` is None). The load
+    generator is this process and the children it ran to the end inside the block (wrk, gRPC client
+    processes): the stack's servers are children too, but run past the block."""
     use = CpuUse()
     if processes is None:
         yield use
         return
     parts = processes.parts()
     before = {part: _cpu_seconds(members) for part, members in parts.items()}
+    children_before = _ended_children_seconds()
     started = time.monotonic()
     yield use
     use.wall_s = time.monotonic() - started
     for part, members in parts.items():
         after = _cpu_seconds(members)
         use.seconds[part] = sum(after[pid] - before[part].get(pid, 0.0) for pid in after)
+    use.seconds["load generator"] += _ended_children_seconds() - children_before
+
+
+def _ended_children_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

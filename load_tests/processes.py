@@ -73,6 +73,8 @@ class RunningStack:
     gateway_pid: int = 0
     """The gateway process (for profilers such as py-spy)."""
     triton_pid: int = 0
+    gateway_grpc_target: str = ""
+    """The gateway's gRPC address (host:port)."""
 
 
 @contextlib.contextmanager
@@ -89,11 +91,11 @@ def gateway_stack(
     from samo.triton.local_server import LocalTriton, TritonPorts
 
     ports = TritonPorts(free_port(), free_port(), free_port())
-    gateway_port = free_port()
+    gateway_port, gateway_grpc_port = free_port(), free_port()
     with LocalTriton(repository, ports=ports, extra_args=tuple(triton_args)) as triton:
         env = {
             "SAMO_PORT": str(gateway_port),
-            "SAMO_GRPC_PORT": str(free_port()),
+            "SAMO_GRPC_PORT": str(gateway_grpc_port),
             "SAMO_TRITON_GRPC_URL": triton.grpc_url,
             "SAMO_MODEL_REPOSITORY": str(repository),
             **(settings or {}),
@@ -102,4 +104,11 @@ def gateway_stack(
         with server_process(
             [sys.executable, "-m", "samo_cli", "gateway"], ready_url=base + ready_path, env=env
         ) as gateway:
-            yield RunningStack(base, triton.http_url, triton.grpc_url, gateway.pid, triton.pid or 0)
+            yield RunningStack(
+                base,
+                triton.http_url,
+                triton.grpc_url,
+                gateway.pid,
+                triton.pid or 0,
+                f"127.0.0.1:{gateway_grpc_port}",
+            )

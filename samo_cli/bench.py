@@ -175,9 +175,54 @@ def bench_sweep_command(
     typer.echo(run_sweep(options))
 
 
+def _settings(values: list[str]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for value in values:
+        name, sep, setting = value.partition("=")
+        if not sep or not name.startswith("SAMO_"):
+            raise typer.BadParameter(f"expected SAMO_NAME=value, got {value!r}")
+        pairs.append((name, setting))
+    return tuple(pairs)
+
+
+@bench_app.command("overhead")
+def bench_overhead_command(
+    concurrency: Annotated[str, typer.Option(help="Comma-separated client counts.")] = "1,32,256",
+    duration: Annotated[float, typer.Option(help="Seconds per row.")] = 10.0,
+    warmup: Annotated[float, typer.Option(help="Seconds of warm-up before each row.")] = 2.0,
+    grpc_clients: Annotated[int, typer.Option(help="Client processes for the gRPC rows.")] = 2,
+    open_loop: Annotated[
+        float, typer.Option(help="Open-loop rate as a fraction of the best HTTP rate (0 skips).")
+    ] = 0.5,
+    setting: Annotated[
+        list[str] | None, typer.Option(help="A gateway setting, SAMO_NAME=value (repeatable).")
+    ] = None,
+    output: Annotated[Path, typer.Option(help="Folder for overhead.md and overhead.json.")] = Path(
+        "load_tests/results"
+    ),
+) -> None:
+    """The stack's own CPU per text, with a classifier that costs nearly nothing: HTTP (wrk) and gRPC,
+    closed loop at each concurrency and open loop, CPU by process."""
+    setup_logging()
+    from load_tests.bench_overhead import OverheadOptions, run_overhead
+
+    options = OverheadOptions(
+        concurrency=_counts(concurrency),
+        duration_s=duration,
+        warmup_s=warmup,
+        grpc_clients=grpc_clients,
+        open_loop_fraction=open_loop,
+        settings=_settings(setting or []),
+        output_dir=output,
+    )
+    typer.echo(run_overhead(options))
+
+
 @bench_app.command("profile-gateway")
 def bench_profile_command(
-    model: Annotated[str, typer.Option(help="bert-base or minilm-zero-shot.")] = "minilm-zero-shot",
+    model: Annotated[
+        str, typer.Option(help="bert-base, minilm-zero-shot or near-free.")
+    ] = "minilm-zero-shot",
     quantize: Annotated[
         Literal["none", "int8"], typer.Option(help="The served graph: none | int8.")
     ] = "int8",
