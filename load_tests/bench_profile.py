@@ -9,7 +9,6 @@ ptrace permission over the gateway (root, or `CAP_SYS_PTRACE` in a container).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -18,12 +17,16 @@ import sys
 import tempfile
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
-from load_tests.bench_emotion import prepare
-from load_tests.loadgen import LoadResult, format_table, run_load_sync
+from load_tests.bench_emotion import prepare, request_bodies
+from load_tests.bench_overhead import GRPC_METHOD, grpc_bodies
+from load_tests.grpc_load import run_grpc_load
+from load_tests.loadgen import format_table, run_load_sync
 from load_tests.processes import gateway_stack
 from load_tests.texts import journal_texts
 
@@ -33,6 +36,8 @@ _LINE_NUMBER = re.compile(r":\d+\)$")
 TOP = 25
 # Frames of the project's own code, as py-spy names them (paths relative to the working directory).
 PROJECT_MARKERS = ("(gateway/", "(samo/")
+GRPC_CLIENTS = 2
+"""Client processes for the gRPC load (one Python process cannot drive the gateway)."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class ProfileOptions:
     concurrency: int = 32
     duration_s: float = 20.0
     rate_hz: int = 200
+    transport: Literal["http", "grpc"] = "http"
     output_dir: Path = Path("load_tests/results")
 
 
@@ -91,19 +97,39 @@ def summarize(collapsed: str) -> tuple[list[dict], list[dict], int]:
     return by_self, [row(name) for name in project[:TOP]], total
 
 
-def _load(url: str, bodies: list[bytes], options: ProfileOptions, out: list[LoadResult]) -> None:
-    out.append(
-        run_load_sync(
-            url, bodies, concurrency=options.concurrency, duration_s=options.duration_s, warmup_s=0.0
+@dataclass(frozen=True)
+class Sampled:
+    """The load while py-spy sampled."""
+
+    throughput: float
+    p50_ms: float
+
+
+Drive = Callable[[float], Sampled]
+"""Runs the load for that many seconds."""
+
+
+def _http_load(url: str, bodies: list[bytes], concurrency: int) -> Drive:
+    def drive(seconds: float) -> Sampled:
+        result = run_load_sync(url, bodies, concurrency=concurrency, duration_s=seconds, warmup_s=0.0)
+        return Sampled(result.throughput, result.p50_ms)
+
+    return drive
+
+
+def _grpc_load(target: str, bodies: list[bytes], concurrency: int) -> Drive:
+    def drive(seconds: float) -> Sampled:
+        result = run_grpc_load(
+            target, GRPC_METHOD, bodies, concurrency=concurrency, duration_s=seconds, processes=GRPC_CLIENTS
         )
-    )
+        return Sampled(result.throughput, result.percentile_ms(50))
+
+    return drive
 
 
-def _profiled_run(
-    pid: int, url: str, bodies: list[bytes], options: ProfileOptions, output: Path, fmt: str
-) -> LoadResult:
-    results: list[LoadResult] = []
-    load = threading.Thread(target=_load, args=(url, bodies, options, results))
+def _profiled_run(pid: int, drive: Drive, options: ProfileOptions, output: Path, fmt: str) -> Sampled:
+    results: list[Sampled] = []
+    load = threading.Thread(target=lambda: results.append(drive(options.duration_s)))
     load.start()
     spy = record(pid, options.duration_s, options.rate_hz, output, fmt)
     _, errors = spy.communicate(timeout=options.duration_s + 60)
@@ -116,23 +142,30 @@ def _profiled_run(
 def run_profile(options: ProfileOptions) -> str:
     py_spy()  # fail before the export, not after it
     texts = journal_texts()
-    bodies = [json.dumps({"texts": [text]}).encode() for text in texts]
     options.output_dir.mkdir(parents=True, exist_ok=True)
-    slug = f"profile-gateway-{options.model}-{options.quantize}"
+    slug = f"profile-gateway-{options.model}-{options.quantize}" + (
+        "-grpc" if options.transport == "grpc" else ""
+    )
     svg = options.output_dir / "plots" / f"{slug}.svg"
     svg.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="samo-profile-") as workdir:
         model = prepare(options.model, Path(workdir), options.quantize, fp32_reference=False)  # type: ignore[arg-type]
         collapsed = Path(workdir) / "stacks.txt"
         with gateway_stack(model.repository) as stack:
-            url = f"{stack.gateway_url}/v1/emotions"
-            run_load_sync(url, bodies, concurrency=options.concurrency, duration_s=2.0, warmup_s=0.0)
-            sampled = _profiled_run(stack.gateway_pid, url, bodies, options, collapsed, "raw")
-            _profiled_run(stack.gateway_pid, url, bodies, options, svg, "flamegraph")
+            if options.transport == "grpc":
+                drive = _grpc_load(stack.gateway_grpc_target, grpc_bodies(texts), options.concurrency)
+            else:
+                drive = _http_load(
+                    f"{stack.gateway_url}/v1/emotions", request_bodies(texts), options.concurrency
+                )
+            drive(2.0)  # warm-up
+            sampled = _profiled_run(stack.gateway_pid, drive, options, collapsed, "raw")
+            _profiled_run(stack.gateway_pid, drive, options, svg, "flamegraph")
         by_self, project, samples = summarize(collapsed.read_text())
     report = (
         f"# Gateway profile\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; `samo bench profile-gateway`: "
-        f"{options.model} ({options.quantize}) behind the gateway, closed loop c={options.concurrency}, "
+        f"{options.model} ({options.quantize}) behind the gateway, {options.transport}, closed loop "
+        f"c={options.concurrency}, "
         f"{options.duration_s:.0f} s sampled by py-spy at {options.rate_hz} Hz ({samples} samples of the "
         f"gateway's threads). While sampled: {sampled.throughput:.1f} requests/s, p50 {sampled.p50_ms:.1f} ms "
         f"(py-spy's sampling slows the gateway a little). Flame graph: `plots/{svg.name}`.\n\n"

@@ -63,20 +63,29 @@ class TokenEncoder:
         )
 
     def encode(self, texts: Sequence[str]) -> EncodedTexts:
-        encodings = self.tokenizer.encode_batch(list(texts))
-        lengths = [len(e.ids) for e in encodings]
+        # One text (what most requests carry) skips encode_batch's hand-off to the Rust thread pool.
+        encodings = (
+            [self.tokenizer.encode(texts[0])] if len(texts) == 1 else self.tokenizer.encode_batch(list(texts))
+        )
+        rows = [encoding.ids for encoding in encodings]  # each `.ids` builds a new list: read it once
+        lengths = [len(row) for row in rows]
         width = max(lengths)
         if not self.ragged:
             width = min(-(-width // NON_RAGGED_LENGTH_MULTIPLE) * NON_RAGGED_LENGTH_MULTIPLE, self.max_length)
-        ids = np.full((len(texts), width), self.pad_token_id, dtype=np.int64)
-        mask = np.zeros((len(texts), width), dtype=np.int64)
-        types = np.zeros((len(texts), width), dtype=np.int64)
-        for row, encoding in enumerate(encodings):
-            ids[row, : lengths[row]] = encoding.ids
-            mask[row, : lengths[row]] = 1
-            types[row, : lengths[row]] = encoding.type_ids
+        if all(length == width for length in lengths):  # one text, ragged: nothing to pad
+            ids = np.array(rows, dtype=np.int64)
+            mask = np.ones_like(ids)
+        else:
+            ids = np.full((len(rows), width), self.pad_token_id, dtype=np.int64)
+            mask = np.zeros_like(ids)
+            for row, (tokens, length) in enumerate(zip(rows, lengths, strict=True)):
+                ids[row, :length] = tokens
+                mask[row, :length] = 1
         inputs = {INPUT_IDS: ids, ATTENTION_MASK: mask}
         if self.token_type_ids:
+            types = np.zeros_like(ids)
+            for row, (encoding, length) in enumerate(zip(encodings, lengths, strict=True)):
+                types[row, :length] = encoding.type_ids
             inputs[TOKEN_TYPE_IDS] = types
         return EncodedTexts(
             inputs=inputs,

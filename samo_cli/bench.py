@@ -230,6 +230,9 @@ def bench_profile_command(
     duration: Annotated[
         float, typer.Option(help="Seconds sampled (twice: stacks, then flame graph).")
     ] = 20.0,
+    transport: Annotated[
+        Literal["http", "grpc"], typer.Option(help="The load's transport: http | grpc.")
+    ] = "http",
     output: Annotated[Path, typer.Option(help="Folder for the report and its flame graph.")] = Path(
         "load_tests/results"
     ),
@@ -239,7 +242,12 @@ def bench_profile_command(
     from load_tests.bench_profile import ProfileOptions, run_profile
 
     options = ProfileOptions(
-        model=model, quantize=quantize, concurrency=concurrency, duration_s=duration, output_dir=output
+        model=model,
+        quantize=quantize,
+        concurrency=concurrency,
+        duration_s=duration,
+        output_dir=output,
+        transport=transport,
     )
     typer.echo(run_profile(options))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from gateway.repository import cards_for_task
+from gateway.results import ModelInfo
 from samo.contracts.emotion import EmotionModelCard, Thresholds
 from samo.text_encoding import EncodedTexts, TokenEncoder, latest_version
 
@@ -33,6 +35,18 @@ class EmotionModel:
 
     def encode(self, texts: Sequence[str]) -> EncodedTexts:
         return self.encoder.encode(texts)
+
+    @functools.cached_property
+    def info(self) -> ModelInfo:
+        """What every answer says about the model (made once, not per request)."""
+        card = self.card
+        return ModelInfo(
+            name=self.name,
+            version=self.version,
+            kind=card.kind,
+            source=card.source,
+            description=card.description,
+        )
 
 
 def discover_emotion_models(repository: Path) -> dict[str, EmotionModel]:

@@ -13,7 +13,7 @@ from gateway.errors import ErrorType, SamoError
 from gateway.observability.metrics import record_texts
 from gateway.observability.tracing import stage
 from gateway.repository import pick_model
-from gateway.results import EmotionOptions, EmotionResult, LabelScore, ModelInfo, TextEmotions
+from gateway.results import EmotionOptions, EmotionResult, LabelScore, TextEmotions
 from gateway.triton_client import InferenceCalls
 from samo.contracts.emotion import LOGITS, to_probabilities
 
@@ -56,26 +56,41 @@ class EmotionService:
                 if options.threshold is None
                 else np.full(len(model.card.labels), options.threshold)
             )
-            labels = model.card.labels
-            results = []
-            for row, scores in enumerate(probabilities):
-                above = [i for i in np.argsort(-scores, kind="stable") if scores[i] >= thresholds[i]]
-                if options.top_k is not None:
-                    above = above[: options.top_k]
-                results.append(
-                    TextEmotions(
-                        labels=tuple(LabelScore(label=labels[i], score=float(scores[i])) for i in above),
-                        scores=dict(zip(labels, map(float, scores), strict=True)),
-                        truncated=truncated[row],
-                        tokens=token_counts[row],
-                    )
-                )
-        card = model.card
-        info = ModelInfo(
-            name=model.name,
-            version=model.version,
-            kind=card.kind,
-            source=card.source,
-            description=card.description,
+            results = _text_emotions(
+                probabilities, thresholds, model.card.labels, options.top_k, truncated, token_counts
+            )
+        return EmotionResult(model=model.info, results=tuple(results), options=options)
+
+
+def _text_emotions(
+    probabilities: np.ndarray,
+    thresholds: np.ndarray,
+    labels: Sequence[str],
+    top_k: int | None,
+    truncated: Sequence[bool],
+    token_counts: Sequence[int],
+) -> list[TextEmotions]:
+    """Each text's labels at or above threshold (highest first, at most `top_k`) and every score.
+
+    On the path that limits a gateway's throughput: comparisons and sorting are vectorized and numbers
+    leave numpy once (`tolist`). The models are built with their validating constructors, which
+    pydantic-core makes faster than `model_construct` (1.2 against 2.8 us for a `LabelScore` here).
+    """
+    order = np.argsort(-probabilities, axis=1, kind="stable").tolist()
+    above = (probabilities >= thresholds).tolist()
+    scores = probabilities.tolist()
+    results = []
+    for row, row_scores in enumerate(scores):
+        row_above = above[row]
+        kept = [i for i in order[row] if row_above[i]]
+        if top_k is not None:
+            kept = kept[:top_k]
+        results.append(
+            TextEmotions(
+                labels=tuple(LabelScore(label=labels[i], score=row_scores[i]) for i in kept),
+                scores=dict(zip(labels, row_scores, strict=True)),
+                truncated=truncated[row],
+                tokens=token_counts[row],
+            )
         )
-        return EmotionResult(model=info, results=tuple(results), options=options)
+    return results

@@ -64,7 +64,7 @@ def _result(message: Message, result: type[R], **fields: Any) -> R:
 
 def text_emotions_message(text: TextEmotions) -> pb.TextEmotions:
     return pb.TextEmotions(
-        labels=[_message(s, pb.LabelScore) for s in text.labels],
+        labels=[pb.LabelScore(label=s.label, score=s.score) for s in text.labels],
         scores=[pb.LabelScore(label=label, score=score) for label, score in text.scores.items()],
         truncated=text.truncated,
         tokens=text.tokens,
