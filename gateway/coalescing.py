@@ -112,21 +112,29 @@ class Coalescer:
             return await self._alone(context, inputs, outputs, shape[0] if shape else 0)
         deadline = context.deadline
         timeout = None if deadline is None else deadline.remaining()  # raises once it has passed
-        future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
         request = _Waiting(context, inputs, outputs, shape[0], shape[1], future)
         self._waiting.append(request)
         self._start()
+        # A timer, not `asyncio.wait_for`: that starts a task per waiting request, on the path that
+        # limits a gateway's throughput.
+        timer = None if timeout is None else loop.call_later(timeout, self._expire, request)
         try:
-            if timeout is None:
-                return await future
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise SamoError(
-                ErrorType.DEADLINE_EXCEEDED, f"model `{self.model}` did not answer in time"
-            ) from None
+            return await future
         finally:
-            if future.cancelled():
+            if timer is not None:
+                timer.cancel()
+            if future.cancelled():  # its client went away
                 self._left(request)
+
+    def _expire(self, request: _Waiting) -> None:
+        """The request's deadline passed before its rows came back: it fails alone."""
+        if not request.future.done():
+            request.future.set_exception(
+                SamoError(ErrorType.DEADLINE_EXCEEDED, f"model `{self.model}` did not answer in time")
+            )
+            self._left(request)
 
     async def _alone(
         self, context: RequestContext, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], rows: int

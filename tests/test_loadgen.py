@@ -72,7 +72,8 @@ class RawServer:
         handlers = asyncio.all_tasks(self._loop)  # e.g. /hang, still sleeping
         for task in handlers:
             task.cancel()
-        self._loop.run_until_complete(asyncio.gather(*handlers, return_exceptions=True))
+        if handlers:  # gather() of nothing, outside the loop, would look for a loop in this thread
+            self._loop.run_until_complete(asyncio.gather(*handlers, return_exceptions=True))
         self._loop.close()
 
     async def _serve(self) -> None:

@@ -76,9 +76,9 @@ def _text_emotions(
     leave numpy once (`tolist`). The models are built with their validating constructors, which
     pydantic-core makes faster than `model_construct` (1.2 against 2.8 us for a `LabelScore` here).
     """
-    order = np.argsort(-probabilities, axis=1, kind="stable").tolist()
-    above = (probabilities >= thresholds).tolist()
-    scores = probabilities.tolist()
+    order: list[list[int]] = np.argsort(-probabilities, axis=1, kind="stable").tolist()
+    above: list[list[bool]] = (probabilities >= thresholds).tolist()
+    scores: list[list[float]] = probabilities.tolist()
     results = []
     for row, row_scores in enumerate(scores):
         row_above = above[row]

@@ -15,7 +15,7 @@ from gateway.grpc_api.server import start_grpc_server
 from gateway.health.monitor import ModelsHealth
 from gateway.http.access import AccessMiddleware
 from gateway.http.body_limit import install_body_limits
-from gateway.http.emotions import emotion_router
+from gateway.http.emotions import DirectEmotions, emotion_router
 from gateway.http.errors import install_error_handlers
 from gateway.http.journal import journal_router
 from gateway.http.observability import ObservedRequests
@@ -72,6 +72,9 @@ def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app, settings)
+    emotions = emotion_router(settings)
+    # Innermost: inside the body limit and access, so both apply to requests it serves.
+    app.add_middleware(DirectEmotions, settings=settings, route=emotions.routes[0])
     install_body_limits(app, settings)  # before the access middleware: innermost, so 413s are counted
     registry = gateway_registry()
     access = Access.from_settings(settings, registry)
@@ -86,7 +89,7 @@ def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
             allow_headers=["authorization", "x-api-key", "content-type", "x-request-id"],
             expose_headers=["retry-after", "x-request-id"],
         )
-    app.include_router(emotion_router(settings))
+    app.include_router(emotions)
     app.include_router(transcription_router(settings))
     app.include_router(summarization_router(settings))
     app.include_router(journal_router(settings))

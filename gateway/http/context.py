@@ -22,7 +22,11 @@ def remember(scope: Scope, **values: Any) -> None:
 
 
 def request_context(request: Request) -> RequestContext:
-    state = request.scope.get("state", {})
+    return scope_context(request.scope)
+
+
+def scope_context(scope: Scope) -> RequestContext:
+    state = scope.get("state", {})
     return RequestContext(
         request_id=state.get(REQUEST_ID), principal=state.get(PRINCIPAL), access=state.get(ACCESS)
     )
