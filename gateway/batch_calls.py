@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from gateway.coalescing import EncodedAnswer, Tokenizing, infer_texts
 from gateway.context import RequestContext
 from gateway.triton_client import InferenceCalls
 
@@ -37,3 +38,24 @@ async def infer_batches(
             return await triton.infer(context, model, inputs, outputs)
 
     return list(await asyncio.gather(*(infer(inputs) for inputs in batches)))
+
+
+async def infer_text_batches(
+    context: RequestContext,
+    triton: InferenceCalls,
+    encoder: Tokenizing,
+    batches: Sequence[Sequence[str]],
+    outputs: Sequence[str],
+    in_flight: int = BATCHES_IN_FLIGHT,
+) -> list[EncodedAnswer]:
+    """`infer_batches` for texts: each batch tokenized by `encoder` (joined with other requests' texts
+    when `triton` coalesces), at most `in_flight` Triton calls open at once."""
+    if len(batches) == 1:
+        return [await infer_texts(triton, context, encoder.model, batches[0], encoder, outputs)]
+    gate = asyncio.Semaphore(in_flight)
+
+    async def infer(texts: Sequence[str]) -> EncodedAnswer:
+        async with gate:
+            return await infer_texts(triton, context, encoder.model, texts, encoder, outputs)
+
+    return list(await asyncio.gather(*(infer(texts) for texts in batches)))

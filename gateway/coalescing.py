@@ -8,8 +8,11 @@ copy). Once `in_flight` calls are open, requests wait in a queue; when a call en
 everything waiting, in arrival order, up to the card's `max_batch_size` rows, pads the rows to the
 longest one, sends them as one Triton request and hands each request its own rows back.
 
-Requests are tokenized each in its own coroutine (the service's `encode`), so each keeps its own
-truncation flags and token counts; the coalescer joins token arrays, not texts.
+Texts join before tokenization (`infer_texts`, what the emotion service and the embedder send): a
+request sent alone is tokenized in its own coroutine; requests that wait are tokenized together, one
+`encode_batch` call for the whole Triton call, and each gets its own truncation flags and token counts
+back with its rows. Calls that bring token arrays (`infer`) are joined as arrays, padded to the
+longest row.
 
 What a request that leaves does to its neighbours: nothing.
 - Validation happens before the service call: an invalid request never reaches the queue.
@@ -38,6 +41,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +49,9 @@ from gateway.context import RequestContext
 from gateway.deadlines import EXPIRED_MESSAGE
 from gateway.errors import ErrorType, SamoError
 from gateway.observability.metrics import record_call_texts
+from gateway.observability.tracing import stage
 from gateway.triton_client import InferenceCalls
+from samo.text_encoding import EncodedTexts, TokenEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -60,17 +66,47 @@ class EncoderBatching:
     """The value that pads each input's rows (token ids: the card's `pad_token_id`); 0 for others."""
 
 
+@dataclass(frozen=True)
+class Tokenizing:
+    """A model's tokenizer, and the tracing stage its tokenization is recorded as (`emotions.tokenize`)."""
+
+    encoder: TokenEncoder
+    stage: str
+    model: str
+
+    def encode(self, texts: Sequence[str]) -> EncodedTexts:
+        with stage(self.stage, model=self.model, texts=len(texts)):
+            return self.encoder.encode(texts)
+
+
+@dataclass(frozen=True)
+class EncodedAnswer:
+    """A request's rows of a call's outputs, and its texts' tokenization (inputs: its own rows)."""
+
+    outputs: dict[str, np.ndarray]
+    encoded: EncodedTexts
+
+
 @dataclass(eq=False)
 class _Waiting:
-    """One request's rows, waiting for a call."""
+    """One request's rows, waiting for a call: token arrays (`inputs`), or texts and their encoder."""
 
     context: RequestContext
     inputs: Mapping[str, np.ndarray]
     outputs: Sequence[str]
     rows: int
     width: int
-    future: asyncio.Future[dict[str, np.ndarray]]
+    future: asyncio.Future[Any]
+    """Resolves to the request's rows of the outputs; for texts, an `EncodedAnswer`."""
+    texts: Sequence[str] = ()
+    encoder: Tokenizing | None = None
     call: _Call | None = None
+
+    def joins(self, first: _Waiting) -> bool:
+        """May go in one call with `first`: texts for the same tokenizer, or arrays of the same inputs."""
+        if self.encoder is not None or first.encoder is not None:
+            return self.encoder is first.encoder
+        return self.inputs.keys() == first.inputs.keys()
 
 
 @dataclass(eq=False)
@@ -108,13 +144,30 @@ class Coalescer:
         self, context: RequestContext, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
     ) -> dict[str, np.ndarray]:
         shape = _token_rows(inputs)
-        if shape is None or (self._open < self.in_flight and not self._waiting and not self._starting):
+        if shape is None or self._sends_at_once():
             return await self._alone(context, inputs, outputs, shape[0] if shape else 0)
-        deadline = context.deadline
+        future = asyncio.get_running_loop().create_future()
+        return await self._queued(_Waiting(context, inputs, outputs, shape[0], shape[1], future))
+
+    async def infer_texts(
+        self, context: RequestContext, texts: Sequence[str], encoder: Tokenizing, outputs: Sequence[str]
+    ) -> EncodedAnswer:
+        """`texts` tokenized by `encoder` and sent: alone and at once below the limit, else joined with
+        what waits (one tokenizer call and one Triton call for all of it)."""
+        if self._sends_at_once():
+            encoded = encoder.encode(texts)
+            return EncodedAnswer(await self._alone(context, encoded.inputs, outputs, len(texts)), encoded)
+        future = asyncio.get_running_loop().create_future()
+        return await self._queued(_Waiting(context, {}, outputs, len(texts), 0, future, texts, encoder))
+
+    def _sends_at_once(self) -> bool:
+        return self._open < self.in_flight and not self._waiting and not self._starting
+
+    async def _queued(self, request: _Waiting) -> Any:
+        deadline = request.context.deadline
         timeout = None if deadline is None else deadline.remaining()  # raises once it has passed
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
-        request = _Waiting(context, inputs, outputs, shape[0], shape[1], future)
+        future = request.future
         self._waiting.append(request)
         self._start()
         # A timer, not `asyncio.wait_for`: that starts a task per waiting request, on the path that
@@ -190,10 +243,7 @@ class Coalescer:
                 self._waiting.popleft()
                 request.future.set_exception(SamoError(ErrorType.DEADLINE_EXCEEDED, EXPIRED_MESSAGE))
                 continue
-            if taken and (
-                rows + request.rows > self.batching.max_rows
-                or request.inputs.keys() != taken[0].inputs.keys()
-            ):
+            if taken and (rows + request.rows > self.batching.max_rows or not request.joins(taken[0])):
                 break
             self._waiting.popleft()
             taken.append(request)
@@ -214,9 +264,22 @@ class Coalescer:
             )
         record_call_texts(self.model, rows)
         try:
-            inputs = requests[0].inputs if len(requests) == 1 else self._joined_inputs(requests, rows)
+            encoder = requests[0].encoder
+            encoded = None
+            if encoder is not None:  # one tokenizer call for every text of the call
+                encoded = encoder.encode([text for request in requests for text in request.texts])
+                inputs = encoded.inputs
+            elif len(requests) == 1:
+                inputs = requests[0].inputs
+            else:
+                inputs = self._joined_inputs(requests, rows)
             answer = await self.triton.infer(context, self.model, inputs, outputs)
-            parts = _split(answer, requests, rows, self.model)
+            parts: list[Any] = _split(answer, requests, rows, self.model)
+            if encoded is not None:
+                parts = [
+                    EncodedAnswer(part, _rows_of(encoded, start, request.rows))
+                    for part, request, start in zip(parts, requests, _offsets(requests), strict=True)
+                ]
         except Exception as exc:  # not handled here: every request raises it, as a lone call would
             for request in requests:
                 if not request.future.done():
@@ -262,6 +325,24 @@ def _call_context(requests: list[_Waiting]) -> RequestContext:
     if all(ticket is not None for ticket in tickets):
         latest = max((t for t in tickets if t is not None), key=lambda ticket: ticket.deadline.at)
     return RequestContext(request_id=first.request_id, ticket=latest)
+
+
+def _offsets(requests: list[_Waiting]) -> list[int]:
+    """Each request's first row in the call."""
+    starts, row = [], 0
+    for request in requests:
+        starts.append(row)
+        row += request.rows
+    return starts
+
+
+def _rows_of(encoded: EncodedTexts, start: int, rows: int) -> EncodedTexts:
+    stop = start + rows
+    return EncodedTexts(
+        inputs={name: array[start:stop] for name, array in encoded.inputs.items()},
+        truncated=encoded.truncated[start:stop],
+        token_counts=encoded.token_counts[start:stop],
+    )
 
 
 def _split(
@@ -327,3 +408,20 @@ class CoalescingCalls:
         outputs: Sequence[str],
     ) -> AsyncIterator[dict[str, np.ndarray]]:
         return self.triton.stream(context, model, inputs, outputs)
+
+
+async def infer_texts(
+    calls: InferenceCalls,
+    context: RequestContext,
+    model: str,
+    texts: Sequence[str],
+    encoder: Tokenizing,
+    outputs: Sequence[str],
+) -> EncodedAnswer:
+    """Texts to an encoder model through `calls`: joined before tokenization when `calls` coalesces
+    (health probes never are), else tokenized here and sent as they are."""
+    coalescer = calls.coalescers.get(model) if isinstance(calls, CoalescingCalls) else None
+    if coalescer is not None and not context.probe:
+        return await coalescer.infer_texts(context, texts, encoder, outputs)
+    encoded = encoder.encode(texts)
+    return EncodedAnswer(await calls.infer(context, model, encoded.inputs, outputs), encoded)

@@ -203,8 +203,15 @@ async def _steps(count: int = 3) -> None:
         await asyncio.sleep(0)
 
 
-def test_500_mixed_concurrent_requests_get_the_answers_they_get_alone_in_fewer_calls() -> None:
+def test_500_mixed_concurrent_requests_get_the_answers_they_get_alone_in_fewer_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     rng = random.Random(20)
+    encoded: list[int] = []  # texts per tokenizer call
+    encode = TokenEncoder.encode
+    monkeypatch.setattr(
+        TokenEncoder, "encode", lambda self, texts: encoded.append(len(texts)) or encode(self, texts)
+    )
     requests = []
     for i in range(500):
         options = EmotionOptions(
@@ -220,6 +227,7 @@ def test_500_mixed_concurrent_requests_get_the_answers_they_get_alone_in_fewer_c
         expected = [await alone.emotions.detect(_context(i), t, o) for i, t, o in requests]
         assert len(alone.triton.calls) == sum(-(-len(t) // ROWS) for _, t, _ in requests)
         stack = _stack()
+        encoded.clear()
         together = await _soon(
             asyncio.gather(*(stack.emotions.detect(_context(i), t, o) for i, t, o in requests))
         )
@@ -234,6 +242,8 @@ def test_500_mixed_concurrent_requests_get_the_answers_they_get_alone_in_fewer_c
     assert sum(len(call.ids) for call in calls) == texts
     assert len(calls) < len(requests), f"{len(calls)} Triton calls for {len(requests)} requests"
     assert texts / len(calls) > ROWS / 2, f"{len(calls)} Triton calls for {texts} texts"
+    # One tokenizer call per Triton call: the texts of a joined call are tokenized together.
+    assert sorted(encoded) == sorted(len(call.ids) for call in calls)
     # The metric counts the same calls and texts (both stacks: alone, then together).
     after = {model: _call_texts(model) for model in ("coalesce_a", "coalesce_b")}
     assert sum(after[m][0] - before[m][0] for m in after) == len(calls) + sum(

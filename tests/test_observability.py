@@ -3,6 +3,7 @@ real OTLP receiver, per-model metrics, and /metrics adding up every worker proce
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
@@ -400,6 +401,17 @@ def test_json_logs_and_metrics_across_two_workers(
         _check_workers(samo_process, triton.grpc_url, encoders_repository, tmp_path)
 
 
+def _rpc_processes(log_path: Path) -> set[object]:
+    """The processes that logged a call of `_check_workers` so far (a line still being written is skipped)."""
+    processes = set()
+    for line in log_path.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if str(record.get("request_id", "")).startswith("worker-rpc-"):
+                processes.add(record["process"])
+    return processes
+
+
 def _check_workers(samo_process, triton_url: str, repository: Path, tmp_path: Path) -> None:
     env: dict[str, str | None] = {
         "SAMO_WORKERS": "2",
@@ -411,20 +423,23 @@ def _check_workers(samo_process, triton_url: str, repository: Path, tmp_path: Pa
         "PROMETHEUS_MULTIPROC_DIR": None,
     }
     log_path = tmp_path / "gateway.log"
-    http_requests, channels = 12, 16
+    http_requests, channels = 12, 0
     with samo_process("gateway", env=env, log=log_path, timeout_s=180, grace_s=30) as gateway:
         base = gateway.http_url
         for n in range(http_requests):  # a new connection each: the workers share the socket
             with httpx.Client(base_url=base, timeout=30) as http:
                 assert detect(http, [SENTINEL], **{"X-Request-ID": f"worker-http-{n}"}).status_code == 200
-        # Each channel is a new connection; the kernel spreads them over the workers' gRPC servers.
-        for n in range(channels):
+        # Each channel is a new connection; the kernel spreads them over the workers' gRPC servers, once
+        # both listen: HTTP is ready when the first worker is, and on a busy machine the second one's
+        # gRPC server may start seconds later. At least 16 channels, more until both have served one.
+        while channels < 16 or (len(_rpc_processes(log_path)) < 2 and channels < 200):
             with grpc.insecure_channel(gateway.grpc_target) as channel:
                 samo_v1_pb2_grpc.SamoStub(channel).DetectEmotions(
                     samo_v1_pb2.DetectEmotionsRequest(texts=[SENTINEL]),
-                    metadata=(("x-request-id", f"worker-rpc-{n}"),),
+                    metadata=(("x-request-id", f"worker-rpc-{channels}"),),
                     timeout=30,
                 )
+            channels += 1
         pages = []
         for _ in range(4):  # whichever worker answers, it counts them all
             with httpx.Client(base_url=base, timeout=30) as http:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import time
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -276,6 +277,15 @@ async def _statistics(triton: LocalTriton, model: str) -> tuple[int, int]:
     return stats.inference_count, stats.execution_count
 
 
+async def _settled_statistics(triton: LocalTriton, model: str, inferences: int) -> tuple[int, int]:
+    """The statistics once they count `inferences` (or after 10 s): Triton counts a request when the
+    stub releases it, which may come after its response reached the client."""
+    deadline = time.monotonic() + 10
+    while (stats := await _statistics(triton, model))[0] < inferences and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return stats
+
+
 @pytest.mark.parametrize("model", ["tiny_bert_torch", "emotion"])
 def test_gateway_scores_equal_pytorch_and_onnx(served: Served, tiny_bert: Path, model: str) -> None:
     """Texts of different lengths in concurrent requests (one or two texts each) through the gateway."""
@@ -286,7 +296,7 @@ def test_gateway_scores_equal_pytorch_and_onnx(served: Served, tiny_bert: Path, 
     bodies += [{"texts": [text], "model": model} for text in texts[6:]]
     before = asyncio.run(_statistics(served.triton, model))
     responses = asyncio.run(_post_concurrently(served.gateway.http_url, bodies))
-    after = asyncio.run(_statistics(served.triton, model))
+    after = asyncio.run(_settled_statistics(served.triton, model, before[0] + len(texts)))
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
     results = [result for r in responses for result in r.json()["results"]]
     served_scores = np.array([[result["scores"][label] for label in card.labels] for result in results])

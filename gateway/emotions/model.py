@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gateway.coalescing import Tokenizing
 from gateway.repository import cards_for_task
 from gateway.results import ModelInfo
 from samo.contracts.emotion import EmotionModelCard, Thresholds
@@ -35,6 +36,11 @@ class EmotionModel:
 
     def encode(self, texts: Sequence[str]) -> EncodedTexts:
         return self.encoder.encode(texts)
+
+    @functools.cached_property
+    def tokenizing(self) -> Tokenizing:
+        """The tokenizer as the coalescer runs it, recorded as the `emotions.tokenize` stage."""
+        return Tokenizing(self.encoder, "emotions.tokenize", self.name)
 
     @functools.cached_property
     def info(self) -> ModelInfo:

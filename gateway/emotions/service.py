@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from gateway.batch_calls import infer_batches
+from gateway.batch_calls import infer_text_batches
 from gateway.context import RequestContext
 from gateway.emotions.model import EmotionModel
 from gateway.errors import ErrorType, SamoError
@@ -35,11 +35,13 @@ class EmotionService:
         """Scores for any number of texts: one Triton request per `max_batch_size` of the model's card."""
         model = self.model(options.model)
         rows = model.card.max_batch_size
-        with stage("emotions.tokenize", model=model.name, texts=len(texts)):
-            chunks = [model.encode(texts[start : start + rows]) for start in range(0, len(texts), rows)]
-        outputs = await infer_batches(context, self.triton, model.name, [c.inputs for c in chunks], [LOGITS])
+        batches = [texts[start : start + rows] for start in range(0, len(texts), rows)]
+        answers = await infer_text_batches(context, self.triton, model.tokenizing, batches, [LOGITS])
+        chunks = [answer.encoded for answer in answers]
         logits = (
-            np.concatenate([o[LOGITS] for o in outputs]) if outputs else np.empty((0, len(model.card.labels)))
+            np.concatenate([a.outputs[LOGITS] for a in answers])
+            if answers
+            else np.empty((0, len(model.card.labels)))
         )
         if logits.shape != (len(texts), len(model.card.labels)):
             raise SamoError(

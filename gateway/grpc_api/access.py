@@ -14,14 +14,12 @@ import grpc
 
 from gateway.errors import GRPC_ERROR_TYPE_KEY, GRPC_RETRY_AFTER_KEY, GRPC_STATUS, SamoError
 from gateway.grpc_api.calls import Callers
-from gateway.grpc_api.handlers import Behavior, rewrap
+from gateway.grpc_api.handlers import Behavior, RewrapOnce
 from gateway.security.access import Access, Principal
 
 OPEN_PREFIX = "/grpc.health.v1.Health/"
 # gRPC's own server pushback: clients with a retry policy wait this long before retrying.
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
-
-Admit = Callable[[grpc.aio.ServicerContext], Awaitable[Principal]]
 
 
 def peer_host(peer: str) -> str:
@@ -41,6 +39,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, access: Access, callers: Callers) -> None:
         self.access = access
         self.callers = callers
+        self._rewrap = RewrapOnce(self._wrap)
 
     async def intercept_service(
         self,
@@ -50,16 +49,16 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(OPEN_PREFIX):
             return handler
+        return self._rewrap(handler)
+
+    async def _admit_call(self, context: grpc.aio.ServicerContext) -> Principal:
+        """The call's keys from its own metadata."""
         metadata = {
             key: value
-            for key, value in handler_call_details.invocation_metadata or ()
+            for key, value in context.invocation_metadata() or ()
             if key in ("authorization", "x-api-key") and isinstance(value, str)
         }
-
-        async def admit(context: grpc.aio.ServicerContext) -> Principal:
-            return await self._admit(metadata.get("authorization"), metadata.get("x-api-key"), context)
-
-        return self._wrapped(handler, admit)
+        return await self._admit(metadata.get("authorization"), metadata.get("x-api-key"), context)
 
     async def _admit(
         self, authorization: str | None, api_key: str | None, context: grpc.aio.ServicerContext
@@ -77,11 +76,13 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             await context.abort(grpc.StatusCode[GRPC_STATUS[error.type]], error.message)
             raise  # unreachable: abort raises
 
-    def _wrapped(self, handler: grpc.RpcMethodHandler, admit: Admit) -> grpc.RpcMethodHandler:
-        """The same handler kind and (de)serializers; its behavior runs once the caller is admitted."""
+    def _wrap(self, behavior: Behavior, kind: str) -> Behavior:
+        """The same behavior, run once the caller is admitted (with the caller kept for the servicer)."""
         granted = self.callers.calling
+        admit = self._admit_call
 
-        def unary_response(behavior: Behavior) -> Behavior:
+        if kind.endswith("unary"):
+
             async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 principal = await admit(context)
                 with granted(context, principal):
@@ -89,22 +90,14 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
 
             return admitted
 
-        def streamed_response(behavior: Behavior) -> Behavior:
-            async def admitted(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                principal = await admit(context)
-                with granted(context, principal):
-                    responses = behavior(request, context)
-                    if inspect.isasyncgen(responses):
-                        async for response in responses:
-                            yield response
-                    else:  # a handler that writes with `context.write` and returns nothing
-                        await responses
+        async def admitted_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            principal = await admit(context)
+            with granted(context, principal):
+                responses = behavior(request, context)
+                if inspect.isasyncgen(responses):
+                    async for response in responses:
+                        yield response
+                else:  # a handler that writes with `context.write` and returns nothing
+                    await responses
 
-            return admitted
-
-        return rewrap(
-            handler,
-            lambda behavior, kind: (
-                unary_response(behavior) if kind.endswith("unary") else streamed_response(behavior)
-            ),
-        )
+        return admitted_stream

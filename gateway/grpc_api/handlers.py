@@ -33,3 +33,30 @@ def rewrap(
                 response_serializer=handler.response_serializer,
             )
     return handler
+
+
+class RewrapOnce:
+    """`rewrap` remembered per handler: grpc asks every interceptor for the method's handler on every
+    call, and what an interceptor wraps depends on the method only, so each handler is wrapped once
+    (the per-call part runs inside the wrapped behavior, with the call's context)."""
+
+    def __init__(
+        self,
+        wrap: Callable[[Behavior, str], Behavior],
+        request_deserializer: Callable[[Callable[[bytes], Any] | None], Callable[[bytes], Any] | None]
+        | None = None,
+    ) -> None:
+        self.wrap = wrap
+        self.request_deserializer = request_deserializer
+        self._wrapped: dict[int, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def __call__(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        found = self._wrapped.get(id(handler))
+        if found is not None and found[0] is handler:
+            return found[1]
+        deserializer = (
+            self.request_deserializer(handler.request_deserializer) if self.request_deserializer else None
+        )
+        wrapped = rewrap(handler, self.wrap, deserializer)
+        self._wrapped[id(handler)] = (handler, wrapped)  # the handler kept alive: its id stays its own
+        return wrapped

@@ -16,7 +16,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from gateway.errors import GRPC_ERROR_TYPE_KEY, GRPC_STATUS, ErrorType, invalid_input
-from gateway.grpc_api.handlers import rewrap
+from gateway.grpc_api.handlers import RewrapOnce
 
 MALFORMED = object()
 """Stands for a request message that did not parse."""
@@ -87,18 +87,18 @@ def _request_stream(behavior: Callable[..., Any]) -> Callable[..., Any]:
 class MalformedMessages(grpc.aio.ServerInterceptor):
     """INVALID_ARGUMENT (`samo-error-type: invalid_input`) for request bytes that do not parse."""
 
+    def __init__(self) -> None:
+        self._rewrap = RewrapOnce(
+            lambda behavior, kind: (
+                _single_request(behavior) if kind.startswith("unary") else _request_stream(behavior)
+            ),
+            request_deserializer=_tolerant,
+        )
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        return rewrap(
-            handler,
-            lambda behavior, kind: (
-                _single_request(behavior) if kind.startswith("unary") else _request_stream(behavior)
-            ),
-            request_deserializer=_tolerant(handler.request_deserializer),
-        )
+        return None if handler is None else self._rewrap(handler)

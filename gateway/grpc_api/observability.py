@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from gateway.grpc_api.handlers import rewrap
+from gateway.grpc_api.handlers import RewrapOnce
 from gateway.observability.metrics import GRPC_LATENCY, GRPC_REQUESTS, INFLIGHT, labelled
 from gateway.observability.request_id import METADATA_KEY, accept_request_id, bind_request_id
 from gateway.observability.tracing import REQUEST_ID_ATTRIBUTE, begin_server_span, end_server_span
@@ -119,6 +119,10 @@ class ObservedCalls(grpc.aio.ServerInterceptor):
     and one log line per call: DEBUG, or WARNING for a server fault. Unknown methods are left to grpc
     (UNIMPLEMENTED), so no client-chosen name becomes a label."""
 
+    def __init__(self) -> None:
+        # Per method name (grpc's routing knows only registered names: no client-chosen key grows it).
+        self._by_method: dict[str, RewrapOnce] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
@@ -128,4 +132,7 @@ class ObservedCalls(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        return rewrap(handler, lambda behavior, _kind: _observed(method, behavior))
+        rewrap = self._by_method.get(method)
+        if rewrap is None:
+            rewrap = self._by_method[method] = RewrapOnce(lambda behavior, _kind: _observed(method, behavior))
+        return rewrap(handler)

@@ -4,6 +4,7 @@ default (sentence embeddings through Triton, then central, non-redundant sentenc
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -11,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.batch_calls import infer_batches
+from gateway.batch_calls import infer_text_batches
+from gateway.coalescing import Tokenizing
 from gateway.context import RequestContext
 from gateway.errors import ErrorType, SamoError, not_found
 from gateway.observability.metrics import record_generated_tokens, record_texts
-from gateway.observability.tracing import stage
 from gateway.repository import cards_for_task
 from gateway.results import Summary, SummaryModelInfo, SummaryOptions, SummaryResult
 from gateway.summarization.abstractive import AbstractiveModel, Encoded
@@ -46,6 +47,11 @@ class Embedder:
         card = EmbeddingModelCard.read(model_dir)
         encoder = TokenEncoder.for_card(model_dir, card)
         return cls(model_dir.name, latest_version(model_dir), card, encoder)
+
+    @functools.cached_property
+    def tokenizing(self) -> Tokenizing:
+        """The tokenizer as the coalescer runs it, recorded as the `summarization.tokenize` stage."""
+        return Tokenizing(self.encoder, "summarization.tokenize", self.name)
 
 
 def discover_embedder(repository: Path) -> Embedder | None:
@@ -130,16 +136,13 @@ class SummarizationService:
         self, context: RequestContext, embedder: Embedder, sentences: Sequence[str]
     ) -> tuple[np.ndarray, tuple[int, ...], tuple[bool, ...]]:
         rows = embedder.card.max_batch_size
-        with stage("summarization.tokenize", model=embedder.name, texts=len(sentences)):
-            encoded = [
-                embedder.encoder.encode(sentences[start : start + rows])
-                for start in range(0, len(sentences), rows)
-            ]
-        outputs = await infer_batches(
-            context, self.triton, embedder.name, [e.inputs for e in encoded], [EMBEDDINGS]
-        )
+        batches = [sentences[start : start + rows] for start in range(0, len(sentences), rows)]
+        answers = await infer_text_batches(context, self.triton, embedder.tokenizing, batches, [EMBEDDINGS])
+        encoded = [answer.encoded for answer in answers]
         vectors = (
-            np.concatenate([o[EMBEDDINGS] for o in outputs]) if outputs else np.zeros((0, embedder.card.dims))
+            np.concatenate([a.outputs[EMBEDDINGS] for a in answers])
+            if answers
+            else np.zeros((0, embedder.card.dims))
         )
         if vectors.shape != (len(sentences), embedder.card.dims):
             raise SamoError(
