@@ -9,12 +9,15 @@ import importlib
 import json
 import logging
 import re
+import subprocess
 import sys
+import time
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import psutil
 import pytest
 from tritonclient.grpc import InferInput
 from tritonclient.grpc.aio import InferenceServerClient
@@ -236,3 +239,38 @@ def test_config_must_match_the_contract(base: types.ModuleType) -> None:
         Whisperish().initialize(
             {"model_config": json.dumps(config), "model_repository": "/models/w", "model_version": "1"}
         )
+
+
+# A stub's way out when its tritonserver dies: a process standing in for tritonserver starts one standing
+# in for the stub, which runs `watch_server` as a stub does; killing the first must end the second.
+_STUB = """
+import sys, time, types
+sys.modules["triton_python_backend_utils"] = types.ModuleType("triton_python_backend_utils")
+from samo.triton.backends.base import watch_server
+watch_server()
+print("watching", flush=True)
+time.sleep(120)
+"""
+_SERVER = """
+import subprocess, sys, time
+stub = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdout=subprocess.PIPE, text=True)
+assert stub.stdout.readline().strip() == "watching"
+print(stub.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_stub_ends_when_its_tritonserver_is_killed() -> None:
+    server = subprocess.Popen([sys.executable, "-c", _SERVER, _STUB], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        stub = int(server.stdout.readline())
+        assert psutil.pid_exists(stub)
+        server.kill()
+        server.wait()
+        deadline = time.monotonic() + 10  # a bound, not a speed: the stub checks every 0.5 s
+        while psutil.pid_exists(stub) and psutil.Process(stub).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the stub outlived its tritonserver"
+            time.sleep(0.05)
+    finally:
+        server.kill()
