@@ -320,13 +320,20 @@ def test_a_bad_request_among_good_ones_fails_alone() -> None:
     asyncio.run(run())
 
 
-async def _busy(stack: Stack, texts: list[str]) -> asyncio.Task[EmotionResult]:
-    """A request whose call is open and held (with `in_flight` 1, what comes next waits)."""
-    stack.triton.hold = asyncio.Event()
+async def _busy(stack: Stack, texts: list[str]) -> tuple[asyncio.Task[EmotionResult], asyncio.Event]:
+    """A request whose call is open and held (with `in_flight` 1, what comes next waits), and the event
+    that releases its call."""
+    hold = stack.triton.hold = asyncio.Event()
     task = asyncio.create_task(stack.emotions.detect(_context("busy"), texts))
     await _steps()
     assert len(stack.triton.calls) == 1
-    return task
+    return task, hold
+
+
+async def _alone_answers(texts: dict[str, list[str]]) -> dict[str, EmotionResult]:
+    """Each named request's answer on a stack of its own, sent one at a time."""
+    alone = _stack()
+    return {name: await alone.emotions.detect(_context(name), t) for name, t in texts.items()}
 
 
 def test_a_request_cancelled_while_waiting_leaves_its_neighbours_intact() -> None:
@@ -334,12 +341,9 @@ def test_a_request_cancelled_while_waiting_leaves_its_neighbours_intact() -> Non
     texts = {name: _texts(rng, 2) for name in ("busy", "a", "b", "c")}
 
     async def run() -> None:
-        alone = _stack()
-        expected = {n: await alone.emotions.detect(_context(n), t) for n, t in texts.items()}
+        expected = await _alone_answers(texts)
         stack = _stack(in_flight=1)
-        busy = await _busy(stack, texts["busy"])
-        first_hold = stack.triton.hold
-        assert first_hold is not None
+        busy, first_hold = await _busy(stack, texts["busy"])
         waiting = {n: asyncio.create_task(stack.emotions.detect(_context(n), texts[n])) for n in "abc"}
         await _steps()
         waiting["b"].cancel()
@@ -362,12 +366,9 @@ def test_a_request_cancelled_after_its_call_was_sent_leaves_the_call_to_its_neig
     texts = {name: _texts(rng, 1) for name in ("busy", "a", "b", "c")}
 
     async def run() -> None:
-        alone = _stack()
-        expected = {n: await alone.emotions.detect(_context(n), t) for n, t in texts.items()}
+        expected = await _alone_answers(texts)
         stack = _stack(in_flight=1)
-        busy = await _busy(stack, texts["busy"])
-        first_hold = stack.triton.hold
-        assert first_hold is not None
+        busy, first_hold = await _busy(stack, texts["busy"])
         waiting = {n: asyncio.create_task(stack.emotions.detect(_context(n), texts[n])) for n in "abc"}
         await _steps()
         second_hold = stack.triton.hold = asyncio.Event()
@@ -391,9 +392,7 @@ def test_a_call_whose_requests_all_left_is_cancelled_and_the_next_request_is_ser
 
     async def run() -> None:
         stack = _stack(in_flight=1)
-        busy = await _busy(stack, texts[:1])
-        first_hold = stack.triton.hold
-        assert first_hold is not None
+        busy, first_hold = await _busy(stack, texts[:1])
         waiting = [
             asyncio.create_task(stack.emotions.detect(_context(f"w{i}"), [t]))
             for i, t in enumerate(texts[1:])
@@ -420,12 +419,9 @@ def test_a_request_past_its_deadline_fails_alone_while_waiting_or_once_sent() ->
     texts = {name: _texts(rng, 1) for name in ("busy", "late", "y", "sent_late", "z")}
 
     async def run() -> None:
-        alone = _stack()
-        expected = {n: await alone.emotions.detect(_context(n), t) for n, t in texts.items()}
+        expected = await _alone_answers(texts)
         stack = _stack(in_flight=1)
-        busy = await _busy(stack, texts["busy"])
-        first_hold = stack.triton.hold
-        assert first_hold is not None
+        busy, first_hold = await _busy(stack, texts["busy"])
         late = asyncio.create_task(stack.emotions.detect(_context("late", 0.05), texts["late"]))
         y = asyncio.create_task(stack.emotions.detect(_context("y", 30), texts["y"]))
         with pytest.raises(SamoError) as waited_too_long:
@@ -460,9 +456,7 @@ def test_a_failed_call_fails_each_of_its_requests_with_its_error_and_nothing_han
 
     async def run() -> None:
         stack = _stack(in_flight=1)
-        busy = await _busy(stack, texts[:1])
-        first_hold = stack.triton.hold
-        assert first_hold is not None
+        busy, first_hold = await _busy(stack, texts[:1])
         waiting = [
             asyncio.create_task(stack.emotions.detect(_context(f"w{i}"), [t]))
             for i, t in enumerate(texts[1:])
@@ -485,9 +479,7 @@ def test_a_failed_call_fails_each_of_its_requests_with_its_error_and_nothing_han
 def test_health_probes_reach_the_model_alone_even_while_it_is_busy() -> None:
     async def run() -> None:
         stack = _stack(in_flight=1)
-        busy = await _busy(stack, _texts(random.Random(9), 2))
-        hold = stack.triton.hold
-        assert hold is not None
+        busy, hold = await _busy(stack, _texts(random.Random(9), 2))
         stack.triton.hold = None
         probe = RequestContext.for_probe()
         counted = _call_texts("coalesce_a")
@@ -520,9 +512,7 @@ def test_a_joined_call_has_no_deadline_of_its_own_when_one_of_its_requests_has_n
 
     async def run() -> None:
         stack = _stack(in_flight=1)
-        busy = await _busy(stack, texts[:1])
-        hold = stack.triton.hold
-        assert hold is not None
+        busy, hold = await _busy(stack, texts[:1])
         stack.triton.hold = None
         waiting = [
             asyncio.create_task(stack.emotions.detect(_context("with", 30), texts[1:2])),
