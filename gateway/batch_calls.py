@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-
-import numpy as np
+from collections.abc import Sequence
 
 from gateway.coalescing import EncodedAnswer, Tokenizing, infer_texts
 from gateway.context import RequestContext
@@ -20,26 +18,6 @@ still fill the model's batches, and no request queues its own work behind itself
 """
 
 
-async def infer_batches(
-    context: RequestContext,
-    triton: InferenceCalls,
-    model: str,
-    batches: Sequence[Mapping[str, np.ndarray]],
-    outputs: Sequence[str],
-    in_flight: int = BATCHES_IN_FLIGHT,
-) -> list[dict[str, np.ndarray]]:
-    """The outputs of every batch, in order, with at most `in_flight` Triton calls open at once."""
-    if len(batches) == 1:  # most requests: no semaphore, task or gather on the per-request path
-        return [await triton.infer(context, model, batches[0], outputs)]
-    gate = asyncio.Semaphore(in_flight)
-
-    async def infer(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        async with gate:
-            return await triton.infer(context, model, inputs, outputs)
-
-    return list(await asyncio.gather(*(infer(inputs) for inputs in batches)))
-
-
 async def infer_text_batches(
     context: RequestContext,
     triton: InferenceCalls,
@@ -48,9 +26,9 @@ async def infer_text_batches(
     outputs: Sequence[str],
     in_flight: int = BATCHES_IN_FLIGHT,
 ) -> list[EncodedAnswer]:
-    """`infer_batches` for texts: each batch tokenized by `encoder` (joined with other requests' texts
-    when `triton` coalesces), at most `in_flight` Triton calls open at once."""
-    if len(batches) == 1:
+    """Each batch of texts tokenized by `encoder` (joined with other requests' texts when `triton`
+    coalesces) and its answer, in order, with at most `in_flight` Triton calls open at once."""
+    if len(batches) == 1:  # most requests: no semaphore, task or gather on the per-request path
         return [await infer_texts(triton, context, encoder.model, batches[0], encoder, outputs)]
     gate = asyncio.Semaphore(in_flight)
 
