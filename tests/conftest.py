@@ -8,6 +8,7 @@ fixture of `SLOW_FIXTURES` is `slow`. `make test-fast` runs the rest.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import os
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -52,6 +54,34 @@ from samo.settings import GatewaySettings
 from samo.triton.local_server import LocalTriton, RestartPolicy, TritonInstall, TritonPorts
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# `make test` runs two workers on two cores, so a core is never free for a second thread: references and
+# exports in the test processes run on one (the tiny.en parity fixtures: 105 to 78 CPU-s, no slower),
+# and the OpenMP threads of what they start (CTranslate2 in the stubs, faster-whisper) sleep instead of
+# spinning when they have no work (GNU OpenMP reads this when it loads, after this line).
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _serialize_ast_parse() -> None:
+    """CPython 3.11 keeps the AST constructor's recursion depth in state that all threads share: two
+    threads in `ast.parse` at once (hypothesis describing a lambda in a test, the traceback module
+    placing carets for an in-process gateway's log record) raise a false `SystemError: AST constructor
+    recursion depth mismatch` in either (python/cpython#106905; 3.12 keeps it per call). One parse at a
+    time in the test processes; reentrant, since a finalizer run inside one parse may start another."""
+    if sys.version_info >= (3, 12):
+        return
+    lock = threading.RLock()
+    parse = ast.parse
+
+    def serialized(*args: Any, **kwargs: Any) -> ast.AST:
+        with lock:
+            return parse(*args, **kwargs)
+
+    ast.parse = serialized  # type: ignore[assignment]
+
+
+_serialize_ast_parse()
 LABELS = tuple(json.loads(PROTOTYPES_FILE.read_text()))
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TINY_MAX_LENGTH = 64

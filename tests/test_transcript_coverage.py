@@ -63,7 +63,7 @@ def recording(name: str) -> JournalRecording:
 @cache
 def faster_whisper_text(name: str, compute_type: str) -> str:
     """faster-whisper's own long-form decoding (30 s windows, seek, previous text): the reference."""
-    model = WhisperModel(str(embedded_model_dir()), device="cpu", compute_type=compute_type, cpu_threads=2)
+    model = WhisperModel(str(embedded_model_dir()), device="cpu", compute_type=compute_type, cpu_threads=1)
     segments, _ = model.transcribe(recording(name).samples, beam_size=5, language="en")
     return " ".join(segment.text.strip() for segment in segments)
 
