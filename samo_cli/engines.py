@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from samo.free_ports import free_port
 
 CONTAINER_TRITONSERVER = Path("/opt/tritonserver/bin/tritonserver")
 
@@ -40,12 +41,6 @@ def _setup_logging() -> None:
 def _fail(message: str) -> typer.Exit:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     return typer.Exit(code=2)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_ready(url: str, process: subprocess.Popen, timeout_s: float) -> None:
@@ -66,7 +61,7 @@ def _wait_ready(url: str, process: subprocess.Popen, timeout_s: float) -> None:
 @contextlib.contextmanager
 def _container_server(binary: Path, repository: Path, models: list[str], timeout_s: float) -> Iterator[str]:
     """The image's own tritonserver (NVIDIA's backends, its TensorRT) on a free loopback port."""
-    port = _free_port()
+    port = free_port()
     command = [
         str(binary),
         f"--model-repository={repository}",
@@ -100,7 +95,7 @@ def _local_server(repository: Path, timeout_s: float) -> Iterator[str]:
     from samo.triton.local_server import LocalTriton, TritonPorts
 
     # It loads the whole repository (LocalTriton's own explicit mode loads every model at start).
-    ports = TritonPorts(http=_free_port(), grpc=_free_port(), metrics=_free_port())
+    ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
     server = LocalTriton(repository, ports=ports)
     server.start(timeout_s=timeout_s)
     try:

@@ -50,6 +50,7 @@ from exporters.whisper.onnx_export import WhisperOnnxExportOptions, export_whisp
 from gateway.http.app import create_app
 from load_tests import processes
 from load_tests.processes import free_port, wait_http_ok
+from samo.free_ports import use_port_range
 from samo.settings import GatewaySettings
 from samo.triton.local_server import LocalTriton, RestartPolicy, TritonInstall, TritonPorts
 
@@ -82,6 +83,19 @@ def _serialize_ast_parse() -> None:
 
 
 _serialize_ast_parse()
+
+
+def _ports_of_this_worker() -> None:
+    """Each test worker its own ports (`samo.free_ports`): 20000 to 31999, below the kernel's ephemeral
+    range, split between the workers."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    span = 12_000 // workers
+    first = 20_000 + int(worker.removeprefix("gw")) * span
+    use_port_range(first, first + span - 1)
+
+
+_ports_of_this_worker()
 LABELS = tuple(json.loads(PROTOTYPES_FILE.read_text()))
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TINY_MAX_LENGTH = 64
