@@ -14,7 +14,12 @@ from typing import Any, Protocol
 from samo.contracts.tensors import ModelContract
 from samo.contracts.text import TOKENIZER_DIR
 from samo.triton.backends import backend_file
-from samo.triton.model_config import ServingOptions, build_model_config, write_model_config
+from samo.triton.model_config import (
+    ServingOptions,
+    build_model_config,
+    write_model_config,
+    write_warmup_files,
+)
 
 MODEL_VERSION = "1"
 MODEL_FILE = "model.py"
@@ -73,6 +78,7 @@ class ModelFolder:
         if serving.backend == "python":
             shutil.copyfile(backend_file(backend), self.version_dir / MODEL_FILE)
         write_model_config(self.path, build_model_config(self.name, contract, serving))
+        write_warmup_files(self.path, serving)
         if card is not None:
             card.write(self.path)
         if tokenizer is not None:

@@ -16,13 +16,16 @@ from exporters.whisper.serving import whisper_serving_options
 from samo.contracts.emotion import EmotionContract, EmotionModelCard, Thresholds, to_probabilities
 from samo.contracts.summarizer import SummarizerContract, SummarizerModelCard
 from samo.contracts.tensors import DataType, ModelContract, TensorSpec
-from samo.contracts.whisper import WhisperContract
+from samo.contracts.whisper import AUDIO, OPTIONS, SAMPLE_RATE, WhisperContract
+from samo.generation.whisper import read_window
 from samo.triton.model_config import (
+    WARMUP_DIR,
     DynamicBatching,
     QueuePolicy,
     ServingOptions,
     build_model_config,
     render_model_config,
+    write_warmup_files,
 )
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -174,3 +177,20 @@ def test_every_served_model_refuses_work_past_its_queue_policy(family: str) -> N
     assert policy.allow_timeout_override  # the gateway shortens it to each request's deadline
     assert 1 <= policy.max_queue_size <= 4096
     assert 0 < policy.default_timeout_microseconds <= 120_000_000
+
+
+def test_whisper_warms_up_greedily_from_an_options_file(tmp_path: Path) -> None:
+    """Beam search on the warm-up's silence makes up ~200 tokens (seconds of CPU at every load): the
+    warm-up's options come from a file, in the BYTES layout Triton reads, and say greedy."""
+    options = whisper_serving_options("cpu", {})
+    config = build_model_config("whisper", WhisperContract().model, options)
+    (sample,) = config.model_warmup
+    assert sample.inputs[AUDIO].zero_data and sample.inputs[AUDIO].dims == [SAMPLE_RATE]
+    assert sample.inputs[OPTIONS].input_data_file == "zeros.options"
+    write_warmup_files(tmp_path, options)
+    raw = (tmp_path / WARMUP_DIR / sample.inputs[OPTIONS].input_data_file).read_bytes()
+    length = int.from_bytes(raw[:4], "little")
+    assert length == len(raw) - 4
+    audio = np.zeros((1, SAMPLE_RATE), dtype=np.float32)
+    _, decode = read_window(audio, np.array([[raw[4:]]], dtype=np.object_))
+    assert decode.beam_size == 1

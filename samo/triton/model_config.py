@@ -16,6 +16,8 @@ from samo.contracts.tensors import ModelContract, TensorSpec
 from samo.triton.encoder_shapes import EncoderShapes
 
 CONFIG_FILE = "config.pbtxt"
+WARMUP_DIR = "warmup"
+"""Where `model_warmup` reads the files of its inputs that are not zeros (in the model folder)."""
 TENSORRT_CACHE = "/cache/tensorrt"
 
 
@@ -51,10 +53,12 @@ class DynamicBatching:
 
 @dataclass(frozen=True)
 class Warmup:
-    """Zero-filled requests Triton runs before the model reports ready."""
+    """A request Triton runs before the model reports ready: zeros, but for the inputs in `data` (one
+    BYTES element each, which Triton reads from a file in `warmup/`)."""
 
     batch_size: int = 1
     sequence_length: int = 16
+    data: Mapping[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -110,21 +114,45 @@ def _tensor(spec: TensorSpec) -> dict[str, Any]:
     return entry
 
 
-def _warmup(contract: ModelContract, warmups: tuple[Warmup, ...]) -> list[dict[str, Any]]:
+def _warmups(options: ServingOptions) -> list[tuple[str, Warmup]]:
+    """The warm-up samples by name: one keeps the name it always had; several are named by their shape."""
+    if not options.warmup:
+        return []
+    if isinstance(options.warmup, Warmup):
+        return [("zeros", options.warmup)]
+    return [(f"zeros_{w.batch_size}x{w.sequence_length}", w) for w in options.warmup]
+
+
+def _warmup_file(sample: str, tensor: str) -> str:
+    return f"{sample}.{tensor}"
+
+
+def _warmup(contract: ModelContract, options: ServingOptions) -> list[dict[str, Any]]:
     samples = []
-    for warmup in warmups:
-        inputs = {
-            spec.name: {
+    for name, warmup in _warmups(options):
+        inputs = {}
+        for spec in contract.inputs:
+            entry: dict[str, Any] = {
                 "data_type": spec.dtype.config_name,
                 "dims": [warmup.sequence_length if d == -1 else d for d in spec.dims],
-                "zero_data": True,
             }
-            for spec in contract.inputs
-        }
-        # One sample keeps the name it always had; several are named by their shape.
-        name = "zeros" if len(warmups) == 1 else f"zeros_{warmup.batch_size}x{warmup.sequence_length}"
+            if spec.name in warmup.data:
+                entry["input_data_file"] = _warmup_file(name, spec.name)
+            else:
+                entry["zero_data"] = True
+            inputs[spec.name] = entry
         samples.append({"name": name, "batch_size": warmup.batch_size, "inputs": inputs})
     return samples
+
+
+def write_warmup_files(model_dir: Path, options: ServingOptions) -> None:
+    """The files of `Warmup.data` in `warmup/`: a BYTES element as Triton reads one, its length (4 bytes,
+    little-endian) and then its bytes."""
+    for name, warmup in _warmups(options):
+        for tensor, value in warmup.data.items():
+            folder = model_dir / WARMUP_DIR
+            folder.mkdir(exist_ok=True)
+            (folder / _warmup_file(name, tensor)).write_bytes(len(value).to_bytes(4, "little") + value)
 
 
 def _tensorrt(contract: ModelContract, shapes: EncoderShapes | None) -> dict[str, Any]:
@@ -170,8 +198,7 @@ def build_model_config(name: str, contract: ModelContract, options: ServingOptio
         }
         config["dynamic_batching"] = batching
     if options.warmup:
-        warmups = options.warmup if isinstance(options.warmup, tuple) else (options.warmup,)
-        config["model_warmup"] = _warmup(contract, warmups)
+        config["model_warmup"] = _warmup(contract, options)
     if options.decoupled:
         config["model_transaction_policy"] = {"decoupled": True}
     if options.response_cache:
