@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from gateway.http.app import create_app
 from gateway.observability.logging import configure_logging, logging_config
 from gateway.observability.metrics import shared_across_workers
+from samo.cpus import gateway_workers
 from samo.settings import GatewaySettings
 
 ENV_PREFIX = "SAMO_"
@@ -51,7 +52,8 @@ def run_gateway(settings: GatewaySettings) -> None:
         # lifespan stops gRPC (draining since the signal, gateway/shutdown.py) and the process exits.
         "timeout_graceful_shutdown": settings.shutdown_grace_s,
     }
-    if settings.workers == 1:
+    workers = settings.workers or gateway_workers(beside_triton=False)
+    if workers == 1:
         uvicorn.run(create_app(settings=settings), **common)
         return
     # uvicorn binds the HTTP socket once and its workers share it; each worker starts its own gRPC
@@ -66,6 +68,4 @@ def run_gateway(settings: GatewaySettings) -> None:
     )
     # Each worker writes its metrics to one shared folder, so a scrape of any worker counts them all.
     with shared_across_workers():
-        uvicorn.run(
-            "gateway.main:create_app_from_environment", factory=True, workers=settings.workers, **common
-        )
+        uvicorn.run("gateway.main:create_app_from_environment", factory=True, workers=workers, **common)

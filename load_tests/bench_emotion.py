@@ -50,9 +50,10 @@ from load_tests.bench_report import (
 )
 from load_tests.cpu_use import StackProcesses
 from load_tests.loadgen import format_table, run_load_sync
-from load_tests.processes import free_port, gateway_stack, server_process, usable_cores
+from load_tests.processes import free_port, gateway_stack, server_process
 from load_tests.texts import journal_texts
 from samo.contracts.emotion import LOGITS, to_probabilities
+from samo.cpus import usable_cores
 from samo.generation.onnx_seq2seq import run_dense
 from samo.triton.model_config import read_model_config
 

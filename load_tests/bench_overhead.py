@@ -30,9 +30,10 @@ from load_tests.bench_report import OPEN_LOOP_CONNECTIONS
 from load_tests.cpu_use import PARTS, CpuUse, StackProcesses, cpu_use
 from load_tests.grpc_load import run_grpc_load
 from load_tests.loadgen import format_table, run_open_loop_sync
-from load_tests.processes import RunningStack, gateway_stack, usable_cores
+from load_tests.processes import RunningStack, gateway_stack
 from load_tests.texts import journal_texts
 from load_tests.wrk import run_wrk
+from samo.cpus import usable_cores
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from load_tests.processes import usable_cores
+from samo.cpus import usable_cores
 
 ZERO_SHOT = "zero-shot"
 

@@ -14,12 +14,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from samo.cpus import gateway_workers
 from samo.free_ports import free_port
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its affinity), not the machine's count."""
-    return len(os.sched_getaffinity(0))
 
 
 def wait_http_ok(url: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None) -> None:
@@ -93,6 +89,7 @@ def gateway_stack(
             "SAMO_GRPC_PORT": str(gateway_grpc_port),
             "SAMO_TRITON_GRPC_URL": triton.grpc_url,
             "SAMO_MODEL_REPOSITORY": str(repository),
+            "SAMO_WORKERS": str(gateway_workers(beside_triton=True)),  # as `samo serve` runs it
             **(settings or {}),
         }
         base = f"http://127.0.0.1:{gateway_port}"

@@ -33,12 +33,14 @@ class GatewaySettings(BaseSettings):
         "is 5 s).",
     )
     workers: int = Field(
-        default=1,
-        ge=1,
+        default=0,
+        ge=0,
         le=256,
-        description="Gateway processes sharing the HTTP and gRPC ports. One process tokenizes and "
-        "serializes on one core; with a GPU behind Triton, about one per free core. Limits such as "
-        "`admission_budget` and `grpc_max_concurrent_rpcs` are per process; /metrics adds up all of them.",
+        description="Gateway processes sharing the HTTP and gRPC ports. 0: from the cores this process "
+        "may use (its CPU affinity and its container's CPU quota): one per core for `samo gateway` (the "
+        "gateway image), half of them for `samo serve`, whose Triton needs the rest. One process tokenizes "
+        "and serializes on one core. Limits such as `admission_budget` and `grpc_max_concurrent_rpcs` are "
+        "per process; /metrics adds up all of them.",
     )
     grpc_max_message_bytes: int = Field(
         default=26 << 20,

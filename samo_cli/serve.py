@@ -41,7 +41,8 @@ def gateway_command(
     port: Annotated[int | None, typer.Option(help="Default: SAMO_PORT or 8080.")] = None,
     grpc_port: Annotated[int | None, typer.Option(help="Default: SAMO_GRPC_PORT or 50051.")] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Processes sharing the ports. Default: SAMO_WORKERS or 1.")
+        int | None,
+        typer.Option(help="Processes sharing the ports. Default: SAMO_WORKERS, else one per usable core."),
     ] = None,
 ) -> None:
     """Run the gateway, HTTP and gRPC (Triton must be reachable at SAMO_TRITON_GRPC_URL)."""
@@ -73,6 +74,7 @@ def serve_command(
     """Triton and the gateway together in the foreground; Ctrl-C stops both."""
     setup_logging()
     from gateway.main import run_gateway
+    from samo.cpus import gateway_workers
     from samo.settings import GatewaySettings
     from samo.triton.local_server import LocalTriton, TritonPorts, TritonStartError, response_cache_args
 
@@ -91,6 +93,8 @@ def serve_command(
             triton_grpc_url=server.grpc_url,
             model_repository=repository,
         )
+        if not settings.workers:  # Triton runs on the same cores
+            settings = settings.model_copy(update={"workers": gateway_workers(beside_triton=True)})
         base = f"http://{host}:{port}"
         typer.echo(
             f"\nSAMO gateway  {base}  (docs {base}/docs), gRPC samo.v1 {host}:{grpc_port}\n"

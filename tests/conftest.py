@@ -532,7 +532,14 @@ def running_samo(
     variable), in its own process group, output to `log` or nowhere; yielded once `ready` (a path on its HTTP port answering 200, or a check) holds. On exit:
     SIGTERM to the group, SIGKILL after `grace_s`."""
     port, grpc_port = port or free_port(), grpc_port or free_port()
-    environment = {**os.environ, "SAMO_PORT": str(port), "SAMO_GRPC_PORT": str(grpc_port), **(env or {})}
+    # One gateway process unless the test asks for more: the automatic count starts one per core.
+    environment = {
+        **os.environ,
+        "SAMO_PORT": str(port),
+        "SAMO_GRPC_PORT": str(grpc_port),
+        "SAMO_WORKERS": "1",
+        **(env or {}),
+    }
     environment = {name: value for name, value in environment.items() if value is not None}
     with contextlib.ExitStack() as stack:
         sink = stack.enter_context(log.open("wb")) if log else subprocess.DEVNULL
