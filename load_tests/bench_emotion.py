@@ -54,6 +54,7 @@ from load_tests.bench_report import (
 from load_tests.cpu_use import StackProcesses
 from load_tests.loadgen import format_table, run_load_sync
 from load_tests.peers import (
+    CYCLES,
     PEER_COLUMNS,
     PeerMeasurements,
     PeerModel,
@@ -528,8 +529,10 @@ def _peers_section(peers: PeerMeasurements, options: BenchOptions) -> str:
     lines += [agreement.line() for agreement in peers.agreements]
     return (
         "\n## Peers on the same checkpoint (issue 20)\n\nThe fp32 checkpoint served by each system on this "
-        f"machine, one text per request from wrk (one thread), {options.peer_options.duration_s:g} s per row "
-        f"after {options.peer_options.warmup_s:g} s warm-up, closed loop. {peers_note()}\n\n"
+        "machine, one text per request from wrk (one thread), closed loop; each row after a "
+        f"{options.peer_options.warmup_s:g} s warm-up at its concurrency, for at least "
+        f"{options.peer_options.duration_s:g} s and {CYCLES} turns of every connection (at most "
+        f"{options.peer_options.max_duration_s:g} s: `seconds`). {peers_note()}\n\n"
         + format_table(peers.rows, PEER_COLUMNS)
         + "\n"
         + "\n".join(lines)

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,9 @@ LITSERVE_MAX_BATCH = 32
 """As Triton's largest preferred batch and Infinity's batch: the three batch alike."""
 LITSERVE_BATCH_TIMEOUT_S = 0.005
 LITSERVE_ROUTE = "/v1/emotions"
-PEER_COLUMNS = ("model", "system", "load", "throughput_per_s", "p50_ms", "p99_ms", "errors")
+PEER_COLUMNS = ("model", "system", "load", "throughput_per_s", "p50_ms", "p99_ms", "errors", "seconds")
+CYCLES = 3
+MAX_DRAIN_S = 30.0
 START_TIMEOUT_S = 300.0
 """Infinity's optimum engine optimizes the graph again at start: a minute or more on 2 cores."""
 
@@ -56,7 +59,9 @@ START_TIMEOUT_S = 300.0
 class PeerOptions:
     concurrency: tuple[int, ...] = PEER_CONCURRENCY
     duration_s: float = 8.0
-    warmup_s: float = 2.0
+    """The shortest row; longer where a connection's turn is long (`measured_seconds`)."""
+    max_duration_s: float = 40.0
+    warmup_s: float = 3.0
     infinity_venv: Path = INFINITY_VENV
     infinity_engines: tuple[str, ...] = INFINITY_ENGINES
 
@@ -150,14 +155,30 @@ def endpoint_scores(endpoint: Endpoint, texts: Sequence[str], labels: Sequence[s
     return np.stack(rows)
 
 
+def measured_seconds(clients: int, warm_throughput: float, options: PeerOptions) -> float:
+    """At least `CYCLES` turns of every connection: at c=256 a model answering 25 texts/s keeps each
+    request about 10 s, and a shorter row would count only the first turn's shorter waits."""
+    turn_s = clients / max(warm_throughput, 1e-3)
+    return min(max(options.duration_s, CYCLES * turn_s), options.max_duration_s)
+
+
+def drain(clients: int, throughput: float) -> None:
+    """wrk closes its connections mid-request; a server that still computes their answers (none of
+    the three cancels a started batch) would charge that work to the next row: wait it out."""
+    time.sleep(min(clients / max(throughput, 1e-3), MAX_DRAIN_S) + 0.5)
+
+
 def load_rows(model: str, endpoint: Endpoint, texts: Sequence[str], options: PeerOptions) -> list[dict]:
-    """wrk at each concurrency, one text per request, after one warm-up at the first."""
+    """wrk at each concurrency, one text per request: a warm-up at that concurrency (which also sizes
+    the row), then the row, each followed by a drain."""
     bodies = [json.dumps(endpoint.body(text)).encode() for text in texts]
-    if options.warmup_s > 0:
-        run_wrk(endpoint.url, bodies, concurrency=options.concurrency[0], duration_s=options.warmup_s)
     rows = []
     for clients in options.concurrency:
-        result = run_wrk(endpoint.url, bodies, concurrency=clients, duration_s=options.duration_s)
+        warm = run_wrk(endpoint.url, bodies, concurrency=clients, duration_s=options.warmup_s)
+        drain(clients, warm.throughput)
+        seconds = measured_seconds(clients, warm.throughput, options)
+        result = run_wrk(endpoint.url, bodies, concurrency=clients, duration_s=seconds)
+        drain(clients, result.throughput)
         rows.append(
             {
                 "model": model,
@@ -167,6 +188,7 @@ def load_rows(model: str, endpoint: Endpoint, texts: Sequence[str], options: Pee
                 "p50_ms": result.p50_ms,
                 "p99_ms": result.p99_ms,
                 "errors": result.errors,
+                "seconds": result.duration_s,
             }
         )
         logger.info("%s %s c=%d: %.1f texts/s", model, endpoint.system, clients, result.throughput)
@@ -194,7 +216,8 @@ def infinity_server(folder: Path, engine: str, venv: Path, cache: Path) -> Itera
         raise RuntimeError(f"{executable} is missing: run `make peers-env`")
     port = free_port()
     command = [str(executable), "v2", "--model-id", str(folder), "--served-model-name", INFINITY_MODEL]
-    command += ["--engine", engine, "--device", "cpu", "--batch-size", str(INFINITY_BATCH_SIZE)]
+    command += ["--engine", engine, "--device", "cpu", "--dtype", "float32"]
+    command += ["--batch-size", str(INFINITY_BATCH_SIZE)]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     env = {
         # No hub: the model is a local folder; the optimized graph goes to this run's folder.

@@ -11,11 +11,13 @@ import pytest
 
 from load_tests.peers import (
     STACK,
+    PeerOptions,
     compare_scores,
     infinity_body,
     infinity_scores,
     litserve_body,
     litserve_scores,
+    measured_seconds,
     scores_by_label,
     stack_body,
     stack_scores,
@@ -103,3 +105,10 @@ def test_the_target_compares_the_stack_with_infinitys_better_engine_and_with_lit
         "- bert-base at c=256: the stack 90.0 texts/s = 2.00x Infinity torch (45.0) (target 3x: missed)",
         "- bert-base at c=256: the stack 90.0 texts/s = 9.00x LitServe (10.0) (target 3x: met)",
     ]
+
+
+def test_a_row_lasts_three_turns_of_every_connection_within_its_bounds() -> None:
+    options = PeerOptions(duration_s=8.0, max_duration_s=40.0)
+    assert measured_seconds(32, 1000.0, options) == 8.0  # fast: the shortest row
+    assert measured_seconds(256, 25.6, options) == pytest.approx(30.0)  # 10 s per turn
+    assert measured_seconds(256, 0.0, options) == 40.0  # nothing answered in the warm-up
