@@ -521,12 +521,12 @@ def measure_model(
 
 
 def _peers_section(peers: PeerMeasurements, options: BenchOptions) -> str:
-    if not peers.rows:
+    if not peers.rows and not peers.failures:
         return ""
     concurrency = options.peer_options.concurrency
     models = dict.fromkeys(row["model"] for row in peers.rows)
     lines = [line for model in models for line in target_lines(model, peers.rows, concurrency)]
-    lines += [agreement.line() for agreement in peers.agreements]
+    lines += [agreement.line() for agreement in peers.agreements] + peers.failures
     return (
         "\n## Peers on the same checkpoint (issue 20)\n\nThe fp32 checkpoint served by each system on this "
         "machine, one text per request from wrk (one thread), closed loop; each row after a "
@@ -543,7 +543,7 @@ def _peers_section(peers: PeerMeasurements, options: BenchOptions) -> str:
 def run_benchmark(options: BenchOptions) -> str:
     texts = journal_texts()
     measured = Measurements()
-    peers = PeerMeasurements([], [])
+    peers = PeerMeasurements()
     summary: list[str] = []
     with tempfile.TemporaryDirectory(prefix="samo-bench-") as workdir:
         for name in options.models:

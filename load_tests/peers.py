@@ -16,13 +16,14 @@ its rows kept).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,9 @@ LITSERVE_BATCH_TIMEOUT_S = 0.005
 LITSERVE_ROUTE = "/v1/emotions"
 PEER_COLUMNS = ("model", "system", "load", "throughput_per_s", "p50_ms", "p99_ms", "errors", "seconds")
 CYCLES = 3
+PEER_FAILURES = (RuntimeError, httpx.HTTPError, KeyError, ValueError)
+"""Not starting (RuntimeError from `server_process`), wrk failing, an error status, an answer of
+another shape."""
 MAX_DRAIN_S = 30.0
 START_TIMEOUT_S = 300.0
 """Infinity's optimum engine optimizes the graph again at start: a minute or more on 2 cores."""
@@ -244,12 +248,15 @@ def litserve_server(checkpoint: Path, served_graph: Path) -> Iterator[Endpoint]:
 
 @dataclass
 class PeerMeasurements:
-    rows: list[dict]
-    agreements: list[ScoreAgreement]
+    rows: list[dict] = field(default_factory=list)
+    agreements: list[ScoreAgreement] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    """A peer that did not start or answer, as report lines: the other systems' rows still count."""
 
     def extend(self, other: PeerMeasurements) -> None:
         self.rows += other.rows
         self.agreements += other.agreements
+        self.failures += other.failures
 
 
 def _measure(
@@ -284,17 +291,28 @@ def measure_peers(
     model: PeerModel, texts: Sequence[str], workdir: Path, options: PeerOptions
 ) -> PeerMeasurements:
     """The stack, then each Infinity engine, then LitServe, back to back, each alone on the machine."""
-    measured = PeerMeasurements([], [])
+    measured = PeerMeasurements()
     with gateway_stack(model.repository) as stack:
         endpoint = stack_endpoint(stack)
         reference = endpoint_scores(endpoint, texts, model.labels)
         measured.rows += load_rows(model.name, endpoint, texts, options)
     folder = peer_checkpoint(model.checkpoint, model.served_graph, workdir / f"{model.name}-peer-checkpoint")
-    for engine in options.infinity_engines:
-        with infinity_server(folder, engine, options.infinity_venv, workdir / "hf-cache") as endpoint:
-            _measure(model.name, endpoint, texts, model.labels, reference, options, measured)
-    with litserve_server(model.checkpoint, model.served_graph) as endpoint:
-        _measure(model.name, endpoint, texts, model.labels, reference, options, measured)
+    cache = workdir / "hf-cache"
+    peers: list[tuple[str, Callable[[], contextlib.AbstractContextManager[Endpoint]]]] = [
+        (
+            f"Infinity {engine}",
+            functools.partial(infinity_server, folder, engine, options.infinity_venv, cache),
+        )
+        for engine in options.infinity_engines
+    ]
+    peers.append(("LitServe", functools.partial(litserve_server, model.checkpoint, model.served_graph)))
+    for system, serve in peers:
+        try:
+            with serve() as endpoint:
+                _measure(model.name, endpoint, texts, model.labels, reference, options, measured)
+        except PEER_FAILURES as error:  # a third-party server's failure is a result, not the run's end
+            logger.warning("%s %s failed: %s", model.name, system, error)
+            measured.failures.append(f"- {model.name}: {system} failed, rows missing: {error}")
     return measured
 
 

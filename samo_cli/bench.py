@@ -65,6 +65,7 @@ def bench_emotion_command(
     stack's."""
     setup_logging()
     from load_tests.bench_emotion import BenchOptions, run_benchmark
+    from load_tests.peers import PeerOptions
 
     options = BenchOptions(
         duration_s=duration,
@@ -77,6 +78,7 @@ def bench_emotion_command(
         untuned_naive=untuned,
         peers=peers or only_peers,
         only_peers=only_peers,
+        peer_options=PeerOptions(duration_s=duration, warmup_s=warmup),
     )
     typer.echo(run_benchmark(options))
 
