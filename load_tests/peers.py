@@ -51,6 +51,8 @@ LITSERVE_BATCH_TIMEOUT_S = 0.005
 LITSERVE_ROUTE = "/v1/emotions"
 PEER_COLUMNS = ("model", "system", "load", "throughput_per_s", "p50_ms", "p99_ms", "errors", "seconds")
 CYCLES = 3
+WRK_TIMEOUT_S = 120.0
+"""A slow peer at c=256 keeps a request tens of seconds: a wait, not an error."""
 PEER_FAILURES = (RuntimeError, httpx.HTTPError, KeyError, ValueError)
 """Not starting (RuntimeError from `server_process`), wrk failing, an error status, an answer of
 another shape."""
@@ -178,10 +180,14 @@ def load_rows(model: str, endpoint: Endpoint, texts: Sequence[str], options: Pee
     bodies = [json.dumps(endpoint.body(text)).encode() for text in texts]
     rows = []
     for clients in options.concurrency:
-        warm = run_wrk(endpoint.url, bodies, concurrency=clients, duration_s=options.warmup_s)
+        warm = run_wrk(
+            endpoint.url, bodies, concurrency=clients, duration_s=options.warmup_s, timeout_s=WRK_TIMEOUT_S
+        )
         drain(clients, warm.throughput)
         seconds = measured_seconds(clients, warm.throughput, options)
-        result = run_wrk(endpoint.url, bodies, concurrency=clients, duration_s=seconds)
+        result = run_wrk(
+            endpoint.url, bodies, concurrency=clients, duration_s=seconds, timeout_s=WRK_TIMEOUT_S
+        )
         drain(clients, result.throughput)
         rows.append(
             {
