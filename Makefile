@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 REPOSITORY ?= model_repository
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test test-fast typecheck docs lint bench-emotion bench-whisper bench-summarizer bench-sweep bench-overhead loadtest clean-repository lock
+.PHONY: install serve test test-fast typecheck docs lint peers-env bench-emotion bench-whisper bench-summarizer bench-sweep bench-overhead loadtest clean-repository lock
 
 # uv installs the environment: about 15 s from a cold cache where pip took 2 minutes (measured on
 # this 2-core machine, same versions resolved), a sixth of a fresh `make test`.
@@ -81,7 +81,23 @@ DOCS_ADDR ?= 127.0.0.1:8000
 docs: $(STAMP)
 	$(BIN)/mkdocs serve -a $(DOCS_ADDR)
 
-bench-emotion: $(STAMP)
+# Infinity, a peer of `samo bench emotion` (load_tests/peers.py), in an environment of its own: it pins
+# numpy<2, click<8.2, typer<0.13, uvicorn<0.33 and rich<14 against ours. torch's CPU build first, as above;
+# the optimum extra is its ONNX Runtime engine, torch its PyTorch one (the benchmark measures both).
+INFINITY_VERSION ?= 0.0.78
+PEERS_VENV := .venv-peers/infinity
+PEERS_STAMP := $(PEERS_VENV)/.installed
+PEERS_INSTALL := $(BIN)/uv pip install --quiet --python $(PEERS_VENV)/bin/python
+
+$(PEERS_STAMP): | $(STAMP)
+	$(BIN)/uv venv --quiet --clear --python $(PYTHON) $(PEERS_VENV)
+	$(PEERS_INSTALL) $(TORCH_SOURCE) torch==2.13.0
+	$(PEERS_INSTALL) 'infinity-emb[server,torch,optimum]==$(INFINITY_VERSION)'
+	touch $(PEERS_STAMP)
+
+peers-env: $(PEERS_STAMP)
+
+bench-emotion: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/samo bench emotion
 
 bench-whisper: $(STAMP)

@@ -12,6 +12,9 @@
      With `--quantize int8`, the fp32 graph's limits too, and the int8 graph's score changes against
      fp32 on the benchmark's journal texts;
 (c)  the gateway + Triton, as `make serve` runs them, with Triton's statistics for every row.
+Peers (issue 20, `load_tests/peers.py`): for each model exported from a sequence-classification
+checkpoint, the stack, Infinity and LitServe on that checkpoint, from wrk at c=32 and c=256, with
+their scores checked against the stack's.
 HTTP systems run closed loop at each concurrency (saturation: the best of them), then open loop at
 25/50/70/90% of their saturation (Poisson arrivals, latency from the due time). One text per request.
 """
@@ -25,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
@@ -50,9 +53,19 @@ from load_tests.bench_report import (
 )
 from load_tests.cpu_use import StackProcesses
 from load_tests.loadgen import format_table, run_load_sync
+from load_tests.peers import (
+    CYCLES,
+    PEER_COLUMNS,
+    PeerMeasurements,
+    PeerModel,
+    PeerOptions,
+    measure_peers,
+    peers_note,
+    target_lines,
+)
 from load_tests.processes import free_port, gateway_stack, server_process
 from load_tests.texts import journal_texts
-from samo.contracts.emotion import LOGITS, to_probabilities
+from samo.contracts.emotion import LOGITS, EmotionModelCard, to_probabilities
 from samo.cpus import usable_cores
 from samo.generation.onnx_seq2seq import run_dense
 from samo.triton.model_config import read_model_config
@@ -88,6 +101,11 @@ class BenchOptions:
     """Open-loop points, as fractions of each HTTP system's closed-loop saturation; () skips them."""
     untuned_naive: bool = True
     """Also measure (a0), the naive service as usually shipped."""
+    peers: bool = True
+    """Also measure Infinity and LitServe on the models that have a sequence-classification checkpoint."""
+    only_peers: bool = False
+    """Only the peer rows (written to emotion-peers.md, leaving the full report as it is)."""
+    peer_options: PeerOptions = field(default_factory=PeerOptions)
 
     @property
     def shape(self) -> Shape:
@@ -101,6 +119,8 @@ class PreparedModel:
     naive_model: str
     fp32_repository: Path | None = None
     """With `--quantize int8`: the same model exported in fp32, for the like-for-like rows."""
+    checkpoint: Path | None = None
+    """The sequence-classification checkpoint exported (None for the zero-shot model): what peers serve."""
 
     @property
     def model_dir(self) -> Path:
@@ -121,6 +141,8 @@ CHECKPOINT_SHAPES = {
     "bert-base": BertShape(),
     # Costs nearly nothing: what remains of a request's cost is the stack's own (the overhead benchmark).
     "near-free": BertShape(hidden_size=32, layers=1, heads=2, intermediate_size=64),
+    # MiniLM-L6's size (6 layers, hidden 384), the size at which issue 20 first compared the peers.
+    "minilm-classifier": BertShape(hidden_size=384, layers=6, heads=12, intermediate_size=1536),
 }
 
 
@@ -151,20 +173,23 @@ def prepare(
 ) -> PreparedModel:
     """Export `name` for serving; quantized, also in fp32 (unless not `fp32_reference`) for the
     like-for-like rows and the accuracy change."""
+    checkpoint = None
     if name in CHECKPOINT_SHAPES:
         checkpoint = _random_classifier(workdir / name / "checkpoint", CHECKPOINT_SHAPES[name])
         model, naive = str(checkpoint), str(checkpoint)
     elif name == "minilm-zero-shot":
         model, naive = None, "zero-shot"
     else:
-        raise ValueError(f"unknown benchmark model {name!r}; use bert-base, minilm-zero-shot or near-free")
+        raise ValueError(
+            f"unknown benchmark model {name!r}; use minilm-zero-shot or {', '.join(CHECKPOINT_SHAPES)}"
+        )
     repository = workdir / name / "repository"
     export_emotion(EmotionExportOptions(model=model, repository=repository, quantize=quantize))
     fp32 = None
     if quantize != "none" and fp32_reference:
         fp32 = workdir / name / "repository-fp32"
         export_emotion(EmotionExportOptions(model=model, repository=fp32))
-    return PreparedModel(name, repository, naive, fp32)
+    return PreparedModel(name, repository, naive, fp32, checkpoint)
 
 
 class LoadShape(Protocol):
@@ -496,20 +521,60 @@ def measure_model(
     return measured, notes
 
 
+def _peers_section(peers: PeerMeasurements, options: BenchOptions) -> str:
+    if not peers.rows and not peers.failures:
+        return ""
+    concurrency = options.peer_options.concurrency
+    models = dict.fromkeys(row["model"] for row in peers.rows)
+    lines = [line for model in models for line in target_lines(model, peers.rows, concurrency)]
+    lines += [agreement.line() for agreement in peers.agreements] + peers.failures
+    return (
+        "\n## Peers on the same checkpoint (issue 20)\n\nThe fp32 checkpoint served by each system on this "
+        "machine, one text per request from wrk (one thread), closed loop; each row after a "
+        f"{options.peer_options.warmup_s:g} s warm-up at its concurrency, for at least "
+        f"{options.peer_options.duration_s:g} s and {CYCLES} turns of every connection (at most "
+        f"{options.peer_options.max_duration_s:g} s: `seconds`). {peers_note()}\n\n"
+        + format_table(peers.rows, PEER_COLUMNS)
+        + "\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
 def run_benchmark(options: BenchOptions) -> str:
     texts = journal_texts()
     measured = Measurements()
+    peers = PeerMeasurements()
     summary: list[str] = []
     with tempfile.TemporaryDirectory(prefix="samo-bench-") as workdir:
         for name in options.models:
             model = prepare(name, Path(workdir), options.quantize)
-            model_measured, notes = measure_model(model, texts, options)
-            measured.extend(model_measured)
-            summary += summarize(
-                name, model_measured.rows, options.concurrency, options.quantize, options.fractions
-            )
-            summary += notes
+            if not options.only_peers:
+                model_measured, notes = measure_model(model, texts, options)
+                measured.extend(model_measured)
+                summary += summarize(
+                    name, model_measured.rows, options.concurrency, options.quantize, options.fractions
+                )
+                summary += notes
+            # Peers run the fp32 checkpoint: in an int8 run there is nothing like for like to serve.
+            if options.peers and model.checkpoint is not None and options.quantize == "none":
+                served = PeerModel(
+                    name,
+                    model.checkpoint,
+                    model.repository,
+                    model.model_dir / MODEL_VERSION / ONNX_FILE,
+                    EmotionModelCard.read(model.model_dir).labels,
+                )
+                peers.extend(measure_peers(served, texts, Path(workdir), options.peer_options))
     options.output_dir.mkdir(parents=True, exist_ok=True)
+    if options.only_peers:
+        report = (
+            f"# Emotion peers\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
+            f"{platform.processor() or platform.machine()}, {len(texts)} journal texts.\n"
+            + _peers_section(peers, options)
+        )
+        (options.output_dir / "emotion-peers.md").write_text(report)
+        return report
     report_path = options.output_dir / f"emotion-{options.quantize}.md"
     precision = "int8" if options.quantize == "int8" else "fp32"
     limits = {
@@ -544,6 +609,7 @@ def run_benchmark(options: BenchOptions) -> str:
         "of the gateway, tritonserver (gRPC, batching), "
         "the Python stubs (ONNX Runtime and the model code) and the load generator.\n\n"
         + format_table(measured.cpu_rows, CPU_TABLE_COLUMNS)
+        + _peers_section(peers, options)
         + "\n"
         + markdown_images(plots, options.output_dir)
     )

@@ -35,7 +35,11 @@ def bench_emotion_command(
     duration: Annotated[float, typer.Option(help="Seconds per measurement.")] = 8.0,
     concurrency: Annotated[str, typer.Option(help="Comma-separated client counts.")] = "1,8,32",
     models: Annotated[
-        str, typer.Option(help="Comma-separated: bert-base, minilm-zero-shot.")
+        str,
+        typer.Option(
+            help="Comma-separated: bert-base, minilm-zero-shot; also minilm-classifier (MiniLM-L6's size), "
+            "near-free."
+        ),
     ] = "bert-base,minilm-zero-shot",
     output: Annotated[Path, typer.Option(help="Folder for the result tables.")] = Path("load_tests/results"),
     quantize: Annotated[
@@ -44,11 +48,24 @@ def bench_emotion_command(
     open_loop: Annotated[str, typer.Option(help=OPEN_LOOP_HELP)] = "0.25,0.5,0.7,0.9",
     warmup: Annotated[float, typer.Option(help="Seconds of warm-up before each measurement.")] = 2.0,
     untuned: Annotated[bool, typer.Option(help="Also measure the naive service untuned (a0).")] = True,
+    peers: Annotated[
+        bool,
+        typer.Option(
+            help="Also measure Infinity and LitServe on each model's sequence-classification checkpoint "
+            "(fp32 runs; `make peers-env` installs Infinity)."
+        ),
+    ] = True,
+    only_peers: Annotated[
+        bool, typer.Option(help="Only the peer rows, written to emotion-peers.md.")
+    ] = False,
 ) -> None:
     """Naive FastAPI + PyTorch (untuned and tuned) vs in-process ONNX Runtime (the compute limit) vs
-    gateway + Triton: closed loop, then open loop at fractions of saturation; tables, Triton's view, plots."""
+    gateway + Triton: closed loop, then open loop at fractions of saturation; tables, Triton's view, plots.
+    Then Infinity and LitServe on the same checkpoint (wrk at c=32 and c=256), scores checked against the
+    stack's."""
     setup_logging()
     from load_tests.bench_emotion import BenchOptions, run_benchmark
+    from load_tests.peers import PeerOptions
 
     options = BenchOptions(
         duration_s=duration,
@@ -59,6 +76,9 @@ def bench_emotion_command(
         fractions=_fractions(open_loop),
         warmup_s=warmup,
         untuned_naive=untuned,
+        peers=peers or only_peers,
+        only_peers=only_peers,
+        peer_options=PeerOptions(duration_s=duration, warmup_s=warmup),
     )
     typer.echo(run_benchmark(options))
 
