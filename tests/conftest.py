@@ -87,11 +87,13 @@ _serialize_ast_parse()
 
 def _ports_of_this_worker() -> None:
     """Each test worker its own ports (`samo.free_ports`): 20000 to 31999, below the kernel's ephemeral
-    range, split between the workers."""
+    range, split between the workers. Two test runs at once on one machine (two checkouts) give one of
+    them another range, e.g. `SAMO_TEST_PORTS=12000-19999`."""
+    low, high = (int(port) for port in os.environ.get("SAMO_TEST_PORTS", "20000-31999").split("-"))
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    span = 12_000 // workers
-    first = 20_000 + int(worker.removeprefix("gw")) * span
+    span = (high - low + 1) // workers
+    first = low + int(worker.removeprefix("gw")) * span
     use_port_range(first, first + span - 1)
 
 
