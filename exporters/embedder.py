@@ -30,7 +30,7 @@ from exporters.onnx_tools import (
 )
 from exporters.torch_target import ServedSession, save_checkpoint
 from samo.contracts.embedding import EMBEDDINGS, EmbeddingModelCard
-from samo.contracts.text import EncoderTarget
+from samo.contracts.text import DEFAULT_INSTANCE_COUNT, DEFAULT_INTRA_OP_THREADS, EncoderTarget
 from samo.torch_encoding import CompileMode, Precision
 
 if TYPE_CHECKING:
@@ -50,6 +50,8 @@ class EmbedderExportOptions:
     repository: Path = Path("model_repository")
     target: EncoderTarget = "cpu"
     atol: float = 1e-4
+    intra_op_threads: int = DEFAULT_INTRA_OP_THREADS
+    instance_count: int = DEFAULT_INSTANCE_COUNT
     response_cache: bool = False
     """Triton's response cache for repeated sentences (`samo bench sweep`: 15x on repeated entries)."""
     precision: Precision | None = None
@@ -120,6 +122,8 @@ def export_embedder(options: EmbedderExportOptions) -> EmbedderExportReport:
         pad_token_id=card.pad_token_id,
         max_batch_size=card.max_batch_size,
         max_length=card.max_length,
+        intra_op_threads=options.intra_op_threads,
+        instance_count=options.instance_count,
         torch_serving=options.torch_serving(card.max_length),
         response_cache=options.response_cache,
     )

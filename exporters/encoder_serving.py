@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from exporters.model_folder import MODEL_VERSION as MODEL_VERSION  # where readers of model.onnx look
-from samo.contracts.text import ENCODER_MAX_BATCH_SIZE, INPUT_IDS, EncoderTarget
+from samo.contracts.text import (
+    DEFAULT_INSTANCE_COUNT,
+    DEFAULT_INTRA_OP_THREADS,
+    ENCODER_MAX_BATCH_SIZE,
+    INPUT_IDS,
+    EncoderTarget,
+)
 from samo.torch_encoding import CompileMode, Head, Precision
 from samo.triton.encoder_shapes import EncoderShapes
 from samo.triton.model_config import DynamicBatching, QueuePolicy, ServingOptions, Warmup
@@ -53,8 +59,8 @@ def encoder_serving_options(
     pad_token_id: int,
     max_batch_size: int,
     max_length: int | None = None,
-    intra_op_threads: int = 2,
-    instance_count: int = 1,
+    intra_op_threads: int = DEFAULT_INTRA_OP_THREADS,
+    instance_count: int = DEFAULT_INSTANCE_COUNT,
     torch_serving: TorchServing | None = None,
     response_cache: bool = False,
 ) -> ServingOptions:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -31,6 +32,17 @@ def _environment_value(value: object) -> str:
     return str(value)
 
 
+def _settings_to_environment(settings: GatewaySettings) -> None:
+    """Workers are new interpreters: they read this process's settings back from the environment."""
+    os.environ.update(
+        {
+            f"{ENV_PREFIX}{name.upper()}": _environment_value(value)
+            for name, value in settings.model_dump().items()
+            if value is not None
+        }
+    )
+
+
 def run_gateway(settings: GatewaySettings) -> None:
     # No access log: request lines are noise at load, and the metrics endpoint counts requests
     # (SAMO_LOG_LEVEL=DEBUG logs one line per request, with its ID).
@@ -53,19 +65,20 @@ def run_gateway(settings: GatewaySettings) -> None:
         "timeout_graceful_shutdown": settings.shutdown_grace_s,
     }
     workers = settings.workers or gateway_workers(beside_triton=False)
+    if settings.http_server == "granian":
+        from gateway.granian_server import serve_with_granian
+
+        # Granian runs the app in worker processes even when there is one.
+        _settings_to_environment(settings)
+        with shared_across_workers() if workers > 1 else contextlib.nullcontext():
+            serve_with_granian(settings, workers)
+        return
     if workers == 1:
         uvicorn.run(create_app(settings=settings), **common)
         return
     # uvicorn binds the HTTP socket once and its workers share it; each worker starts its own gRPC
     # server on the same port (gRPC sets SO_REUSEPORT on Linux, so the kernel spreads connections).
-    # Workers are new interpreters: they read this process's settings back from the environment.
-    os.environ.update(
-        {
-            f"{ENV_PREFIX}{name.upper()}": _environment_value(value)
-            for name, value in settings.model_dump().items()
-            if value is not None
-        }
-    )
+    _settings_to_environment(settings)
     # Each worker writes its metrics to one shared folder, so a scrape of any worker counts them all.
     with shared_across_workers():
         uvicorn.run("gateway.main:create_app_from_environment", factory=True, workers=workers, **common)

@@ -43,6 +43,7 @@ TARGET_MS = {"http": 0.35, "grpc": 0.25}
 """Issue 20's targets: stack CPU per text at the highest concurrency."""
 STACK_PARTS = ("gateway", "tritonserver", "stubs")
 COLUMNS = (
+    "gateway",
     "transport",
     "load",
     "texts_per_s",
@@ -66,6 +67,9 @@ class OverheadOptions:
     """The open-loop row's rate, as a fraction of the best closed-loop HTTP rate; 0 skips it."""
     settings: tuple[tuple[str, str], ...] = ()
     """More `SAMO_*` settings for the gateway (e.g. SAMO_WORKERS, SAMO_COALESCE_IN_FLIGHT)."""
+    compare: tuple[tuple[str, str], ...] = ()
+    """Settings measured one at a time after the run with `settings`, in the same run (a stack each):
+    one more set of rows per setting, e.g. SAMO_HTTP_SERVER=granian against uvicorn."""
     output_dir: Path = Path("load_tests/results")
 
 
@@ -159,28 +163,45 @@ def measure_overhead(
 
 def verdicts(rows: list[dict[str, object]], top: int) -> list[str]:
     lines = []
-    for transport, target in TARGET_MS.items():
-        row = next((r for r in rows if r["transport"] == transport and r["load"] == f"c={top}"), None)
-        if row is None or "cpu_ms_stack" not in row:
-            continue
-        cost = float(row["cpu_ms_stack"])  # type: ignore[arg-type]
-        met = "met" if cost <= target else f"missed by {cost - target:.2f} ms"
-        lines.append(
-            f"- {transport} at c={top}: the stack spends {cost:.2f} ms of CPU per text "
-            f"(target {target} ms: {met}); {row['texts_per_s']:.0f} texts/s"
-        )
+    for gateway in dict.fromkeys(r["gateway"] for r in rows):
+        for transport, target in TARGET_MS.items():
+            row = next(
+                (
+                    r
+                    for r in rows
+                    if (r["gateway"], r["transport"], r["load"]) == (gateway, transport, f"c={top}")
+                ),
+                None,
+            )
+            if row is None or "cpu_ms_stack" not in row:
+                continue
+            cost = float(row["cpu_ms_stack"])  # type: ignore[arg-type]
+            met = "met" if cost <= target else f"missed by {cost - target:.2f} ms"
+            lines.append(
+                f"- {gateway}, {transport} at c={top}: the stack spends {cost:.2f} ms of CPU per text "
+                f"(target {target} ms: {met}); {row['texts_per_s']:.0f} texts/s"
+            )
     return lines
+
+
+def gateway_variants(options: OverheadOptions) -> list[tuple[str, dict[str, str]]]:
+    """(label, settings): the run's own settings, then each compared setting on top of them."""
+    base = dict(options.settings)
+    variants = [(", ".join(f"{k}={v}" for k, v in base.items()) or "defaults", base)]
+    return variants + [(f"{name}={value}", base | {name: value}) for name, value in options.compare]
 
 
 def run_overhead(options: OverheadOptions) -> str:
     texts = journal_texts()
-    settings = dict(options.settings)
+    variants = gateway_variants(options)
+    rows = []
     with tempfile.TemporaryDirectory(prefix="samo-overhead-") as workdir:
         model = prepare(MODEL, Path(workdir), "none")
-        with gateway_stack(model.repository, settings=settings) as stack:
-            rows = measure_overhead(stack, texts, options)
+        for label, settings in variants:
+            with gateway_stack(model.repository, settings=settings) as stack:
+                rows += [{"gateway": label, **row} for row in measure_overhead(stack, texts, options)]
     top = max(options.concurrency)
-    described = ", ".join(f"{k}={v}" for k, v in settings.items()) or "defaults"
+    described = "; ".join(label for label, _ in variants)
     report = (
         f"# Serving overhead\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
         f"{platform.processor() or platform.machine()}, {usable_cores()} usable cores. The near-free "

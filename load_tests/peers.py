@@ -210,24 +210,28 @@ def stack_endpoint(stack: RunningStack) -> Endpoint:
     return Endpoint(STACK, f"{stack.gateway_url}/v1/emotions", stack_body, stack_scores)
 
 
-def peer_checkpoint(checkpoint: Path, served_graph: Path, folder: Path) -> Path:
+def peer_checkpoint(checkpoint: Path, served_graph: Path | None, folder: Path) -> Path:
     """The checkpoint's files and the served ONNX graph in one folder (links): Infinity's optimum
     engine reads `*.onnx` beside the config and tokenizer, its torch engine the weights."""
     folder.mkdir(parents=True, exist_ok=True)
     for path in checkpoint.iterdir():
         (folder / path.name).symlink_to(path.resolve())
-    (folder / served_graph.name).symlink_to(served_graph.resolve())
+    if served_graph is not None:
+        (folder / served_graph.name).symlink_to(served_graph.resolve())
     return folder
 
 
 @contextlib.contextmanager
-def infinity_server(folder: Path, engine: str, venv: Path, cache: Path) -> Iterator[Endpoint]:
+def infinity_server(
+    folder: Path, engine: str, venv: Path, cache: Path, *, device: str = "cpu", dtype: str = "float32"
+) -> Iterator[Endpoint]:
+    """Infinity from `venv` on `folder`; `device` cuda and `dtype` float16 for the GPU check's peer row."""
     executable = venv / "bin" / "infinity_emb"
     if not executable.exists():
         raise RuntimeError(f"{executable} is missing: run `make peers-env`")
     port = free_port()
     command = [str(executable), "v2", "--model-id", str(folder), "--served-model-name", INFINITY_MODEL]
-    command += ["--engine", engine, "--device", "cpu", "--dtype", "float32"]
+    command += ["--engine", engine, "--device", device, "--dtype", dtype]
     command += ["--batch-size", str(INFINITY_BATCH_SIZE)]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     env = {

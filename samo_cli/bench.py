@@ -217,6 +217,13 @@ def bench_overhead_command(
     setting: Annotated[
         list[str] | None, typer.Option(help="A gateway setting, SAMO_NAME=value (repeatable).")
     ] = None,
+    compare: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A gateway setting, SAMO_NAME=value, measured after the run with the others in the same "
+            "run: one more set of rows (repeatable; e.g. SAMO_HTTP_SERVER=granian)."
+        ),
+    ] = None,
     output: Annotated[Path, typer.Option(help="Folder for overhead.md and overhead.json.")] = Path(
         "load_tests/results"
     ),
@@ -233,6 +240,7 @@ def bench_overhead_command(
         grpc_clients=grpc_clients,
         open_loop_fraction=open_loop,
         settings=_settings(setting or []),
+        compare=_settings(compare or []),
         output_dir=output,
     )
     typer.echo(run_overhead(options))

@@ -11,6 +11,7 @@ from typing import Annotated, Literal, Protocol, TypeVar
 
 import typer
 
+from samo.contracts.text import DEFAULT_INSTANCE_COUNT, DEFAULT_INTRA_OP_THREADS
 from samo_cli.common import (
     CompileMode,
     EncoderTarget,
@@ -53,6 +54,21 @@ ResponseCacheOption = Annotated[
         "(`samo serve --response-cache-mb`).",
     ),
 ]
+InstancesOption = Annotated[
+    int,
+    typer.Option(
+        "--instances",
+        min=1,
+        help="Triton instances of the model (per GPU on a GPU server); measured default "
+        "(docs/models/emotion.md#instances-and-threads).",
+    ),
+]
+ThreadsOption = Annotated[
+    int,
+    typer.Option(
+        "--threads", min=1, help="Intra-op threads per instance (ONNX Runtime, or PyTorch on the CPU)."
+    ),
+]
 TorchCompileOption = Annotated[
     CompileMode,
     typer.Option(
@@ -93,6 +109,8 @@ def export_emotion_command(
     response_cache: ResponseCacheOption = False,
     precision: PrecisionOption = None,
     torch_compile: TorchCompileOption = "off",
+    instances: InstancesOption = DEFAULT_INSTANCE_COUNT,
+    threads: ThreadsOption = DEFAULT_INTRA_OP_THREADS,
 ) -> None:
     """Export an emotion classifier, validate it against PyTorch and write its Triton model folder."""
     setup_logging()
@@ -107,6 +125,8 @@ def export_emotion_command(
         activation=activation,
         max_length=max_length,
         atol=atol,
+        intra_op_threads=threads,
+        instance_count=instances,
         response_cache=response_cache,
         precision=precision,
         compile=torch_compile,
@@ -175,6 +195,8 @@ def export_embedder_command(
     response_cache: ResponseCacheOption = False,
     precision: PrecisionOption = None,
     torch_compile: TorchCompileOption = "off",
+    instances: InstancesOption = DEFAULT_INSTANCE_COUNT,
+    threads: ThreadsOption = DEFAULT_INTRA_OP_THREADS,
 ) -> None:
     """Export the MiniLM sentence embedder that the extractive summarizer uses."""
     setup_logging()
@@ -184,6 +206,8 @@ def export_embedder_command(
         name=name,
         repository=repository,
         target=target,
+        intra_op_threads=threads,
+        instance_count=instances,
         response_cache=response_cache,
         precision=precision,
         compile=torch_compile,

@@ -48,7 +48,7 @@ from samo.contracts.emotion import (
     Thresholds,
     to_probabilities,
 )
-from samo.contracts.text import EncoderTarget
+from samo.contracts.text import DEFAULT_INSTANCE_COUNT, DEFAULT_INTRA_OP_THREADS, EncoderTarget
 from samo.torch_encoding import CompileMode, Head, Precision
 from samo.triton.model_config import ServingOptions
 
@@ -70,8 +70,8 @@ class EmotionExportOptions:
     activation: Activation | Literal["auto"] = "auto"
     max_length: int | None = None
     atol: float = 1e-4
-    intra_op_threads: int = 2
-    instance_count: int = 1
+    intra_op_threads: int = DEFAULT_INTRA_OP_THREADS
+    instance_count: int = DEFAULT_INSTANCE_COUNT
     response_cache: bool = False
     """Triton's response cache for repeated texts (`samo bench sweep`: 7x on repeats, nothing lost on
     unique texts); the server must run with a cache (`samo serve --response-cache-mb`)."""

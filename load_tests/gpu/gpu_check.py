@@ -12,16 +12,21 @@ own packages, and the check runs again with that virtualenv's python. Then, for 
 (b) in-process batched PyTorch in fp16 on the GPU: batch 1 latency and batch 32 / 256 throughput
     (the compute limit);
 (c) gateway + Triton, the model exported with `--target gpu-torch` (PyTorch fp16 inside Triton's
-    Python backend, tensors through DLPack),
-each driven by the light closed-loop load generator at every concurrency asked for. Written to DIR:
-`results.md` (tables), `triton_stats.json` (Triton's queue and compute statistics), `nvidia_smi.csv`
-(readings every second), `throughput.png` and `latency.png`. On a CPU-only machine the same run uses
-the CPU in fp32 (the rehearsal).
+    Python backend, tensors through DLPack), the coalescing gateway with one process and with as many
+    as `samo serve` starts (half the cores), then with 2 and 4 model instances per GPU;
+(d) Infinity (`--infinity-python`: a python with `infinity-emb` installed), its torch engine in fp16
+    on the same GPU, at its default batch size, the peer of issue 20,
+each driven by the light load generator closed loop at every concurrency asked for, then open loop at
+half the system's best closed-loop rate. Every row has the GPU's mean utilization while it ran and the
+load generator's CPU per answered request. Written to DIR: `results.md` (tables), `triton_stats.json`
+(Triton's queue and compute statistics), `nvidia_smi.csv` (readings every second), `throughput.png` and
+`latency.png`. On a CPU-only machine the same run uses the CPU in fp32 (the rehearsal).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -31,7 +36,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,14 +44,28 @@ from pathlib import Path
 
 import numpy as np
 
+from load_tests.gpu.utilization import gpu_utilization
+from samo.cpus import gateway_workers
+
 logger = logging.getLogger("load_tests.gpu")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SITE_ENV = "SAMO_GPU_CHECK_ENV"
-COLUMNS = ("model", "system", "load", "throughput_per_s", "p50_ms", "p99_ms", "errors")
+COLUMNS = (
+    "model",
+    "system",
+    "load",
+    "throughput_per_s",
+    "p50_ms",
+    "p99_ms",
+    "errors",
+    "gpu_busy_pct",
+    "client_cpu_ms",
+)
 NAIVE = "(a) FastAPI + PyTorch, per request"
 IN_PROCESS = "(b) PyTorch batched, in-process"
 STACK = "(c) gateway + Triton (gpu-torch)"
+INFINITY = "(d) Infinity torch"
 # The stack is measured, not its overload answers: one text is one unit of the admission budget, so this
 # admits every text of the largest load (1,024 requests) with room to spare.
 ADMISSION_BUDGET = 1 << 20
@@ -65,14 +84,20 @@ SHAPES = {
 @dataclass(frozen=True)
 class CheckOptions:
     out: Path
-    models: tuple[str, ...] = ("bert-base",)
+    models: tuple[str, ...] = ("bert-base", "minilm")
     concurrency: tuple[int, ...] = (1, 32, 256, 1024)
     duration_s: float = 10.0
     warmup_s: float = 3.0
     batches: tuple[int, ...] = (1, 32, 256)
     gateway_workers: tuple[int, ...] = (1,)
+    instances: tuple[int, ...] = (1,)
+    """Model instances per GPU, measured with the most gateway processes of `gateway_workers`."""
+    open_loop_fraction: float = 0.5
+    """The open-loop row's rate, as a fraction of the system's best closed-loop rate; 0 skips it."""
     baselines: bool = True
     """(a) and (b) as well as (c); off to rerun the stack alone in a short GPU window."""
+    infinity_python: Path | None = None
+    """A python with `infinity-emb` installed: the (d) rows; none without it."""
 
 
 def make_environment(wheels: Path) -> Path:
@@ -219,7 +244,6 @@ def _synchronize(where: str) -> None:
 
 
 def measure_naive(name: str, checkpoint: Path, texts: list[str], options: CheckOptions) -> list[dict]:
-    from load_tests.bench_emotion import load_rows
     from load_tests.processes import free_port, server_process
 
     port = free_port()
@@ -234,25 +258,124 @@ def measure_naive(name: str, checkpoint: Path, texts: list[str], options: CheckO
     ]
     command += ["--device", device()]
     with server_process(command, ready_url=f"http://127.0.0.1:{port}/health", timeout_s=300):
-        return load_rows(name, NAIVE, f"http://127.0.0.1:{port}/v1/emotions", texts, options)
+        return measure_rows(name, NAIVE, f"http://127.0.0.1:{port}/v1/emotions", texts, options)
+
+
+def measure_rows(name: str, system: str, url: str, texts: list[str], options: CheckOptions) -> list[dict]:
+    """Closed loop at each concurrency, then open loop at `open_loop_fraction` of the best rate, one text
+    per request; each row with the GPU's mean utilization and the load generator's CPU per answer."""
+    from load_tests.bench_emotion import request_bodies
+    from load_tests.loadgen import LoadResult, run_load_sync, run_open_loop_sync
+
+    bodies = request_bodies(texts)
+
+    def row(load: str, run: Callable[[], LoadResult]) -> dict:
+        with gpu_utilization() as gpu:
+            began = time.process_time()
+            result = run()
+            client_cpu_s = time.process_time() - began
+        logger.info("%s %s %s: %.1f texts/s", name, system, load, result.throughput)
+        return {
+            "model": name,
+            "system": system,
+            "load": load,
+            "throughput_per_s": result.throughput,
+            "p50_ms": result.p50_ms,
+            "p99_ms": result.p99_ms,
+            "errors": result.errors,
+            "gpu_busy_pct": gpu.mean_percent,
+            # warm-up included on both sides of the division: the generator's cost per request it sent
+            "client_cpu_ms": 1000 * client_cpu_s / max(result.requests, 1),
+        }
+
+    rows = [
+        row(
+            f"c={clients}",
+            functools.partial(
+                run_load_sync,
+                url,
+                bodies,
+                concurrency=clients,
+                duration_s=options.duration_s,
+                warmup_s=options.warmup_s,
+            ),
+        )
+        for clients in options.concurrency
+    ]
+    best = max((r["throughput_per_s"] for r in rows), default=0.0)
+    if options.open_loop_fraction > 0 and best > 0:
+        rate = best * options.open_loop_fraction
+        rows.append(
+            row(
+                f"open {rate:.0f}/s",
+                functools.partial(
+                    run_open_loop_sync,
+                    url,
+                    bodies,
+                    rate_per_s=rate,
+                    duration_s=options.duration_s,
+                    warmup_s=options.warmup_s,
+                    max_connections=max(options.concurrency),
+                ),
+            )
+        )
+    return rows
+
+
+def stack_system(workers: int, instances: int) -> str:
+    system = STACK if workers == 1 else STACK.replace("gateway", f"gateway x{workers}")
+    return system if instances == 1 else f"{system}, {instances} instances"
+
+
+def set_instances(repository: Path, instances: int) -> None:
+    """Every model of `repository` with `instances` copies per GPU (its export's other settings kept)."""
+    from samo.triton.model_config import read_model_config, write_model_config
+
+    for model_dir in sorted(p.parent for p in repository.glob("*/config.pbtxt")):
+        config = read_model_config(model_dir)
+        for group in config.instance_group:
+            group.count = instances
+        write_model_config(model_dir, config)
 
 
 def measure_stack(
-    name: str, repository: Path, texts: list[str], options: CheckOptions, workers: int
+    name: str, repository: Path, texts: list[str], options: CheckOptions, workers: int, instances: int
 ) -> tuple[list[dict], dict]:
-    from load_tests.bench_emotion import load_rows
     from load_tests.processes import gateway_stack
 
+    set_instances(repository, instances)
     settings = {"SAMO_WORKERS": str(workers), "SAMO_ADMISSION_BUDGET": str(ADMISSION_BUDGET)}
-    system = STACK if workers == 1 else STACK.replace("gateway", f"gateway x{workers}")
     with gateway_stack(repository, settings=settings) as stack:
-        rows = load_rows(name, system, f"{stack.gateway_url}/v1/emotions", texts, options)
+        rows = measure_rows(
+            name, stack_system(workers, instances), f"{stack.gateway_url}/v1/emotions", texts, options
+        )
         # Triton's addresses are host:port (as tritonclient takes them).
         with urllib.request.urlopen(
             f"http://{stack.triton_http_url}/v2/models/stats", timeout=30
         ) as response:
             stats = json.loads(response.read())
     return rows, stats
+
+
+def measure_infinity(
+    name: str, checkpoint: Path, texts: list[str], options: CheckOptions, workdir: Path
+) -> list[dict]:
+    """(d): Infinity's torch engine on the checkpoint, fp16 on the GPU (fp32 in the CPU rehearsal), at
+    its default batch size; a failure to start is logged and leaves its rows out."""
+    from load_tests.peers import PEER_FAILURES, infinity_server, peer_checkpoint
+
+    assert options.infinity_python is not None
+    venv = options.infinity_python.parent.parent
+    folder = peer_checkpoint(checkpoint, None, workdir / f"{name}-infinity-checkpoint")
+    where = device()
+    dtype = "float16" if where == "cuda" else "float32"
+    system = f"{INFINITY} {'fp16' if where == 'cuda' else 'fp32'}"
+    try:
+        with infinity_server(folder, "torch", venv, workdir / "hf-cache", device=where, dtype=dtype) as peer:
+            return measure_rows(name, system, peer.url, texts, options)
+    except PEER_FAILURES as error:
+        logger.warning("%s: Infinity failed: %s", name, error)
+        return []
 
 
 @contextmanager
@@ -336,6 +459,14 @@ def _series(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
     return series
 
 
+def stack_layouts(options: CheckOptions) -> list[tuple[int, int]]:
+    """(gateway processes, instances): each process count with one instance, then each other instance
+    count with the most processes."""
+    most = max(options.gateway_workers)
+    layouts = [(workers, 1) for workers in options.gateway_workers]
+    return layouts + [(most, n) for n in options.instances if (most, n) not in layouts]
+
+
 def run_check(options: CheckOptions) -> str:
     import torch
 
@@ -361,15 +492,17 @@ def run_check(options: CheckOptions) -> str:
             )
             # The stack first: it is what the check is for, and the part most likely to fail.
             stack_rows = []
-            for workers in options.gateway_workers:
-                more, stats[f"{name}, {workers} gateway workers"] = measure_stack(
-                    name, repository, texts, options, workers
+            for workers, instances in stack_layouts(options):
+                more, stats[f"{name}, {workers} gateway workers, {instances} instances"] = measure_stack(
+                    name, repository, texts, options, workers, instances
                 )
                 stack_rows += more
             if options.baselines:
                 rows += measure_in_process(name, checkpoint, texts, options)
                 rows += measure_naive(name, checkpoint, texts, options)
             rows += stack_rows
+            if options.infinity_python is not None:
+                rows += measure_infinity(name, checkpoint, texts, options, Path(workdir))
     (options.out / "triton_stats.json").write_text(json.dumps(stats, indent=2))
     plot(rows, options.out)
     lines = [f"{key}:\n" + "\n".join(stats_summary(value)) for key, value in stats.items()]
@@ -392,12 +525,18 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, required=True, help="folder for tables, statistics and plots")
     parser.add_argument("--wheels", type=Path, help="folder of carried wheels to install first")
-    parser.add_argument("--models", default="bert-base", help="comma-separated: bert-base, minilm")
+    parser.add_argument("--models", default="bert-base,minilm", help="comma-separated: bert-base, minilm")
     parser.add_argument("--concurrency", default="1,32,256,1024")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
     parser.add_argument(
-        "--gateway-workers", default="1", help="comma-separated gateway process counts for (c)"
+        "--gateway-workers",
+        default=f"1,{gateway_workers(beside_triton=True)}",
+        help="comma-separated gateway process counts for (c); default 1 and as many as `samo serve` starts",
     )
+    parser.add_argument(
+        "--instances", default="1,2,4", help="comma-separated model instances per GPU for (c)"
+    )
+    parser.add_argument("--infinity-python", type=Path, help="a python with infinity-emb: the (d) rows")
     parser.add_argument("--stack-only", action="store_true", help="measure (c) alone")
     parser.add_argument("--smoke", action="store_true", help="one short point per system (about a minute)")
     args = parser.parse_args()
@@ -416,7 +555,9 @@ def main() -> None:
         warmup_s=1.0 if args.smoke else min(3.0, args.duration / 2),
         batches=(1, 32) if args.smoke else (1, 32, 256),
         gateway_workers=tuple(int(w) for w in args.gateway_workers.split(",")),
+        instances=(1,) if args.smoke else tuple(int(n) for n in args.instances.split(",")),
         baselines=not args.stack_only,
+        infinity_python=args.infinity_python,
     )
     allow_connections(max(options.concurrency) * 2)  # the servers started from here inherit the limit
     print(run_check(options))

@@ -21,6 +21,15 @@ ENCODER_MAX_BATCH_SIZE = 64
 """Texts in one call to a text encoder (emotion, embedder): Triton's `max_batch_size` for them, and the
 most texts the gateway sends in one request."""
 
+# Triton instances of a text encoder x intra-op threads each (`samo export emotion|embedder --instances
+# --threads`). From `samo bench sweep` on 2 cores (load_tests/results/sweep.md, MiniLM, c=32): 1 x 2
+# threads 146 texts/s, p99 274 ms; 2 x 1 161, p99 424 ms; 2 x 2 146, p99 419 ms. A second instance splits
+# the batches (mean 16 texts per execution fell to 7) and raises p99 by half for no gain beyond the run's
+# noise (about 8 %). On a GPU a second instance can overlap one batch's host work with the other's
+# kernels: `load_tests/gpu/gpu_check.py` measures 1, 2 and 4 per GPU.
+DEFAULT_INSTANCE_COUNT = 1
+DEFAULT_INTRA_OP_THREADS = 2
+
 
 EncoderTarget = Literal["cpu", "gpu", "gpu-torch"]
 """Where a text encoder runs: `cpu` (ONNX Runtime in the Python backend), `gpu` (NVIDIA's ONNX Runtime
