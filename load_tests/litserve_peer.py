@@ -10,8 +10,8 @@ ZeroMQ between the HTTP server and the worker (`fast_queue`): LitServe's setting
 requests per second.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: LitServe builds its FastAPI route from `decode_request`'s
+# annotation, and a string annotation made every request a 422.
 import argparse
 import json
 from pathlib import Path

@@ -230,7 +230,10 @@ def infinity_server(
     if not executable.exists():
         raise RuntimeError(f"{executable} is missing: run `make peers-env`")
     port = free_port()
-    command = [str(executable), "v2", "--model-id", str(folder), "--served-model-name", INFINITY_MODEL]
+    # The model as "." from inside its folder: for a local folder Infinity 0.0.78's optimum engine names
+    # the ONNX file by its path from the working directory, which optimum then looks for inside the
+    # folder (an absolute folder fails: "Could not find any ONNX files with target file name ...").
+    command = [str(executable.resolve()), "v2", "--model-id", ".", "--served-model-name", INFINITY_MODEL]
     command += ["--engine", engine, "--device", device, "--dtype", dtype]
     command += ["--batch-size", str(INFINITY_BATCH_SIZE)]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
@@ -242,7 +245,7 @@ def infinity_server(
         "DO_NOT_TRACK": "1",
     }
     base = f"http://127.0.0.1:{port}"
-    with server_process(command, ready_url=f"{base}/health", env=env, timeout_s=START_TIMEOUT_S):
+    with server_process(command, ready_url=f"{base}/health", env=env, timeout_s=START_TIMEOUT_S, cwd=folder):
         yield Endpoint(f"Infinity {engine}", f"{base}/classify", infinity_body, infinity_scores)
 
 
@@ -308,7 +311,9 @@ def measure_peers(
         reference = endpoint_scores(endpoint, texts, model.labels)
         measured.rows += load_rows(model.name, endpoint, texts, options)
     folder = peer_checkpoint(model.checkpoint, model.served_graph, workdir / f"{model.name}-peer-checkpoint")
-    cache = workdir / "hf-cache"
+    # One cache per model: Infinity keeps its optimized graph under the cache by model id, which is "."
+    # for every local folder (`infinity_server`).
+    cache = workdir / f"{model.name}-hf-cache"
     peers: list[tuple[str, Callable[[], contextlib.AbstractContextManager[Endpoint]]]] = [
         (
             f"Infinity {engine}",

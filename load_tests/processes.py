@@ -35,11 +35,21 @@ def wait_http_ok(url: str, timeout_s: float, process: subprocess.Popen[bytes] | 
 
 @contextlib.contextmanager
 def server_process(
-    command: Sequence[str], *, ready_url: str, env: Mapping[str, str] | None = None, timeout_s: float = 120
+    command: Sequence[str],
+    *,
+    ready_url: str,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 120,
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A server in its own process group, stopped (SIGTERM, then SIGKILL) on exit."""
+    """A server in its own process group (started in `cwd`, default this one's), stopped (SIGTERM, then
+    SIGKILL) on exit."""
     process = subprocess.Popen(
-        list(command), env={**os.environ, **(env or {})}, start_new_session=True, stdout=subprocess.DEVNULL
+        list(command),
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        cwd=cwd,
     )
     try:
         wait_http_ok(ready_url, timeout_s, process)

@@ -371,7 +371,9 @@ def measure_infinity(
     dtype = "float16" if where == "cuda" else "float32"
     system = f"{INFINITY} {'fp16' if where == 'cuda' else 'fp32'}"
     try:
-        with infinity_server(folder, "torch", venv, workdir / "hf-cache", device=where, dtype=dtype) as peer:
+        with infinity_server(
+            folder, "torch", venv, workdir / f"{name}-hf-cache", device=where, dtype=dtype
+        ) as peer:
             return measure_rows(name, system, peer.url, texts, options)
     except PEER_FAILURES as error:
         logger.warning("%s: Infinity failed: %s", name, error)
