@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 
@@ -65,14 +64,6 @@ def run_gateway(settings: GatewaySettings) -> None:
         "timeout_graceful_shutdown": settings.shutdown_grace_s,
     }
     workers = settings.workers or gateway_workers(beside_triton=False)
-    if settings.http_server == "granian":
-        from gateway.granian_server import serve_with_granian
-
-        # Granian runs the app in worker processes even when there is one.
-        _settings_to_environment(settings)
-        with shared_across_workers() if workers > 1 else contextlib.nullcontext():
-            serve_with_granian(settings, workers)
-        return
     if workers == 1:
         uvicorn.run(create_app(settings=settings), **common)
         return

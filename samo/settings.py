@@ -42,11 +42,6 @@ class GatewaySettings(BaseSettings):
         "and serializes on one core. Limits such as `admission_budget` and `grpc_max_concurrent_rpcs` are "
         "per process; /metrics adds up all of them.",
     )
-    http_server: Literal["uvicorn", "granian"] = Field(
-        default="uvicorn",
-        description="The HTTP server under the app: uvicorn (uvloop, httptools) or Granian (Rust, hyper); "
-        "docs/benchmarks/emotions.md#serving-overhead measures both.",
-    )
     grpc_max_message_bytes: int = Field(
         default=26 << 20,
         ge=1 << 20,
