@@ -20,6 +20,11 @@ def test_instances_are_measured_with_the_most_gateway_processes(tmp_path: Path) 
     options = CheckOptions(out=tmp_path, gateway_workers=(1, 8), instances=(1, 2, 4))
     assert stack_layouts(options) == [(1, 1), (8, 1), (8, 2), (8, 4)]
     assert stack_layouts(CheckOptions(out=tmp_path)) == [(1, 1)]
+    # On 2 cores `samo serve` starts one gateway process: "1,1" is measured once.
+    assert stack_layouts(CheckOptions(out=tmp_path, gateway_workers=(1, 1), instances=(1, 2))) == [
+        (1, 1),
+        (1, 2),
+    ]
 
 
 def test_gpu_readings_skip_what_is_not_a_number() -> None:

@@ -465,7 +465,7 @@ def stack_layouts(options: CheckOptions) -> list[tuple[int, int]]:
     """(gateway processes, instances): each process count with one instance, then each other instance
     count with the most processes."""
     most = max(options.gateway_workers)
-    layouts = [(workers, 1) for workers in options.gateway_workers]
+    layouts = [(workers, 1) for workers in dict.fromkeys(options.gateway_workers)]
     return layouts + [(most, n) for n in options.instances if (most, n) not in layouts]
 
 
