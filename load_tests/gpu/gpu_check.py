@@ -41,6 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -261,13 +262,21 @@ def measure_naive(name: str, checkpoint: Path, texts: list[str], options: CheckO
         return measure_rows(name, NAIVE, f"http://127.0.0.1:{port}/v1/emotions", texts, options)
 
 
-def measure_rows(name: str, system: str, url: str, texts: list[str], options: CheckOptions) -> list[dict]:
+def measure_rows(
+    name: str,
+    system: str,
+    url: str,
+    texts: list[str],
+    options: CheckOptions,
+    body: Callable[[str], dict[str, Any]] | None = None,
+) -> list[dict]:
     """Closed loop at each concurrency, then open loop at `open_loop_fraction` of the best rate, one text
-    per request; each row with the GPU's mean utilization and the load generator's CPU per answer."""
-    from load_tests.bench_emotion import request_bodies
+    per request (`body`: its JSON, the gateway's by default); each row with the GPU's mean utilization
+    and the load generator's CPU per answer."""
     from load_tests.loadgen import LoadResult, run_load_sync, run_open_loop_sync
+    from load_tests.peers import stack_body
 
-    bodies = request_bodies(texts)
+    bodies = [json.dumps((body or stack_body)(text)).encode() for text in texts]
 
     def row(load: str, run: Callable[[], LoadResult]) -> dict:
         with gpu_utilization() as gpu:
@@ -362,7 +371,7 @@ def measure_infinity(
 ) -> list[dict]:
     """(d): Infinity's torch engine on the checkpoint, fp16 on the GPU (fp32 in the CPU rehearsal), at
     its default batch size; a failure to start is logged and leaves its rows out."""
-    from load_tests.peers import PEER_FAILURES, infinity_server, peer_checkpoint
+    from load_tests.peers import PEER_FAILURES, infinity_body, infinity_server, peer_checkpoint
 
     assert options.infinity_python is not None
     venv = options.infinity_python.parent.parent
@@ -374,7 +383,7 @@ def measure_infinity(
         with infinity_server(
             folder, "torch", venv, workdir / f"{name}-hf-cache", device=where, dtype=dtype
         ) as peer:
-            return measure_rows(name, system, peer.url, texts, options)
+            return measure_rows(name, system, peer.url, texts, options, infinity_body)
     except PEER_FAILURES as error:
         logger.warning("%s: Infinity failed: %s", name, error)
         return []
@@ -433,9 +442,8 @@ def plot(rows: list[dict], out: Path) -> None:
         for (model, system), points in _series(rows).items():
             if system == IN_PROCESS:
                 continue
-            answered = [
-                r for r in points if r["throughput_per_s"] > 0
-            ]  # a point that failed has no place on a log axis
+            # Closed-loop points only; a point that failed has no place on a log axis.
+            answered = [r for r in points if r["load"].startswith("c=") and r["throughput_per_s"] > 0]
             xs = [int(r["load"].removeprefix("c=")) for r in answered]
             axis.plot(xs, [r[metric] for r in answered], marker="o", label=f"{model}: {system}")
         for row in rows:
