@@ -70,6 +70,10 @@ def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
         version=samo.__version__,
         description="Emotions, transcripts and summaries for journal entries, served by NVIDIA Triton.",
         lifespan=lifespan,
+        # FastAPI's native OpenTelemetry asks the global providers, through os.environ, on every request
+        # (3 % of the gateway's samples at c=256); the gateway has its own spans and metrics
+        # (gateway/observability), so it stays off.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app, settings)
     emotions = emotion_router(settings)
