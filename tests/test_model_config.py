@@ -194,3 +194,23 @@ def test_whisper_warms_up_greedily_from_an_options_file(tmp_path: Path) -> None:
     audio = np.zeros((1, SAMPLE_RATE), dtype=np.float32)
     _, decode = read_window(audio, np.array([[raw[4:]]], dtype=np.object_))
     assert decode.beam_size == 1
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu", "gpu-torch"])
+def test_instances_and_threads_reach_the_config(target: str) -> None:
+    options = EmotionExportOptions(target=target, instance_count=3, intra_op_threads=1)  # type: ignore[arg-type]
+    model_card = card(target)
+    config = build_model_config("emotion", model_card.contract.model, serving_options(model_card, options))
+    assert [group.count for group in config.instance_group] == [3]
+    if target != "gpu":  # NVIDIA's ONNX Runtime backend takes no thread parameter from us
+        assert config.parameters["intra_op_threads"].string_value == "1"
+
+
+def test_export_commands_take_instances_and_threads() -> None:
+    from typer.testing import CliRunner
+
+    from samo_cli.export import app
+
+    for command in ("emotion", "embedder"):
+        shown = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
+        assert "--instances" in shown and "--threads" in shown
