@@ -33,8 +33,9 @@ TORCH_SUB_BATCH_TOKENS = 16384
 QUEUE_DELAY_US = 100
 PREFERRED_BATCH_SIZES = (16, 32)
 # A request is up to a card's batch of texts, milliseconds of work each: 512 waiting requests are seconds
-# of work on a CPU, and one not started within 5 s is refused (503) rather than answered late.
-QUEUE = QueuePolicy(max_queue_size=512, timeout_us=5_000_000)
+# of work on a CPU; one still queued at its request's deadline is dropped (no default queue timeout:
+# samo.triton.model_config.QueuePolicy says why).
+QUEUE = QueuePolicy(max_queue_size=512)
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,7 @@ def test_serving_options_reject_impossible_values(kwargs: dict, message: str) ->
     ("kwargs", "message"),
     [
         ({"max_queue_size": 0}, "`max_queue_size` must be at least 1, got 0"),
-        ({"timeout_us": 0}, "`timeout_us` must be at least 1, got 0"),
+        ({"timeout_us": -1}, r"`timeout_us` must be 0 \(none\) or more, got -1"),
     ],
 )
 def test_queue_policy_rejects_impossible_values(kwargs: dict, message: str) -> None:
@@ -176,7 +176,8 @@ def test_every_served_model_refuses_work_past_its_queue_policy(family: str) -> N
     assert policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
     assert policy.allow_timeout_override  # the gateway shortens it to each request's deadline
     assert 1 <= policy.max_queue_size <= 4096
-    assert 0 < policy.default_timeout_microseconds <= 120_000_000
+    # No default timeout: with one, this Triton's batcher stalls ~500 ms at a time (QueuePolicy's docstring).
+    assert policy.default_timeout_microseconds == 0
 
 
 def test_whisper_warms_up_greedily_from_an_options_file(tmp_path: Path) -> None:

@@ -45,8 +45,9 @@ MAX_BATCH_SIZE = 16
 # A summary takes hundreds of milliseconds or more: a millisecond of waiting lets concurrent requests meet.
 QUEUE_DELAY_US = 1000
 # A request is one text's generation, up to MAX_NEW_TOKENS steps: 128 waiting ones are minutes of work on
-# a CPU, so more are refused at once (429) and one not started within 60 s is refused (503).
-QUEUE = QueuePolicy(max_queue_size=128, timeout_us=60_000_000)
+# a CPU, so more are refused at once (429); one still queued at its request's deadline is dropped (no
+# default queue timeout: samo.triton.model_config.QueuePolicy says why).
+QUEUE = QueuePolicy(max_queue_size=128)
 # T5 has relative positions and no hard limit; 512 is what it was trained on.
 FALLBACK_MAX_INPUT_TOKENS = 512
 VALIDATION_TEXTS = (

@@ -15,8 +15,9 @@ MAX_BATCH_SIZE = 8
 # lets concurrent requests meet.
 QUEUE_DELAY_US = 2000
 # A request is one 30 s window, hundreds of milliseconds to decode on a CPU; a long recording sends many.
-# Beyond 256 waiting windows, or a window not started within 60 s, Triton refuses (429 / 503).
-QUEUE = QueuePolicy(max_queue_size=256, timeout_us=60_000_000)
+# Beyond 256 waiting windows Triton refuses (429); a window still queued at its request's deadline is
+# dropped (no default queue timeout: samo.triton.model_config.QueuePolicy says why).
+QUEUE = QueuePolicy(max_queue_size=256)
 # Triton's warm-up request: one second of silence, decoded greedily. Beam search (the default) makes
 # up about 200 tokens of text on silence: 7 s of CPU for tiny.en in ONNX at every load, where greedy
 # stops after 2 to 4 tokens and warms the same encoder and decoder.
