@@ -75,6 +75,10 @@ class ModelGate(Protocol):
         """A call to `model`, admitted with the token `admitted`, failed with `error`."""
         ...
 
+    def answered(self, model: str, admitted: int, *, probe: bool) -> None:
+        """A call to `model`, admitted with the token `admitted`, was answered."""
+        ...
+
 
 class InferenceCalls(Protocol):
     """The model calls the services make: a `TritonClient`'s, or a `TritonRouter`'s, which sends each
@@ -228,7 +232,10 @@ class TritonClient:
                 )
             except InferenceServerException as exc:
                 raise self._failed(model, _convert(exc, model), admitted, context) from None
-        return _outputs(_answered(result, "infer"), model, outputs)
+        answer = _outputs(_answered(result, "infer"), model, outputs)
+        if self.gate is not None:
+            self.gate.answered(model, admitted, probe=context.probe)
+        return answer
 
     async def stream(
         self,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -113,6 +114,10 @@ class ModelHealthMonitor:
         # probe that started after the failure.
         self._suspects: dict[str, float] = {}
         self._stopped: dict[str, SamoError] = {}
+        # When each model last answered a request (monotonic): a model that answered since the last
+        # round started needs no probe of its own this round.
+        self._answered_at: dict[str, float] = {}
+        self._round_started = -math.inf
         self._wake = asyncio.Event()
         self._checked = asyncio.Event()
         self._round_lock = asyncio.Lock()
@@ -146,6 +151,11 @@ class ModelHealthMonitor:
         if isinstance(error, ModelStopped):
             self._stopped[model] = error  # no probe needed to know: reload at once
         self._wake.set()
+
+    def answered(self, model: str, admitted: int, *, probe: bool) -> None:
+        if probe or model not in self._states or admitted != self._generation[model]:
+            return  # the probe's own answer is judged by the round; an old instance's says nothing
+        self._answered_at[model] = time.monotonic()
 
     # -- running --
 
@@ -186,8 +196,11 @@ class ModelHealthMonitor:
     async def check(self, models: Sequence[str] | None = None) -> None:
         """Probe `models` (all by default) and reload the broken ones (see `_judge`)."""
         async with self._round_lock:
-            names = list(models) if models is not None else list(self.probes)
             started = time.monotonic()
+            proven = self._proven(started) if models is None else []
+            for name in proven:
+                await self._set(name, ModelStatus.SERVING, None)
+            names = [name for name in (models if models is not None else self.probes) if name not in proven]
             stopped = {name: self._stopped.pop(name) for name in names if name in self._stopped}
             for name in names:
                 if self._suspects.get(name, started) < started:
@@ -205,6 +218,20 @@ class ModelHealthMonitor:
             self._checked.set()
             to_reload = [name for name, verdict in zip(names, verdicts, strict=True) if verdict.reload]
             await asyncio.gather(*(self._reload(name) for name in to_reload))
+
+    def _proven(self, started: float) -> list[str]:
+        """The models a scheduled round need not probe: serving (or slow) ones that answered a request
+        since the last scheduled round started, and are not suspects. A probe beside requests costs an
+        inference, and meeting them in Triton's batcher is what stalled them ~500 ms
+        (docs/operations/health.md); a request answered proves as much as a probe."""
+        since, self._round_started = self._round_started, started
+        return [
+            name
+            for name in self.probes
+            if self._answered_at.get(name, -math.inf) >= since
+            and name not in self._suspects
+            and self._states[name].status in (ModelStatus.SERVING, ModelStatus.SLOW)
+        ]
 
     async def _judge(self, name: str, error: SamoError | None) -> _Verdict:
         """A probe's result: serving; slow (alive in Triton but busy); failing; or broken, to reload.
