@@ -1,5 +1,6 @@
 """Managed API keys and tenant quotas across two gateway processes sharing a real PostgreSQL and a real
-Redis (tests/local_services.py), as two replicas would; and quotas failing closed when Redis is gone.
+Redis (tests/local_services.py), as two replicas would; quotas failing closed when Redis is gone; the
+generated-tokens quota against a real summarizer.
 
 The gateways have no Triton: a request the access check and the gate let through answers `not_found`
 (no model installed); refusals answer 401, 403 or 429."""
@@ -22,6 +23,7 @@ import pytest
 from gateway.grpc_api import samo_v1_pb2, samo_v1_pb2_grpc
 from samo.free_ports import free_port
 from samo.settings import QuotaSettings
+from samo.triton.local_server import LocalTriton
 from tests.conftest import QUIET_PROBES_S, SamoProcess, gateway_settings, running_gateway
 from tests.local_services import running_postgres, running_redis, wait_until
 
@@ -44,10 +46,12 @@ class Replicas:
         return self.first, self.second
 
 
+def _post_to(url: str, key: str, path: str, body: object) -> httpx.Response:
+    return httpx.post(url + path, json=body, headers={"authorization": f"Bearer {key}"}, timeout=60)
+
+
 def _post(replica: SamoProcess, key: str, path: str = "/v1/emotions", body: object = TEXT) -> httpx.Response:
-    return httpx.post(
-        replica.http_url + path, json=body, headers={"authorization": f"Bearer {key}"}, timeout=30
-    )
+    return _post_to(replica.http_url, key, path, body)
 
 
 def _emotions_status(replica: SamoProcess, key: str) -> int:
@@ -198,3 +202,32 @@ def test_quotas_fail_closed_when_redis_is_unreachable_unless_allowed(
     assert response.status_code == expected
     assert "tenant quota storage unreachable" in caplog.text
     assert "samo_quota_storage_failures_total" in metrics
+
+
+def test_generated_tokens_count_against_the_tenant_quota(triton: LocalTriton, tmp_path: Path) -> None:
+    """Charged once the summary is generated (what is left of the window, at most), then the next
+    request is refused until the window has room."""
+    key = secrets.token_urlsafe(24)
+    (tmp_path / "api-keys").write_text(f"tenant-t:{key}\n")
+    settings = gateway_settings(
+        triton,
+        default_summarizer="extractive",
+        health_probe_interval_s=QUIET_PROBES_S,
+        api_keys_file=tmp_path / "api-keys",
+        tenant_quota=QuotaSettings(generated_tokens="12/day"),
+    )
+    body = {
+        "texts": [TEXT["texts"][0]],
+        "model": "tiny_t5",
+        "max_new_tokens": 8,
+        "min_new_tokens": 8,
+        "num_beams": 1,
+    }
+    with running_gateway(settings) as gateway:
+        answers = [_post_to(gateway.http_url, key, "/v1/summarize", body) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[0].json()["results"][0]["tokens"] == 8  # 8 of 12 charged, then the 4 left
+    error = answers[2].json()["error"]
+    assert error["type"] == "rate_limited"
+    assert error["message"].startswith("generated-tokens tenant quota of 12 per day tokens reached")
+    assert int(answers[2].headers["retry-after"]) >= 1
