@@ -27,8 +27,7 @@ def is_result(item: object) -> bool:
 
 def units_of(result: object) -> Units:
     """The units of a result (an OpenAI answer is read through its `transcript`); none for anything else."""
-    result = getattr(result, "transcript", result) if not isinstance(result, JournalAnalysis) else result
-    if isinstance(result, EmotionResult):
+    if isinstance(result, EmotionResult):  # first: most of the load, and no attribute lookups that fail
         tokens = sum(text.tokens for text in result.results)
         return Units(result.model.name, result.model.version, len(result.results), tokens)
     if isinstance(result, Transcript):
@@ -49,4 +48,5 @@ def units_of(result: object) -> Units:
             generated,
             result.transcript.duration if result.transcript else 0.0,
         )
-    return Units()
+    transcript = getattr(result, "transcript", None)  # an OpenAI answer (gateway/operations)
+    return units_of(transcript) if isinstance(transcript, Transcript) else Units()
