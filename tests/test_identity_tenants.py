@@ -1,6 +1,6 @@
 """Managed API keys and tenant quotas across two gateway processes sharing a real PostgreSQL and a real
 Redis (tests/local_services.py), as two replicas would; quotas failing closed when Redis is gone; the
-generated-tokens quota against a real summarizer.
+generated-tokens and audio-seconds quotas against a real summarizer and Whisper.
 
 The gateways have no Triton: a request the access check and the gate let through answers `not_found`
 (no model installed); refusals answer 401, 403 or 429."""
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 import httpx
+import numpy as np
 import pytest
 
 from gateway.grpc_api import samo_v1_pb2, samo_v1_pb2_grpc
@@ -26,6 +27,7 @@ from samo.settings import QuotaSettings
 from samo.triton.local_server import LocalTriton
 from tests.conftest import QUIET_PROBES_S, SamoProcess, gateway_settings, running_gateway
 from tests.local_services import running_postgres, running_redis, wait_until
+from tests.speech import RATE, wav_bytes
 
 TEXT = {"texts": ["A quiet evening with a good book."]}
 PASSED = 404  # through access and the gate, to a service with no model installed
@@ -204,9 +206,12 @@ def test_quotas_fail_closed_when_redis_is_unreachable_unless_allowed(
     assert "samo_quota_storage_failures_total" in metrics
 
 
-def test_generated_tokens_count_against_the_tenant_quota(triton: LocalTriton, tmp_path: Path) -> None:
-    """Charged once the summary is generated (what is left of the window, at most), then the next
-    request is refused until the window has room."""
+def test_generated_tokens_and_audio_seconds_count_against_the_tenant_quota(
+    triton: LocalTriton, tmp_path: Path
+) -> None:
+    """Tokens are charged once the summary is generated (what is left of the window, at most), then
+    the next summary is refused until the window has room (transcriptions go on); audio is charged as it
+    is decoded, before Whisper."""
     key = secrets.token_urlsafe(24)
     (tmp_path / "api-keys").write_text(f"tenant-t:{key}\n")
     settings = gateway_settings(
@@ -214,7 +219,7 @@ def test_generated_tokens_count_against_the_tenant_quota(triton: LocalTriton, tm
         default_summarizer="extractive",
         health_probe_interval_s=QUIET_PROBES_S,
         api_keys_file=tmp_path / "api-keys",
-        tenant_quota=QuotaSettings(generated_tokens="12/day"),
+        tenant_quota=QuotaSettings(generated_tokens="12/day", audio_seconds="10/day"),
     )
     body = {
         "texts": [TEXT["texts"][0]],
@@ -225,9 +230,34 @@ def test_generated_tokens_count_against_the_tenant_quota(triton: LocalTriton, tm
     }
     with running_gateway(settings) as gateway:
         answers = [_post_to(gateway.http_url, key, "/v1/summarize", body) for _ in range(3)]
+        audio = [_transcribe_silence(gateway.http_url, key, seconds=6.0) for _ in range(2)]
     assert [a.status_code for a in answers] == [200, 200, 429]
     assert answers[0].json()["results"][0]["tokens"] == 8  # 8 of 12 charged, then the 4 left
     error = answers[2].json()["error"]
     assert error["type"] == "rate_limited"
     assert error["message"].startswith("generated-tokens tenant quota of 12 per day tokens reached")
     assert int(answers[2].headers["retry-after"]) >= 1
+    # Silence costs Whisper nothing (no speech found); a 504 on a loaded machine was charged all the same.
+    assert audio[0].status_code in (200, 504), audio[0].text
+    assert audio[1].status_code == 429
+    assert (
+        "audio tenant quota of 10 per day seconds reached (6 s more asked)"
+        in audio[1].json()["error"]["message"]
+    )
+
+
+def _transcribe_silence(url: str, key: str, seconds: float) -> httpx.Response:
+    """An upload of silence; a 503 (a model reloading on a loaded machine) is sent again."""
+    files = {"file": ("silence.wav", wav_bytes(np.zeros(int(RATE * seconds), dtype=np.int16)), "audio/wav")}
+    for _ in range(20):
+        response = httpx.post(
+            url + "/v1/transcribe",
+            files=files,
+            data={"beam_size": "1"},
+            headers={"authorization": f"Bearer {key}"},
+            timeout=60,
+        )
+        if response.status_code != 503:
+            return response
+        time.sleep(int(response.headers.get("retry-after", "1")))
+    return response

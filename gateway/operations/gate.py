@@ -43,7 +43,7 @@ async def admit_caller(context: RequestContext, scope: Scope) -> None:
     except SamoError:
         access.rejections.labels("forbidden", principal.label).inc()
         raise
-    await access.hit_quota(principal)
+    await access.hit_quota(principal, scope)
 
 
 def requires(

@@ -23,7 +23,7 @@ from gateway.security.managed_keys import ManagedKeys
 from gateway.security.principal import Credential, Principal
 from gateway.security.quotas import TenantQuotas
 from gateway.security.rate_limits import RateLimits, open_storage, parse_limit
-from gateway.security.scopes import Scope
+from gateway.security.scopes import GENERATING_SCOPES, Scope
 from gateway.security.tokens import TokenVerifier, looks_like_token
 from samo.settings import GatewaySettings
 
@@ -189,14 +189,14 @@ class Access:
             self.rejections.labels(_reason(error, "audio_rate_limited"), principal.label).inc()
             raise
 
-    async def hit_quota(self, principal: Principal) -> None:
+    async def hit_quota(self, principal: Principal, scope: Scope) -> None:
         """Count one operation against the caller's tenant quota (the operations' gate calls it: the
         quotas count model work, not `/metrics` scrapes or usage queries); `rate_limited` when spent,
         UNAVAILABLE when the counters cannot be reached and the quotas fail closed."""
         if self.quotas is None or not principal.authenticated:
             return
         try:
-            await self.quotas.admit(principal.tenant)
+            await self.quotas.admit(principal.tenant, generates=scope in GENERATING_SCOPES)
         except SamoError as error:
             self.rejections.labels(_reason(error, "over_quota"), principal.label).inc()
             raise

@@ -68,11 +68,13 @@ class TenantQuotas:
     def of(self, tenant: str) -> RateLimits:
         return self.by_tenant.get(tenant, self.default)
 
-    async def admit(self, tenant: str) -> None:
-        """Count one request; refused while the requests or generated-tokens quota is spent."""
+    async def admit(self, tenant: str, generates: bool) -> None:
+        """Count one request; refused while the requests quota is spent, or, for a request that
+        `generates` tokens, the generated-tokens quota."""
         limits = self.of(tenant)
         await limits.hit_request(_key(tenant))
-        await limits.check_tokens(_key(tenant))
+        if generates:
+            await limits.check_tokens(_key(tenant))
 
     async def charge_audio(self, tenant: str, seconds: float) -> None:
         await self.of(tenant).charge_audio(_key(tenant), seconds)

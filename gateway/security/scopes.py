@@ -26,6 +26,8 @@ class Scope(StrEnum):
     """Managed API keys, every tenant's usage."""
 
 
+GENERATING_SCOPES = frozenset({Scope.SUMMARIES, Scope.JOURNAL})
+"""Families whose models generate tokens: the ones a spent generated-tokens quota refuses."""
 OPERATION_SCOPES = frozenset(Scope) - {Scope.ADMIN}
 """Every operation family: what a key of the keys file and an open gateway's caller may call."""
 
