@@ -1,5 +1,5 @@
 """The usage ledger against real answers: mixed concurrent requests (emotions, summaries, journal
-entries, some invalid; HTTP and gRPC; two tenants), some sent twice with the same request ID and every
+entries, some streamed, some invalid; HTTP and gRPC; two tenants), some sent twice with the same request ID and every
 overloaded one retried with its ID, through a gateway over the session's Triton. Afterwards the ledger
 (`GET /v1/usage`) holds exactly one row per request ID, with the units the answers carried; in SQLite
 and in a real PostgreSQL.
@@ -77,7 +77,9 @@ class Load:
         tenant = TENANTS[index % 2]
         request_id = f"ledger-{index}"
         corpus = journal_corpus()
-        kind = chooser.choices(["emotions", "summarize", "journal", "invalid"], [70, 15, 10, 5])[0]
+        kind = chooser.choices(["emotions", "summarize", "journal", "invalid", "stream"], [65, 15, 10, 5, 5])[
+            0
+        ]
         texts = chooser.sample(corpus, chooser.randint(1, 3))
         # Invalid ones over gRPC: HTTP refuses a body against its schema before any operation runs (no row).
         use_grpc = chooser.random() < 0.5 or kind == "invalid"
@@ -90,7 +92,8 @@ class Load:
                     break
                 self.retried += 1
                 await asyncio.sleep(0.05)
-        operation = {"invalid": "emotions"}.get(kind, kind)
+        # Streams: a summary as Server-Sent Events on HTTP, a journal entry's events on gRPC.
+        operation = {"invalid": "emotions", "stream": "journal" if use_grpc else "summarize"}.get(kind, kind)
         self.record(tenant, operation, *answer)
 
     async def _send(
@@ -115,6 +118,11 @@ class Load:
                 elif kind == "summarize":
                     await stub.Summarize(pb.SummarizeRequest(texts=texts), timeout=120, metadata=metadata)
                     return "ok", len(texts), 0
+                elif kind == "stream":
+                    request = pb.AnalyzeJournalRequest(text=" ".join(texts))
+                    events = [e async for e in stub.StreamJournal(request, timeout=120, metadata=metadata)]
+                    assert events[-1].HasField("analysis")
+                    return "ok", 1, 0
                 else:
                     await stub.AnalyzeJournal(
                         pb.AnalyzeJournalRequest(text=" ".join(texts)), timeout=120, metadata=metadata
@@ -128,6 +136,12 @@ class Load:
             response = await http.post("/v1/emotions", json={"texts": texts, "model": MODEL}, headers=headers)
         elif kind == "summarize":
             response = await http.post("/v1/summarize", json={"texts": texts}, headers=headers)
+        elif kind == "stream":
+            events = {**headers, "accept": "text/event-stream"}
+            response = await http.post("/v1/summarize", json={"texts": texts[:1]}, headers=events)
+            if response.status_code == 200:
+                assert response.text.rstrip().split("\n")[-2] == "event: summary", response.text
+                return "ok", 1, 0
         else:
             response = await http.post("/v1/journal", json={"text": " ".join(texts)}, headers=headers)
         if response.status_code != 200:
