@@ -18,6 +18,7 @@ class ErrorType(StrEnum):
     DEADLINE_EXCEEDED = "deadline_exceeded"
     INTERNAL = "internal"
     UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
     RATE_LIMITED = "rate_limited"
     METHOD_NOT_ALLOWED = "method_not_allowed"
 
@@ -32,6 +33,7 @@ HTTP_STATUS: dict[ErrorType, int] = {
     ErrorType.DEADLINE_EXCEEDED: 504,
     ErrorType.INTERNAL: 500,
     ErrorType.UNAUTHENTICATED: 401,
+    ErrorType.FORBIDDEN: 403,
     ErrorType.RATE_LIMITED: 429,
     ErrorType.METHOD_NOT_ALLOWED: 405,
 }
@@ -47,6 +49,7 @@ GRPC_STATUS: dict[ErrorType, str] = {
     ErrorType.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED",
     ErrorType.INTERNAL: "INTERNAL",
     ErrorType.UNAUTHENTICATED: "UNAUTHENTICATED",
+    ErrorType.FORBIDDEN: "PERMISSION_DENIED",
     ErrorType.RATE_LIMITED: "RESOURCE_EXHAUSTED",
     ErrorType.METHOD_NOT_ALLOWED: "UNIMPLEMENTED",
 }

@@ -7,6 +7,7 @@ This module imports only pydantic and the Whisper contract, so the client needs 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -233,3 +234,51 @@ class JournalAnalysis(Result):
     sentences: tuple[SentenceEmotions, ...]
     summary: Summary | None
     models: JournalModels
+
+
+# Tenants: managed API keys and usage (gateway/security/managed_keys.py, gateway/usage)
+
+
+class ApiKeyInfo(Result):
+    """A managed API key as listed: never the key itself, which only its creator saw once."""
+
+    id: str
+    name: str
+    tenant: str
+    scopes: tuple[str, ...]
+    prefix: str
+    """The key's first characters (`samo_1a2b3c4d`): how to recognise it in a log or a leak report."""
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None = None
+
+
+class NewApiKey(ApiKeyInfo):
+    key: str
+    """The key: shown in this answer only (the gateway stores its SHA-256)."""
+
+
+class ApiKeyList(Result):
+    keys: tuple[ApiKeyInfo, ...]
+
+
+class UsageRow(Result):
+    """What one group of answered requests used: the group's fields are set, the rest are null."""
+
+    tenant: str | None = None
+    operation: str | None = None
+    model: str | None = None
+    status: str | None = None
+    day: str | None = None
+    """`YYYY-MM-DD` (UTC)."""
+    requests: int
+    texts: int
+    tokens: int
+    audio_seconds: float
+
+
+class UsageReport(Result):
+    start: datetime
+    end: datetime
+    group_by: tuple[str, ...]
+    rows: tuple[UsageRow, ...]

@@ -2,16 +2,68 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 
 from samo.contracts.text import ENCODER_MAX_BATCH_SIZE
 
+SECRETS_DIR_VARIABLE = "SAMO_SECRETS_DIR"
+"""A folder of files named like settings' variables, holding their values (Kubernetes Secrets)."""
 # limits' notation (https://limits.readthedocs.io): `amount/[multiple] granularity`, several joined by `;`.
 RATE_LIMIT_PATTERN = r"^\s*\d+\s*(/|per)\s*\d*\s*[a-zA-Z]+\s*([,;|]\s*\d+\s*(/|per)\s*\d*\s*[a-zA-Z]+\s*)*$"
+
+
+class OidcIssuer(BaseModel):
+    """One identity provider whose tokens the gateway accepts (`SAMO_OIDC_ISSUERS`, a JSON list of these)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: str = Field(
+        pattern=r"^https://",
+        description="The issuer URL, exactly as its tokens' `iss` claim has it; its discovery document is at "
+        "`<issuer>/.well-known/openid-configuration`.",
+    )
+    audiences: tuple[str, ...] = Field(
+        min_length=1, description="Accepted `aud` values: a token must name one of them."
+    )
+    tenant_claim: str = Field(
+        default="tenant", min_length=1, description="The claim that holds the caller's tenant."
+    )
+    tenant: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Every token of this issuer belongs to this tenant (an app's own identity provider); "
+        "`tenant_claim` is then not read.",
+    )
+    scopes_claim: str = Field(
+        default="scope",
+        min_length=1,
+        description="The claim that holds the scopes: a space-separated string (`scope`) or a list (`scp`, "
+        "`roles`).",
+    )
+    scope_prefix: str = Field(
+        default="", description="Prefix of SAMO's scopes in that claim, e.g. `samo:` for `samo:emotions`."
+    )
+
+
+class QuotaSettings(BaseModel):
+    """A tenant's quotas; unset fields are not limited."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requests: str | None = Field(default=None, pattern=RATE_LIMIT_PATTERN)
+    audio_seconds: str | None = Field(default=None, pattern=RATE_LIMIT_PATTERN)
+    generated_tokens: str | None = Field(default=None, pattern=RATE_LIMIT_PATTERN)
 
 
 class GatewaySettings(BaseSettings):
@@ -230,6 +282,73 @@ class GatewaySettings(BaseSettings):
         description="Where rate-limit counters live: unset or `memory://` in this process; "
         "`redis://host:port/db` (or `rediss://`) shared by every replica.",
     )
+    # Identity and tenants (gateway/security, gateway/database, gateway/usage).
+    oidc_issuers: tuple[OidcIssuer, ...] = Field(
+        default=(),
+        description="Identity providers whose JWT bearer tokens are accepted, as JSON: a list of "
+        '`{"issuer": "https://...", "audiences": ["samo"], "tenant_claim": "tenant", "scopes_claim": '
+        '"scope", "scope_prefix": ""}` ([Identity and tenants](../operations/identity.md)). Set: every '
+        "route but /health/* needs a credential.",
+    )
+    oidc_ca_file: Path | None = Field(
+        default=None,
+        description="PEM bundle trusted for the issuers' HTTPS (an identity provider behind a private CA); "
+        "unset: the system's CAs.",
+    )
+    oidc_clock_skew_s: float = Field(
+        default=30.0, ge=0, le=300, description="Leeway for a token's `exp` and `nbf`, seconds."
+    )
+    oidc_jwks_cache_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long an issuer's signing keys are used before they are fetched again, seconds.",
+    )
+    oidc_jwks_min_refresh_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="Least time between two fetches of an issuer's keys, seconds: a token naming an unknown "
+        "key (`kid`) fetches them again at most this often.",
+    )
+    oidc_http_timeout_s: float = Field(
+        default=5.0, gt=0, description="Timeout of one request to an issuer (discovery, JWKS), seconds."
+    )
+    oidc_max_token_bytes: int = Field(
+        default=4096, ge=512, le=16384, description="Longer bearer tokens are refused unread."
+    )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the database of managed API keys and the usage ledger: "
+        "`sqlite:///var/samo.db` (embedded) or `postgresql+psycopg://user:password@host/samo`. Its schema is "
+        "migrated at start (Alembic). Unset: no managed keys, no ledger.",
+    )
+    managed_keys_refresh_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often each gateway process reads the managed keys again, seconds: a key created or "
+        "revoked on one replica holds on every replica within this time.",
+    )
+    tenant_quota: QuotaSettings | None = Field(
+        default=None,
+        description="Every tenant's quotas, as JSON: `requests` (e.g. `600/minute`), `audio_seconds` (e.g. "
+        '`36000/day`), `generated_tokens` (`1000000/day`), e.g. `{"requests": '
+        '"600/minute"}`. Counted in `rate_limit_storage` (Redis: across replicas). Unset: no quota.',
+    )
+    tenant_quotas: dict[str, QuotaSettings] = Field(
+        default={},
+        description="Quotas of named tenants, as JSON: tenant -> quotas as in `tenant_quota`, which they "
+        "replace.",
+    )
+    metrics_max_tenants: int = Field(
+        default=100,
+        ge=1,
+        description="Tenants with a label of their own in `samo_tenant_*` metrics, per process; later ones "
+        "count as `other` (the usage ledger keeps every tenant).",
+    )
+    quota_storage_failure: Literal["refuse", "allow"] = Field(
+        default="refuse",
+        description="When the quota counters' storage cannot be reached: `refuse` (fail closed, 503) or "
+        "`allow` (requests pass uncounted). Either way it is logged and counted.",
+    )
     tls_cert: Path | None = Field(
         default=None, description="PEM certificate chain: HTTP and gRPC serve TLS with it (needs `tls_key`)."
     )
@@ -256,6 +375,29 @@ class GatewaySettings(BaseSettings):
         "spans go to `<url>/v1/traces`. Unset: tracing is off unless the standard "
         "`OTEL_EXPORTER_OTLP_ENDPOINT` is set.",
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Settings from arguments, then `SAMO_*` variables, then files: with `SAMO_SECRETS_DIR` set, a
+        file named like a variable (`SAMO_DATABASE_URL`) in that folder holds its value, as a Kubernetes
+        Secret mounted there provides (read when the settings are built, so a rotated secret is read by
+        the next process: `kubectl rollout restart`)."""
+        folder = os.environ.get(SECRETS_DIR_VARIABLE)
+        if not folder:
+            return init_settings, env_settings, dotenv_settings
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            SecretsSettingsSource(settings_cls, secrets_dir=folder),
+        )
 
     @field_validator("cors_allow_origins", mode="before")
     @classmethod

@@ -7,9 +7,7 @@ import contextlib
 import io
 import logging
 import secrets
-import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -32,6 +30,7 @@ from load_tests.processes import free_port
 from samo.settings import GatewaySettings
 from samo.triton.local_server import LocalTriton
 from tests.conftest import QUIET_PROBES_S, Gateway, SamoProcess, gateway_settings, running_gateway
+from tests.local_services import running_redis, wait_until
 
 TEXT = {"texts": ["I finally finished the project and I feel so proud of us."]}
 ORIGIN = "https://journal.example"
@@ -58,15 +57,6 @@ def _settings(triton: LocalTriton, repository: Path, **access: object) -> Gatewa
 
 def _bearer(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
-
-
-def _wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
 
 
 def _silence_wav(seconds: float) -> bytes:
@@ -262,19 +252,19 @@ def test_key_file_reload_on_change_and_bad_files_keep_the_keys(
     try:
         assert status("carol") == 401
         _write_keys(key_file, {"carol": keys["carol"], "bob": keys["bob"]})
-        assert _wait_until(lambda: status("carol") == 200)
+        assert wait_until(lambda: status("carol") == 200)
         assert status("alice") == 401
         # A broken file is not loaded: the keys before it stay, and the log names the line, not the key.
         with caplog.at_level(logging.INFO):
             key_file.write_text(f"carol:{keys['carol']}\nbroken {keys['dave']}\n")
-            assert _wait_until(lambda: "not reloaded" in caplog.text)
+            assert wait_until(lambda: "not reloaded" in caplog.text)
         assert "line 2" in caplog.text
         assert keys["dave"] not in caplog.text
         assert status("carol") == 200
         assert status("bob") == 200
     finally:
         key_file.write_text(original)
-        assert _wait_until(lambda: status("alice") == 200)
+        assert wait_until(lambda: status("alice") == 200)
 
 
 def test_keys_never_appear_in_logs_errors_or_metrics(
@@ -466,43 +456,8 @@ def test_open_gateway_limits_per_client_address(triton: LocalTriton, serving_rep
 
 @pytest.fixture()
 def redis_url(tmp_path: Path) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip(
-            "redis-server is not installed (Debian package `redis-server`; `make install` installs it)"
-        )
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        assert _wait_until(lambda: _redis_ping(port), timeout_s=20), "redis-server did not start"
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def _redis_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
+    with running_redis(tmp_path) as url:
+        yield url
 
 
 def _redis_keys(url: str) -> list[str]:
@@ -669,7 +624,7 @@ def test_sighup_reloads_the_key_file(
     _write_keys(tls_gateway.key_file, {"bob": keys["bob"]})
     assert status("bob") == 401  # no reload yet: the file is polled only hourly here
     tls_gateway.process.send_signal(signal.SIGHUP)
-    assert _wait_until(lambda: status("bob") == 200)
+    assert wait_until(lambda: status("bob") == 200)
     assert status("alice") == 401
     assert tls_gateway.process.poll() is None
     log = tls_gateway.log.read_text()

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from gateway.triton_client import RESTRICTED_HEADER
-from samo.settings import GatewaySettings
+from samo.settings import SECRETS_DIR_VARIABLE, GatewaySettings
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
@@ -337,6 +337,25 @@ def test_gateway_settings_exist_and_keys_come_from_a_secret(
     pre_stop = int(gateway["lifecycle"]["preStop"]["exec"]["command"][-1])
     assert pod["terminationGracePeriodSeconds"] > pre_stop + settings.shutdown_grace_s
     assert settings.host == "0.0.0.0"
+
+
+def test_secret_settings_come_from_an_optional_secret_folder(overlay: tuple[str, Rendered]) -> None:
+    """SAMO_SECRETS_DIR is the mount of the Secret samo-gateway-secrets (optional: a gateway without a
+    database starts without it), which the External Secrets example fills with real settings only."""
+    name, rendered = overlay
+    deployment = rendered.get("Deployment", "samo-gateway")
+    gateway = _container(deployment)
+    folder = next(e["value"] for e in gateway["env"] if e["name"] == SECRETS_DIR_VARIABLE)
+    mount = next(m for m in gateway["volumeMounts"] if m["mountPath"] == folder)
+    volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"] == {"secretName": "samo-gateway-secrets", "optional": True, "defaultMode": 0o440}
+    fields = {f"SAMO_{field.upper()}" for field in GatewaySettings.model_fields}
+    external = yaml.safe_load((K8S / "examples/external-secret.yaml").read_text())
+    assert external["spec"]["target"]["name"] == volume["secret"]["secretName"]
+    secret_keys = {entry["secretKey"] for entry in external["spec"]["data"]}
+    assert "SAMO_DATABASE_URL" in secret_keys
+    assert secret_keys <= fields
+    assert not secret_keys & set(_gateway_config(rendered)), f"{name}: a secret setting in the ConfigMap"
 
 
 def test_gateway_and_triton_read_the_same_model_repository(overlay: tuple[str, Rendered]) -> None:

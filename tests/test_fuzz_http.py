@@ -2,7 +2,7 @@
 gateway over real HTTP with the real Triton behind it.
 
 Every operation gets `FUZZ_HTTP_EXAMPLES` generated requests (500 unless lowered; operations with
-nothing to vary, such as `GET /health/live`, get the few that exist), valid ones and ones that break
+nothing to vary, such as `GET /health/live`, get the few that exist; the tenants' routes 50), valid ones and ones that break
 the schema on purpose (schemathesis' positive and negative modes); multipart audio fields get random
 bytes. Each response must be no 5xx, match the status codes and schemas the document declares, and
 every 4xx must carry the gateway's error body (`gateway/http/errors.py`).
@@ -61,21 +61,44 @@ def no_server_error(ctx: CheckContext, response: schemathesis.Response, case: sc
     return True
 
 
+TENANT_EXAMPLES = min(EXAMPLES, 50)
+"""The tenants' routes (managed keys, usage) on the session's gateway, which has no database and no
+admin caller: the gate and validation answer (403, 404, 422) without reaching a model, so fewer suffice."""
+TENANTS = "tenants"
+
 # The document of an app built with the default settings, as the session's gateway is (only its ports
 # differ); building it starts nothing.
 schema = schemathesis.openapi.from_dict(create_app(settings=GatewaySettings(grpc_port=0)).openapi())
+model_schema = schema.exclude(tag=TENANTS)
+tenant_schema = schema.include(tag=TENANTS)
 
 
-@schema.parametrize()
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,  # real inference on a shared 2-core machine: timing is not what is tested
-    suppress_health_check=list(HealthCheck),
-    database=None,  # no example database written into the working tree
-)
+def fuzz_settings(examples: int) -> settings:
+    return settings(
+        max_examples=examples,
+        deadline=None,  # real inference on a shared 2-core machine: timing is not what is tested
+        suppress_health_check=list(HealthCheck),
+        database=None,  # no example database written into the working tree
+    )
+
+
+@model_schema.parametrize()
+@fuzz_settings(EXAMPLES)
 def test_generated_requests_get_no_5xx_and_documented_answers(
     case: schemathesis.Case, gateway: Gateway, session: requests.Session
 ) -> None:
+    _fuzzed(case, gateway, session)
+
+
+@tenant_schema.parametrize()
+@fuzz_settings(TENANT_EXAMPLES)
+def test_generated_tenant_requests_get_no_5xx_and_documented_answers(
+    case: schemathesis.Case, gateway: Gateway, session: requests.Session
+) -> None:
+    _fuzzed(case, gateway, session)
+
+
+def _fuzzed(case: schemathesis.Case, gateway: Gateway, session: requests.Session) -> None:
     response = case.call(base_url=gateway.http_url, session=session, timeout=120)
     SENT[f"{case.method} {case.path}"] += 1
     case.validate_response(
@@ -97,6 +120,7 @@ def test_every_operation_was_fuzzed(gateway: Gateway) -> None:
     for operation in operations:
         label = f"{operation.method.upper()} {operation.path}"
         has_inputs = operation.body or any(True for _ in operation.iter_parameters())
-        expected = EXAMPLES if has_inputs else 1
+        examples = TENANT_EXAMPLES if TENANTS in (operation.tags or ()) else EXAMPLES
+        expected = examples if has_inputs else 1
         assert SENT[label] >= expected, (label, SENT[label], dict(SENT))
     print(f"requests per operation: {dict(SENT)}")  # shown with -s

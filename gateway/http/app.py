@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 import samo
+from gateway.database import Database
 from gateway.grpc_api.server import start_grpc_server
 from gateway.health.monitor import ModelsHealth
 from gateway.http.access import AccessMiddleware
@@ -20,13 +21,19 @@ from gateway.http.errors import install_error_handlers
 from gateway.http.journal import journal_router
 from gateway.http.observability import ObservedRequests
 from gateway.http.summarization import summarization_router
+from gateway.http.tenancy import tenancy_router
 from gateway.http.transcription import transcription_router
 from gateway.observability.metrics import CONTENT_TYPE, gateway_registry, mark_worker_exit, render_metrics
 from gateway.observability.tracing import start_tracing, stop_tracing
 from gateway.operations import Operations
+from gateway.operations.metering import Meter
+from gateway.operations.tenancy import Tenancy
 from gateway.security import Access
+from gateway.security.managed_keys import ManagedKeys
 from gateway.services import Services
 from gateway.shutdown import on_shutdown_signal
+from gateway.usage import UsageLedger
+from gateway.usage.metrics import TenantMetrics
 from samo.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
@@ -41,11 +48,14 @@ def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tracing = start_tracing(settings.otlp_endpoint)
         services = Services.open(settings)
-        operations = Operations(services)
+        operations = Operations(services, meter)
         app.state.services = services
         app.state.operations = operations
+        app.state.tenancy = Tenancy(managed, ledger)
         services.health.start()
         await access.start()
+        if ledger is not None:
+            await ledger.start()
         grpc_server = await start_grpc_server(operations, settings, access=access)
         app.state.grpc_port = grpc_server.port
 
@@ -61,6 +71,10 @@ def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
             remove_shutdown_hook()
             await grpc_server.stop(settings.shutdown_grace_s)
             await access.stop()
+            if ledger is not None:
+                await ledger.stop()
+            if database is not None:
+                database.close()
             await services.close()
             stop_tracing(tracing)
             mark_worker_exit()
@@ -81,7 +95,11 @@ def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(DirectEmotions, settings=settings, route=emotions.routes[0])
     install_body_limits(app, settings)  # before the access middleware: innermost, so 413s are counted
     registry = gateway_registry()
-    access = Access.from_settings(settings, registry)
+    database = Database.open(settings.database_url.get_secret_value()) if settings.database_url else None
+    managed = ManagedKeys(database, settings.managed_keys_refresh_s) if database is not None else None
+    ledger = UsageLedger(database, registry=registry) if database is not None else None
+    meter = Meter(TenantMetrics(registry, settings.metrics_max_tenants), ledger)
+    access = Access.from_settings(settings, registry, managed)
     # Outermost last: CORS answers preflights and labels refusals; metrics count 401/429 too.
     app.add_middleware(AccessMiddleware, access=access, settings=settings)
     app.add_middleware(ObservedRequests)
@@ -97,6 +115,7 @@ def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(transcription_router(settings))
     app.include_router(summarization_router(settings))
     app.include_router(journal_router(settings))
+    app.include_router(tenancy_router())
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

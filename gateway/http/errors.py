@@ -27,7 +27,8 @@ class ErrorResponse(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
-        401: "Missing or unknown API key (WWW-Authenticate), when API keys are configured",
+        401: "Missing or unknown API key or bearer token (WWW-Authenticate), when credentials are configured",
+        403: "The credential lacks the operation's scope",
         404: "Unknown model",
         413: "Request body over the limit (SAMO_MAX_BODY_BYTES)",
         422: "Invalid input (the message says which field and why)",

@@ -28,6 +28,8 @@ from gateway.emotions.request import emotion_request_model
 from gateway.errors import ErrorType, SamoError, invalid_input
 from gateway.journal.request import JournalAudioOptions, journal_text_model
 from gateway.operations.costs import OperationCosts
+from gateway.operations.gate import requires
+from gateway.operations.metering import Meter, metered
 from gateway.operations.openai_transcription import (
     MODEL_ALIASES,
     Granularity,
@@ -44,8 +46,10 @@ from gateway.results import (
     SummaryResult,
     Transcript,
 )
+from gateway.security.scopes import Scope
 from gateway.services import Services
 from gateway.summarization.request import summary_request_model
+from gateway.usage.metrics import TenantMetrics
 from gateway.validation import validate_body
 from samo.contracts.whisper import DecodeOptions
 
@@ -132,8 +136,10 @@ async def _close(iterator: AsyncIterator[Any]) -> None:
 class Operations:
     """Every operation's one entry, over one gateway process's services."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, meter: Meter | None = None) -> None:
         self.services = services
+        self.meter = meter or Meter(TenantMetrics())
+        """Where answered requests are counted: per-tenant metrics, the usage ledger (gateway/usage)."""
         settings = services.settings
         self.admission = services.admission
         self.costs = OperationCosts(services.admission.costs, services.summarization)
@@ -192,6 +198,8 @@ class Operations:
 
     # -- emotions --
 
+    @requires(Scope.EMOTIONS)
+    @metered("emotions")
     async def emotions(self, context: RequestContext, fields: Fields) -> EmotionResult:
         body = validate_body(self.emotion_request, fields)
         options = EmotionOptions(threshold=body.threshold, top_k=body.top_k, model=body.model)
@@ -211,6 +219,8 @@ class Operations:
             },
         )
 
+    @requires(Scope.TRANSCRIPTION)
+    @metered("transcribe")
     async def transcribe(self, context: RequestContext, upload: Upload) -> Transcript:
         with self.admitted(context, self.costs.upload()):
             audio = await upload()
@@ -218,6 +228,8 @@ class Operations:
             options = self._decode_options(fields)
             return await self.services.transcription.transcribe(context, audio.data, options, fields.model)
 
+    @requires(Scope.TRANSCRIPTION)
+    @metered("transcribe")
     async def transcribe_stream(
         self, context: RequestContext, upload: Upload
     ) -> OperationStream[Segment | Transcript]:
@@ -232,6 +244,8 @@ class Operations:
         items = self.services.transcription.stream(context, audio.data, options, fields.model)
         return await self._streamed(ticket, items)
 
+    @requires(Scope.TRANSCRIPTION)
+    @metered("openai_transcription")
     async def openai_transcription(self, context: RequestContext, upload: Upload) -> OpenAIAnswer:
         with self.admitted(context, self.costs.upload()):
             audio = await upload()
@@ -262,11 +276,15 @@ class Operations:
         body = validate_body(self.summary_request, fields)
         return body.texts, SummaryOptions.model_validate(body.model_dump(exclude={"texts"}))
 
+    @requires(Scope.SUMMARIES)
+    @metered("summarize")
     async def summarize(self, context: RequestContext, fields: Fields) -> SummaryResult:
         texts, options = self._summary_request(fields)
         with self.admitted(context, self.costs.summaries(len(texts), options)):
             return await self.services.summarization.summarize(context, texts, options)
 
+    @requires(Scope.SUMMARIES)
+    @metered("summarize")
     async def summarize_stream(
         self, context: RequestContext, fields: Fields
     ) -> OperationStream[str | SummaryResult]:
@@ -279,6 +297,8 @@ class Operations:
 
     # -- journal --
 
+    @requires(Scope.JOURNAL)
+    @metered("journal")
     async def journal_stream(
         self, context: RequestContext, entry: Fields | Upload
     ) -> OperationStream[Segment | JournalAnalysis]:

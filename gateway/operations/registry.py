@@ -13,6 +13,7 @@ from gateway.context import RequestContext
 from gateway.errors import invalid_input, not_found
 from gateway.operations.entries import Operations, Upload
 from gateway.operations.openai_transcription import OpenAIAnswer
+from gateway.security.scopes import Scope
 
 Answer = BaseModel | OpenAIAnswer
 
@@ -27,6 +28,8 @@ class Operation:
     takes: Literal["json", "audio", "json or audio"]
     streams: bool
     """Also answers as a stream (Server-Sent Events on HTTP, a server stream on gRPC)."""
+    scope: Scope
+    """The scope a caller needs (the entry's own gate checks it; listed here for batch lines and docs)."""
     run: Callable[[Operations, RequestContext, Mapping[str, Any], Upload | None], Awaitable[Answer]]
 
 
@@ -64,7 +67,13 @@ async def _journal(
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
-        "emotions", "/v1/emotions", ("DetectEmotions",), "json", False, _json_only(Operations.emotions)
+        "emotions",
+        "/v1/emotions",
+        ("DetectEmotions",),
+        "json",
+        False,
+        Scope.EMOTIONS,
+        _json_only(Operations.emotions),
     ),
     Operation(
         "transcribe",
@@ -72,6 +81,7 @@ OPERATIONS: tuple[Operation, ...] = (
         ("Transcribe", "TranscribeStream"),
         "audio",
         True,
+        Scope.TRANSCRIPTION,
         _audio_only(Operations.transcribe),
     ),
     Operation(
@@ -80,10 +90,27 @@ OPERATIONS: tuple[Operation, ...] = (
         (),
         "audio",
         False,
+        Scope.TRANSCRIPTION,
         _audio_only(Operations.openai_transcription),
     ),
-    Operation("summarize", "/v1/summarize", ("Summarize",), "json", True, _json_only(Operations.summarize)),
-    Operation("journal", "/v1/journal", ("AnalyzeJournal", "StreamJournal"), "json or audio", True, _journal),
+    Operation(
+        "summarize",
+        "/v1/summarize",
+        ("Summarize",),
+        "json",
+        True,
+        Scope.SUMMARIES,
+        _json_only(Operations.summarize),
+    ),
+    Operation(
+        "journal",
+        "/v1/journal",
+        ("AnalyzeJournal", "StreamJournal"),
+        "json or audio",
+        True,
+        Scope.JOURNAL,
+        _journal,
+    ),
 )
 BY_NAME: Mapping[str, Operation] = {op.name: op for op in OPERATIONS}
 BY_PATH: Mapping[str, Operation] = {op.path: op for op in OPERATIONS}

@@ -1,7 +1,9 @@
-"""Who is calling, and whether they may: API keys and rate limits for both transports.
+"""Who is calling, and whether they may: API keys, bearer tokens and rate limits for both transports.
 
-`Access.admit` turns a request's credentials into a `Principal` (the key's name, or the client's
-address when no keys are configured) and counts it against the rate limits. The transports' access
+`Access.admit` turns a request's credentials into a `Principal` (a key of the keys file, a managed key,
+a token of a configured issuer, or the client's address when no credentials are configured) and counts
+it against the rate limits. What the principal may call is decided later, by the operation's own gate
+(`Principal.authorize`, gateway/operations). The transports' access
 checks (gateway/http/access.py, gateway/grpc_api/access.py) put it in the request's context
 (gateway/context.py), through which the transcription path charges decoded audio (`charge_audio`).
 """
@@ -12,37 +14,27 @@ import asyncio
 import contextlib
 import logging
 import signal
-from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
 
 from gateway.errors import ErrorType, SamoError
 from gateway.security.api_keys import ApiKeys, KeyFileError
+from gateway.security.managed_keys import ManagedKeys
+from gateway.security.principal import Credential, Principal
+from gateway.security.quotas import TenantQuotas
 from gateway.security.rate_limits import RateLimits, open_storage, parse_limit
+from gateway.security.scopes import GENERATING_SCOPES, Scope
+from gateway.security.tokens import TokenVerifier, looks_like_token
 from samo.settings import GatewaySettings
+
+__all__ = ["Access", "Principal"]
 
 logger = logging.getLogger(__name__)
 
 MISSING_KEY = "an API key is required: send `Authorization: Bearer <key>` (or `X-API-Key: <key>`)"
 UNKNOWN_KEY = "the API key is not valid"
 NOT_BEARER = "authorization: expected `Bearer <key>`"
-
-
-@dataclass(frozen=True)
-class Principal:
-    """The caller: an API key's name, or a client address when the gateway runs without keys."""
-
-    name: str
-    authenticated: bool
-
-    @property
-    def label(self) -> str:
-        """For metrics labels: the key's name; addresses would make one series per client."""
-        return self.name if self.authenticated else "anonymous"
-
-    @property
-    def counter_key(self) -> str:
-        return f"key:{self.name}" if self.authenticated else f"address:{self.name}"
+MISSING_CREDENTIAL = "a bearer token or API key is required: send `Authorization: Bearer <token or key>` (or `X-API-Key: <key>`)"
 
 
 def _presented_key(authorization: str | None, api_key: str | None) -> str | None:
@@ -62,27 +54,41 @@ class Access:
         keys: ApiKeys | None,
         limits: RateLimits,
         *,
+        tokens: TokenVerifier | None = None,
+        managed: ManagedKeys | None = None,
+        quotas: TenantQuotas | None = None,
         reload_interval_s: float = 2.0,
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.keys = keys
         self.limits = limits
+        self.tokens = tokens
+        self.managed = managed
+        self.quotas = quotas
         self.reload_interval_s = reload_interval_s
         self.requests = Counter(
             "samo_access_requests", "Requests admitted, by API key name.", ["key"], registry=registry
         )
         self.rejections = Counter(
             "samo_access_rejections",
-            "Requests refused, by reason (unauthenticated, rate_limited, audio_rate_limited) and API key name.",
+            "Requests refused, by reason (unauthenticated, forbidden, rate_limited, audio_rate_limited, "
+            "over_quota, upstream_unavailable) and API key name.",
             ["reason", "key"],
             registry=registry,
         )
         self._watch: asyncio.Task[None] | None = None
+        self._managed_watch: asyncio.Task[None] | None = None
         self._signal_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
-    def from_settings(cls, settings: GatewaySettings, registry: CollectorRegistry | None = None) -> Access:
-        """Fails with a message naming the setting (never a key) when the settings cannot be used."""
+    def from_settings(
+        cls,
+        settings: GatewaySettings,
+        registry: CollectorRegistry | None = None,
+        managed: ManagedKeys | None = None,
+    ) -> Access:
+        """Fails with a message naming the setting (never a key) when the settings cannot be used.
+        `managed`: the database's API keys, when the gateway has a database."""
         keys = None
         if settings.api_keys_file is not None:
             try:
@@ -96,36 +102,71 @@ class Access:
                 len(keys.names),
                 ", ".join(keys.names),
             )
-        else:
+        tokens = TokenVerifier(settings.oidc_issuers, settings) if settings.oidc_issuers else None
+        if tokens is not None:
+            logger.info("bearer tokens of %s", ", ".join(tokens.issuers))
+        if keys is None and tokens is None and managed is None:
             logger.warning(
                 "SAMO_API_KEYS_FILE is not set: the gateway answers anyone who can reach it "
                 "(rate limits, if any, count per client address)"
             )
+        storage = open_storage(settings.rate_limit_storage)
         limits = RateLimits(
             parse_limit("rate_limit", settings.rate_limit),
             parse_limit("audio_rate_limit", settings.audio_rate_limit),
-            open_storage(settings.rate_limit_storage),
+            storage,
         )
-        return cls(keys, limits, reload_interval_s=settings.api_keys_reload_s, registry=registry)
+        return cls(
+            keys,
+            limits,
+            tokens=tokens,
+            managed=managed,
+            quotas=TenantQuotas.from_settings(settings, storage, registry),
+            reload_interval_s=settings.api_keys_reload_s,
+            registry=registry,
+        )
 
-    def authenticate(self, authorization: str | None, api_key: str | None, client: str | None) -> Principal:
-        """The caller, or `unauthenticated`. Without keys configured, anyone, named by address."""
-        if self.keys is None:
+    @property
+    def required(self) -> bool:
+        """Whether callers need a credential: any kind of credential is configured."""
+        return self.keys is not None or self.tokens is not None or self.managed is not None
+
+    async def authenticate(
+        self, authorization: str | None, api_key: str | None, client: str | None
+    ) -> Principal:
+        """The caller, or `unauthenticated`. Without credentials configured, anyone, named by address."""
+        if not self.required:
             return Principal(client or "unknown", authenticated=False)
         try:
             presented = _presented_key(authorization, api_key)
-        except SamoError:
-            self.rejections.labels("unauthenticated", "").inc()
+            if not presented:
+                raise SamoError(
+                    ErrorType.UNAUTHENTICATED, MISSING_KEY if self.tokens is None else MISSING_CREDENTIAL
+                )
+            return await self._principal(presented)
+        except SamoError as error:
+            if error.type is ErrorType.UNAUTHENTICATED:
+                self.rejections.labels("unauthenticated", "").inc()
             raise
-        name = self.keys.name_for(presented) if presented else None
+
+    async def _principal(self, presented: str) -> Principal:
+        if self.tokens is not None and looks_like_token(presented):
+            return await self.tokens.principal(presented)
+        if self.managed is not None and self.managed.recognises(presented):
+            principal = self.managed.principal_for(presented)
+            if principal is not None:
+                return principal
+        name = self.keys.name_for(presented) if self.keys is not None else None
         if name is None:
-            self.rejections.labels("unauthenticated", "").inc()
-            raise SamoError(ErrorType.UNAUTHENTICATED, UNKNOWN_KEY if presented else MISSING_KEY)
-        return Principal(name, authenticated=True)
+            raise SamoError(ErrorType.UNAUTHENTICATED, UNKNOWN_KEY)
+        # The keys file is the operator's: each key its own tenant, allowed everything (as before scopes).
+        return Principal(
+            name, authenticated=True, tenant=name, scopes=frozenset(Scope), credential=Credential.KEY_FILE
+        )
 
     async def admit(self, authorization: str | None, api_key: str | None, client: str | None) -> Principal:
         """Authenticate, then count the request against the rate limit."""
-        principal = self.authenticate(authorization, api_key, client)
+        principal = await self.authenticate(authorization, api_key, client)
         try:
             await self.limits.hit_request(principal.counter_key)
         except SamoError:
@@ -142,12 +183,36 @@ class Access:
         Without `SAMO_AUDIO_RATE_LIMIT`, it does nothing."""
         try:
             await self.limits.charge_audio(principal.counter_key, seconds)
-        except SamoError:
-            self.rejections.labels("audio_rate_limited", principal.label).inc()
+            if self.quotas is not None and principal.authenticated:
+                await self.quotas.charge_audio(principal.tenant, seconds)
+        except SamoError as error:
+            self.rejections.labels(_reason(error, "audio_rate_limited"), principal.label).inc()
             raise
 
+    async def hit_quota(self, principal: Principal, scope: Scope) -> None:
+        """Count one operation against the caller's tenant quota (the operations' gate calls it: the
+        quotas count model work, not `/metrics` scrapes or usage queries); `rate_limited` when spent,
+        UNAVAILABLE when the counters cannot be reached and the quotas fail closed."""
+        if self.quotas is None or not principal.authenticated:
+            return
+        try:
+            await self.quotas.admit(principal.tenant, generates=scope in GENERATING_SCOPES)
+        except SamoError as error:
+            self.rejections.labels(_reason(error, "over_quota"), principal.label).inc()
+            raise
+
+    async def charge_tokens(self, principal: Principal, tokens: int) -> None:
+        """Count `tokens` a model generated for the caller against its tenant's quota (the operations'
+        metering calls it once a result is known; never refuses: the next request is refused instead)."""
+        if self.quotas is not None and principal.authenticated:
+            await self.quotas.charge_tokens(principal.tenant, tokens)
+
     async def start(self) -> None:
-        """Reload the key file when it changes, and on SIGHUP where this thread may take signals."""
+        """Read the managed keys and keep them fresh; reload the key file when it changes, and on SIGHUP
+        where this thread may take signals."""
+        if self.managed is not None:
+            await self.managed.refresh()
+            self._managed_watch = asyncio.create_task(self.managed.watch())
         if self.keys is None:
             return
         self._watch = asyncio.create_task(self.keys.watch(self.reload_interval_s))
@@ -163,8 +228,14 @@ class Access:
         if self._signal_loop is not None:
             self._signal_loop.remove_signal_handler(signal.SIGHUP)
             self._signal_loop = None
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-            self._watch = None
+        for task in (self._watch, self._managed_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._watch = self._managed_watch = None
+
+
+def _reason(error: SamoError, limited: str) -> str:
+    """The rejection's metrics reason: `limited` when over a limit, else what kept it from being counted."""
+    return limited if error.type in (ErrorType.RATE_LIMITED, ErrorType.TOO_LARGE) else error.type.value
