@@ -79,6 +79,8 @@ TRAILING_PAD = 2 * SAMPLE_RATE // 5
 """A turn that the VAD ended is decoded up to 400 ms after its last speech frame, not through the whole
 `silence_duration_ms`: the VAD heard silence there, and Whisper tiny decodes short clips worse with a
 second of silence after them ("ask not" came back "Ask, knock!")."""
+PROMPT_WORDS = 40
+"""Words of the session's completed turns given to each decode as its prompt."""
 MAX_TURN = 300 * SAMPLE_RATE
 """A turn that reaches 5 minutes (speech without a pause, or no commit) is committed there."""
 PARTIAL_TICK_S = 0.05
@@ -420,9 +422,13 @@ class LiveSession:
 
     def _decode_options(self, config: LiveConfig, *, final: bool) -> DecodeOptions:
         transcription = config.transcription
+        # The session's own words so far condition the decoder, as Whisper's long-form decoding conditions
+        # each window on the text before it: a turn alone is a short clip with no context.
+        previous = " ".join(" ".join(self._transcripts).split()[-PROMPT_WORDS:])
+        prompt = " ".join(part for part in (transcription.prompt, previous) if part)
         return DecodeOptions(
             language=transcription.language or None,
-            initial_prompt=transcription.prompt or None,
+            initial_prompt=prompt[-1000:] or None,
             beam_size=5 if final else self.options.partial_beam_size,
             without_timestamps=not final,
         )
