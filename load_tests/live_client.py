@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -144,16 +145,18 @@ async def stream_speech(
     ) as websocket:
         clock = time.monotonic()
         receiver = asyncio.create_task(receive_all(websocket, events, clock))
-        await websocket.send(session_update(rate, turn_detection))
-        for message in before:
-            await websocket.send(message)
         started = time.monotonic()
-        for index, offset in enumerate(range(0, len(pcm), step)):
-            if speed:
-                await asyncio.sleep(max(0.0, started + index * chunk_s / speed - time.monotonic()))
-            await websocket.send(append(pcm[offset : offset + step]))
-        if commit:
-            await websocket.send(json.dumps({"type": "input_audio_buffer.commit"}))
-        await websocket.send(json.dumps({"type": "session.close"}))
+        with contextlib.suppress(ConnectionClosed):  # the server may close first (a flood, a limit)
+            await websocket.send(session_update(rate, turn_detection))
+            for message in before:
+                await websocket.send(message)
+            started = time.monotonic()
+            for index, offset in enumerate(range(0, len(pcm), step)):
+                if speed:
+                    await asyncio.sleep(max(0.0, started + index * chunk_s / speed - time.monotonic()))
+                await websocket.send(append(pcm[offset : offset + step]))
+            if commit:
+                await websocket.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            await websocket.send(json.dumps({"type": "session.close"}))
         close_code = await asyncio.wait_for(receiver, timeout_s)
     return LiveRun(events, close_code, started - clock)

@@ -116,25 +116,29 @@ SEEN = """JSON.stringify({
 def test_the_page_shows_words_while_they_are_spoken_and_the_analysis_at_the_end(browser: str) -> None:
     async def drive() -> list[dict]:
         seen: list[dict] = []
+
+        async def look(page: Page) -> dict | None:
+            raw = await page.evaluate(SEEN)
+            if raw is None:  # the page is still loading
+                return None
+            seen.append(json.loads(raw))
+            return seen[-1]
+
         async with connect(browser, max_size=None) as devtools:
             page = Page(devtools)
-            deadline = time.monotonic() + 60
-            # The microphone plays about 13.5 s; the last turn is completed once its silence is heard.
+            started = time.monotonic()
+            deadline = started + 60
+            # The microphone plays 13.5 s; the last turn is completed once its silence has been heard.
             while time.monotonic() < deadline:
-                state = json.loads(await page.evaluate(SEEN))
-                seen.append(state)
-                if (
-                    "country" in state["confirmed"].split("Americans", 1)[-1]
-                    and not state["tail"]
-                    and len(seen) > 60
-                ):
+                state = await look(page)
+                ended = state and not state["tail"] and state["confirmed"].rstrip(" .").endswith("country")
+                if ended and time.monotonic() - started > 13:
                     break
                 await asyncio.sleep(0.25)
             await page.evaluate("stop()")
             while time.monotonic() < deadline:
-                state = json.loads(await page.evaluate(SEEN))
-                seen.append(state)
-                if state["status"] in ("done", "closed"):
+                state = await look(page)
+                if state and state["status"] in ("done", "closed"):
                     break
                 await asyncio.sleep(0.25)
         return seen

@@ -250,7 +250,7 @@ def test_bad_events_get_openai_error_events_the_session_goes_on_and_its_journal_
         ("invalid_value", "session.audio.input.format.rate", None),
         ("input_audio_buffer_commit_empty", None, "client-3"),
         ("message_too_large", None, None),
-        ("invalid_value", None, None),
+        ("not_found", None, None),
     ]
     assert all(e["type"] == "invalid_request_error" and e["message"] for e in errors)
     assert "nope" in errors[-1]["message"]
@@ -401,6 +401,7 @@ def limited(
         admission_budget=1000,  # two sessions of 480 units: a third is refused
         realtime_max_sessions_per_key=1,
         realtime_idle_timeout_s=1.5,
+        audio_rate_limit="6/minute",  # live audio counts as it arrives
     )
     with running_gateway(settings) as running:
         yield running, settings
@@ -458,3 +459,15 @@ def test_sessions_over_the_per_key_limit_or_the_budget_are_refused_and_idle_ones
     assert budget_code == 1013
     assert [e["error"]["code"] for e in idle_events if e["type"] == "error"] == ["idle_timeout"]
     assert idle_code == 1000
+
+
+def test_live_audio_counts_against_the_keys_audio_rate_limit(
+    limited: tuple[Gateway, GatewaySettings], keys: dict[str, str]
+) -> None:
+    url = realtime_url(limited[0].http_url)
+    headers = {"authorization": f"Bearer {keys['bob']}"}
+    run = asyncio.run(stream_speech(url, jfk(), speed=0, headers=headers, trailing_silence_s=0.5))
+    limited_chunks = [e["error"] for e in run.of_type("error") if e["error"]["code"] == "rate_limited"]
+    # 6 s of the 11.5 s sent pass; every later chunk is refused, each with its own error event.
+    assert limited_chunks and "audio rate limit of 6 per minute" in limited_chunks[0]["message"]
+    assert run.close_code == 1008  # a client that keeps sending over its limit floods itself out

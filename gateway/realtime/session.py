@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gateway.context import RequestContext
-from gateway.errors import SamoError
+from gateway.errors import ErrorType, SamoError
 from gateway.observability.metrics import LIVE_SESSIONS, record_live_decodes
 from gateway.realtime.agreement import Agreement, joined
 from gateway.realtime.audio import SessionAudio
@@ -171,7 +171,10 @@ class LiveSession:
             elif isinstance(event, Close):
                 await self._close()
         except SamoError as error:
-            self.reject(BadEvent(error.message, param=_param_of(error.message), event_id=event.event_id))
+            code = "invalid_value" if error.type is ErrorType.INVALID_INPUT else error.type.value
+            self.reject(
+                BadEvent(error.message, code=code, param=_param_of(error.message), event_id=event.event_id)
+            )
             return
         except BadEvent as bad:
             self.reject(bad)
