@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -131,11 +132,13 @@ def test_the_page_shows_words_while_they_are_spoken_and_the_analysis_at_the_end(
             # The microphone plays 13.5 s; the last turn is completed once its silence has been heard.
             while time.monotonic() < deadline:
                 state = await look(page)
-                ended = state and not state["tail"] and state["confirmed"].rstrip(" .").endswith("country")
+                words = re.sub(r"[^\w\s]", "", state["confirmed"]).split() if state else []
+                ended = state and not state["tail"] and words[-1:] == ["country"]
                 if ended and time.monotonic() - started > 13:
                     break
                 await asyncio.sleep(0.25)
             await page.evaluate("stop()")
+            deadline = time.monotonic() + 30  # the last turn's final decode, then the journal
             while time.monotonic() < deadline:
                 state = await look(page)
                 if state and state["status"] in ("done", "closed"):

@@ -9,7 +9,8 @@ LocalAgreement-2 (`agreement`) confirms words as `delta` events. A committed tur
 as a file is (`TranscriptionService.transcribe_samples`: windows at pauses, and speech a window's
 segments leave out decoded again), and its remaining words are confirmed before `completed`. A commit
 cancels the partial in flight, and no partial starts while a final decode is pending: finals never
-wait behind partials. `completed` events go out in turn order.
+wait behind partials in the gateway (a partial Triton is already computing still finishes there first).
+`completed` events go out in turn order. Every decode is prompted with the session's last words.
 
 Every decode is an ordinary Triton request through the transcription service, so live sessions batch
 with each other and with file transcriptions. The session's admission (its work units, held for its
