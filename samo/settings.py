@@ -254,6 +254,60 @@ class GatewaySettings(BaseSettings):
         "progress (HTTP and gRPC) get this long to finish before the process exits, seconds. Kubernetes' "
         "terminationGracePeriodSeconds must exceed it plus the preStop sleep.",
     )
+    # Live transcription (gateway/realtime): WS /v1/realtime?intent=transcription.
+    realtime_partial_interval_s: float = Field(
+        default=1.0,
+        ge=0.2,
+        le=10.0,
+        description="How often a live session decodes its open turn again while the user speaks, seconds. "
+        "Text is confirmed once two decodes in a row agree on it (LocalAgreement-2), so the first "
+        "confirmed words come about two intervals after speech starts. Each decode is one Whisper "
+        "window in Triton: halving the interval doubles a session's admission cost.",
+    )
+    realtime_partial_beam_size: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        description="Beam size of the partial re-decodes (the final decode of a turn uses 5, as files do). "
+        "Greedy partials cost about half of beam 5 on CPU.",
+    )
+    realtime_max_session_s: float = Field(
+        default=1800.0, gt=0, description="Longest live session, seconds of wall time; then it is closed."
+    )
+    realtime_idle_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A live session that receives no client event for this long is closed, seconds.",
+    )
+    realtime_max_message_bytes: int = Field(
+        default=1 << 20,
+        ge=4096,
+        description="Largest client event of a live session, bytes (base64 audio included: 1 MiB holds "
+        "16 s of 24 kHz PCM); a larger one gets an `error` event and the session goes on.",
+    )
+    realtime_max_bad_events: int = Field(
+        default=20,
+        ge=1,
+        description="Invalid client events (not JSON, unknown type, bad base64, wrong format) a live session "
+        "may send within 10 s; one more closes it with WebSocket code 1008.",
+    )
+    realtime_max_speedup: float = Field(
+        default=8.0,
+        ge=1.0,
+        description="How much faster than real time a live session may send audio (past a 10 s allowance); "
+        "a faster client is slowed down (its events are read later), so admission's cost holds.",
+    )
+    realtime_max_sessions_per_key: int = Field(
+        default=0,
+        ge=0,
+        description="Live sessions open at once per API key (per client address without keys), per gateway "
+        "process; 0: no limit beyond admission.",
+    )
+    realtime_demo: bool = Field(
+        default=False,
+        description="Serve /demo/live, a page that transcribes the microphone live (for trying the API; "
+        "it asks its user for a key).",
+    )
     # Access (gateway/security): API keys, rate limits, TLS, CORS.
     api_keys_file: Path | None = Field(
         default=None,

@@ -104,6 +104,26 @@ def bench_whisper_command(
     typer.echo(run_whisper_benchmark(options))
 
 
+@bench_app.command("live")
+def bench_live_command(
+    sessions: Annotated[
+        str, typer.Option(help="Comma-separated counts of concurrent live sessions.")
+    ] = "1,2,4",
+    seconds: Annotated[float, typer.Option(help="Seconds of speech per session.")] = 45.0,
+    chunk_ms: Annotated[float, typer.Option(help="Audio per append event, milliseconds (20 to 100).")] = 40.0,
+    output: Annotated[Path, typer.Option(help="Folder for the result table.")] = Path("load_tests/results"),
+) -> None:
+    """Live transcription (WS /v1/realtime): N sessions at real-time pace; first-text and finalize
+    latency percentiles, word error rate against the file route, Triton's batches, CPU by process."""
+    setup_logging()
+    from load_tests.bench_live import LiveBenchOptions, run_live_benchmark
+
+    options = LiveBenchOptions(
+        sessions=_counts(sessions), seconds=seconds, chunk_s=chunk_ms / 1000, output_dir=output
+    )
+    typer.echo(run_live_benchmark(options))
+
+
 @bench_app.command("summarizer")
 def bench_summarizer_command(
     requests: Annotated[int, typer.Option(help="Requests measured per row, at least.")] = 6,

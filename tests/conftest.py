@@ -458,6 +458,8 @@ def gateway(triton: LocalTriton, make_gateway_settings) -> Iterator[Gateway]:
         default_summarizer="extractive",
         # Its tests do not test the probes (tests/test_model_healing.py does, on a stack of its own).
         health_probe_interval_s=QUIET_PROBES_S,
+        # The live transcription page, for tests/test_live_demo.py's browser.
+        realtime_demo=True,
     )
     with running_gateway(settings) as running:
         # Ready: every model answered its first probe. On a busy machine (two test workers) that round

@@ -10,6 +10,8 @@ a case here fails it.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import grpc
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from gateway.errors import GRPC_ERROR_TYPE_KEY, GRPC_RETRY_AFTER_KEY
 from gateway.grpc_api import samo_v1_pb2 as pb
@@ -78,12 +81,26 @@ def _grpc_calls(audio: bytes) -> dict[str, list[Callable[[samo_v1_pb2_grpc.SamoS
             lambda s: list(s.StreamJournal(text_entry)),
             lambda s: list(s.StreamJournal(audio_entry)),
         ],
+        "TranscribeLive": [
+            lambda s: list(s.TranscribeLive(iter([pb.LiveClientEvent(audio=b"\0\0" * 1600)])))
+        ],
     }
+
+
+WEBSOCKET_PATHS = ("/v1/realtime",)
+"""Operations whose HTTP form is a WebSocket: refused with an `error` event, then close code 1012."""
+
+
+async def _refused_session(http_url: str, path: str) -> tuple[dict, int | None]:
+    async with connect(http_url.replace("http://", "ws://") + path) as websocket:
+        event = json.loads(await websocket.recv())
+        await websocket.wait_closed()
+        return event, websocket.close_code
 
 
 def test_the_cases_cover_every_operation_and_method() -> None:
     http, rpc = _http_calls(b""), _grpc_calls(b"")
-    assert set(http) == {operation.path for operation in OPERATIONS}
+    assert set(http) | set(WEBSOCKET_PATHS) == {operation.path for operation in OPERATIONS}
     methods = set(pb.DESCRIPTOR.services_by_name["Samo"].methods_by_name)
     assert set(rpc) == methods
     assert {m for operation in OPERATIONS for m in operation.grpc_methods} == methods
@@ -135,6 +152,11 @@ def test_draining_refuses_new_work_on_every_operation_and_finishes_running_work(
                 assert response.json()["error"]["message"] == SHUTTING_DOWN, path
                 assert int(response.headers["retry-after"]) > 0, path
                 refused += 1
+        for path in WEBSOCKET_PATHS:
+            event, code = asyncio.run(_refused_session(draining_gateway.http_url, path))
+            assert event["type"] == "error" and event["error"]["code"] == "upstream_unavailable", path
+            assert event["error"]["message"] == SHUTTING_DOWN and code == 1012, path
+            refused += 1
         for method, calls in _grpc_calls(short_audio).items():
             for call in calls:
                 with pytest.raises(grpc.RpcError) as error:
@@ -145,7 +167,7 @@ def test_draining_refuses_new_work_on_every_operation_and_finishes_running_work(
                 assert trailing[GRPC_ERROR_TYPE_KEY] == "upstream_unavailable", method
                 assert int(trailing[GRPC_RETRY_AFTER_KEY]) > 0, method
                 refused += 1
-        assert refused == 17
+        assert refused == 19
 
         ready = http.get("/health/ready")
         assert ready.status_code == 503 and "shutting down" in ready.json()["reason"]

@@ -30,6 +30,7 @@ from gateway.grpc_api.convert import (
     summarize_response,
     transcribe_response,
 )
+from gateway.grpc_api.live import serve_live
 from gateway.observability.request_id import current_request_id
 from gateway.operations import AudioUpload, Operations, OperationStream, Upload, uploaded
 from gateway.results import JournalAnalysis, Transcript
@@ -130,6 +131,16 @@ class SamoServicer(samo_v1_pb2_grpc.SamoServicer):
                 else:
                     yield pb.TranscribeEvent(segment=segment_message(item))
         except SamoError as exc:
+            await _abort(context, exc, self.retry_after_s)
+
+    async def TranscribeLive(
+        self, request_iterator: AsyncIterator[pb.LiveClientEvent], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.LiveServerEvent]:
+        try:
+            async with self.operations.live_transcription(self._context(context)) as session:
+                async for event in serve_live(session, request_iterator, context, self.settings):
+                    yield event
+        except SamoError as exc:  # refused before the session started
             await _abort(context, exc, self.retry_after_s)
 
     def _collected(self, chunks: AsyncIterator[pb.AudioChunk]) -> Upload:

@@ -16,10 +16,12 @@ from gateway.grpc_api.server import start_grpc_server
 from gateway.health.monitor import ModelsHealth
 from gateway.http.access import AccessMiddleware
 from gateway.http.body_limit import install_body_limits
+from gateway.http.demo import demo_router
 from gateway.http.emotions import DirectEmotions, emotion_router
 from gateway.http.errors import install_error_handlers
 from gateway.http.journal import journal_router
 from gateway.http.observability import ObservedRequests
+from gateway.http.realtime import realtime_router
 from gateway.http.summarization import summarization_router
 from gateway.http.tenancy import tenancy_router
 from gateway.http.transcription import transcription_router
@@ -116,6 +118,9 @@ def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(summarization_router(settings))
     app.include_router(journal_router(settings))
     app.include_router(tenancy_router())
+    app.include_router(realtime_router(settings))
+    if settings.realtime_demo:
+        app.include_router(demo_router())
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

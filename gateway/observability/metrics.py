@@ -102,6 +102,19 @@ AUDIO_SECONDS = Counter(
     ["model"],
     registry=None,
 )
+LIVE_SESSIONS = Gauge(
+    "samo_live_sessions",
+    "Live transcription sessions open (WS /v1/realtime, gRPC TranscribeLive).",
+    registry=None,
+    multiprocess_mode="livesum",
+)
+LIVE_DECODES = Counter(
+    "samo_live_decodes",
+    "Decodes of live sessions' turns, by kind: `partial` (the open turn again), `skipped` (partials that a "
+    "session's previous, slower decode made it miss: it cannot keep up), `final` (a committed turn).",
+    ["kind"],
+    registry=None,
+)
 
 
 @lru_cache(maxsize=4096)
@@ -128,6 +141,11 @@ def record_audio(model: str, seconds: float) -> None:
     labelled(AUDIO_SECONDS, model).inc(seconds)
 
 
+def record_live_decodes(kind: str, count: int = 1) -> None:
+    if count:
+        labelled(LIVE_DECODES, kind).inc(count)
+
+
 _GATEWAY_METRICS = (
     HTTP_REQUESTS,
     HTTP_LATENCY,
@@ -141,6 +159,8 @@ _GATEWAY_METRICS = (
     GENERATED_TOKENS,
     TRITON_CALL_TEXTS,
     AUDIO_SECONDS,
+    LIVE_SESSIONS,
+    LIVE_DECODES,
 )
 
 

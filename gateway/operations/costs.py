@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.admission import WorkCosts
+from gateway.admission import WHISPER_WINDOW_S, WorkCosts
 from gateway.results import SummaryOptions
 from gateway.summarization.sentences import split_sentences
 from gateway.summarization.service import SummarizationService
@@ -43,3 +43,10 @@ class OperationCosts:
     def journal_audio(self) -> int:
         """One window of audio (the rest is charged once the duration is known) and a summary."""
         return self.upload() + self.summaries(1, SummaryOptions())
+
+    def live_session(self, partial_interval_s: float) -> int:
+        """A live session, held for its whole life: the audio it sends Triton per second of wall time,
+        re-decodes included. Each partial decode is one padded 30 s window every `partial_interval_s`
+        (1 s: 30 audio-seconds per second, 480 units by default); final decodes take the place of the
+        partials they cancel."""
+        return self.work.audio(WHISPER_WINDOW_S / partial_interval_s)

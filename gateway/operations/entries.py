@@ -15,6 +15,7 @@ request refused for load or shutdown costs no upload.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from gateway.emotions.request import emotion_request_model
 from gateway.errors import ErrorType, SamoError, invalid_input
 from gateway.journal.request import JournalAudioOptions, journal_text_model
 from gateway.operations.costs import OperationCosts
-from gateway.operations.gate import requires
+from gateway.operations.gate import admit_caller, requires
 from gateway.operations.metering import Meter, metered
 from gateway.operations.openai_transcription import (
     MODEL_ALIASES,
@@ -37,6 +38,7 @@ from gateway.operations.openai_transcription import (
     ResponseFormat,
     openai_answer,
 )
+from gateway.realtime.session import LiveOptions, LiveSession
 from gateway.results import (
     EmotionOptions,
     EmotionResult,
@@ -148,6 +150,13 @@ class Operations:
         self.emotion_request = emotion_request_model(settings)
         self.summary_request = summary_request_model(settings)
         self.journal_text_request = journal_text_model(settings)
+        self.live_options = LiveOptions(
+            partial_interval_s=settings.realtime_partial_interval_s,
+            partial_beam_size=settings.realtime_partial_beam_size,
+            max_bad_events=settings.realtime_max_bad_events,
+            max_speedup=settings.realtime_max_speedup,
+        )
+        self._live_sessions: collections.Counter[str] = collections.Counter()
 
     # -- the one admission path --
 
@@ -335,3 +344,45 @@ class Operations:
                 if isinstance(item, JournalAnalysis):
                     return item
         raise AssertionError("a journal stream ends with its analysis")
+
+    # -- live transcription --
+
+    @contextlib.asynccontextmanager
+    async def live_transcription(self, context: RequestContext) -> AsyncIterator[LiveSession]:
+        """A live session (gateway/realtime) for the block, admitted at its cost (`costs.live_session`)
+        for its whole life; refused with OVERLOADED (429) when the budget cannot take it, RATE_LIMITED
+        when the caller has `realtime_max_sessions_per_key` open, UNAVAILABLE while draining. Its audio
+        is charged to the caller's audio rate limit as it arrives; its decodes are stopped on exit."""
+        await admit_caller(context, Scope.LIVE)  # an async context manager: `@requires` cannot wrap it
+        settings = self.services.settings
+        caller = context.principal.counter_key if context.principal else "unknown"
+        limit = settings.realtime_max_sessions_per_key
+        if limit and self._live_sessions[caller] >= limit:
+            raise SamoError(
+                ErrorType.RATE_LIMITED,
+                f"at most {limit} live sessions may be open at once per API key; close one first",
+                retry_after_s=settings.retry_after_s,
+            )
+        cost = self.costs.live_session(self.live_options.partial_interval_s)
+        with self.admit(context, cost):
+            self._live_sessions[caller] += 1
+            # The journal at the session's end is admitted as a journal request of its own.
+            journal_context = RequestContext(context.request_id, context.principal, context.access)
+
+            async def journal(text: str) -> JournalAnalysis:
+                return await self.journal(journal_context, {"text": text})
+
+            session = LiveSession(
+                self.services.transcription,
+                self.live_options,
+                context.request_id or "live",
+                journal=journal,
+                meter_audio=context.meter_audio,
+            )
+            try:
+                yield session
+            finally:
+                self._live_sessions[caller] -= 1
+                if not self._live_sessions[caller]:
+                    del self._live_sessions[caller]
+                await session.aclose()

@@ -22,10 +22,10 @@ Answer = BaseModel | OpenAIAnswer
 class Operation:
     name: str
     path: str
-    """The HTTP route (POST), also how a batch line names it."""
+    """The HTTP route (POST; a WebSocket for live transcription), also how a batch line names it."""
     grpc_methods: tuple[str, ...]
     """The `samo.v1.Samo` methods that carry it (streaming forms included)."""
-    takes: Literal["json", "audio", "json or audio"]
+    takes: Literal["json", "audio", "json or audio", "live audio"]
     streams: bool
     """Also answers as a stream (Server-Sent Events on HTTP, a server stream on gRPC)."""
     scope: Scope
@@ -63,6 +63,12 @@ async def _journal(
     ops: Operations, context: RequestContext, body: Mapping[str, Any], upload: Upload | None
 ) -> Answer:
     return await ops.journal(context, upload if upload is not None else body)
+
+
+async def _live(
+    ops: Operations, context: RequestContext, body: Mapping[str, Any], upload: Upload | None
+) -> Answer:
+    raise invalid_input("live transcription is a session: `WS /v1/realtime` or gRPC `TranscribeLive`")
 
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -110,6 +116,15 @@ OPERATIONS: tuple[Operation, ...] = (
         True,
         Scope.JOURNAL,
         _journal,
+    ),
+    Operation(
+        "live_transcription",
+        "/v1/realtime",
+        ("TranscribeLive",),
+        "live audio",
+        True,
+        Scope.LIVE,
+        _live,
     ),
 )
 BY_NAME: Mapping[str, Operation] = {op.name: op for op in OPERATIONS}

@@ -21,9 +21,9 @@ import asyncio
 import json
 import math
 import threading
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -50,10 +50,35 @@ from samo.contracts.whisper import (
     Word,
 )
 
-if TYPE_CHECKING:
-    from gateway.audio.decode import AudioReader
-
 T = TypeVar("T")
+
+
+class AudioSource(Protocol):
+    """Audio to transcribe, block by block: a file being decoded (`gateway.audio.decode.AudioReader`)
+    or samples already decoded."""
+
+    declared_s: float | None
+
+    def blocks(self) -> Iterator[np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+class _Samples:
+    """Samples already at 16 kHz as an `AudioSource`: their length is known, their blocks are views."""
+
+    def __init__(self, samples: np.ndarray) -> None:
+        self.samples = samples
+        self.declared_s: float | None = samples.size / SAMPLE_RATE
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        step = 10 * SAMPLE_RATE
+        for start in range(0, self.samples.size, step):
+            yield self.samples[start : start + step]
+
+    def close(self) -> None:
+        pass
+
 
 # Whisper's own rule for silence: a window it thinks holds no speech and decodes with low confidence.
 # It drops a segment only where the VAD hears no speech either.
@@ -145,18 +170,55 @@ class TranscriptionService:
         batches); speech a window's segments leave out is decoded again (`coverage`), and a segment is
         yielded as soon as its window, its repairs and every earlier window are done.
         """
-        model = self.model(model_name)
-        self.check_options(model, options)
         # PyAV loads with the first audio request: a gateway that serves text models only starts without it.
         from gateway.audio.decode import open_audio
 
+        model = self.model(model_name)
+        self.check_options(model, options)
+        reader = await asyncio.to_thread(open_audio, data, self.limits, threading.Event())
+        async for item in self._stream(context, reader, model, options):
+            yield item
+
+    async def transcribe_samples(
+        self,
+        context: RequestContext,
+        samples: np.ndarray,
+        options: DecodeOptions,
+        model_name: str | None = None,
+    ) -> Transcript:
+        """Audio already decoded (16 kHz float32, a live session's turn), transcribed as a file is:
+        windows at pauses, and the speech a window's segments leave out decoded again."""
+        model = self.model(model_name)
+        self.check_options(model, options)
+        transcript = None
+        async for item in self._stream(context, _Samples(samples), model, options):
+            if isinstance(item, Transcript):
+                transcript = item
+        assert transcript is not None, "_stream() always ends with the transcript"
+        return transcript
+
+    async def decode_window(
+        self,
+        context: RequestContext,
+        samples: np.ndarray,
+        options: DecodeOptions,
+        model_name: str | None = None,
+    ) -> WindowTranscript:
+        """One Whisper window (at most 30 s) as Triton decodes it, without windows or repairs: a live
+        session's partial decode, revised by the next one."""
+        model = self.model(model_name)
+        self.check_options(model, options)
+        return await self._window(context, model.name, samples, options.model_dump_json().encode())
+
+    async def _stream(
+        self, context: RequestContext, reader: AudioSource, model: WhisperModel, options: DecodeOptions
+    ) -> AsyncIterator[Segment | Transcript]:
         payloads = (
             options.model_dump_json().encode(),
             # A repair is one segment over its whole span: without timestamps Whisper has no
             # segment end to stop at, so it cannot leave the tail out again.
             options.model_copy(update={"without_timestamps": True}).model_dump_json().encode(),
         )
-        reader = await asyncio.to_thread(open_audio, data, self.limits, threading.Event())
         planner = WindowPlanner()
         ready: asyncio.Queue[asyncio.Task[_DecodedWindow] | Exception | None] = asyncio.Queue()
         in_flight: set[asyncio.Task[_DecodedWindow]] = set()
@@ -212,7 +274,7 @@ class TranscriptionService:
     async def _send_windows(
         self,
         context: RequestContext,
-        reader: AudioReader,
+        reader: AudioSource,
         planner: WindowPlanner,
         model: str,
         payloads: tuple[bytes, bytes],

@@ -1,0 +1,165 @@
+"""`samo bench live`: N live sessions at once, each streaming a different journal recording at real-time
+pace in short chunks, against gateway + Triton (Whisper tiny.en, CTranslate2).
+
+Sessions arrive open loop (start times drawn at random over `arrival_s`), each a different recording
+(espeak-ng journal speech with pauses), sent as 24 kHz PCM in `chunk_s` chunks at the wall clock's pace.
+Per N: time from the start of speech to a turn's first confirmed text, and from the end of speech (the
+last speech frame, before the VAD's silence) to the turn's `completed`, p50/p95/p99 over every turn;
+the final word error rate of the sessions against the file route on the same recordings; Triton's view
+(mean batch, queue and compute per window); CPU by process. The verdict: the largest N whose p95
+end-of-speech-to-`completed` stays under 1 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import platform
+import random
+import statistics
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from load_tests.cpu_use import CPU_COLUMNS, StackProcesses, cpu_use
+from load_tests.live_client import LiveRun, realtime_url, stream_speech
+from load_tests.loadgen import format_table
+from load_tests.processes import gateway_stack
+from load_tests.triton_view import watch
+from samo.evaluation.journal_speech import JournalRecording, journal_recording, wav_bytes
+from samo.evaluation.wer import word_error_rate
+
+logger = logging.getLogger(__name__)
+
+PREFIX_S = 0.3  # OpenAI's default prefix padding, before the first speech frame
+SILENCE_S = 0.5  # silence_duration_ms the sessions ask for
+COLUMNS = (
+    "sessions",
+    "turns",
+    "first_text_p50_s",
+    "first_text_p95_s",
+    "final_p50_s",
+    "final_p95_s",
+    "final_p99_s",
+    "wer_live",
+    "wer_file",
+    "triton_batch",
+    "triton_queue_ms",
+    "triton_compute_ms",
+    *CPU_COLUMNS,
+)
+LIMIT_S = 1.0
+
+
+@dataclass(frozen=True)
+class LiveBenchOptions:
+    sessions: tuple[int, ...] = (1, 2, 4)
+    seconds: float = 45.0
+    """Audio per session."""
+    chunk_s: float = 0.04
+    arrival_s: float = 5.0
+    output_dir: Path = Path("load_tests/results")
+
+
+def percentile(values: list[float], q: int) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def latencies(run: LiveRun) -> tuple[list[float], list[float]]:
+    """(speech start to first delta, end of speech to completed) per turn, seconds; audio position p was
+    sent at `speech_sent_at + p` (real-time pace)."""
+    first, final = [], []
+    for item in run.items():
+        if item.start_ms is None or item.end_ms is None or item.completed_at is None:
+            continue
+        if item.first_delta_at is not None:
+            first.append(item.first_delta_at - (run.speech_sent_at + item.start_ms / 1000 + PREFIX_S))
+        final.append(item.completed_at - (run.speech_sent_at + item.end_ms / 1000 - SILENCE_S))
+    return first, final
+
+
+async def _sessions(url: str, recordings: list[JournalRecording], options: LiveBenchOptions) -> list[LiveRun]:
+    rng = random.Random(len(recordings))
+    starts = sorted(rng.uniform(0, options.arrival_s) for _ in recordings)
+
+    async def one(recording: JournalRecording, delay: float) -> LiveRun:
+        await asyncio.sleep(delay)
+        return await stream_speech(url, recording.samples, chunk_s=options.chunk_s, speed=1.0, timeout_s=600)
+
+    return await asyncio.gather(*(one(r, d) for r, d in zip(recordings, starts, strict=True)))
+
+
+def measure(
+    stack_url: str, triton_grpc: str, processes: StackProcesses, options: LiveBenchOptions
+) -> list[dict]:
+    recordings = [
+        journal_recording(options.seconds, seed=10 + i, long_sentences=0)
+        for i in range(max(options.sessions))
+    ]
+    with httpx.Client(base_url=stack_url, timeout=600) as http:
+        files = [
+            http.post("/v1/transcribe", files={"file": ("r.wav", wav_bytes(r.samples))}).json()["text"]
+            for r in recordings
+        ]
+    url = realtime_url(stack_url)
+    asyncio.run(stream_speech(url, recordings[0].samples[: 5 * 16000], speed=0))  # warm-up
+    rows = []
+    for count in options.sessions:
+        with watch(triton_grpc) as triton, cpu_use(processes) as cpu:
+            runs = asyncio.run(_sessions(url, recordings[:count], options))
+        first = [v for run in runs for v in latencies(run)[0]]
+        final = [v for run in runs for v in latencies(run)[1]]
+        reference = " ".join(r.text for r in recordings[:count])
+        turns = len(final)
+        row: dict[str, object] = {
+            "sessions": count,
+            "turns": turns,
+            "first_text_p50_s": percentile(first, 50),
+            "first_text_p95_s": percentile(first, 95),
+            "final_p50_s": percentile(final, 50),
+            "final_p95_s": percentile(final, 95),
+            "final_p99_s": percentile(final, 99),
+            "wer_live": word_error_rate(reference, " ".join(run.transcript for run in runs)),
+            "wer_file": word_error_rate(reference, " ".join(files[:count])),
+            **triton.columns("whisper"),
+            **cpu.columns(turns / cpu.wall_s if cpu.wall_s else 0.0),
+        }
+        rows.append(row)
+        logger.info("live sessions=%d: %s", count, row)
+    return rows
+
+
+def run_live_benchmark(options: LiveBenchOptions) -> str:
+    from exporters.whisper.ct2_export import WhisperCt2ExportOptions, export_whisper_ct2
+
+    with tempfile.TemporaryDirectory(prefix="samo-bench-live-") as workdir:
+        repository = Path(workdir) / "repository"
+        export_whisper_ct2(WhisperCt2ExportOptions(repository=repository))
+        settings = {"SAMO_HEALTH_PROBE_TIMEOUT_S": "600", "SAMO_WORKERS": "1"}
+        with gateway_stack(repository, settings=settings) as stack:
+            processes = StackProcesses(stack.gateway_pid, stack.triton_pid)
+            rows = measure(stack.gateway_url, stack.triton_grpc_url, processes, options)
+    within = [int(str(row["sessions"])) for row in rows if float(str(row["final_p95_s"])) < LIMIT_S]
+    verdict = (
+        f"Largest N with p95 end of speech to `completed` under {LIMIT_S:.0f} s: {max(within)}."
+        if within
+        else f"No N kept p95 end of speech to `completed` under {LIMIT_S:.0f} s."
+    )
+    report = (
+        f"# Live transcription benchmark\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
+        f"{platform.machine()}; Whisper tiny.en (CTranslate2 int8); {options.seconds:.0f} s of journal speech "
+        f"per session at real-time pace in {options.chunk_s * 1000:.0f} ms chunks, sessions arriving over "
+        f"{options.arrival_s:.0f} s; `server_vad` with {SILENCE_S * 1000:.0f} ms of silence. Latencies in "
+        "seconds: first text from the first speech frame; final from the last speech frame (the VAD's "
+        "silence included).\n\n" + format_table(rows, COLUMNS) + f"\n{verdict}\n"
+    )
+    options.output_dir.mkdir(parents=True, exist_ok=True)
+    (options.output_dir / "live.md").write_text(report)
+    return report
