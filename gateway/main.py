@@ -7,6 +7,7 @@ import os
 
 import uvicorn
 from fastapi import FastAPI
+from pydantic_settings import NoDecode
 
 from gateway.http.app import create_app
 from gateway.observability.logging import configure_logging, logging_config
@@ -22,21 +23,25 @@ def create_app_from_environment() -> FastAPI:
     return create_app(settings=GatewaySettings())
 
 
-def _environment_value(value: object) -> str:
-    """As the settings read it back: lists (CORS origins) comma-separated, mappings as JSON."""
-    if isinstance(value, (list, tuple)):
+def _environment_value(value: object, *, comma_separated: bool) -> str:
+    """As the settings read it back: comma-separated for the fields that say so (`NoDecode`: CORS
+    origins), JSON for every other list or mapping (e.g. the OIDC issuers), plain text otherwise."""
+    if isinstance(value, (list, tuple)) and comma_separated:
         return ",".join(map(str, value))
-    if isinstance(value, dict):
+    if isinstance(value, (list, tuple, dict)):
         return json.dumps(value)
     return str(value)
 
 
 def _settings_to_environment(settings: GatewaySettings) -> None:
     """Workers are new interpreters: they read this process's settings back from the environment."""
+    fields = GatewaySettings.model_fields
     os.environ.update(
         {
-            f"{ENV_PREFIX}{name.upper()}": _environment_value(value)
-            for name, value in settings.model_dump().items()
+            f"{ENV_PREFIX}{name.upper()}": _environment_value(
+                value, comma_separated=any(item is NoDecode for item in fields[name].metadata)
+            )
+            for name, value in settings.model_dump(mode="json").items()
             if value is not None
         }
     )
