@@ -165,7 +165,8 @@ def _infer_inputs(inputs: Mapping[str, np.ndarray]) -> list[InferInput]:
 
 def _server_timeout_us(seconds: float) -> int:
     """Triton's per-request queue timeout: a request still queued when its caller's deadline passes is
-    dropped, not run. Models allow it to shorten their queue policy's timeout, never to lengthen it."""
+    dropped, not run. The exported models set no default timeout (`samo.triton.model_config.QueuePolicy`
+    says why), so this is the only one; a model given one lets it shorten it, never lengthen it."""
     return max(1, int(seconds * 1_000_000))
 
 
