@@ -30,7 +30,7 @@ import tempfile
 import time
 import wave
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,28 +39,23 @@ import numpy as np
 
 from load_tests.bench_features import keep_section
 from load_tests.bench_report import OPEN_LOOP_FRACTIONS, markdown_images
+from load_tests.cpu_use import CPU_COLUMNS, StackProcesses, cpu_use
 from load_tests.loadgen import LoadResult, format_table, run_open_loop_sync
-from load_tests.processes import gateway_stack
+from load_tests.processes import RunningStack, gateway_stack
 from load_tests.triton_view import VIEW_COLUMNS, watch
+from load_tests.whisper_split import sampled_split, split_rows, window_counts
 from samo.contracts.whisper import SAMPLE_RATE as RATE
 from samo.evaluation.journal_speech import journal_recording, wav_bytes
+from samo.evaluation.read_speech import read_speech_recording
 from samo.evaluation.wer import word_error_rate
 
 logger = logging.getLogger(__name__)
 
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
-COLUMNS = (
-    "system",
-    "load",
-    "audio_s_per_s",
-    "p50_s",
-    "p95_s",
-    "files",
-    "errors",
-    "wer_jfk",
-    "wer_long",
-    "wer_journal",
-)
+COLUMNS = ("system", "load", "audio_s_per_s", "p50_s", "p95_s", "files", "errors")
+# Per stack row: cores busy, CPU ms per audio second of each part, windows and repairs per audio minute.
+COST_COLUMNS = ("system", "load", *CPU_COLUMNS, "windows_per_audio_min", "repairs_per_audio_min")
+SPLIT_COLUMNS = ("part", "stage", "share_pct", "cpu_ms_per_audio_s")
 OPEN_COLUMNS = ("system", "load", "files_per_s", "p50_s", "p90_s", "p99_s", "errors", "unfinished")
 TRITON_COLUMNS = ("system", "load", *VIEW_COLUMNS)
 PLAIN = "(a) faster-whisper in-process"
@@ -72,7 +67,8 @@ GATEWAY_SETTINGS = {"SAMO_HEALTH_PROBE_TIMEOUT_S": "600"}
 # BatchedInferencePipeline's default: VAD chunks of one file decoded 8 at a time.
 PIPELINE_BATCH = 8
 # Clips with a reference text, and the column their word error rate goes to.
-WER_COLUMNS = {"jfk": "wer_jfk", "long": "wer_long", "journal": "wer_journal"}
+WER_COLUMNS = {"jfk": "wer_jfk", "long": "wer_long", "journal": "wer_journal", "read": "wer_read"}
+AUDIO_MIXES = ("mixed", "read-speech")
 
 
 @dataclass(frozen=True)
@@ -85,6 +81,17 @@ class WhisperBenchOptions:
     output_dir: Path = Path("load_tests/results")
     fractions: tuple[float, ...] = OPEN_LOOP_FRACTIONS
     """Open-loop points for the CTranslate2 stack, as fractions of its best closed-loop file rate."""
+    audio: str = "mixed"
+    """`mixed`: the JFK cuts, the 72 s file and the journal recording; `read-speech`: one recording of
+    real read speech (several speakers, pauses of 0.2 to 2 s, `samo.evaluation.read_speech`) that every
+    client sends, and (a) with faster-whisper's VAD filter, as its users run it on long audio."""
+    backends: tuple[str, ...] = ("whisper", "whisper_onnx")
+    """Stack rows: the repository's CTranslate2 model, the ONNX one, or both."""
+    layout: tuple[int, int] | None = None
+    """The CTranslate2 model's Triton instances and CTranslate2 threads per instance; None: the
+    exporter's defaults."""
+    split_s: float = 20.0
+    """Seconds of py-spy sampling at the highest concurrency of the CTranslate2 stack (0: none)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,11 @@ class Clip:
     wav: bytes
     seconds: float
     reference: str | None
+
+
+def read_speech_clips() -> list[Clip]:
+    recording = read_speech_recording()
+    return [Clip("read", recording.wav_bytes(), recording.duration, recording.text)]
 
 
 def clips(jfk: Path) -> list[Clip]:
@@ -148,7 +160,9 @@ def _word_error_rates(
 def measure_faster_whisper(
     model_dir: Path, mix: list[Clip], options: WhisperBenchOptions, *, batched: bool = False
 ) -> tuple[dict, list[float]]:
-    """(a) or, `batched`, (a'): one file at a time; the row and each file's latency (s)."""
+    """(a) or, `batched`, (a'): one file at a time; the row and each file's latency (s). (a) filters
+    with faster-whisper's VAD on read speech, as its users run it on long audio with pauses."""
+    vad_filter = options.audio == "read-speech"
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=2)
@@ -164,7 +178,9 @@ def measure_faster_whisper(
     else:
 
         def run(clip: Clip) -> str:
-            segments, _ = model.transcribe(io.BytesIO(clip.wav), beam_size=5, language="en")
+            segments, _ = model.transcribe(
+                io.BytesIO(clip.wav), beam_size=5, language="en", vad_filter=vad_filter
+            )
             return " ".join(s.text.strip() for s in segments)
 
     done = []
@@ -177,7 +193,8 @@ def measure_faster_whisper(
         done.append((clip, time.perf_counter() - began, text))
         index += 1
     wall = time.perf_counter() - start
-    row = _row(BATCHED if batched else PLAIN, "one at a time", done, wall, _word_error_rates(done, mix, run))
+    system = BATCHED if batched else PLAIN + (", VAD filter" if vad_filter else "")
+    row = _row(system, "one at a time", done, wall, _word_error_rates(done, mix, run))
     return row, [latency for _, latency, _ in done]
 
 
@@ -251,6 +268,8 @@ class StackMeasurements:
     latencies_s: dict[tuple[str, int], list[float]]
     """(system, concurrency) -> each file's latency."""
     open_results: dict[float, LoadResult]
+    cost_rows: list[dict] = field(default_factory=list)
+    split_rows: list[dict] = field(default_factory=list)
 
 
 def multipart_bodies(mix: list[Clip], model: str) -> tuple[list[bytes], str]:
@@ -271,28 +290,41 @@ def measure_stack(repository: Path, mix: list[Clip], options: WhisperBenchOption
     measured = StackMeasurements([], [], [], {}, {})
     with gateway_stack(repository, settings=GATEWAY_SETTINGS) as stack:
         url = f"{stack.gateway_url}/v1/transcribe"
+        processes = StackProcesses(stack.gateway_pid, stack.triton_pid)
         for system, model in STACK_SYSTEMS:
+            if model not in options.backends:
+                continue
             asyncio.run(_closed_loop(url, mix[:2], 1, 0.1, model))  # warm-up
+            windows = _windows_per_audio_minute(stack.gateway_url, url, mix, model)
             for concurrency in options.concurrency:
-                with watch(stack.triton_grpc_url) as view:
+                with watch(stack.triton_grpc_url) as view, cpu_use(processes) as cpu:
                     done, wall, errors = asyncio.run(
                         _closed_loop(url, mix, concurrency, options.duration_s, model)
                     )
                 wers = _word_error_rates(done, mix, lambda clip, m=model: _transcribe_once(url, clip, m))
                 load = f"c={concurrency}"
-                measured.rows.append({**_row(system, load, done, wall, wers), "errors": errors})
+                row = {**_row(system, load, done, wall, wers), "errors": errors}
+                measured.rows.append(row)
+                # `cpu_use` gives CPU per answered request: here an answered audio second.
+                measured.cost_rows.append(
+                    {"system": system, "load": load, **cpu.columns(row["audio_s_per_s"]), **windows}
+                )
                 measured.latencies_s[(system, concurrency)] = [latency for _, latency, _ in done]
                 if columns := view.columns(model):
                     measured.triton_rows.append({"system": system, "load": load, **columns})
                 logger.info("%s c=%d: %.1f audio s/s", model, concurrency, measured.rows[-1]["audio_s_per_s"])
         system, model = STACK_SYSTEMS[0]
+        if options.split_s > 0 and model in options.backends:
+            measured.split_rows = _stage_split(
+                stack, url, mix, repository / model, options, measured.cost_rows
+            )
         saturation = max(
             row["files"] / options.duration_s for row in measured.rows if row["system"] == system
         )
         bodies, content_type = multipart_bodies(mix, model)
         if not saturation:
             logger.warning("%s finished no file in a row: no open-loop rows (make rows longer)", system)
-        for fraction in options.fractions if saturation else ():
+        for fraction in options.fractions if saturation and model in options.backends else ():
             rate = fraction * saturation
             with watch(stack.triton_grpc_url) as view:
                 result = run_open_loop_sync(
@@ -323,8 +355,50 @@ def measure_stack(repository: Path, mix: list[Clip], options: WhisperBenchOption
     return measured
 
 
+def _windows_per_audio_minute(gateway_url: str, url: str, mix: list[Clip], model: str) -> dict[str, float]:
+    """Windows and repairs the gateway sends per audio minute, counted over one transcription of each
+    file alone (a closed-loop row ends with files half done)."""
+    before = window_counts(gateway_url)
+    for clip in mix:
+        _transcribe_once(url, clip, model)
+    sent = window_counts(gateway_url) - before
+    minutes = sum(clip.seconds for clip in mix) / 60
+    return {
+        "windows_per_audio_min": sent["window"] / minutes,
+        "repairs_per_audio_min": sent["repair"] / minutes,
+    }
+
+
+def _stage_split(
+    stack: RunningStack,
+    url: str,
+    mix: list[Clip],
+    model_dir: Path,
+    options: WhisperBenchOptions,
+    costs: list[dict],
+) -> list[dict]:
+    """py-spy's split of the gateway and the stubs at the highest concurrency, in CPU ms per audio second
+    where the row at that concurrency measured the part's CPU."""
+    top = max(options.concurrency)
+    split = sampled_split(
+        stack.gateway_pid,
+        stack.triton_pid,
+        options.split_s,
+        lambda seconds: asyncio.run(_closed_loop(url, mix, top, seconds, model_dir.name)),
+        model_dir,
+    )
+    cost = next((c for c in costs if c["system"] == STACK_SYSTEMS[0][0] and c["load"] == f"c={top}"), {})
+    return split_rows("gateway", split["gateway"], cost.get("cpu_ms_gateway")) + split_rows(
+        "stubs", split["stubs"], cost.get("cpu_ms_stubs")
+    )
+
+
 def write_plots(
-    rows: list[dict], measured: StackMeasurements, baselines: dict[str, list[float]], folder: Path
+    rows: list[dict],
+    measured: StackMeasurements,
+    baselines: dict[str, list[float]],
+    folder: Path,
+    prefix: str = "whisper",
 ) -> list[Path]:
     from load_tests.plots import plot_latency_distribution, plot_throughput_vs_concurrency
 
@@ -343,7 +417,7 @@ def write_plots(
     paths = [
         plot_throughput_vs_concurrency(
             points,
-            folder / "whisper-throughput.png",
+            folder / f"{prefix}-throughput.png",
             y_label="audio seconds per second",
             title="Whisper: throughput against concurrency (closed loop)",
         )
@@ -353,7 +427,10 @@ def write_plots(
     latencies.update({f"{s}, c={c}": v for (s, c), v in measured.latencies_s.items() if c == top})
     paths.append(
         plot_latency_distribution(
-            latencies, folder / "whisper-latency.png", unit="s", title=f"Whisper: latency per file (c={top})"
+            latencies,
+            folder / f"{prefix}-latency.png",
+            unit="s",
+            title=f"Whisper: latency per file (c={top})",
         )
     )
     if measured.open_results:
@@ -363,7 +440,7 @@ def write_plots(
                     f"{fraction:.0%} of saturation": [ms / 1000 for ms in result.latencies_ms]
                     for fraction, result in measured.open_results.items()
                 },
-                folder / "whisper-latency-open.png",
+                folder / f"{prefix}-latency-open.png",
                 unit="s",
                 title="Whisper (CTranslate2 stack): latency from due time (open loop)",
             )
@@ -376,16 +453,22 @@ def run_whisper_benchmark(options: WhisperBenchOptions) -> str:
     from exporters.whisper.ct2_export import WhisperCt2ExportOptions, embedded_model_dir, export_whisper_ct2
     from exporters.whisper.onnx_export import WhisperOnnxExportOptions, export_whisper_onnx
 
-    mix = clips(options.jfk)
+    if options.audio not in AUDIO_MIXES:
+        raise ValueError(f"audio: one of {', '.join(AUDIO_MIXES)}, not {options.audio!r}")
+    mix = read_speech_clips() if options.audio == "read-speech" else clips(options.jfk)
     plain, plain_latencies = measure_faster_whisper(embedded_model_dir(), mix, options)
     batched, batched_latencies = measure_faster_whisper(embedded_model_dir(), mix, options, batched=True)
     rows = [plain, batched]
     with tempfile.TemporaryDirectory(prefix="samo-bench-whisper-") as workdir:
         repository = Path(workdir) / "repository"
-        export_whisper_ct2(WhisperCt2ExportOptions(repository=repository))
-        hf_dir = Path(workdir) / "tiny-en-hf"
-        convert_ct2_whisper(embedded_model_dir(), hf_dir)
-        export_whisper_onnx(WhisperOnnxExportOptions(model=hf_dir, repository=repository))
+        instances, threads = options.layout or (None, None)
+        export_whisper_ct2(
+            WhisperCt2ExportOptions(repository=repository, instances=instances, intra_threads=threads)
+        )
+        if "whisper_onnx" in options.backends:
+            hf_dir = Path(workdir) / "tiny-en-hf"
+            convert_ct2_whisper(embedded_model_dir(), hf_dir)
+            export_whisper_onnx(WhisperOnnxExportOptions(model=hf_dir, repository=repository))
         measured = measure_stack(repository, mix, options)
     rows += measured.rows
     summary = [
@@ -394,26 +477,45 @@ def run_whisper_benchmark(options: WhisperBenchOptions) -> str:
         for row in rows[1:]
         if "audio_s_per_s" in row
     ]
-    summary += target_lines(rows, plain, batched, max(options.concurrency))
+    if options.audio == "read-speech":
+        summary += read_speech_target_lines(rows, plain, batched, max(options.concurrency))
+    else:
+        summary += target_lines(rows, plain, batched, max(options.concurrency))
     options.output_dir.mkdir(parents=True, exist_ok=True)
+    slug = "whisper" if options.audio == "mixed" else f"whisper-{options.audio}"
     plots = write_plots(
         rows,
         measured,
         {PLAIN: plain_latencies, BATCHED: batched_latencies},
         options.output_dir / "plots",
+        prefix=slug,
     )
+    wer_columns = tuple(WER_COLUMNS[clip.name] for clip in mix if clip.name in WER_COLUMNS)
     header = (
-        f"# Whisper benchmark\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
+        f"# Whisper benchmark ({options.audio})\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
         f"{platform.machine()}; Whisper tiny.en, beam 5, English (CTranslate2 int8, ONNX float32); {len(mix)} files "
         f"({', '.join(f'{c.seconds:.1f}' for c in mix)} s) cycled for {options.duration_s:.0f} s per row; "
         f"(a') with batch_size {PIPELINE_BATCH}.\n\n"
     )
     report = (
         header
-        + format_table(rows, COLUMNS)
+        + format_table(rows, COLUMNS + wer_columns)
         + "\n"
         + "\n".join(summary)
-        + "\n\n## Open loop (CTranslate2 stack)\n\nPoisson arrivals of the same files at fractions of the "
+        + "\n\n## Where the stack's CPU goes\n\nCores busy, CPU ms per audio second of each part (gateway, "
+        "tritonserver, its Python stubs, the load generator), and the windows and repairs the gateway sends "
+        "per audio minute (one transcription of each file alone).\n\n"
+        + format_table(measured.cost_rows, COST_COLUMNS)
+        + (
+            f"\n## Stages at c={max(options.concurrency)} (CTranslate2 stack, py-spy, {options.split_s:.0f} s)\n\n"
+            "Share of each part's samples by stage: the gateway's threads on a core; the stubs' Python "
+            "thread, busy or waiting on CTranslate2's threads inside `encode`, `generate` and `align`. "
+            "CPU ms per audio second is that share of the part's CPU in the row above.\n\n"
+            + format_table(measured.split_rows, SPLIT_COLUMNS)
+            if measured.split_rows
+            else ""
+        )
+        + "\n## Open loop (CTranslate2 stack)\n\nPoisson arrivals of the same files at fractions of the "
         "stack's best closed-loop file rate; latency from each file's due time.\n\n"
         + format_table(measured.open_rows, OPEN_COLUMNS)
         + "\n## Triton's view of each stack row\n\nPer request (one Whisper window): queue and compute time "
@@ -422,7 +524,7 @@ def run_whisper_benchmark(options: WhisperBenchOptions) -> str:
         + "\n"
         + markdown_images(plots, options.output_dir)
     )
-    path = options.output_dir / "whisper.md"
+    path = options.output_dir / f"{slug}.md"
     path.write_text(keep_section(path.read_text() if path.exists() else "", report))
     return report
 
@@ -447,3 +549,20 @@ def target_lines(rows: list[dict], plain: dict, batched: dict, top: int) -> list
         f">= 2x (a): {vs_plain:.2f}x, {'met' if vs_plain >= 2 else 'missed'}; word error rate no worse than "
         f"(a'): {'met' if not worse else 'missed on ' + ', '.join(worse)}"
     ]
+
+
+def read_speech_target_lines(rows: list[dict], plain: dict, batched: dict, top: int) -> list[str]:
+    """Issue 21 on real speech: the CTranslate2 stack at the highest concurrency at least 1.0x (a'), at
+    c=1 at least 1.0x (a) with its VAD filter, with a word error rate at most (a)'s + 0.02."""
+    lines = []
+    for load, baseline, name in ((f"c={top}", batched, "(a')"), ("c=1", plain, "(a)")):
+        stack = next((r for r in rows if r["system"] == STACK_SYSTEMS[0][0] and r["load"] == load), None)
+        if stack is None:
+            continue
+        ratio = stack["audio_s_per_s"] / baseline["audio_s_per_s"]
+        wer, limit = stack.get("wer_read", math.nan), plain.get("wer_read", math.nan) + 0.02
+        lines.append(
+            f"- target: (b) at {load} >= 1.0x {name}: {ratio:.2f}x, {'met' if ratio >= 1 else 'missed'}; "
+            f"word error rate {wer:.3f} <= (a)'s + 0.02 = {limit:.3f}: {'met' if wer <= limit else 'missed'}"
+        )
+    return lines

@@ -25,6 +25,16 @@ def _fractions(values: str) -> tuple[float, ...]:
     return fractions
 
 
+def _layout(value: str) -> tuple[int, int]:
+    try:
+        instances, threads = (int(part) for part in value.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"layout: INSTANCESxTHREADS, e.g. 2x1, not {value!r}") from None
+    if instances < 1 or threads < 1:
+        raise typer.BadParameter("layout: at least one instance and one thread")
+    return instances, threads
+
+
 OPEN_LOOP_HELP = (
     "Comma-separated open-loop rates as fractions of each system's closed-loop saturation ('' skips)."
 )
@@ -89,9 +99,30 @@ def bench_whisper_command(
     concurrency: Annotated[str, typer.Option(help="Comma-separated client counts for the stack.")] = "1,8",
     output: Annotated[Path, typer.Option(help="Folder for the result table.")] = Path("load_tests/results"),
     open_loop: Annotated[str, typer.Option(help=OPEN_LOOP_HELP)] = "0.25,0.5,0.7,0.9",
+    audio: Annotated[
+        str,
+        typer.Option(
+            help="`mixed` (JFK cuts, a 72 s file, a 2-minute journal recording) or `read-speech` (one "
+            "68 s recording of real read speech, several speakers, with pauses)."
+        ),
+    ] = "mixed",
+    backends: Annotated[
+        str, typer.Option(help="Comma-separated stack models: `whisper` (CTranslate2), `whisper_onnx`.")
+    ] = "whisper,whisper_onnx",
+    split: Annotated[
+        float, typer.Option(help="Seconds of py-spy stage sampling at the highest concurrency (0: none).")
+    ] = 20.0,
+    layout: Annotated[
+        str,
+        typer.Option(
+            help="CTranslate2 model's Triton instances x threads per instance, e.g. 1x2 (default: the "
+            "exporter's)."
+        ),
+    ] = "",
 ) -> None:
     """faster-whisper in-process (plain, and its BatchedInferencePipeline), one file at a time, vs gateway +
-    Triton (CTranslate2, ONNX): closed loop with word error rates, open loop, Triton's view, plots."""
+    Triton (CTranslate2, ONNX): closed loop with word error rates, where the CPU goes, open loop, Triton's
+    view, plots."""
     setup_logging()
     from load_tests.bench_whisper import WhisperBenchOptions, run_whisper_benchmark
 
@@ -100,6 +131,10 @@ def bench_whisper_command(
         concurrency=_counts(concurrency),
         output_dir=output,
         fractions=_fractions(open_loop),
+        audio=audio,
+        backends=tuple(name.strip() for name in backends.split(",") if name.strip()),
+        split_s=split,
+        layout=_layout(layout) if layout else None,
     )
     typer.echo(run_whisper_benchmark(options))
 

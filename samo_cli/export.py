@@ -150,6 +150,20 @@ def export_whisper_ct2_command(
     compute_type: Annotated[
         str | None, typer.Option(help="CTranslate2 compute type; default by target.")
     ] = None,
+    instances: Annotated[
+        int | None,
+        typer.Option(
+            help="Triton instances (per GPU on a GPU server), each batching on its own. Default: 2 on "
+            "the CPU, 1 per GPU."
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="CTranslate2 threads per instance. Default: the instance's share of the cores the "
+            "server may use, counted at load."
+        ),
+    ] = None,
     repository: RepositoryOption = Path("model_repository"),
 ) -> None:
     """Install a CTranslate2 Whisper model as a Triton model with cross-request batching."""
@@ -163,6 +177,8 @@ def export_whisper_ct2_command(
         repository=repository,
         target=target,
         compute_type=compute_type,
+        instances=instances,
+        intra_threads=threads,
     )
     _export(export_whisper_ct2, options)
 

@@ -290,6 +290,9 @@ def test_metrics_per_model_inflight_work_and_grpc(http: httpx.Client, gateway: G
     assert grew("samo_generated_tokens_total", model="tiny_t5") >= generated
     assert audio.status_code == 200, audio.text
     assert grew("samo_audio_seconds_total", model="whisper") == pytest.approx(audio.json()["duration"])
+    # 1.5 s of silence: one window, nothing to repair.
+    assert grew("samo_whisper_windows_total", model="whisper", kind="window") == 1
+    assert grew("samo_whisper_windows_total", model="whisper", kind="repair") == 0
 
 
 # Tracing ------------------------------------------------------------------------------------------

@@ -22,16 +22,18 @@ import numpy as np
 import pytest
 from faster_whisper import WhisperModel
 from faster_whisper.vad import get_speech_timestamps
-from tritonclient.grpc import InferInput
+from tritonclient.grpc import InferInput, InferResult
 from tritonclient.grpc.aio import InferenceServerClient
 
 from exporters.whisper.ct2_export import embedded_model_dir
 from gateway.grpc_api import samo_v1_pb2, samo_v1_pb2_grpc
-from gateway.transcription.coverage import MIN_UNCOVERED
-from gateway.transcription.windows import vad_options
+from gateway.transcription.coverage import MIN_UNCOVERED, clip
+from gateway.transcription.windows import group_regions, speech_regions, vad_options
 from samo.contracts.whisper import AUDIO, OPTIONS, RESULT
 from samo.evaluation.journal_speech import SAMPLE_RATE, JournalRecording, journal_recording
+from samo.evaluation.read_speech import read_speech_recording
 from samo.evaluation.wer import word_error_rate, word_recall
+from samo.generation.whisper_coverage import MIN_UNCOVERED_S, gaps
 from samo.triton.local_server import LocalTriton
 from tests.conftest import Gateway
 from tests.speech import RATE, jfk_samples
@@ -186,6 +188,23 @@ def test_grpc_stream_openai_route_and_journal_keep_every_sentence(gateway: Gatew
     assert journal.json()["transcript"]["text"] == expected
 
 
+def inputs(samples: np.ndarray, option: dict) -> list[InferInput]:
+    """One request of the Whisper contract: a window's audio and its options."""
+    audio = InferInput(AUDIO, [1, samples.size], "FP32")
+    audio.set_data_from_numpy(samples.reshape(1, -1))
+    encoded = InferInput(OPTIONS, [1, 1], "BYTES")
+    encoded.set_data_from_numpy(np.array([[json.dumps(option).encode()]], dtype=np.object_))
+    return [audio, encoded]
+
+
+def parsed(result: InferResult | None) -> dict:
+    """The window transcript a Whisper model answered."""
+    assert result is not None
+    answer = result.as_numpy(RESULT)
+    assert answer is not None
+    return json.loads(answer.reshape(-1)[0])
+
+
 @pytest.mark.parametrize("model", list(BACKENDS))
 def test_windows_with_and_without_timestamps_share_a_batch(triton: LocalTriton, model: str) -> None:
     """Repairs decode without timestamps while other windows decode with them: one dynamic batch
@@ -193,13 +212,6 @@ def test_windows_with_and_without_timestamps_share_a_batch(triton: LocalTriton, 
     speech = jfk_samples().astype(np.float32) / 32768
     clips = [speech, speech[: 5 * RATE], speech[3 * RATE :], speech[2 * RATE : 9 * RATE]] * 2
     options = [{"beam_size": 2, "without_timestamps": i % 2 == 1} for i in range(len(clips))]
-
-    def inputs(clip: np.ndarray, option: dict) -> list[InferInput]:
-        audio = InferInput(AUDIO, [1, clip.size], "FP32")
-        audio.set_data_from_numpy(clip.reshape(1, -1))
-        encoded = InferInput(OPTIONS, [1, 1], "BYTES")
-        encoded.set_data_from_numpy(np.array([[json.dumps(option).encode()]], dtype=np.object_))
-        return [audio, encoded]
 
     async def run() -> tuple[list[dict], list[dict], int, int]:
         client = InferenceServerClient(triton.grpc_url)
@@ -212,8 +224,8 @@ def test_windows_with_and_without_timestamps_share_a_batch(triton: LocalTriton, 
             executions, inferences = await batching_since(client, model, before, len(clips))
         finally:
             await client.close()
-        parse = [json.loads(r.as_numpy(RESULT).reshape(-1)[0]) for r in alone]
-        parse_together = [json.loads(r.as_numpy(RESULT).reshape(-1)[0]) for r in together]
+        parse = [parsed(r) for r in alone]
+        parse_together = [parsed(r) for r in together]
         return parse, parse_together, executions, inferences
 
     alone, together, executions, inferences = asyncio.run(run())
@@ -223,3 +235,51 @@ def test_windows_with_and_without_timestamps_share_a_batch(triton: LocalTriton, 
         assert result["segments"], option
         if option["without_timestamps"]:
             assert len(result["segments"]) == 1
+
+
+def test_the_ctranslate2_backend_decodes_the_speech_a_window_leaves_out_from_the_same_window(
+    triton: LocalTriton,
+) -> None:
+    """A window sent with its speech spans comes back with the segments it gets alone, plus segments
+    inside the speech those leave out, decoded again from the same encoder output; nothing else
+    changes. The windows are real read speech whose last sentence tiny.en leaves out on the machines
+    measured (speech runs to the window's end); where it does not, the two answers must be equal."""
+    windows = []
+    for seed in (0, 1):
+        audio = read_speech_recording(seed=seed).samples
+        regions = speech_regions(audio)
+        for start, end in group_regions(regions):
+            spans = [((a - start) / RATE, (b - start) / RATE) for a, b in clip(regions, start, end)]
+            windows.append((audio[start:end], spans))
+
+    async def run() -> list[tuple[dict, dict]]:
+        client = InferenceServerClient(triton.grpc_url)
+        try:
+            answers = []
+            for samples, spans in windows:
+                plain = await client.infer("whisper", inputs(samples, {}))
+                covered = await client.infer("whisper", inputs(samples, {"speech": spans}))
+                answers.append((plain, covered))
+        finally:
+            await client.close()
+        return [(parsed(plain), parsed(covered)) for plain, covered in answers]
+
+    gaps_seen = 0
+    for (samples, spans), (plain, covered) in zip(windows, asyncio.run(run()), strict=True):
+        plain_spans = [(s["start"], s["end"]) for s in plain["segments"]]
+        left_out = gaps(spans, plain_spans, 0.0, samples.size / RATE, MIN_UNCOVERED_S)
+        added = [s for s in covered["segments"] if s not in plain["segments"]]
+        assert [s for s in covered["segments"] if s in plain["segments"]] == plain["segments"]
+        if not left_out:
+            assert covered == plain
+            continue
+        gaps_seen += 1
+        assert added, f"a gap of {left_out} was not decoded again"
+        for segment in added:
+            assert any(pieces[0][0] - 0.02 <= segment["start"] < pieces[-1][1] for pieces in left_out), (
+                segment
+            )
+        all_spans = [(s["start"], s["end"]) for s in covered["segments"]]
+        assert len(gaps(spans, all_spans, 0.0, samples.size / RATE, MIN_UNCOVERED_S)) < len(left_out)
+    if not gaps_seen:
+        pytest.skip("tiny.en left no speech out of these windows on this CPU: nothing to decode again")

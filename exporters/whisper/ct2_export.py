@@ -35,7 +35,12 @@ class WhisperCt2ExportOptions:
     target: Literal["cpu", "gpu"] = "cpu"
     compute_type: str | None = None
     """int8 on CPU and float16 on GPU unless set."""
-    intra_threads: int = 2
+    intra_threads: int | None = None
+    """CTranslate2 threads per instance; None: the instance's share of the cores the server may use,
+    counted when the model loads (`auto`)."""
+    instances: int | None = None
+    """Triton instances (per GPU on a GPU server), each with its own batch; None: `CPU_INSTANCES` on the
+    CPU, one per GPU."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,7 @@ def export_whisper_ct2(options: WhisperCt2ExportOptions) -> WhisperExportReport:
         context_tokens = read_ct2_model_bin(ct2_dir / "model.bin").tensor(POSITIONS).shape[0]
     parameters = {
         "compute_type": compute_type,
-        "intra_threads": str(options.intra_threads),
+        "intra_threads": "auto" if options.intra_threads is None else str(options.intra_threads),
         "context_tokens": str(context_tokens),
     }
     languages = _languages(ct2_dir) if loaded.is_multilingual else ("en",)
@@ -128,7 +133,7 @@ def export_whisper_ct2(options: WhisperCt2ExportOptions) -> WhisperExportReport:
     )
     model_dir = model.finish(
         contract=WhisperContract().model,
-        serving=whisper_serving_options(options.target, parameters),
+        serving=whisper_serving_options(options.target, parameters, options.instances),
         card=card,
         backend=BACKEND,
     )

@@ -33,7 +33,8 @@ class WhisperOnnxExportOptions:
     name: str = "whisper_onnx"
     repository: Path = Path("model_repository")
     target: Literal["cpu", "gpu"] = "cpu"
-    intra_threads: int = 2
+    intra_threads: int | None = None
+    """ONNX Runtime threads per instance; None: the instance's share of the server's cores (`auto`)."""
     atol: float = 1e-3
     """Largest allowed difference from PyTorch on encoder outputs and decoder logits."""
 
@@ -150,7 +151,10 @@ def export_whisper_onnx(options: WhisperOnnxExportOptions) -> WhisperOnnxExportR
     )
     model_dir = model.finish(
         contract=WhisperContract().model,
-        serving=whisper_serving_options(options.target, {"intra_threads": str(options.intra_threads)}),
+        serving=whisper_serving_options(
+            options.target,
+            {"intra_threads": "auto" if options.intra_threads is None else str(options.intra_threads)},
+        ),
         card=card,
         backend=BACKEND,
     )

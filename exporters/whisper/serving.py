@@ -9,6 +9,12 @@ from typing import Literal
 from samo.contracts.whisper import OPTIONS, SAMPLE_RATE
 from samo.triton.model_config import DynamicBatching, QueuePolicy, ServingOptions, Warmup
 
+# Instances of a Whisper model on the CPU, each with its share of the cores (`intra_threads` `auto`).
+# A model instance spends part of each batch on one thread (log-mel features, segments, JSON, reading
+# the requests), so with one instance of two threads a core idles meanwhile; two instances keep both
+# busy. `samo bench whisper --audio read-speech` on 2 cores, c=8 (docs/benchmarks/whisper.md):
+# 2 x 1 thread 46.6 audio s/s, 1 x 2 threads 36.4.
+CPU_INSTANCES = 2
 # Windows decoded in one generate call. Larger batches raise throughput while the CPU has headroom.
 MAX_BATCH_SIZE = 8
 # A window takes hundreds of milliseconds to decode, so a millisecond of waiting costs little and
@@ -32,8 +38,11 @@ def language_names(codes: tuple[str, ...]) -> dict[str, str]:
     return {code: LANGUAGES.get(code, code) for code in codes}
 
 
-def whisper_serving_options(target: Literal["cpu", "gpu"], parameters: dict[str, str]) -> ServingOptions:
+def whisper_serving_options(
+    target: Literal["cpu", "gpu"], parameters: dict[str, str], instances: int | None = None
+) -> ServingOptions:
     return ServingOptions(
+        instance_count=instances or (1 if target == "gpu" else CPU_INSTANCES),
         backend="python",
         max_batch_size=MAX_BATCH_SIZE,
         batching=DynamicBatching(max_queue_delay_us=QUEUE_DELAY_US, queue=QUEUE),

@@ -102,6 +102,13 @@ AUDIO_SECONDS = Counter(
     ["model"],
     registry=None,
 )
+WHISPER_WINDOWS = Counter(
+    "samo_whisper_windows",
+    "Whisper windows sent to Triton for files, by model and kind: `window` (a stretch of speech planned at "
+    "pauses, at most 30 s) or `repair` (speech a window's segments left out, decoded again).",
+    ["model", "kind"],
+    registry=None,
+)
 LIVE_SESSIONS = Gauge(
     "samo_live_sessions",
     "Live transcription sessions open (WS /v1/realtime, gRPC TranscribeLive).",
@@ -141,6 +148,11 @@ def record_audio(model: str, seconds: float) -> None:
     labelled(AUDIO_SECONDS, model).inc(seconds)
 
 
+def record_whisper_windows(model: str, kind: str, count: int = 1) -> None:
+    if count:
+        labelled(WHISPER_WINDOWS, model, kind).inc(count)
+
+
 def record_live_decodes(kind: str, count: int = 1) -> None:
     if count:
         labelled(LIVE_DECODES, kind).inc(count)
@@ -159,6 +171,7 @@ _GATEWAY_METRICS = (
     GENERATED_TOKENS,
     TRITON_CALL_TEXTS,
     AUDIO_SECONDS,
+    WHISPER_WINDOWS,
     LIVE_SESSIONS,
     LIVE_DECODES,
 )

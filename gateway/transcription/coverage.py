@@ -17,18 +17,13 @@ from collections.abc import Sequence
 
 from gateway.transcription.windows import WINDOW, group_regions
 from samo.contracts.whisper import SAMPLE_RATE
+from samo.generation.whisper_coverage import MIN_UNCOVERED_S, clip, gaps
+
+__all__ = ["MIN_UNCOVERED", "Span", "clip", "overlaps", "uncovered"]
 
 Span = tuple[int, int]
 
-MIN_UNCOVERED = int(0.6 * SAMPLE_RATE)
-"""Speech outside every segment for at least this long is decoded again. Shorter stretches come from
-the VAD's 200 ms padding on each side of speech and Whisper's coarse timestamps (seen up to 0.5 s on
-journal speech); a spoken word with its padding is longer."""
-
-
-def clip(spans: Sequence[Span], start: int, end: int) -> list[Span]:
-    """`spans` cut to [start, end], empty pieces left out."""
-    return [(max(a, start), min(b, end)) for a, b in spans if min(b, end) > max(a, start)]
+MIN_UNCOVERED = int(MIN_UNCOVERED_S * SAMPLE_RATE)
 
 
 def overlaps(span: Span, spans: Sequence[Span]) -> bool:
@@ -38,18 +33,7 @@ def overlaps(span: Span, spans: Sequence[Span]) -> bool:
 def uncovered(speech: Sequence[Span], covered: Sequence[Span], start: int, end: int) -> list[Span]:
     """Spans of [start, end] to decode again: for each gap between covered spans, the hull of the
     speech pieces in it that last at least `MIN_UNCOVERED`, split into windows of at most 30 s."""
-    edges = sorted(clip(covered, start, end))
-    gaps: list[Span] = []
-    position = start
-    for a, b in edges:
-        if a > position:
-            gaps.append((position, a))
-        position = max(position, b)
-    if position < end:
-        gaps.append((position, end))
     repairs: list[Span] = []
-    for gap_start, gap_end in gaps:
-        pieces = [p for p in clip(speech, gap_start, gap_end) if p[1] - p[0] >= MIN_UNCOVERED]
-        if pieces:
-            repairs.extend(group_regions(pieces, WINDOW))
+    for pieces in gaps(speech, covered, start, end, MIN_UNCOVERED):
+        repairs.extend(group_regions(pieces, WINDOW))
     return repairs

@@ -31,7 +31,7 @@ from gateway.admission import WHISPER_WINDOW_S
 from gateway.audio.limits import AudioLimits
 from gateway.context import RequestContext
 from gateway.errors import ErrorType, SamoError, invalid_input
-from gateway.observability.metrics import record_audio
+from gateway.observability.metrics import record_audio, record_whisper_windows
 from gateway.observability.tracing import stage
 from gateway.repository import pick_model
 from gateway.results import Segment, Transcript, TranscriptionModelInfo
@@ -101,6 +101,23 @@ class _DecodedWindow:
     transcript: WindowTranscript
     placed: tuple[_Placed, ...]
     """The window's segments and its repairs', in order."""
+
+
+@dataclass(frozen=True)
+class _Payloads:
+    """The options each Triton request of a file carries: a window's, with its speech; a repair's."""
+
+    options: DecodeOptions
+    repair: bytes
+
+    def window(self, window: Window) -> bytes:
+        if self.options.without_timestamps:  # the backend's second decode starts at a gap's timestamp
+            return self.options.model_dump_json().encode()
+        speech = tuple(
+            (round((a - window.start) / SAMPLE_RATE, 3), round((b - window.start) / SAMPLE_RATE, 3))
+            for a, b in window.speech
+        )
+        return self.options.model_copy(update={"speech": speech}).model_dump_json().encode()
 
 
 class _AudioCharges:
@@ -213,8 +230,8 @@ class TranscriptionService:
     async def _stream(
         self, context: RequestContext, reader: AudioSource, model: WhisperModel, options: DecodeOptions
     ) -> AsyncIterator[Segment | Transcript]:
-        payloads = (
-            options.model_dump_json().encode(),
+        payloads = _Payloads(
+            options,
             # A repair is one segment over its whole span: without timestamps Whisper has no
             # segment end to stop at, so it cannot leave the tail out again.
             options.model_copy(update={"without_timestamps": True}).model_dump_json().encode(),
@@ -277,7 +294,7 @@ class TranscriptionService:
         reader: AudioSource,
         planner: WindowPlanner,
         model: str,
-        payloads: tuple[bytes, bytes],
+        payloads: _Payloads,
         ready: asyncio.Queue[asyncio.Task[_DecodedWindow] | Exception | None],
         in_flight: set[asyncio.Task[_DecodedWindow]],
     ) -> None:
@@ -314,17 +331,21 @@ class TranscriptionService:
         ready.put_nowait(None)
 
     async def _covered_window(
-        self, context: RequestContext, model: str, window: Window, payloads: tuple[bytes, bytes]
+        self, context: RequestContext, model: str, window: Window, payloads: _Payloads
     ) -> _DecodedWindow:
-        """One window decoded, then the speech its segments leave out decoded again, all placed in order."""
+        """One window decoded (its speech sent along: a backend that can decodes what its segments
+        leave out again from the same encoder output), then the speech still left out decoded again as
+        windows of its own, all placed in order."""
         start, end, speech = window.start, window.end, list(window.speech)
-        transcript = await self._window(context, model, window.samples, payloads[0])
+        record_whisper_windows(model, "window")
+        transcript = await self._window(context, model, window.samples, payloads.window(window))
         placed = _place(transcript, start, end, speech)
         repairs = uncovered(speech, [(p.start, p.end) for p in placed], start, end)
         if repairs:
+            record_whisper_windows(model, "repair", len(repairs))
             repaired = await asyncio.gather(
                 *(
-                    self._window(context, model, window.samples[a - start : b - start], payloads[1])
+                    self._window(context, model, window.samples[a - start : b - start], payloads.repair)
                     for a, b in repairs
                 )
             )

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from samo.contracts.cards import CARD_FILE
 from samo.contracts.tensors import DataType, ModelContract, TensorSpec
@@ -69,6 +69,23 @@ class DecodeOptions(BaseModel):
         default=False,
         description="Words with start/end per segment (backends whose card says `word_timestamps`).",
     )
+    speech: tuple[tuple[float, float], ...] = Field(
+        default=(),
+        max_length=1000,
+        description="Where the gateway's VAD heard speech in this window (seconds from its start). With "
+        "timestamps, a backend that can (CTranslate2) decodes the speech its segments leave out once more "
+        "from the same encoder output, starting at the gap, before it answers; the gateway checks "
+        "coverage either way and decodes what is still missing as a window of its own.",
+    )
+
+    @field_validator("speech")
+    @classmethod
+    def _spans_inside_a_window(
+        cls, spans: tuple[tuple[float, float], ...]
+    ) -> tuple[tuple[float, float], ...]:
+        if any(not 0.0 <= start <= end <= WINDOW_SECONDS for start, end in spans):
+            raise ValueError(f"speech spans must satisfy 0 <= start <= end <= {WINDOW_SECONDS:.0f}")
+        return spans
 
 
 class Word(BaseModel):

@@ -167,6 +167,11 @@ def journal_recording(
         spoken.append((text, samples))
         total += samples.size / SAMPLE_RATE + 1.1
         index += 1
+    return join_with_pauses(spoken, rng)
+
+
+def join_with_pauses(spoken: list[tuple[str, np.ndarray]], rng: random.Random) -> JournalRecording:
+    """(text, samples) clips in order, separated by pauses of 0.2 to 2 s drawn from `rng`."""
     pieces: list[np.ndarray] = []
     utterances: list[Utterance] = []
     position = 0

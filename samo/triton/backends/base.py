@@ -94,6 +94,20 @@ class Backend:
         watch_server()
         self.setup()
 
+    def instance_count(self) -> int:
+        """Instances of this model in its instance groups (on one device)."""
+        return max(1, sum(int(group.get("count", 1)) for group in self.config.get("instance_group", [])))
+
+    def threads(self, name: str, default: str) -> int:
+        """A thread-count parameter: a number, or `auto` for this instance's share of the cores the
+        server may use (its affinity and cgroup quota), so one repository fits any node."""
+        value = self.parameter(name, default)
+        if value != "auto":
+            return int(value)
+        from samo.cpus import usable_cores
+
+        return max(1, usable_cores() // self.instance_count())
+
     def parameter(self, name: str, default: str) -> str:
         return self.parameters.get(name) or default
 

@@ -28,7 +28,8 @@ from samo.contracts.whisper import (
     WhisperContract,
     max_prompt_tokens,
 )
-from samo.generation.whisper import read_window, segments_with_tokens
+from samo.generation.whisper import TIME_PRECISION, read_window, segments_with_tokens
+from samo.generation.whisper_coverage import MIN_UNCOVERED_S, gaps
 from samo.generation.whisper_words import add_words
 from samo.triton.backends.base import Backend
 from samo.triton.devices import require_cuda_devices
@@ -49,7 +50,7 @@ class TritonPythonModel(Backend):
             device="cuda" if on_gpu else "cpu",
             device_index=int(self.args.get("model_instance_device_id", 0)) if on_gpu else 0,
             compute_type=self.parameter("compute_type", "default"),
-            intra_threads=int(self.parameter("intra_threads", "2")),
+            intra_threads=self.threads("intra_threads", "2"),
             inter_threads=1,
         )
         self.context_tokens = int(self.parameters["context_tokens"])
@@ -111,22 +112,23 @@ class TritonPythonModel(Backend):
         prompts = [self._prompt(tok, items[p][1]) for tok, p in zip(tokenizers_, positions, strict=True)]
         sampling = {"sampling_temperature": temperature, "sampling_topk": 0} if temperature > 0 else {}
         wants_words = [items[p][1].word_timestamps for p in positions]
+        wants_cover = [bool(items[p][1].speech) and not items[p][1].without_timestamps for p in positions]
         features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[positions]))
         encoded = None
-        if any(wants_words):  # encode once: generate and align both read the encoder output
+        if any(wants_words) or any(wants_cover):
+            # Encode once: generate, the gaps' second decode and align all read the encoder output.
             features = self.model.encode(features, to_cpu=True)
             encoded = np.asarray(features)
-        results = self.model.generate(
-            features,
-            prompts,
-            beam_size=1 if temperature > 0 else beam_size,
-            return_scores=True,
-            return_no_speech_prob=True,
-            suppress_blank=True,
-            suppress_tokens=[-1],
-            max_length=self.context_tokens,
+        generate = {
+            "beam_size": 1 if temperature > 0 else beam_size,
+            "return_scores": True,
+            "return_no_speech_prob": True,
+            "suppress_blank": True,
+            "suppress_tokens": [-1],
+            "max_length": self.context_tokens,
             **sampling,
-        )
+        }
+        results = self.model.generate(features, prompts, **generate)
         bodies = []
         for tokenizer, position, result in zip(tokenizers_, positions, results, strict=True):
             audio, _ = items[position]
@@ -151,13 +153,66 @@ class TritonPythonModel(Backend):
             ]
             language, probability = languages[position]
             bodies.append({"language": language, "language_probability": probability, "segments": segments})
-        if encoded is not None:
+        if any(wants_cover):
+            self._cover_gaps(encoded, items, positions, tokenizers_, prompts, wants_cover, bodies, generate)
+        if encoded is not None and any(wants_words):
             self._add_words(encoded, items, positions, tokenizers_, wants_words, bodies)
         for position, body in zip(positions, bodies, strict=True):
             for segment in body["segments"]:
                 del segment["tokens"]
                 segment["start"], segment["end"] = round(segment["start"], 3), round(segment["end"], 3)
             responses[position] = self.json_response(RESULT, body)
+
+    def _cover_gaps(self, encoded, items, positions, tokenizers_, prompts, wants_cover, bodies, generate):
+        """Speech the VAD heard that no segment covers, decoded once more from the same encoder output
+        with the decoder started at the gap (its timestamp as the last prompt token), all gaps of the
+        batch in one `generate` call: a skipped sentence costs a few decoder steps instead of a window of
+        its own. Segments that start inside their gap join the window's, in order."""
+        rows, gap_prompts, spans = [], [], []
+        for row, position in enumerate(positions):
+            if not wants_cover[row]:
+                continue
+            audio, options = items[position]
+            duration = audio.size / SAMPLE_RATE
+            covered = [(segment["start"], segment["end"]) for segment in bodies[row]["segments"]]
+            for pieces in gaps(options.speech, covered, 0.0, duration, MIN_UNCOVERED_S):
+                start, end = pieces[0][0], pieces[-1][1]
+                timestamp = tokenizers_[row].timestamp_begin + round(start / TIME_PRECISION)
+                rows.append(row)
+                gap_prompts.append([*prompts[row], timestamp])
+                spans.append((end, timestamp))
+        if not rows:
+            return
+        results = self.model.generate(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded[rows])), gap_prompts, **generate
+        )
+        changed = set()
+        for row, (end, timestamp), result in zip(rows, spans, results, strict=True):
+            tokenizer = tokenizers_[row]
+            duration = items[positions[row]][0].size / SAMPLE_RATE
+            score = float(result.scores[0]) if result.scores else 0.0
+            found = segments_with_tokens(
+                [timestamp, *result.sequences_ids[0]],
+                tokenizer.timestamp_begin,
+                tokenizer.eot,
+                tokenizer.decode,
+                duration,
+            )
+            for segment_start, segment_end, text, tokens in found:
+                if segment_start < end:  # past the gap, the decoder goes over covered speech again
+                    bodies[row]["segments"].append(
+                        {
+                            "start": segment_start,
+                            "end": segment_end,
+                            "text": text,
+                            "avg_logprob": score,
+                            "no_speech_prob": float(result.no_speech_prob),
+                            "tokens": tokens,
+                        }
+                    )
+                    changed.add(row)
+        for row in changed:
+            bodies[row]["segments"].sort(key=lambda segment: (segment["start"], segment["end"]))
 
     def _add_words(self, encoded, items, positions, tokenizers_, wants_words, bodies):
         """Word timestamps for the windows that ask for them: one `align` call per start sequence."""

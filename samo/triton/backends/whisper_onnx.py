@@ -33,7 +33,7 @@ class TritonPythonModel(Backend):
 
     def setup(self):
         folder = self.version_dir
-        threads = int(self.parameter("intra_threads", "2"))
+        threads = self.threads("intra_threads", "2")
         self.model = OnnxSeq2Seq(folder, threads=threads, providers=instance_providers(self.args))
         # ONNX Runtime falls back to the CPU silently; a GPU instance must not load that way.
         sessions = (self.model.encoder, self.model.first, self.model.next)
