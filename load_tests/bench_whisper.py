@@ -88,8 +88,7 @@ class WhisperBenchOptions:
     backends: tuple[str, ...] = ("whisper", "whisper_onnx")
     """Stack rows: the repository's CTranslate2 model, the ONNX one, or both."""
     layout: tuple[int, int] | None = None
-    """The CTranslate2 model's Triton instances and CTranslate2 threads per instance; None: the
-    exporter's defaults."""
+    """Each Whisper model's Triton instances and threads per instance; None: the exporters' defaults."""
     split_s: float = 20.0
     """Seconds of py-spy sampling at the highest concurrency of the CTranslate2 stack (0: none)."""
 
@@ -319,10 +318,11 @@ def measure_stack(repository: Path, mix: list[Clip], options: WhisperBenchOption
                 stack, url, mix, repository / model, options, measured.cost_rows
             )
         saturation = max(
-            row["files"] / options.duration_s for row in measured.rows if row["system"] == system
+            (row["files"] / options.duration_s for row in measured.rows if row["system"] == system),
+            default=0.0,
         )
         bodies, content_type = multipart_bodies(mix, model)
-        if not saturation:
+        if not saturation and model in options.backends:
             logger.warning("%s finished no file in a row: no open-loop rows (make rows longer)", system)
         for fraction in options.fractions if saturation and model in options.backends else ():
             rate = fraction * saturation
@@ -468,7 +468,11 @@ def run_whisper_benchmark(options: WhisperBenchOptions) -> str:
         if "whisper_onnx" in options.backends:
             hf_dir = Path(workdir) / "tiny-en-hf"
             convert_ct2_whisper(embedded_model_dir(), hf_dir)
-            export_whisper_onnx(WhisperOnnxExportOptions(model=hf_dir, repository=repository))
+            export_whisper_onnx(
+                WhisperOnnxExportOptions(
+                    model=hf_dir, repository=repository, instances=instances, intra_threads=threads
+                )
+            )
         measured = measure_stack(repository, mix, options)
     rows += measured.rows
     summary = [

@@ -115,8 +115,8 @@ def bench_whisper_command(
     layout: Annotated[
         str,
         typer.Option(
-            help="CTranslate2 model's Triton instances x threads per instance, e.g. 1x2 (default: the "
-            "exporter's)."
+            help="Each Whisper model's Triton instances x threads per instance, e.g. 1x2 (default: the "
+            "exporters')."
         ),
     ] = "",
 ) -> None:

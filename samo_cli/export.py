@@ -134,6 +134,22 @@ def export_emotion_command(
     _export(export_emotion, options)
 
 
+WhisperInstancesOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Triton instances (per GPU on a GPU server), each batching on its own. Default: 2 on the CPU, "
+        "1 per GPU (docs/models/whisper.md)."
+    ),
+]
+WhisperThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Threads per instance. Default: the instance's share of the cores the server may use, counted "
+        "when the model loads."
+    ),
+]
+
+
 @app.command("whisper-ct2")
 def export_whisper_ct2_command(
     model: Annotated[
@@ -150,20 +166,8 @@ def export_whisper_ct2_command(
     compute_type: Annotated[
         str | None, typer.Option(help="CTranslate2 compute type; default by target.")
     ] = None,
-    instances: Annotated[
-        int | None,
-        typer.Option(
-            help="Triton instances (per GPU on a GPU server), each batching on its own. Default: 2 on "
-            "the CPU, 1 per GPU."
-        ),
-    ] = None,
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            help="CTranslate2 threads per instance. Default: the instance's share of the cores the "
-            "server may use, counted at load."
-        ),
-    ] = None,
+    instances: WhisperInstancesOption = None,
+    threads: WhisperThreadsOption = None,
     repository: RepositoryOption = Path("model_repository"),
 ) -> None:
     """Install a CTranslate2 Whisper model as a Triton model with cross-request batching."""
@@ -193,13 +197,22 @@ def export_whisper_onnx_command(
     target: Annotated[
         Target, typer.Option(help="cpu | gpu (ONNX Runtime's CUDA provider in the Python backend).")
     ] = "cpu",
+    instances: WhisperInstancesOption = None,
+    threads: WhisperThreadsOption = None,
     repository: RepositoryOption = Path("model_repository"),
 ) -> None:
     """Export Whisper to ONNX with optimum (validated against PyTorch), decoded by SAMO's engine in Triton."""
     setup_logging()
     from exporters.whisper.onnx_export import WhisperOnnxExportOptions, export_whisper_onnx
 
-    options = WhisperOnnxExportOptions(model=model, name=name, repository=repository, target=target)
+    options = WhisperOnnxExportOptions(
+        model=model,
+        name=name,
+        repository=repository,
+        target=target,
+        instances=instances,
+        intra_threads=threads,
+    )
     _export(export_whisper_onnx, options)
 
 

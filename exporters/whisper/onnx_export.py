@@ -35,6 +35,8 @@ class WhisperOnnxExportOptions:
     target: Literal["cpu", "gpu"] = "cpu"
     intra_threads: int | None = None
     """ONNX Runtime threads per instance; None: the instance's share of the server's cores (`auto`)."""
+    instances: int | None = None
+    """Triton instances (per GPU on a GPU server); None: two on the CPU, one per GPU."""
     atol: float = 1e-3
     """Largest allowed difference from PyTorch on encoder outputs and decoder logits."""
 
