@@ -55,7 +55,7 @@ JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you
 COLUMNS = ("system", "load", "audio_s_per_s", "p50_s", "p95_s", "files", "errors")
 # Per stack row: cores busy, CPU ms per audio second of each part, windows and repairs per audio minute.
 COST_COLUMNS = ("system", "load", *CPU_COLUMNS, "windows_per_audio_min", "repairs_per_audio_min")
-SPLIT_COLUMNS = ("part", "stage", "share_pct", "cpu_ms_per_audio_s")
+SPLIT_COLUMNS = ("system", "part", "stage", "share_pct", "cpu_ms_per_audio_s")
 OPEN_COLUMNS = ("system", "load", "files_per_s", "p50_s", "p90_s", "p99_s", "errors", "unfinished")
 TRITON_COLUMNS = ("system", "load", *VIEW_COLUMNS)
 PLAIN = "(a) faster-whisper in-process"
@@ -312,11 +312,12 @@ def measure_stack(repository: Path, mix: list[Clip], options: WhisperBenchOption
                 if columns := view.columns(model):
                     measured.triton_rows.append({"system": system, "load": load, **columns})
                 logger.info("%s c=%d: %.1f audio s/s", model, concurrency, measured.rows[-1]["audio_s_per_s"])
+        for system, model in STACK_SYSTEMS:
+            if options.split_s > 0 and model in options.backends:
+                measured.split_rows += _stage_split(
+                    stack, url, mix, system, repository / model, options, measured.cost_rows
+                )
         system, model = STACK_SYSTEMS[0]
-        if options.split_s > 0 and model in options.backends:
-            measured.split_rows = _stage_split(
-                stack, url, mix, repository / model, options, measured.cost_rows
-            )
         saturation = max(
             (row["files"] / options.duration_s for row in measured.rows if row["system"] == system),
             default=0.0,
@@ -373,6 +374,7 @@ def _stage_split(
     stack: RunningStack,
     url: str,
     mix: list[Clip],
+    system: str,
     model_dir: Path,
     options: WhisperBenchOptions,
     costs: list[dict],
@@ -387,10 +389,10 @@ def _stage_split(
         lambda seconds: asyncio.run(_closed_loop(url, mix, top, seconds, model_dir.name)),
         model_dir,
     )
-    cost = next((c for c in costs if c["system"] == STACK_SYSTEMS[0][0] and c["load"] == f"c={top}"), {})
-    return split_rows("gateway", split["gateway"], cost.get("cpu_ms_gateway")) + split_rows(
-        "stubs", split["stubs"], cost.get("cpu_ms_stubs")
-    )
+    cost = next((c for c in costs if c["system"] == system and c["load"] == f"c={top}"), {})
+    rows = split_rows("gateway", split["gateway"], cost.get("cpu_ms_gateway"))
+    rows += split_rows("stubs", split["stubs"], cost.get("cpu_ms_stubs"))
+    return [{"system": system, **row} for row in rows]
 
 
 def write_plots(
@@ -511,10 +513,10 @@ def run_whisper_benchmark(options: WhisperBenchOptions) -> str:
         "per audio minute (one transcription of each file alone).\n\n"
         + format_table(measured.cost_rows, COST_COLUMNS)
         + (
-            f"\n## Stages at c={max(options.concurrency)} (CTranslate2 stack, py-spy, {options.split_s:.0f} s)\n\n"
+            f"\n## Stages at c={max(options.concurrency)} (py-spy, {options.split_s:.0f} s per stack)\n\n"
             "Share of each part's samples by stage: the gateway's threads on a core; the stubs' Python "
-            "thread, busy or waiting on CTranslate2's threads inside `encode`, `generate` and `align`. "
-            "CPU ms per audio second is that share of the part's CPU in the row above.\n\n"
+            "thread inside `execute`, busy or waiting on CTranslate2's or ONNX Runtime's threads. CPU ms "
+            "per audio second is that share of the part's CPU in the row above.\n\n"
             + format_table(measured.split_rows, SPLIT_COLUMNS)
             if measured.split_rows
             else ""

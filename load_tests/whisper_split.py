@@ -38,12 +38,21 @@ GATEWAY_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("HTTP and upload", ("starlette", "fastapi", "multipart", "uvicorn", "h11")),
 )
 STUB_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("log-mel features", ("feature_extractor.py", "_mel (")),
+    ("log-mel features", ("feature_extractor.py", "_mel (", "log_mel_windows (")),
+    # The ONNX backend (SAMO's engine): the encoder and the decoder's steps run in ONNX Runtime, the
+    # cache kept per beam and the search itself in numpy.
+    ("ONNX encoder", ("encode_features (",)),
+    ("ONNX decoder steps", ("OnnxDecoderSession.step (", "OnnxDecoderSession.start")),
+    (
+        "decoder cache bookkeeping",
+        ("OnnxDecoderSession.keep (", "OnnxDecoderSession.reorder_beams (", "_store ("),
+    ),
+    ("beam search and Whisper rules", ("generation/search.py", "generation/processors.py")),
     ("word alignment", ("whisper_words.py", "_add_words (")),
     ("gaps decoded again (same encoder output)", ("_cover_gaps (",)),
     ("CTranslate2 encode", (".encode(",)),
     ("CTranslate2 generate", (".generate(", ".detect_language(")),
-    ("segments and JSON", ("segments_with_tokens", "json_response", "dumps (")),
+    ("segments and JSON", ("segments_with_tokens", "json_response", "dumps (", ".transcript (")),
     ("reading requests (IPC)", ("read_window", "self.input(")),
 )
 OTHER = "other"
