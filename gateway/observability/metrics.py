@@ -124,6 +124,25 @@ LIVE_DECODES = Counter(
 )
 
 
+class BoundedLabels:
+    """Label values that callers choose (tenants, API key names): the first `limit` distinct values get
+    series of their own, later ones share `other`, so no caller can grow the scrape without bound."""
+
+    OTHER = "other"
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) < self.limit:
+            self._seen.add(value)
+            return value
+        return self.OTHER
+
+
 @lru_cache(maxsize=4096)
 def labelled(metric: MetricWrapperBase, *labels: str) -> Any:
     """`metric.labels(*labels)`, kept: prometheus_client validates and locks on every `labels` call,

@@ -41,7 +41,7 @@ async def admit_caller(context: RequestContext, scope: Scope) -> None:
     try:
         principal.authorize(scope)
     except SamoError:
-        access.rejections.labels("forbidden", principal.label).inc()
+        access.rejections.labels("forbidden", access.label(principal.label)).inc()
         raise
     await access.hit_quota(principal, scope)
 

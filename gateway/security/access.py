@@ -18,6 +18,7 @@ import signal
 from prometheus_client import CollectorRegistry, Counter
 
 from gateway.errors import ErrorType, SamoError
+from gateway.observability.metrics import BoundedLabels
 from gateway.security.api_keys import ApiKeys, KeyFileError
 from gateway.security.managed_keys import ManagedKeys
 from gateway.security.principal import Credential, Principal
@@ -59,6 +60,7 @@ class Access:
         quotas: TenantQuotas | None = None,
         reload_interval_s: float = 2.0,
         registry: CollectorRegistry | None = None,
+        max_labels: int = 100,
     ) -> None:
         self.keys = keys
         self.limits = limits
@@ -66,8 +68,14 @@ class Access:
         self.managed = managed
         self.quotas = quotas
         self.reload_interval_s = reload_interval_s
+        # A token's or managed key's label is its tenant's: bounded like the tenant metrics.
+        self.label = BoundedLabels(max_labels)
         self.requests = Counter(
-            "samo_access_requests", "Requests admitted, by API key name.", ["key"], registry=registry
+            "samo_access_requests",
+            "Requests admitted, by API key name (tenant for tokens and managed keys; the first "
+            "SAMO_METRICS_MAX_TENANTS, then `other`).",
+            ["key"],
+            registry=registry,
         )
         self.rejections = Counter(
             "samo_access_rejections",
@@ -124,6 +132,7 @@ class Access:
             quotas=TenantQuotas.from_settings(settings, storage, registry),
             reload_interval_s=settings.api_keys_reload_s,
             registry=registry,
+            max_labels=settings.metrics_max_tenants,
         )
 
     @property
@@ -170,9 +179,9 @@ class Access:
         try:
             await self.limits.hit_request(principal.counter_key)
         except SamoError:
-            self.rejections.labels("rate_limited", principal.label).inc()
+            self.rejections.labels("rate_limited", self.label(principal.label)).inc()
             raise
-        self.requests.labels(principal.label).inc()
+        self.requests.labels(self.label(principal.label)).inc()
         return principal
 
     async def charge_audio(self, principal: Principal, seconds: float) -> None:
@@ -186,7 +195,7 @@ class Access:
             if self.quotas is not None and principal.authenticated:
                 await self.quotas.charge_audio(principal.tenant, seconds)
         except SamoError as error:
-            self.rejections.labels(_reason(error, "audio_rate_limited"), principal.label).inc()
+            self.rejections.labels(_reason(error, "audio_rate_limited"), self.label(principal.label)).inc()
             raise
 
     async def hit_quota(self, principal: Principal, scope: Scope) -> None:
@@ -198,7 +207,7 @@ class Access:
         try:
             await self.quotas.admit(principal.tenant, generates=scope in GENERATING_SCOPES)
         except SamoError as error:
-            self.rejections.labels(_reason(error, "over_quota"), principal.label).inc()
+            self.rejections.labels(_reason(error, "over_quota"), self.label(principal.label)).inc()
             raise
 
     async def charge_tokens(self, principal: Principal, tokens: int) -> None:

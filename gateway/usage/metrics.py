@@ -7,15 +7,16 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
+from gateway.observability.metrics import BoundedLabels
 from gateway.usage.units import Units
 
-OTHER = "other"
+OTHER = BoundedLabels.OTHER
 
 
 class TenantMetrics:
     def __init__(self, registry: CollectorRegistry | None = None, max_tenants: int = 100) -> None:
         self.max_tenants = max_tenants
-        self._labelled: set[str] = set()
+        self.tenant_label = BoundedLabels(max_tenants)
         self._by_key: dict[tuple[str, str, str], tuple[Any, Any, Any, Any]] = {}
         self.requests = Counter(
             "samo_tenant_requests",
@@ -29,14 +30,6 @@ class TenantMetrics:
             ["tenant", "unit"],
             registry=registry,
         )
-
-    def tenant_label(self, tenant: str) -> str:
-        if tenant in self._labelled:
-            return tenant
-        if len(self._labelled) < self.max_tenants:
-            self._labelled.add(tenant)
-            return tenant
-        return OTHER
 
     def count(self, tenant: str, operation: str, status: str, units: Units) -> None:
         requests, texts, tokens, audio = self._series(tenant, operation, status)
