@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,15 @@ def repository(serving_repository: Path, tmp_path_factory: pytest.TempPathFactor
     for name in ("emotion", "whisper"):
         (repository / name).symlink_to(serving_repository / name)
     return repository
+
+
+def instances(repository: Path) -> int:
+    """Model instances the repository's configs ask for: one Python stub each."""
+    return sum(
+        int(count)
+        for config in repository.glob("*/config.pbtxt")
+        for count in re.findall(r"\bcount: (\d+)", config.read_text())
+    )
 
 
 def _ports() -> TritonPorts:
@@ -146,7 +156,7 @@ def test_killing_samo_serve_leaves_no_triton_behind(repository: Path, samo_proce
             server = [pid for pid in children(serve.pid) if "tritonserver" in cmdline(pid)]
             assert len(server) == 1
             stub_pids = stubs(server[0])
-            assert len(stub_pids) == 2
+            assert len(stub_pids) == instances(repository)
             serve.process.kill()
             serve.process.wait()
             _wait_gone([*server, *stub_pids])

@@ -245,12 +245,11 @@ def test_the_ctranslate2_backend_decodes_the_speech_a_window_leaves_out_from_the
     changes. The windows are real read speech whose last sentence tiny.en leaves out on the machines
     measured (speech runs to the window's end); where it does not, the two answers must be equal."""
     windows = []
-    for seed in (0, 1):
-        audio = read_speech_recording(seed=seed).samples
-        regions = speech_regions(audio)
-        for start, end in group_regions(regions):
-            spans = [((a - start) / RATE, (b - start) / RATE) for a, b in clip(regions, start, end)]
-            windows.append((audio[start:end], spans))
+    audio = read_speech_recording(seed=0).samples
+    regions = speech_regions(audio)
+    for start, end in group_regions(regions):
+        spans = [((a - start) / RATE, (b - start) / RATE) for a, b in clip(regions, start, end)]
+        windows.append((audio[start:end], spans))
 
     async def run() -> list[tuple[dict, dict]]:
         client = InferenceServerClient(triton.grpc_url)

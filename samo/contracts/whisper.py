@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from samo.contracts.cards import CARD_FILE
 from samo.contracts.tensors import DataType, ModelContract, TensorSpec
@@ -69,7 +70,8 @@ class DecodeOptions(BaseModel):
         default=False,
         description="Words with start/end per segment (backends whose card says `word_timestamps`).",
     )
-    speech: tuple[tuple[float, float], ...] = Field(
+    # Filled in by the gateway, not a caller: left out of the JSON schema (and the OpenAPI document).
+    speech: SkipJsonSchema[tuple[tuple[float, float], ...]] = Field(
         default=(),
         max_length=1000,
         description="Where the gateway's VAD heard speech in this window (seconds from its start). With "
