@@ -64,6 +64,8 @@ class QuotaSettings(BaseModel):
     requests: str | None = Field(default=None, pattern=RATE_LIMIT_PATTERN)
     audio_seconds: str | None = Field(default=None, pattern=RATE_LIMIT_PATTERN)
     generated_tokens: str | None = Field(default=None, pattern=RATE_LIMIT_PATTERN)
+    live_sessions: int | None = Field(default=None, ge=1)
+    """Live sessions (WS /v1/realtime, gRPC TranscribeLive) open at once, across replicas."""
 
 
 class GatewaySettings(BaseSettings):
@@ -300,8 +302,24 @@ class GatewaySettings(BaseSettings):
     realtime_max_sessions_per_key: int = Field(
         default=0,
         ge=0,
-        description="Live sessions open at once per API key (per client address without keys), per gateway "
-        "process; 0: no limit beyond admission.",
+        description="Live sessions open at once per API key (per client address without keys), counted in "
+        "`rate_limit_storage` (Redis: across replicas; `memory://`: per gateway process); 0: no limit "
+        "beyond admission and the tenant's `live_sessions` quota.",
+    )
+    realtime_audio_rate_limit: str | None = Field(
+        default=None,
+        pattern=RATE_LIMIT_PATTERN,
+        description="Seconds of live session audio per API key (or client address), e.g. `3600/day`, counted "
+        "as it arrives, beside `audio_rate_limit` (which counts live audio too); a chunk over it gets an "
+        "`error` event. Unset: no limit of its own.",
+    )
+    realtime_session_lease_s: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=600.0,
+        description="A live session's hold on its concurrent-session counts lasts this long and is renewed "
+        "every third of it while the session runs, seconds: slots of a gateway that dies without closing "
+        "its sessions are free again on every replica within this time.",
     )
     realtime_demo: bool = Field(
         default=False,
@@ -384,8 +402,8 @@ class GatewaySettings(BaseSettings):
     tenant_quota: QuotaSettings | None = Field(
         default=None,
         description="Every tenant's quotas, as JSON: `requests` (e.g. `600/minute`), `audio_seconds` (e.g. "
-        '`36000/day`), `generated_tokens` (`1000000/day`), e.g. `{"requests": '
-        '"600/minute"}`. Counted in `rate_limit_storage` (Redis: across replicas). Unset: no quota.',
+        "`36000/day`; live audio included), `generated_tokens` (`1000000/day`), `live_sessions` (open at "
+        'once, e.g. `20`), e.g. `{"requests": "600/minute"}`. Counted in `rate_limit_storage` (Redis: across replicas). Unset: no quota.',
     )
     tenant_quotas: dict[str, QuotaSettings] = Field(
         default={},

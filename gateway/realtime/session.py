@@ -102,6 +102,19 @@ class LiveOptions:
     max_speedup: float = 8.0
 
 
+@dataclass(frozen=True)
+class LiveUsage:
+    """One usage ledger row of a live session: a turn (`row_id` its item ID) with the audio received
+    since the row before, or the audio after the session's last turn (`row_id` the session's)."""
+
+    row_id: str
+    status: str
+    """`ok`, `cancelled` (the session ended before the turn's final decode), or a failure's error type."""
+    audio_seconds: float
+    model: str
+    model_version: str
+
+
 @dataclass
 class _Turn:
     item_id: str
@@ -123,6 +136,7 @@ class LiveSession:
         request_id: str,
         journal: Callable[[str], Awaitable[JournalAnalysis]] | None = None,
         meter_audio: Callable[[float], Awaitable[None]] | None = None,
+        usage: Callable[[LiveUsage], None] | None = None,
     ) -> None:
         self.transcription = transcription
         self.options = options
@@ -135,6 +149,9 @@ class LiveSession:
         self._journal = journal
         self._meter_audio = meter_audio
         self._unmetered = 0.0  # seconds received and not yet charged to the caller's audio limit
+        self._usage = usage
+        self._billed_to = 0  # audio position up to which usage rows are written (or owed by a final)
+        self.session_id = new_id("sess")
         # Decodes carry no ticket (the session's units are held by its operation) and charge no audio
         # (the transport charges what the client sends, once, not every re-decode of it).
         self._decode_context = RequestContext(request_id=request_id)
@@ -253,7 +270,11 @@ class LiveSession:
         self._unmetered += seconds
         whole = math.floor(self._unmetered)
         if whole >= 1:
-            await self._meter_audio(whole)
+            try:
+                await self._meter_audio(whole)
+            except SamoError:
+                self._unmetered -= seconds  # the chunk is refused: not counted later either
+                raise
             self._unmetered -= whole
 
     async def _keep_pace(self, samples: int) -> None:
@@ -334,9 +355,24 @@ class LiveSession:
         self._previous_item = turn.item_id
         self._finals_pending += 1
         record_live_decodes("final")
-        self._finals = asyncio.create_task(self._final(turn, samples, self._finals))
+        # The turn's usage row: every second received since the row before (the silence before the turn
+        # and after its speech included), so the rows add up to the audio the session received.
+        billed = (self._audio.end - self._billed_to) / SAMPLE_RATE
+        self._billed_to = self._audio.end
+        self._finals = asyncio.create_task(self._final(turn, samples, billed, self._finals))
 
-    async def _final(self, turn: _Turn, samples: np.ndarray, before: asyncio.Task[None] | None) -> None:
+    def _record(self, row_id: str, status: str, seconds: float, model: tuple[str, str] | None = None) -> None:
+        if self._usage is None:
+            return
+        if model is None:
+            served = self.transcription.model(self._model_name(self.config))
+            model = (served.name, served.version)
+        self._usage(LiveUsage(row_id, status, round(seconds, 3), *model))
+
+    async def _final(
+        self, turn: _Turn, samples: np.ndarray, billed_s: float, before: asyncio.Task[None] | None
+    ) -> None:
+        recorded = False
         try:
             # The turn before first: its words are this decode's prompt, so a final that started while the
             # one before was still decoding (a loaded server, audio sent faster than real time) was
@@ -360,6 +396,8 @@ class LiveSession:
                     type="server_error", code=failure.type.value if failure else None, message=message
                 )
                 self._emit(TranscriptionFailed(item_id=turn.item_id, error=detail))
+                recorded = True  # a failed turn is not billed: its row carries the error, no units
+                self._record(turn.item_id, failure.type.value if failure else "server_error", 0.0)
                 return
             had_words = bool(turn.agreement.confirmed)
             rest = turn.agreement.final(transcript.text.split())
@@ -369,8 +407,12 @@ class LiveSession:
             self._transcripts.append(text)
             usage = DurationUsage(seconds=round(samples.size / SAMPLE_RATE, 3))
             self._emit(Completed(item_id=turn.item_id, transcript=text, usage=usage))
+            recorded = True
+            self._record(turn.item_id, "ok", billed_s, (transcript.model.name, transcript.model.version))
         finally:
             self._finals_pending -= 1
+            if not recorded:  # cancelled: the session ended before the turn's final decode
+                self._record(turn.item_id, "cancelled", billed_s)
 
     async def _partial_loop(self) -> None:
         """A partial decode of the open turn every `partial_interval_s`, one at a time: one still running
@@ -450,7 +492,8 @@ class LiveSession:
         self.events.put_nowait(event)
 
     async def aclose(self) -> None:
-        """The session is over: stop every decode still running (their Triton calls with them)."""
+        """The session is over: stop every decode still running (their Triton calls with them); the
+        audio after the last committed turn gets its usage row."""
         LIVE_SESSIONS.dec()
         tasks = [self._partials, self._partial, self._finals]
         for task in tasks:
@@ -460,6 +503,10 @@ class LiveSession:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, SamoError):
                     await task
+        rest = self._audio.end - self._billed_to
+        self._billed_to = self._audio.end
+        if rest > 0:
+            self._record(self.session_id, "ok", rest / SAMPLE_RATE)
 
 
 def _ms(position: int) -> int:
