@@ -365,8 +365,11 @@ class LiveSession:
         if self._usage is None:
             return
         if model is None:
-            served = self.transcription.model(self._model_name(self.config))
-            model = (served.name, served.version)
+            try:
+                served = self.transcription.model(self._model_name(self.config))
+                model = (served.name, served.version)
+            except SamoError:  # no such model (any more): the row keeps the audio all the same
+                model = (self.config.transcription.model or "", "")
         self._usage(LiveUsage(row_id, status, round(seconds, 3), *model))
 
     async def _final(
