@@ -266,6 +266,14 @@ class GatewaySettings(BaseSettings):
         "confirmed words come about two intervals after speech starts. Each decode is one Whisper "
         "window in Triton: halving the interval doubles a session's admission cost.",
     )
+    realtime_first_partial_interval_s: float = Field(
+        default=0.4,
+        ge=0.2,
+        le=10.0,
+        description="Until a live turn has confirmed words, its partial decodes come this often, seconds "
+        "(the first once it holds 0.5 s of speech), so its first words are confirmed about 1 s after speech "
+        "starts; then every `realtime_partial_interval_s`.",
+    )
     realtime_partial_beam_size: int = Field(
         default=1,
         ge=1,

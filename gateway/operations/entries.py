@@ -154,6 +154,7 @@ class Operations:
         self.journal_text_request = journal_text_model(settings)
         self.live_options = LiveOptions(
             partial_interval_s=settings.realtime_partial_interval_s,
+            first_partial_interval_s=settings.realtime_first_partial_interval_s,
             partial_beam_size=settings.realtime_partial_beam_size,
             max_bad_events=settings.realtime_max_bad_events,
             max_speedup=settings.realtime_max_speedup,

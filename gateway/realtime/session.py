@@ -25,8 +25,9 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -69,17 +70,29 @@ from gateway.transcription.service import LOW_LOGPROB, NO_SPEECH_PROB, Transcrip
 from samo.contracts.whisper import SAMPLE_RATE, WINDOW_SAMPLES, DecodeOptions
 
 logger = logging.getLogger(__name__)
+Result = TypeVar("Result")
 
 MIN_COMMIT = SAMPLE_RATE // 10
 """OpenAI refuses to commit less than 100 ms of audio."""
-MIN_PARTIAL = SAMPLE_RATE
-"""A turn is first decoded once it holds a second of audio: less gives Whisper little but padding."""
+FIRST_PARTIAL_SPEECH = SAMPLE_RATE // 2
+"""A turn is first decoded once it holds half a second of speech (after its prefix padding): a word or
+two, which the next decode confirms or revises."""
 PARTIAL_WINDOW = WINDOW_SAMPLES - 2 * SAMPLE_RATE
 """A turn longer than a window is decoded partially over its last 28 s; its final decode takes all of it."""
-TRAILING_PAD = 2 * SAMPLE_RATE // 5
-"""A turn that the VAD ended is decoded up to 400 ms after its last speech frame, not through the whole
+TRAILING_PAD = SAMPLE_RATE // 4
+"""A turn that the VAD ended is decoded up to 250 ms after its last speech frame, not through the whole
 `silence_duration_ms`: the VAD heard silence there, and Whisper tiny decodes short clips worse with a
-second of silence after them ("ask not" came back "Ask, knock!")."""
+second of silence after them ("ask not" came back "Ask, knock!"). It is also when the final decode
+starts, speculatively: once 250 ms of silence follow the speech, the audio the final will decode is all
+there, so it is decoded while the VAD waits out the rest of `silence_duration_ms`, and dropped if speech
+resumes."""
+CONTEXT = 10 * SAMPLE_RATE
+"""A turn's final decode hears the turns before it that began within the last 10 s, and keeps the words
+after the boundary between them (word timestamps): a few seconds of speech decoded alone, padded to a
+30 s window, came out worse than the same words in a file's window (live WER +0.06 to +0.09)."""
+CONTEXT_SLACK_S = 1.5
+"""A context decode whose words after the boundary start or end this much inside the turn's speech has
+left some of it out: the turn is decoded alone instead, as a file is (no speech the VAD heard is lost)."""
 PROMPT_WORDS = 40
 """Words of the session's completed turns given to each decode as its prompt."""
 MAX_TURN = 300 * SAMPLE_RATE
@@ -97,6 +110,8 @@ class LiveOptions:
     """What a deployment sets for every live session (`realtime_*` settings)."""
 
     partial_interval_s: float = 1.0
+    first_partial_interval_s: float = 0.4
+    """Until a turn has confirmed words, its partial decodes come this often."""
     partial_beam_size: int = 1
     max_bad_events: int = 20
     max_speedup: float = 8.0
@@ -124,6 +139,33 @@ class _Turn:
     decoded_to: int = 0
     """Where the last partial decode ended."""
     closed: bool = False
+    speech_from: int | None = None
+    """The turn's first speech frame (server VAD turns)."""
+
+
+@dataclass
+class _Past:
+    """A committed turn, as the next turns' final decodes read it: where it lay and, once decoded, its text."""
+
+    start: int
+    speech_from: int | None
+    speech_to: int | None
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class _FinalText:
+    words: list[str]
+    model: tuple[str, str]
+
+
+@dataclass
+class _Speculation:
+    """A final decode started while the VAD waits out the silence after a turn's speech."""
+
+    turn: _Turn
+    end: int
+    task: asyncio.Task[_FinalText]
 
 
 class LiveSession:
@@ -163,7 +205,10 @@ class LiveSession:
         self._turn: _Turn | None = None
         self._previous_item: str | None = None
         self._finals: asyncio.Task[None] | None = None  # the last final decode: each waits for the one before
+        self._final_tasks: set[asyncio.Task[object]] = set()
         self._finals_pending = 0
+        self._speculation: _Speculation | None = None
+        self._past: deque[_Past] = deque(maxlen=64)
         self._partial: asyncio.Task[None] | None = None
         self._partials = asyncio.create_task(self._partial_loop())
         self._transcripts: list[str] = []
@@ -252,12 +297,15 @@ class LiveSession:
             change = self._detector.frame(at, float(probability)) if self._detector else None
             if isinstance(change, SpeechStart):
                 self._open_turn(change.at)
+                assert self._turn is not None
+                self._turn.speech_from = at
                 self._emit(SpeechStarted(audio_start_ms=_ms(change.at), item_id=self._turn_id()))
             elif isinstance(change, SpeechStop) and self._turn is not None:
                 self._emit(SpeechStopped(audio_end_ms=_ms(change.at), item_id=self._turn.item_id))
-                self._commit(min(change.at, change.speech_end + TRAILING_PAD))
+                self._commit(min(change.at, change.speech_end + TRAILING_PAD), speech_to=change.speech_end)
             if probability >= threshold and self._turn is not None:
                 self._turn.heard_speech = True
+            self._speculate(at + FRAME)
         if self._turn is not None and self._audio.end - self._turn.start >= MAX_TURN:
             self._commit(self._audio.end)
         self._forget_unneeded()
@@ -286,12 +334,13 @@ class LiveSession:
             await asyncio.sleep(ahead / self.options.max_speedup)
 
     def _forget_unneeded(self) -> None:
-        """Between turns only the prefix padding (and the VAD's frame in progress) is kept."""
+        """Kept: the open turn (or, between turns, the prefix padding and the VAD's frame in progress) and
+        the 10 s before it, which the next final decode may hear as context."""
         if self._turn is not None:
-            self._audio.forget_before(self._turn.start)
+            self._audio.forget_before(self._turn.start - CONTEXT)
         elif self.config.turn_detection is not None:
             keep = self.config.turn_detection.prefix_padding_ms * SAMPLE_RATE // 1000 + FRAME
-            self._audio.forget_before(self._audio.end - keep)
+            self._audio.forget_before(self._audio.end - keep - CONTEXT)
 
     def _open_turn(self, start: int) -> None:
         self._turn = _Turn(new_id("item"), start, decoded_to=start)
@@ -314,6 +363,8 @@ class LiveSession:
         if turn is not None:
             turn.closed = True
             self._cancel_partial()
+            self._drop_speculation()
+            self._past.append(_Past(turn.start, None, None, ""))  # cleared audio is no later turn's context
         if self._detector is not None:
             self._detector.end_turn(self._audio.end)
         self._forget_unneeded()
@@ -341,8 +392,9 @@ class LiveSession:
 
     # -- turns and decodes --
 
-    def _commit(self, end: int) -> None:
-        """The open turn, up to `end`, committed and decoded."""
+    def _commit(self, end: int, speech_to: int | None = None) -> None:
+        """The open turn, up to `end`, committed and decoded (or its speculative decode of the same audio
+        kept)."""
         turn = self._turn
         assert turn is not None
         self._turn = None
@@ -350,16 +402,149 @@ class LiveSession:
         self._cancel_partial()
         if self._detector is not None and self._detector.speaking:  # a commit by the client
             self._detector.end_turn(end)
-        samples = self._audio.read(turn.start, end)
         self._emit(Committed(item_id=turn.item_id, previous_item_id=self._previous_item))
         self._previous_item = turn.item_id
+        speculation, self._speculation = self._speculation, None
+        if speculation is not None and speculation.turn is turn and speculation.end == end:
+            decode = speculation.task
+        else:
+            if speculation is not None:
+                speculation.task.cancel()
+            decode = self._start_final_decode(turn, end)
+        self._past.append(_Past(turn.start, turn.speech_from, speech_to))
         self._finals_pending += 1
         record_live_decodes("final")
         # The turn's usage row: every second received since the row before (the silence before the turn
         # and after its speech included), so the rows add up to the audio the session received.
         billed = (self._audio.end - self._billed_to) / SAMPLE_RATE
         self._billed_to = self._audio.end
-        self._finals = asyncio.create_task(self._final(turn, samples, billed, self._finals))
+        past = self._past[-1]
+        self._finals = self._track(self._final(turn, (end - turn.start) / SAMPLE_RATE, billed, decode, past))
+
+    def _track(self, coroutine: Coroutine[Any, Any, Result]) -> asyncio.Task[Result]:
+        task = asyncio.create_task(coroutine)
+        self._final_tasks.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(self._final_tasks.discard)  # type: ignore[arg-type]
+        return task
+
+    def _speculate(self, now: int) -> None:
+        """Once `TRAILING_PAD` of silence follows the open turn's speech, start its final decode on the
+        audio a commit there would decode; drop it when speech resumes."""
+        detector, turn, speculation = self._detector, self._turn, self._speculation
+        silence_from = detector.silence_from if detector is not None else None
+        if speculation is not None and (
+            turn is not speculation.turn
+            or silence_from is None
+            or silence_from + TRAILING_PAD != speculation.end
+        ):
+            self._drop_speculation()
+            speculation = None
+        if (
+            speculation is None
+            and turn is not None
+            and turn.heard_speech
+            and silence_from is not None
+            and now - silence_from >= TRAILING_PAD
+        ):
+            end = silence_from + TRAILING_PAD
+            self._cancel_partial()  # the final will say more than a partial could
+            self._speculation = _Speculation(turn, end, self._start_final_decode(turn, end))
+            record_live_decodes("speculative")
+
+    def _drop_speculation(self) -> None:
+        if self._speculation is not None:
+            self._speculation.task.cancel()
+            self._speculation = None
+            record_live_decodes("speculation_dropped")
+
+    def _start_final_decode(self, turn: _Turn, end: int) -> asyncio.Task[_FinalText]:
+        """The turn's final words, decoded with the turns before it as context where that is possible.
+        Audio positions are fixed now; the prompt, once the turn before is decoded."""
+        context = self._context_for(turn)
+        start = context[0].start if context else turn.start
+        samples = self._audio.read(start, end)
+        alone = samples[turn.start - start :]
+        boundary = None
+        if context:
+            previous = context[-1]
+            assert previous.speech_to is not None and turn.speech_from is not None
+            boundary = (previous.speech_to + turn.speech_from) / 2 - start
+        before = self._finals
+        return self._track(self._decode_final(turn, samples, alone, start, boundary, context, before))
+
+    def _context_for(self, turn: _Turn) -> list[_Past]:
+        """The committed turns just before `turn` that began within `CONTEXT` of it and are still held,
+        when the turn and they fit one window with it, and the VAD placed the boundary between them."""
+        chosen: list[_Past] = []
+        if turn.speech_from is None:
+            return chosen
+        for past in reversed(self._past):
+            if past.speech_to is None or past.start < self._audio.start or turn.start - past.start > CONTEXT:
+                break
+            chosen.insert(0, past)
+        return chosen
+
+    async def _decode_final(
+        self,
+        turn: _Turn,
+        samples: np.ndarray,
+        alone: np.ndarray,
+        start: int,
+        boundary: float | None,
+        context: list[_Past],
+        before: asyncio.Task[None] | None,
+    ) -> _FinalText:
+        # The turn before first: its words are this decode's prompt, so a final that started while the
+        # one before was still decoding (a loaded server, audio sent faster than real time) was
+        # prompted differently from the same audio on an idle one (live WER 0.107 against 0.051).
+        # Completed events then also go out in turn order. Shielded: dropping a speculative decode must
+        # not cancel the turn before.
+        if before is not None:
+            with contextlib.suppress(SamoError):
+                await asyncio.shield(before)
+        name = self._model_name(self.config)
+        served = self.transcription.model(name)
+        model = (served.name, served.version)
+        if boundary is not None and samples.size <= PARTIAL_WINDOW:
+            words = await self._decode_in_context(turn, samples, start, boundary, context)
+            if words is not None:
+                return _FinalText(words, model)
+        transcript = await self.transcription.transcribe_samples(
+            self._decode_context, alone, self._decode_options(self.config, final=True), name
+        )
+        return _FinalText(transcript.text.split(), (transcript.model.name, transcript.model.version))
+
+    async def _decode_in_context(
+        self, turn: _Turn, samples: np.ndarray, start: int, boundary: float, context: list[_Past]
+    ) -> list[str] | None:
+        """One window of the context turns and this one, its words after `boundary` (samples from the
+        window's start); None when they leave out part of the turn's speech."""
+        earlier = [past.text or "" for past in self._past if past.start < context[0].start]
+        options = self._decode_options(self.config, final=True, previous=earlier).model_copy(
+            update={"word_timestamps": True}
+        )
+        window = await self.transcription.decode_window(
+            self._decode_context, samples, options, self._model_name(self.config)
+        )
+        cut = boundary / SAMPLE_RATE
+        words = [
+            word
+            for segment in window.segments
+            if not _silent(segment.no_speech_prob, segment.avg_logprob)
+            for word in segment.words
+            if (word.start + word.end) / 2 >= cut
+        ]
+        speech_from = ((turn.speech_from or turn.start) - start) / SAMPLE_RATE
+        speech_to = samples.size / SAMPLE_RATE - TRAILING_PAD / SAMPLE_RATE
+        if not words or (
+            turn.heard_speech
+            and (
+                words[0].start > speech_from + CONTEXT_SLACK_S or words[-1].end < speech_to - CONTEXT_SLACK_S
+            )
+        ):
+            record_live_decodes("context_fallback")
+            return None
+        return "".join(word.word for word in words).split()
 
     def _record(self, row_id: str, status: str, seconds: float, model: tuple[str, str] | None = None) -> None:
         if self._usage is None:
@@ -373,45 +558,36 @@ class LiveSession:
         self._usage(LiveUsage(row_id, status, round(seconds, 3), *model))
 
     async def _final(
-        self, turn: _Turn, samples: np.ndarray, billed_s: float, before: asyncio.Task[None] | None
+        self, turn: _Turn, seconds: float, billed_s: float, decode: asyncio.Task[_FinalText], past: _Past
     ) -> None:
         recorded = False
         try:
-            # The turn before first: its words are this decode's prompt, so a final that started while the
-            # one before was still decoding (a loaded server, audio sent faster than real time) was
-            # prompted differently from the same audio on an idle one (live WER 0.107 against 0.051).
-            # Completed events then also go out in turn order.
-            if before is not None:
-                await before
             try:
-                transcript = await self.transcription.transcribe_samples(
-                    self._decode_context,
-                    samples,
-                    self._decode_options(self.config, final=True),
-                    self._model_name(self.config),
-                )
+                final = await decode
                 failure = None
             except SamoError as error:
-                transcript, failure = None, error
-            if failure is not None or transcript is None:
+                final, failure = None, error
+            if failure is not None or final is None:
                 message = failure.message if failure else "transcription failed"
                 detail = ErrorDetail(
                     type="server_error", code=failure.type.value if failure else None, message=message
                 )
+                past.text = ""
                 self._emit(TranscriptionFailed(item_id=turn.item_id, error=detail))
                 recorded = True  # a failed turn is not billed: its row carries the error, no units
                 self._record(turn.item_id, failure.type.value if failure else "server_error", 0.0)
                 return
             had_words = bool(turn.agreement.confirmed)
-            rest = turn.agreement.final(transcript.text.split())
+            rest = turn.agreement.final(final.words)
             if rest:
                 self._emit(Delta(item_id=turn.item_id, delta=joined(rest, after=had_words)))
             text = " ".join(turn.agreement.confirmed)
             self._transcripts.append(text)
-            usage = DurationUsage(seconds=round(samples.size / SAMPLE_RATE, 3))
+            past.text = text
+            usage = DurationUsage(seconds=round(seconds, 3))
             self._emit(Completed(item_id=turn.item_id, transcript=text, usage=usage))
             recorded = True
-            self._record(turn.item_id, "ok", billed_s, (transcript.model.name, transcript.model.version))
+            self._record(turn.item_id, "ok", billed_s, final.model)
         finally:
             self._finals_pending -= 1
             if not recorded:  # cancelled: the session ended before the turn's final decode
@@ -424,13 +600,19 @@ class LiveSession:
         while True:
             await asyncio.sleep(PARTIAL_TICK_S)
             turn = self._turn
+            interval = (
+                self.options.partial_interval_s
+                if turn is not None and turn.agreement.confirmed
+                else self.options.first_partial_interval_s
+            )
             if (
                 turn is None
                 or not turn.heard_speech
                 or self._finals_pending
-                or self._audio.end - turn.start < MIN_PARTIAL
+                or self._speculation is not None
+                or self._audio.end - (turn.speech_from or turn.start) < FIRST_PARTIAL_SPEECH
                 or self._audio.end <= turn.decoded_to
-                or time.monotonic() - last_start < self.options.partial_interval_s
+                or time.monotonic() - last_start < interval
             ):
                 continue
             last_start = time.monotonic()
@@ -439,7 +621,7 @@ class LiveSession:
                 await asyncio.wait({self._partial})
             took = time.monotonic() - last_start
             record_live_decodes("partial")
-            record_live_decodes("skipped", max(0, math.ceil(took / self.options.partial_interval_s) - 1))
+            record_live_decodes("skipped", max(0, math.ceil(took / interval) - 1))
 
     async def _decode_partial(self, turn: _Turn) -> None:
         end = self._audio.end
@@ -473,12 +655,16 @@ class LiveSession:
         if self._partial is not None and not self._partial.done():
             self._partial.cancel()
 
-    def _decode_options(self, config: LiveConfig, *, final: bool) -> DecodeOptions:
+    def _decode_options(
+        self, config: LiveConfig, *, final: bool, previous: list[str] | None = None
+    ) -> DecodeOptions:
+        """`previous`: the texts before the decoded audio (default: every completed turn's)."""
         transcription = config.transcription
         # The session's own words so far condition the decoder, as Whisper's long-form decoding conditions
         # each window on the text before it: a turn alone is a short clip with no context.
-        previous = " ".join(" ".join(self._transcripts).split()[-PROMPT_WORDS:])
-        prompt = " ".join(part for part in (transcription.prompt, previous) if part)
+        texts = self._transcripts if previous is None else previous
+        previous_words = " ".join(" ".join(texts).split()[-PROMPT_WORDS:])
+        prompt = " ".join(part for part in (transcription.prompt, previous_words) if part)
         return DecodeOptions(
             language=transcription.language or None,
             initial_prompt=prompt[-1000:] or None,
@@ -498,7 +684,7 @@ class LiveSession:
         """The session is over: stop every decode still running (their Triton calls with them); the
         audio after the last committed turn gets its usage row."""
         LIVE_SESSIONS.dec()
-        tasks = [self._partials, self._partial, self._finals]
+        tasks = [self._partials, self._partial, *self._final_tasks]
         for task in tasks:
             if task is not None:
                 task.cancel()
