@@ -87,9 +87,15 @@ starts, speculatively: once 250 ms of silence follow the speech, the audio the f
 there, so it is decoded while the VAD waits out the rest of `silence_duration_ms`, and dropped if speech
 resumes."""
 CONTEXT = 10 * SAMPLE_RATE
-"""A turn's final decode hears the turns before it that began within the last 10 s, and keeps the words
-after the boundary between them (word timestamps): a few seconds of speech decoded alone, padded to a
-30 s window, came out worse than the same words in a file's window (live WER +0.06 to +0.09)."""
+"""A turn's final decode hears up to 10 s of the session's audio before it (the turns before it, from
+the start of the earliest that fits, else from 10 s back), in one window of at most 28 s with the turn,
+and keeps the words after the boundary between the turn and the one before (word timestamps): a few
+seconds of speech decoded alone, padded to a 30 s window, came out worse than the same words in a
+file's window (live WER +0.06 to +0.09). With 20 s, Whisper tiny's word times in long windows once
+drifted enough to lose three sentences."""
+MIN_WORDS_PER_S = 1.0
+"""A context decode that keeps fewer words than this per second of the turn's speech has left some of it
+out (or placed it before the boundary): the turn is decoded alone instead."""
 CONTEXT_SLACK_S = 1.5
 """A context decode whose words after the boundary start or end this much inside the turn's speech has
 left some of it out: the turn is decoded alone instead, as a file is (no speech the VAD heard is lost)."""
@@ -458,31 +464,34 @@ class LiveSession:
             record_live_decodes("speculation_dropped")
 
     def _start_final_decode(self, turn: _Turn, end: int) -> asyncio.Task[_FinalText]:
-        """The turn's final words, decoded with the turns before it as context where that is possible.
+        """The turn's final words, decoded with the audio before it as context where that is possible.
         Audio positions are fixed now; the prompt, once the turn before is decoded."""
-        context = self._context_for(turn)
-        start = context[0].start if context else turn.start
+        start, earlier = self._context_for(turn, end)
         samples = self._audio.read(start, end)
         alone = samples[turn.start - start :]
         boundary = None
-        if context:
-            previous = context[-1]
+        if start < turn.start:
+            previous = self._past[-1]
             assert previous.speech_to is not None and turn.speech_from is not None
             boundary = (previous.speech_to + turn.speech_from) / 2 - start
         before = self._finals
-        return self._track(self._decode_final(turn, samples, alone, start, boundary, context, before))
+        return self._track(self._decode_final(turn, samples, alone, start, boundary, earlier, before))
 
-    def _context_for(self, turn: _Turn) -> list[_Past]:
-        """The committed turns just before `turn` that began within `CONTEXT` of it and are still held,
-        when the turn and they fit one window with it, and the VAD placed the boundary between them."""
-        chosen: list[_Past] = []
-        if turn.speech_from is None:
-            return chosen
-        for past in reversed(self._past):
-            if past.speech_to is None or past.start < self._audio.start or turn.start - past.start > CONTEXT:
+    def _context_for(self, turn: _Turn, end: int) -> tuple[int, list[_Past]]:
+        """Where the final decode of `turn` (up to `end`) starts, and the committed turns wholly before
+        that (whose texts are its prompt). The turn's own start when the VAD placed no boundary between it
+        and the turn before (a client's commit, a cleared turn) or nothing before it is held."""
+        if turn.speech_from is None or not self._past or self._past[-1].speech_to is None:
+            return turn.start, list(self._past)
+        floor = max(self._audio.start, turn.start - CONTEXT, end - PARTIAL_WINDOW)
+        if floor >= turn.start:
+            return turn.start, list(self._past)
+        start = floor
+        for past in reversed(self._past):  # from the start of the earliest turn that fits, if one does
+            if past.speech_to is None or past.start < floor:
                 break
-            chosen.insert(0, past)
-        return chosen
+            start = past.start
+        return start, [past for past in self._past if (past.speech_to or past.start) <= start]
 
     async def _decode_final(
         self,
@@ -491,7 +500,7 @@ class LiveSession:
         alone: np.ndarray,
         start: int,
         boundary: float | None,
-        context: list[_Past],
+        earlier: list[_Past],
         before: asyncio.Task[None] | None,
     ) -> _FinalText:
         # The turn before first: its words are this decode's prompt, so a final that started while the
@@ -505,8 +514,8 @@ class LiveSession:
         name = self._model_name(self.config)
         served = self.transcription.model(name)
         model = (served.name, served.version)
-        if boundary is not None and samples.size <= PARTIAL_WINDOW:
-            words = await self._decode_in_context(turn, samples, start, boundary, context)
+        if boundary is not None:
+            words = await self._decode_in_context(turn, samples, start, boundary, earlier)
             if words is not None:
                 return _FinalText(words, model)
         transcript = await self.transcription.transcribe_samples(
@@ -515,12 +524,13 @@ class LiveSession:
         return _FinalText(transcript.text.split(), (transcript.model.name, transcript.model.version))
 
     async def _decode_in_context(
-        self, turn: _Turn, samples: np.ndarray, start: int, boundary: float, context: list[_Past]
+        self, turn: _Turn, samples: np.ndarray, start: int, boundary: float, earlier: list[_Past]
     ) -> list[str] | None:
-        """One window of the context turns and this one, its words after `boundary` (samples from the
-        window's start); None when they leave out part of the turn's speech."""
-        earlier = [past.text or "" for past in self._past if past.start < context[0].start]
-        options = self._decode_options(self.config, final=True, previous=earlier).model_copy(
+        """One window of the audio before the turn and the turn, its words after `boundary` (samples from
+        the window's start); None when they leave out part of the turn's speech. Prompted with the texts
+        of the turns wholly before the window."""
+        texts = [past.text or "" for past in earlier]
+        options = self._decode_options(self.config, final=True, previous=texts).model_copy(
             update={"word_timestamps": True}
         )
         window = await self.transcription.decode_window(
@@ -539,7 +549,9 @@ class LiveSession:
         if not words or (
             turn.heard_speech
             and (
-                words[0].start > speech_from + CONTEXT_SLACK_S or words[-1].end < speech_to - CONTEXT_SLACK_S
+                words[0].start > speech_from + CONTEXT_SLACK_S
+                or words[-1].end < speech_to - CONTEXT_SLACK_S
+                or len(words) < MIN_WORDS_PER_S * (speech_to - speech_from)
             )
         ):
             record_live_decodes("context_fallback")
