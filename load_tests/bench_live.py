@@ -176,6 +176,7 @@ def measure_whisperlive(
             "system": "WhisperLive 0.10.0",
             "sessions": count,
             "segments": len(final),
+            "never_completed": sum(run.never_completed for run in runs),
             "final_p50_s": percentile(final, 50),
             "final_p95_s": percentile(final, 95),
             "final_p99_s": percentile(final, 99),

@@ -36,8 +36,9 @@ from samo.free_ports import free_port
 
 WHISPERLIVE_VENV = Path(".venv-peers/whisperlive")
 SAMPLE_RATE = 16000
-QUIET_S = 8.0
-"""After END_OF_AUDIO, the run ends once the server has sent nothing for this long."""
+QUIET_S = 30.0
+"""After END_OF_AUDIO, the run ends once the server has sent nothing for this long (a server that fell
+behind real time is still decoding the audio it was sent)."""
 
 
 @dataclass
@@ -56,6 +57,13 @@ class PeerRun:
         ends = max((end for _, end, _, _ in done), default=-1.0)
         texts += [s["text"] for s in self.last if not s.get("completed") and float(s["start"]) >= ends]
         return " ".join(t.strip() for t in texts if t.strip())
+
+    @property
+    def never_completed(self) -> int:
+        """Segments still open when the session ended (WhisperLive completes a segment only once its text
+        repeats or a pause follows it)."""
+        ends = max((end for _, end, _, _ in self.completed.values()), default=-1.0)
+        return sum(1 for s in self.last if not s.get("completed") and float(s["start"]) >= ends)
 
     def finalize_latencies(self) -> list[float]:
         """From the end of each completed segment's audio (sent at real-time pace) to its `completed`."""

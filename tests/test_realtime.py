@@ -82,6 +82,16 @@ def file_text(gateway_url: str, name: str) -> str:
     return response.json()["text"]
 
 
+def live_decodes(url: str) -> dict[str, float]:
+    """`samo_live_decodes_total` by kind, from the gateway's metrics."""
+    counts: dict[str, float] = {}
+    for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
+        if line.startswith("samo_live_decodes_total{"):
+            kind = line.split('kind="', 1)[1].split('"', 1)[0]
+            counts[kind] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
 def assert_deltas_make_each_completed(run: LiveRun) -> None:
     items = run.items()
     assert items, [event["type"] for _, event in run.events]
@@ -157,9 +167,15 @@ def test_journal_speech_faster_than_real_time_keeps_every_sentence(gateway: Gate
             *(stream_speech(url, r.samples, rate=RATE, chunk_s=0.1, speed=5.0) for r in recordings.values())
         )
 
+    decodes_before = live_decodes(gateway.http_url)
     runs = asyncio.run(both())
+    decodes = live_decodes(gateway.http_url)
     for audio, run in zip(recordings.values(), runs, strict=True):
         assert_every_spoken_stretch_is_transcribed(audio, run)
+    # Finals start when silence begins (speculatively), and hear the turns before them: journal speech with
+    # pauses of 0.2 to 2 s has turns after turns, and pauses shorter than the VAD's 500 ms.
+    started = {kind: decodes.get(kind, 0) - decodes_before.get(kind, 0) for kind in decodes}
+    assert started.get("speculative", 0) >= started.get("final", 0) - 2, started
     reference = " ".join(audio.text for audio in recordings.values())
     file_wer = word_error_rate(reference, " ".join(file_text(gateway.http_url, name) for name in recordings))
     live_wer = word_error_rate(reference, " ".join(run.transcript for run in runs))

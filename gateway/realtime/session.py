@@ -86,8 +86,12 @@ second of silence after them ("ask not" came back "Ask, knock!"). It is also whe
 starts, speculatively: once 250 ms of silence follow the speech, the audio the final will decode is all
 there, so it is decoded while the VAD waits out the rest of `silence_duration_ms`, and dropped if speech
 resumes."""
-CONTEXT = 10 * SAMPLE_RATE
-"""A turn's final decode hears up to 10 s of the session's audio before it (the turns before it, from
+SPECULATION_LEAD = 3 * SAMPLE_RATE // 10
+"""A speculative final decode starts this long before the VAD's silence would end the turn: with
+OpenAI's 500 ms, at 250 ms (`TRAILING_PAD`); with a long `silence_duration_ms`, late in it, so that pauses
+inside a turn do not start (and drop) finals and hold up its partials."""
+CONTEXT_S = 10.0
+"""By default (`LiveOptions.final_context_s`), a turn's final decode hears up to 10 s of the session's audio before it (the turns before it, from
 the start of the earliest that fits, else from 10 s back), in one window of at most 28 s with the turn,
 and keeps the words after the boundary between the turn and the one before (word timestamps): a few
 seconds of speech decoded alone, padded to a 30 s window, came out worse than the same words in a
@@ -118,6 +122,8 @@ class LiveOptions:
     partial_interval_s: float = 1.0
     first_partial_interval_s: float = 0.4
     """Until a turn has confirmed words, its partial decodes come this often."""
+    final_context_s: float = CONTEXT_S
+    """Audio before a turn that its final decode hears (0: each turn decoded alone)."""
     partial_beam_size: int = 1
     max_bad_events: int = 20
     max_speedup: float = 8.0
@@ -215,6 +221,7 @@ class LiveSession:
         self._finals_pending = 0
         self._speculation: _Speculation | None = None
         self._past: deque[_Past] = deque(maxlen=64)
+        self._context = round(options.final_context_s * SAMPLE_RATE)
         self._partial: asyncio.Task[None] | None = None
         self._partials = asyncio.create_task(self._partial_loop())
         self._transcripts: list[str] = []
@@ -343,10 +350,10 @@ class LiveSession:
         """Kept: the open turn (or, between turns, the prefix padding and the VAD's frame in progress) and
         the 10 s before it, which the next final decode may hear as context."""
         if self._turn is not None:
-            self._audio.forget_before(self._turn.start - CONTEXT)
+            self._audio.forget_before(self._turn.start - self._context)
         elif self.config.turn_detection is not None:
             keep = self.config.turn_detection.prefix_padding_ms * SAMPLE_RATE // 1000 + FRAME
-            self._audio.forget_before(self._audio.end - keep - CONTEXT)
+            self._audio.forget_before(self._audio.end - keep - self._context)
 
     def _open_turn(self, start: int) -> None:
         self._turn = _Turn(new_id("item"), start, decoded_to=start)
@@ -450,7 +457,8 @@ class LiveSession:
             and turn is not None
             and turn.heard_speech
             and silence_from is not None
-            and now - silence_from >= TRAILING_PAD
+            and detector is not None
+            and now - silence_from >= max(TRAILING_PAD, detector.silence - SPECULATION_LEAD)
         ):
             end = silence_from + TRAILING_PAD
             self._cancel_partial()  # the final will say more than a partial could
@@ -481,9 +489,14 @@ class LiveSession:
         """Where the final decode of `turn` (up to `end`) starts, and the committed turns wholly before
         that (whose texts are its prompt). The turn's own start when the VAD placed no boundary between it
         and the turn before (a client's commit, a cleared turn) or nothing before it is held."""
-        if turn.speech_from is None or not self._past or self._past[-1].speech_to is None:
+        if (
+            not self._context
+            or turn.speech_from is None
+            or not self._past
+            or self._past[-1].speech_to is None
+        ):
             return turn.start, list(self._past)
-        floor = max(self._audio.start, turn.start - CONTEXT, end - PARTIAL_WINDOW)
+        floor = max(self._audio.start, turn.start - self._context, end - PARTIAL_WINDOW)
         if floor >= turn.start:
             return turn.start, list(self._past)
         start = floor
