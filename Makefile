@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 REPOSITORY ?= model_repository
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test test-fast typecheck docs lint peers-env bench-emotion bench-whisper bench-summarizer bench-sweep bench-overhead loadtest clean-repository lock
+.PHONY: install serve test test-fast typecheck docs lint peers-env peers-live-env bench-emotion bench-whisper bench-summarizer bench-sweep bench-overhead loadtest clean-repository lock
 
 # uv installs the environment: about 15 s from a cold cache where pip took 2 minutes (measured on
 # this 2-core machine, same versions resolved), a sixth of a fresh `make test`.
@@ -102,6 +102,25 @@ $(PEERS_STAMP): | $(STAMP)
 	touch $(PEERS_STAMP)
 
 peers-env: $(PEERS_STAMP)
+
+# WhisperLive, the peer of `samo bench live` (load_tests/whisperlive_peer.py), in an environment of its own.
+# Its own requirements pull torchaudio, openvino, openai-whisper and CUDA libraries and pin tokenizers and
+# faster-whisper against ours; its faster_whisper server path imports only what is installed here (whisper-live
+# without dependencies). silero-vad carries the VAD file WhisperLive would fetch with wget at start-up.
+WHISPERLIVE_VERSION ?= 0.10.0
+PEERS_LIVE_VENV := .venv-peers/whisperlive
+PEERS_LIVE_STAMP := $(PEERS_LIVE_VENV)/.installed
+PEERS_LIVE_INSTALL := $(BIN)/uv pip install --quiet --python $(PEERS_LIVE_VENV)/bin/python
+
+$(PEERS_LIVE_STAMP): | $(STAMP)
+	$(BIN)/uv venv --quiet --clear --python $(PYTHON) $(PEERS_LIVE_VENV)
+	$(PEERS_LIVE_INSTALL) $(TORCH_SOURCE) torch==2.13.0
+	$(PEERS_LIVE_INSTALL) --no-deps whisper-live==$(WHISPERLIVE_VERSION) silero-vad==6.2.3
+	$(PEERS_LIVE_INSTALL) $(TORCH_SOURCE) torch==2.13.0 faster-whisper==1.2.0 websockets onnxruntime \
+		'numpy<2.5' fastapi uvicorn python-multipart huggingface_hub scipy requests tqdm
+	touch $(PEERS_LIVE_STAMP)
+
+peers-live-env: $(PEERS_LIVE_STAMP)
 
 bench-emotion: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/samo bench emotion

@@ -54,3 +54,9 @@ class RequestContext:
         spent); nothing without an access check or an audio limit."""
         if self.access is not None and self.principal is not None:
             await self.access.charge_audio(self.principal, seconds)
+
+    async def meter_live_audio(self, seconds: float) -> None:
+        """`meter_audio` for a live session's audio as it arrives: the caller's live audio limit first
+        (`realtime_audio_rate_limit`), then as any audio."""
+        if self.access is not None and self.principal is not None:
+            await self.access.charge_live_audio(self.principal, seconds)

@@ -29,6 +29,13 @@ from load_tests.live_client import LiveRun, realtime_url, stream_speech
 from load_tests.loadgen import format_table
 from load_tests.processes import gateway_stack
 from load_tests.triton_view import watch
+from load_tests.whisperlive_peer import (
+    WHISPERLIVE_VENV,
+    PeerPace,
+    PeerRun,
+    stream_to_whisperlive,
+    whisperlive_server,
+)
 from samo.evaluation.journal_speech import JournalRecording, journal_recording, wav_bytes
 from samo.evaluation.wer import word_error_rate
 
@@ -52,6 +59,16 @@ COLUMNS = (
     *CPU_COLUMNS,
 )
 LIMIT_S = 1.0
+PEER_COLUMNS = (
+    "system",
+    "sessions",
+    "segments",
+    "final_p50_s",
+    "final_p95_s",
+    "final_p99_s",
+    "wer_live",
+    "wer_file",
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,8 @@ class LiveBenchOptions:
     chunk_s: float = 0.04
     arrival_s: float = 5.0
     output_dir: Path = Path("load_tests/results")
+    whisperlive_venv: Path | None = WHISPERLIVE_VENV
+    """WhisperLive's environment (`make peers-live-env`) for its peer rows; None or missing: no peer rows."""
 
 
 def percentile(values: list[float], q: int) -> float:
@@ -98,7 +117,8 @@ async def _sessions(url: str, recordings: list[JournalRecording], options: LiveB
 
 def measure(
     stack_url: str, triton_grpc: str, processes: StackProcesses, options: LiveBenchOptions
-) -> list[dict]:
+) -> tuple[list[dict], list[JournalRecording], list[str]]:
+    """The stack's rows, and the recordings and their file-route texts (for the peer's rows)."""
     recordings = [
         journal_recording(options.seconds, seed=10 + i, long_sentences=0)
         for i in range(max(options.sessions))
@@ -133,7 +153,54 @@ def measure(
         }
         rows.append(row)
         logger.info("live sessions=%d: %s", count, row)
+    return rows, recordings, files
+
+
+def measure_whisperlive(
+    model_dir: Path, recordings: list[JournalRecording], files: list[str], options: LiveBenchOptions
+) -> list[dict]:
+    """WhisperLive on the same model folder, the same recordings at the same pace and arrivals: per N,
+    from the end of each completed segment's audio to its `completed`, and the final word error rate."""
+    assert options.whisperlive_venv is not None
+    rows = []
+    pace = PeerPace(chunk_s=options.chunk_s)
+    for count in options.sessions:
+        with whisperlive_server(model_dir, max_clients=count, venv=options.whisperlive_venv) as url:
+            rng = random.Random(count)
+            starts = sorted(rng.uniform(0, options.arrival_s) for _ in range(count))
+
+            runs = asyncio.run(_peer_sessions(url, model_dir, recordings[:count], starts, pace))
+        final = [v for run in runs for v in run.finalize_latencies()]
+        reference = " ".join(r.text for r in recordings[:count])
+        row: dict[str, object] = {
+            "system": "WhisperLive 0.10.0",
+            "sessions": count,
+            "segments": len(final),
+            "never_completed": sum(run.never_completed for run in runs),
+            "final_p50_s": percentile(final, 50),
+            "final_p95_s": percentile(final, 95),
+            "final_p99_s": percentile(final, 99),
+            "wer_live": word_error_rate(reference, " ".join(run.transcript for run in runs)),
+            "wer_file": word_error_rate(reference, " ".join(files[:count])),
+        }
+        rows.append(row)
+        logger.info("WhisperLive sessions=%d: %s", count, row)
     return rows
+
+
+async def _peer_sessions(
+    url: str, model_dir: Path, recordings: list[JournalRecording], starts: list[float], pace: PeerPace
+) -> list[PeerRun]:
+    async def one(recording: JournalRecording, delay: float) -> PeerRun:
+        await asyncio.sleep(delay)
+        return await stream_to_whisperlive(url, recording.samples, str(model_dir), pace)
+
+    return await asyncio.gather(*(one(r, d) for r, d in zip(recordings, starts, strict=True)))
+
+
+def _largest_within(rows: list[dict]) -> int | None:
+    within = [int(str(row["sessions"])) for row in rows if float(str(row["final_p95_s"])) < LIMIT_S]
+    return max(within) if within else None
 
 
 def run_live_benchmark(options: LiveBenchOptions) -> str:
@@ -145,13 +212,32 @@ def run_live_benchmark(options: LiveBenchOptions) -> str:
         settings = {"SAMO_HEALTH_PROBE_TIMEOUT_S": "600", "SAMO_WORKERS": "1"}
         with gateway_stack(repository, settings=settings) as stack:
             processes = StackProcesses(stack.gateway_pid, stack.triton_pid)
-            rows = measure(stack.gateway_url, stack.triton_grpc_url, processes, options)
-    within = [int(str(row["sessions"])) for row in rows if float(str(row["final_p95_s"])) < LIMIT_S]
+            rows, recordings, files = measure(stack.gateway_url, stack.triton_grpc_url, processes, options)
+        peer_rows: list[dict] = []
+        venv = options.whisperlive_venv
+        if venv is not None and (venv / "bin" / "python").exists():
+            from exporters.whisper.ct2_export import embedded_model_dir
+
+            peer_rows = measure_whisperlive(embedded_model_dir(), recordings, files, options)
+    largest = _largest_within(rows)
     verdict = (
-        f"Largest N with p95 end of speech to `completed` under {LIMIT_S:.0f} s: {max(within)}."
-        if within
+        f"Largest N with p95 end of speech to `completed` under {LIMIT_S:.0f} s: {largest}."
+        if largest
         else f"No N kept p95 end of speech to `completed` under {LIMIT_S:.0f} s."
     )
+    if peer_rows:
+        peer_largest = _largest_within(peer_rows)
+        verdict += (
+            " WhisperLive (same model folder, recordings and pace, after the stack in the same run): "
+            + (
+                f"largest N under {LIMIT_S:.0f} s: {peer_largest}."
+                if peer_largest
+                else f"no N under {LIMIT_S:.0f} s."
+            )
+        )
+        verdict += "\n\n" + format_table(peer_rows, PEER_COLUMNS)
+    else:
+        verdict += " No WhisperLive rows: its environment is missing (`make peers-live-env`)."
     report = (
         f"# Live transcription benchmark\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
         f"{platform.machine()}; Whisper tiny.en (CTranslate2 int8); {options.seconds:.0f} s of journal speech "

@@ -7,9 +7,12 @@ The gateways have no Triton: a request the access check and the gate let through
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import secrets
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
@@ -20,8 +23,10 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
 
 from gateway.grpc_api import samo_v1_pb2, samo_v1_pb2_grpc
+from load_tests.live_client import realtime_url
 from samo.free_ports import free_port
 from samo.settings import QuotaSettings
 from samo.triton.local_server import LocalTriton
@@ -34,6 +39,10 @@ PASSED = 404  # through access and the gate, to a service with no model installe
 QUOTA_TENANT = "quota-co"
 REFRESH_S = 0.5
 REVOKED_WITHIN_S = 3.0
+LIVE_TENANT = "live-co"
+CRASH_TENANT = "crash-co"
+LEASE_S = 2.0
+"""The live sessions' lease: a dead gateway's slots are free within it (renewed every third of it)."""
 """What the docs promise: a revoked key is refused everywhere within seconds (here: a 0.5 s refresh)."""
 
 
@@ -42,6 +51,7 @@ class Replicas:
     first: SamoProcess
     second: SamoProcess
     admin_key: str
+    environment: dict[str, str | None]
 
     @property
     def both(self) -> tuple[SamoProcess, SamoProcess]:
@@ -79,11 +89,19 @@ def replicas(
             "SAMO_DATABASE_URL": database,
             "SAMO_RATE_LIMIT_STORAGE": redis,
             "SAMO_MANAGED_KEYS_REFRESH_S": str(REFRESH_S),
-            "SAMO_TENANT_QUOTAS": json.dumps({QUOTA_TENANT: {"requests": "5/day"}}),
+            "SAMO_TENANT_QUOTAS": json.dumps(
+                {
+                    QUOTA_TENANT: {"requests": "5/day"},
+                    LIVE_TENANT: {"live_sessions": 2},
+                    CRASH_TENANT: {"live_sessions": 1},
+                }
+            ),
+            "SAMO_REALTIME_MAX_SESSIONS_PER_KEY": "1",
+            "SAMO_REALTIME_SESSION_LEASE_S": str(LEASE_S),
         }
         first = stack.enter_context(samo_process("gateway", env=environment, ready="/health/live"))
         second = stack.enter_context(samo_process("gateway", env=environment, ready="/health/live"))
-        yield Replicas(first, second, admin_key)
+        yield Replicas(first, second, admin_key, environment)
 
 
 def _create(replicas: Replicas, tenant: str, scopes: list[str], on: SamoProcess | None = None) -> dict:
@@ -261,3 +279,119 @@ def _transcribe_silence(url: str, key: str, seconds: float) -> httpx.Response:
             return response
         time.sleep(int(response.headers.get("retry-after", "1")))
     return response
+
+
+# --- concurrent live sessions: the tenant's quota and the per-key limit, across replicas -----------
+
+
+def _live_key(replicas: Replicas, tenant: str) -> str:
+    key = _create(replicas, tenant, ["live"])["key"]
+    assert wait_until(
+        lambda: all(_emotions_status(replica, key) == 403 for replica in replicas.both),  # known, no scope
+        timeout_s=REVOKED_WITHIN_S,
+    )
+    return key
+
+
+async def _open(replica: SamoProcess, key: str) -> ClientConnection:
+    websocket = await connect(
+        realtime_url(replica.http_url), additional_headers={"authorization": f"Bearer {key}"}
+    )
+    event = json.loads(await websocket.recv())
+    if event["type"] != "session.created":
+        await websocket.close()
+        raise AssertionError(event)
+    return websocket
+
+
+async def _refused(replica: SamoProcess, key: str) -> tuple[dict, int | None]:
+    async with connect(
+        realtime_url(replica.http_url), additional_headers={"authorization": f"Bearer {key}"}
+    ) as websocket:
+        event = json.loads(await websocket.recv())
+        await websocket.wait_closed()
+        return event, websocket.close_code
+
+
+def _grpc_live_code(replica: SamoProcess, key: str) -> tuple[grpc.StatusCode, str]:
+    request = samo_v1_pb2.LiveClientEvent(session_update=samo_v1_pb2.LiveSessionUpdate(rate=RATE))
+    with grpc.insecure_channel(replica.grpc_target) as channel:
+        call = samo_v1_pb2_grpc.SamoStub(channel).TranscribeLive(
+            iter([request]), timeout=30, metadata=(("authorization", f"Bearer {key}"),)
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            list(call)
+    return caught.value.code(), caught.value.details() or ""
+
+
+def test_concurrent_live_sessions_are_counted_per_tenant_and_per_key_across_replicas(
+    replicas: Replicas,
+) -> None:
+    """Quota 2 for the tenant, 1 per key: a key's second session is refused on the other replica, the
+    tenant's third on either, over WebSocket (an `error` event, close 1013) and gRPC
+    (RESOURCE_EXHAUSTED); a session that ends frees its slot at once."""
+    alice, bob, carol = (_live_key(replicas, LIVE_TENANT) for _ in range(3))
+
+    async def scenario() -> dict[str, object]:
+        seen: dict[str, object] = {}
+        first = await _open(replicas.first, alice)
+        seen["same key elsewhere"] = await _refused(replicas.second, alice)
+        second = await _open(replicas.second, bob)
+        seen["tenant full"] = await _refused(replicas.first, carol)
+        seen["grpc tenant full"] = await asyncio.to_thread(_grpc_live_code, replicas.second, carol)
+        await first.close()  # alice leaves: her slot, and one of the tenant's, are free again
+        started = time.monotonic()
+        while True:
+            try:
+                third = await _open(replicas.second, carol)
+                break
+            except AssertionError:
+                assert time.monotonic() - started < 5, "the slot of a closed session was not freed"
+                await asyncio.sleep(0.1)
+        seen["freed after"] = time.monotonic() - started
+        await second.close()
+        await third.close()
+        return seen
+
+    seen = asyncio.run(scenario())
+    event, code = seen["same key elsewhere"]  # type: ignore[misc]
+    assert (event["error"]["code"], code) == ("rate_limited", 1013)
+    assert "at most 1 live sessions may be open at once per API key" in event["error"]["message"]
+    event, code = seen["tenant full"]  # type: ignore[misc]
+    assert (event["type"], event["error"]["code"], code) == ("error", "rate_limited", 1013)
+    assert event["error"]["message"] == "tenant quota of 2 concurrent live sessions reached; close one first"
+    status, details = seen["grpc tenant full"]  # type: ignore[misc]
+    assert status == grpc.StatusCode.RESOURCE_EXHAUSTED and "tenant quota of 2 concurrent" in details
+    assert isinstance(seen["freed after"], float) and seen["freed after"] < 2.0
+
+
+def test_the_live_sessions_of_a_gateway_that_dies_free_their_slots_within_a_lease(
+    replicas: Replicas, samo_process: Callable[..., AbstractContextManager[SamoProcess]]
+) -> None:
+    key = _live_key(replicas, CRASH_TENANT)  # quota 1
+    other_key = _live_key(replicas, CRASH_TENANT)
+    with samo_process("gateway", env=replicas.environment, ready="/health/live") as doomed:
+        assert wait_until(lambda: _emotions_status(doomed, key) == 403, timeout_s=REVOKED_WITHIN_S)
+
+        async def hold_then_crash() -> tuple[tuple[dict, int | None], float]:
+            websocket = await _open(doomed, key)
+            await asyncio.sleep(LEASE_S)  # renewed meanwhile: still held past its first lease
+            refused = await _refused(replicas.first, other_key)
+            os.killpg(doomed.pid, signal.SIGKILL)  # no close, no release: only the lease ends it
+            killed = time.monotonic()
+            while True:
+                try:
+                    session = await _open(replicas.first, other_key)
+                    break
+                except AssertionError:
+                    await asyncio.sleep(0.1)
+            freed = time.monotonic() - killed
+            await session.close()
+            websocket.transport.abort()
+            return refused, freed
+
+        (event, code), freed = asyncio.run(hold_then_crash())
+    assert event["error"]["code"] == "rate_limited" and code == 1013
+    assert "tenant quota of 1 concurrent live sessions" in event["error"]["message"]
+    assert freed <= LEASE_S + 1.0, freed
+    logging.getLogger(__name__).info("a dead gateway's live session slot freed after %.2f s", freed)

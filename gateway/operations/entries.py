@@ -15,7 +15,6 @@ request refused for load or shutdown costs no upload.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from gateway.operations.openai_transcription import (
     ResponseFormat,
     openai_answer,
 )
-from gateway.realtime.session import LiveOptions, LiveSession
+from gateway.realtime.session import LiveOptions, LiveSession, LiveUsage
 from gateway.results import (
     EmotionOptions,
     EmotionResult,
@@ -52,6 +51,7 @@ from gateway.security.scopes import Scope
 from gateway.services import Services
 from gateway.summarization.request import summary_request_model
 from gateway.usage.metrics import TenantMetrics
+from gateway.usage.units import Units
 from gateway.validation import validate_body
 from samo.contracts.whisper import DecodeOptions
 
@@ -59,6 +59,8 @@ Item = TypeVar("Item")
 Fields = Mapping[str, Any] | BaseModel
 
 SHUTTING_DOWN = "the gateway is shutting down; retry on another replica"
+LIVE_OPERATION = "live_transcription"
+"""How live sessions' turns are named in the usage ledger and the tenants' metrics."""
 
 
 @dataclass(frozen=True)
@@ -152,11 +154,12 @@ class Operations:
         self.journal_text_request = journal_text_model(settings)
         self.live_options = LiveOptions(
             partial_interval_s=settings.realtime_partial_interval_s,
+            first_partial_interval_s=settings.realtime_first_partial_interval_s,
+            final_context_s=settings.realtime_final_context_s,
             partial_beam_size=settings.realtime_partial_beam_size,
             max_bad_events=settings.realtime_max_bad_events,
             max_speedup=settings.realtime_max_speedup,
         )
-        self._live_sessions: collections.Counter[str] = collections.Counter()
 
     # -- the one admission path --
 
@@ -350,39 +353,46 @@ class Operations:
     @contextlib.asynccontextmanager
     async def live_transcription(self, context: RequestContext) -> AsyncIterator[LiveSession]:
         """A live session (gateway/realtime) for the block, admitted at its cost (`costs.live_session`)
-        for its whole life; refused with OVERLOADED (429) when the budget cannot take it, RATE_LIMITED
-        when the caller has `realtime_max_sessions_per_key` open, UNAVAILABLE while draining. Its audio
-        is charged to the caller's audio rate limit as it arrives; its decodes are stopped on exit."""
+        for its whole life; refused with RATE_LIMITED when its tenant's `live_sessions` quota or the
+        caller's `realtime_max_sessions_per_key` is full (across replicas), OVERLOADED (429) when the
+        budget cannot take it, UNAVAILABLE while draining. Its audio is charged to the caller's limits
+        and its tenant's quota as it arrives; each turn is a usage ledger row; its decodes are stopped
+        and its slots freed on exit."""
         await admit_caller(context, Scope.LIVE)  # an async context manager: `@requires` cannot wrap it
-        settings = self.services.settings
-        caller = context.principal.counter_key if context.principal else "unknown"
-        limit = settings.realtime_max_sessions_per_key
-        if limit and self._live_sessions[caller] >= limit:
-            raise SamoError(
-                ErrorType.RATE_LIMITED,
-                f"at most {limit} live sessions may be open at once per API key; close one first",
-                retry_after_s=settings.retry_after_s,
-            )
-        cost = self.costs.live_session(self.live_options.partial_interval_s)
-        with self.admit(context, cost):
-            self._live_sessions[caller] += 1
-            # The journal at the session's end is admitted as a journal request of its own.
-            journal_context = RequestContext(context.request_id, context.principal, context.access)
-
-            async def journal(text: str) -> JournalAnalysis:
-                return await self.journal(journal_context, {"text": text})
-
-            session = LiveSession(
-                self.services.transcription,
-                self.live_options,
-                context.request_id or "live",
-                journal=journal,
-                meter_audio=context.meter_audio,
-            )
+        access, principal = context.access, context.principal
+        slots = access.live_session(principal) if access and principal else contextlib.nullcontext()
+        async with slots:
             try:
-                yield session
-            finally:
-                self._live_sessions[caller] -= 1
-                if not self._live_sessions[caller]:
-                    del self._live_sessions[caller]
-                await session.aclose()
+                ticket = self.admit(context, self.costs.live_session(self.live_options.partial_interval_s))
+            except SamoError as error:  # as other operations' admission refusals: a row, no units
+                self.meter.record(context, LIVE_OPERATION, error.type.value, Units())
+                raise
+            with ticket:
+                async with self._live_session(context) as session:
+                    yield session
+
+    @contextlib.asynccontextmanager
+    async def _live_session(self, context: RequestContext) -> AsyncIterator[LiveSession]:
+        # The journal at the session's end is admitted as a journal request of its own.
+        journal_context = RequestContext(context.request_id, context.principal, context.access)
+
+        async def journal(text: str) -> JournalAnalysis:
+            return await self.journal(journal_context, {"text": text})
+
+        def usage(row: LiveUsage) -> None:
+            turn = RequestContext(row.row_id, context.principal, context.access)
+            units = Units(row.model, row.model_version, audio_seconds=row.audio_seconds)
+            self.meter.record(turn, LIVE_OPERATION, row.status, units)
+
+        session = LiveSession(
+            self.services.transcription,
+            self.live_options,
+            context.request_id or "live",
+            journal=journal,
+            meter_audio=context.meter_live_audio,
+            usage=usage,
+        )
+        try:
+            yield session
+        finally:
+            await session.aclose()

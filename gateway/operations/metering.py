@@ -35,9 +35,14 @@ class Meter:
 
     async def answered(self, context: RequestContext, operation: str, status: str, units: Units) -> None:
         principal = context.principal
-        tenant = principal.tenant if principal is not None else ""
         if principal is not None and context.access is not None and units.generated_tokens:
             await context.access.charge_tokens(principal, units.generated_tokens)
+        self.record(context, operation, status, units)
+
+    def record(self, context: RequestContext, operation: str, status: str, units: Units) -> None:
+        """The tenant's counters and the ledger's row, without charging generated tokens (no I/O)."""
+        principal = context.principal
+        tenant = principal.tenant if principal is not None else ""
         self.metrics.count(tenant, operation, status, units)
         if self.ledger is not None:
             self.ledger.record(

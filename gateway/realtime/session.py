@@ -25,8 +25,9 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -69,17 +70,39 @@ from gateway.transcription.service import LOW_LOGPROB, NO_SPEECH_PROB, Transcrip
 from samo.contracts.whisper import SAMPLE_RATE, WINDOW_SAMPLES, DecodeOptions
 
 logger = logging.getLogger(__name__)
+Result = TypeVar("Result")
 
 MIN_COMMIT = SAMPLE_RATE // 10
 """OpenAI refuses to commit less than 100 ms of audio."""
-MIN_PARTIAL = SAMPLE_RATE
-"""A turn is first decoded once it holds a second of audio: less gives Whisper little but padding."""
+FIRST_PARTIAL_SPEECH = SAMPLE_RATE // 2
+"""A turn is first decoded once it holds half a second of speech (after its prefix padding): a word or
+two, which the next decode confirms or revises."""
 PARTIAL_WINDOW = WINDOW_SAMPLES - 2 * SAMPLE_RATE
 """A turn longer than a window is decoded partially over its last 28 s; its final decode takes all of it."""
-TRAILING_PAD = 2 * SAMPLE_RATE // 5
-"""A turn that the VAD ended is decoded up to 400 ms after its last speech frame, not through the whole
+TRAILING_PAD = SAMPLE_RATE // 4
+"""A turn that the VAD ended is decoded up to 250 ms after its last speech frame, not through the whole
 `silence_duration_ms`: the VAD heard silence there, and Whisper tiny decodes short clips worse with a
-second of silence after them ("ask not" came back "Ask, knock!")."""
+second of silence after them ("ask not" came back "Ask, knock!"). It is also when the final decode
+starts, speculatively: once 250 ms of silence follow the speech, the audio the final will decode is all
+there, so it is decoded while the VAD waits out the rest of `silence_duration_ms`, and dropped if speech
+resumes."""
+SPECULATION_LEAD = 3 * SAMPLE_RATE // 10
+"""A speculative final decode starts this long before the VAD's silence would end the turn: with
+OpenAI's 500 ms, at 250 ms (`TRAILING_PAD`); with a long `silence_duration_ms`, late in it, so that pauses
+inside a turn do not start (and drop) finals and hold up its partials."""
+CONTEXT_S = 10.0
+"""By default (`LiveOptions.final_context_s`), a turn's final decode hears up to 10 s of the session's audio before it (the turns before it, from
+the start of the earliest that fits, else from 10 s back), in one window of at most 28 s with the turn,
+and keeps the words after the boundary between the turn and the one before (word timestamps): a few
+seconds of speech decoded alone, padded to a 30 s window, came out worse than the same words in a
+file's window (live WER +0.06 to +0.09). With 20 s, Whisper tiny's word times in long windows once
+drifted enough to lose three sentences."""
+MIN_WORDS_PER_S = 1.0
+"""A context decode that keeps fewer words than this per second of the turn's speech has left some of it
+out (or placed it before the boundary): the turn is decoded alone instead."""
+CONTEXT_SLACK_S = 1.5
+"""A context decode whose words after the boundary start or end this much inside the turn's speech has
+left some of it out: the turn is decoded alone instead, as a file is (no speech the VAD heard is lost)."""
 PROMPT_WORDS = 40
 """Words of the session's completed turns given to each decode as its prompt."""
 MAX_TURN = 300 * SAMPLE_RATE
@@ -97,9 +120,26 @@ class LiveOptions:
     """What a deployment sets for every live session (`realtime_*` settings)."""
 
     partial_interval_s: float = 1.0
+    first_partial_interval_s: float = 0.4
+    """Until a turn has confirmed words, its partial decodes come this often."""
+    final_context_s: float = CONTEXT_S
+    """Audio before a turn that its final decode hears (0: each turn decoded alone)."""
     partial_beam_size: int = 1
     max_bad_events: int = 20
     max_speedup: float = 8.0
+
+
+@dataclass(frozen=True)
+class LiveUsage:
+    """One usage ledger row of a live session: a turn (`row_id` its item ID) with the audio received
+    since the row before, or the audio after the session's last turn (`row_id` the session's)."""
+
+    row_id: str
+    status: str
+    """`ok`, `cancelled` (the session ended before the turn's final decode), or a failure's error type."""
+    audio_seconds: float
+    model: str
+    model_version: str
 
 
 @dataclass
@@ -111,6 +151,33 @@ class _Turn:
     decoded_to: int = 0
     """Where the last partial decode ended."""
     closed: bool = False
+    speech_from: int | None = None
+    """The turn's first speech frame (server VAD turns)."""
+
+
+@dataclass
+class _Past:
+    """A committed turn, as the next turns' final decodes read it: where it lay and, once decoded, its text."""
+
+    start: int
+    speech_from: int | None
+    speech_to: int | None
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class _FinalText:
+    words: list[str]
+    model: tuple[str, str]
+
+
+@dataclass
+class _Speculation:
+    """A final decode started while the VAD waits out the silence after a turn's speech."""
+
+    turn: _Turn
+    end: int
+    task: asyncio.Task[_FinalText]
 
 
 class LiveSession:
@@ -123,6 +190,7 @@ class LiveSession:
         request_id: str,
         journal: Callable[[str], Awaitable[JournalAnalysis]] | None = None,
         meter_audio: Callable[[float], Awaitable[None]] | None = None,
+        usage: Callable[[LiveUsage], None] | None = None,
     ) -> None:
         self.transcription = transcription
         self.options = options
@@ -135,6 +203,9 @@ class LiveSession:
         self._journal = journal
         self._meter_audio = meter_audio
         self._unmetered = 0.0  # seconds received and not yet charged to the caller's audio limit
+        self._usage = usage
+        self._billed_to = 0  # audio position up to which usage rows are written (or owed by a final)
+        self.session_id = new_id("sess")
         # Decodes carry no ticket (the session's units are held by its operation) and charge no audio
         # (the transport charges what the client sends, once, not every re-decode of it).
         self._decode_context = RequestContext(request_id=request_id)
@@ -146,7 +217,11 @@ class LiveSession:
         self._turn: _Turn | None = None
         self._previous_item: str | None = None
         self._finals: asyncio.Task[None] | None = None  # the last final decode: each waits for the one before
+        self._final_tasks: set[asyncio.Task[object]] = set()
         self._finals_pending = 0
+        self._speculation: _Speculation | None = None
+        self._past: deque[_Past] = deque(maxlen=64)
+        self._context = round(options.final_context_s * SAMPLE_RATE)
         self._partial: asyncio.Task[None] | None = None
         self._partials = asyncio.create_task(self._partial_loop())
         self._transcripts: list[str] = []
@@ -235,12 +310,15 @@ class LiveSession:
             change = self._detector.frame(at, float(probability)) if self._detector else None
             if isinstance(change, SpeechStart):
                 self._open_turn(change.at)
+                assert self._turn is not None
+                self._turn.speech_from = at
                 self._emit(SpeechStarted(audio_start_ms=_ms(change.at), item_id=self._turn_id()))
             elif isinstance(change, SpeechStop) and self._turn is not None:
                 self._emit(SpeechStopped(audio_end_ms=_ms(change.at), item_id=self._turn.item_id))
-                self._commit(min(change.at, change.speech_end + TRAILING_PAD))
+                self._commit(min(change.at, change.speech_end + TRAILING_PAD), speech_to=change.speech_end)
             if probability >= threshold and self._turn is not None:
                 self._turn.heard_speech = True
+            self._speculate(at + FRAME)
         if self._turn is not None and self._audio.end - self._turn.start >= MAX_TURN:
             self._commit(self._audio.end)
         self._forget_unneeded()
@@ -253,7 +331,11 @@ class LiveSession:
         self._unmetered += seconds
         whole = math.floor(self._unmetered)
         if whole >= 1:
-            await self._meter_audio(whole)
+            try:
+                await self._meter_audio(whole)
+            except SamoError:
+                self._unmetered -= seconds  # the chunk is refused: not counted later either
+                raise
             self._unmetered -= whole
 
     async def _keep_pace(self, samples: int) -> None:
@@ -265,12 +347,13 @@ class LiveSession:
             await asyncio.sleep(ahead / self.options.max_speedup)
 
     def _forget_unneeded(self) -> None:
-        """Between turns only the prefix padding (and the VAD's frame in progress) is kept."""
+        """Kept: the open turn (or, between turns, the prefix padding and the VAD's frame in progress) and
+        the 10 s before it, which the next final decode may hear as context."""
         if self._turn is not None:
-            self._audio.forget_before(self._turn.start)
+            self._audio.forget_before(self._turn.start - self._context)
         elif self.config.turn_detection is not None:
             keep = self.config.turn_detection.prefix_padding_ms * SAMPLE_RATE // 1000 + FRAME
-            self._audio.forget_before(self._audio.end - keep)
+            self._audio.forget_before(self._audio.end - keep - self._context)
 
     def _open_turn(self, start: int) -> None:
         self._turn = _Turn(new_id("item"), start, decoded_to=start)
@@ -293,6 +376,8 @@ class LiveSession:
         if turn is not None:
             turn.closed = True
             self._cancel_partial()
+            self._drop_speculation()
+            self._past.append(_Past(turn.start, None, None, ""))  # cleared audio is no later turn's context
         if self._detector is not None:
             self._detector.end_turn(self._audio.end)
         self._forget_unneeded()
@@ -320,8 +405,9 @@ class LiveSession:
 
     # -- turns and decodes --
 
-    def _commit(self, end: int) -> None:
-        """The open turn, up to `end`, committed and decoded."""
+    def _commit(self, end: int, speech_to: int | None = None) -> None:
+        """The open turn, up to `end`, committed and decoded (or its speculative decode of the same audio
+        kept)."""
         turn = self._turn
         assert turn is not None
         self._turn = None
@@ -329,48 +415,208 @@ class LiveSession:
         self._cancel_partial()
         if self._detector is not None and self._detector.speaking:  # a commit by the client
             self._detector.end_turn(end)
-        samples = self._audio.read(turn.start, end)
         self._emit(Committed(item_id=turn.item_id, previous_item_id=self._previous_item))
         self._previous_item = turn.item_id
+        speculation, self._speculation = self._speculation, None
+        if speculation is not None and speculation.turn is turn and speculation.end == end:
+            decode = speculation.task
+        else:
+            if speculation is not None:
+                speculation.task.cancel()
+            decode = self._start_final_decode(turn, end)
+        self._past.append(_Past(turn.start, turn.speech_from, speech_to))
         self._finals_pending += 1
         record_live_decodes("final")
-        self._finals = asyncio.create_task(self._final(turn, samples, self._finals))
+        # The turn's usage row: every second received since the row before (the silence before the turn
+        # and after its speech included), so the rows add up to the audio the session received.
+        billed = (self._audio.end - self._billed_to) / SAMPLE_RATE
+        self._billed_to = self._audio.end
+        past = self._past[-1]
+        self._finals = self._track(self._final(turn, (end - turn.start) / SAMPLE_RATE, billed, decode, past))
 
-    async def _final(self, turn: _Turn, samples: np.ndarray, before: asyncio.Task[None] | None) -> None:
-        try:
-            # The turn before first: its words are this decode's prompt, so a final that started while the
-            # one before was still decoding (a loaded server, audio sent faster than real time) was
-            # prompted differently from the same audio on an idle one (live WER 0.107 against 0.051).
-            # Completed events then also go out in turn order.
-            if before is not None:
-                await before
+    def _track(self, coroutine: Coroutine[Any, Any, Result]) -> asyncio.Task[Result]:
+        task = asyncio.create_task(coroutine)
+        self._final_tasks.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(self._final_tasks.discard)  # type: ignore[arg-type]
+        return task
+
+    def _speculate(self, now: int) -> None:
+        """Once `TRAILING_PAD` of silence follows the open turn's speech, start its final decode on the
+        audio a commit there would decode; drop it when speech resumes."""
+        detector, turn, speculation = self._detector, self._turn, self._speculation
+        silence_from = detector.silence_from if detector is not None else None
+        if speculation is not None and (
+            turn is not speculation.turn
+            or silence_from is None
+            or silence_from + TRAILING_PAD != speculation.end
+        ):
+            self._drop_speculation()
+            speculation = None
+        if (
+            speculation is None
+            and turn is not None
+            and turn.heard_speech
+            and silence_from is not None
+            and detector is not None
+            and now - silence_from >= max(TRAILING_PAD, detector.silence - SPECULATION_LEAD)
+        ):
+            end = silence_from + TRAILING_PAD
+            self._cancel_partial()  # the final will say more than a partial could
+            self._speculation = _Speculation(turn, end, self._start_final_decode(turn, end))
+            record_live_decodes("speculative")
+
+    def _drop_speculation(self) -> None:
+        if self._speculation is not None:
+            self._speculation.task.cancel()
+            self._speculation = None
+            record_live_decodes("speculation_dropped")
+
+    def _start_final_decode(self, turn: _Turn, end: int) -> asyncio.Task[_FinalText]:
+        """The turn's final words, decoded with the audio before it as context where that is possible.
+        Audio positions are fixed now; the prompt, once the turn before is decoded."""
+        start, earlier = self._context_for(turn, end)
+        samples = self._audio.read(start, end)
+        alone = samples[turn.start - start :]
+        boundary = None
+        if start < turn.start:
+            previous = self._past[-1]
+            assert previous.speech_to is not None and turn.speech_from is not None
+            boundary = (previous.speech_to + turn.speech_from) / 2 - start
+        before = self._finals
+        return self._track(self._decode_final(turn, samples, alone, start, boundary, earlier, before))
+
+    def _context_for(self, turn: _Turn, end: int) -> tuple[int, list[_Past]]:
+        """Where the final decode of `turn` (up to `end`) starts, and the committed turns wholly before
+        that (whose texts are its prompt). The turn's own start when the VAD placed no boundary between it
+        and the turn before (a client's commit, a cleared turn) or nothing before it is held."""
+        if (
+            not self._context
+            or turn.speech_from is None
+            or not self._past
+            or self._past[-1].speech_to is None
+        ):
+            return turn.start, list(self._past)
+        floor = max(self._audio.start, turn.start - self._context, end - PARTIAL_WINDOW)
+        if floor >= turn.start:
+            return turn.start, list(self._past)
+        start = floor
+        for past in reversed(self._past):  # from the start of the earliest turn that fits, if one does
+            if past.speech_to is None or past.start < floor:
+                break
+            start = past.start
+        return start, [past for past in self._past if (past.speech_to or past.start) <= start]
+
+    async def _decode_final(
+        self,
+        turn: _Turn,
+        samples: np.ndarray,
+        alone: np.ndarray,
+        start: int,
+        boundary: float | None,
+        earlier: list[_Past],
+        before: asyncio.Task[None] | None,
+    ) -> _FinalText:
+        # The turn before first: its words are this decode's prompt, so a final that started while the
+        # one before was still decoding (a loaded server, audio sent faster than real time) was
+        # prompted differently from the same audio on an idle one (live WER 0.107 against 0.051).
+        # Completed events then also go out in turn order. Shielded: dropping a speculative decode must
+        # not cancel the turn before.
+        if before is not None:
+            with contextlib.suppress(SamoError):
+                await asyncio.shield(before)
+        name = self._model_name(self.config)
+        served = self.transcription.model(name)
+        model = (served.name, served.version)
+        if boundary is not None:
+            words = await self._decode_in_context(turn, samples, start, boundary, earlier)
+            if words is not None:
+                return _FinalText(words, model)
+        transcript = await self.transcription.transcribe_samples(
+            self._decode_context, alone, self._decode_options(self.config, final=True), name
+        )
+        return _FinalText(transcript.text.split(), (transcript.model.name, transcript.model.version))
+
+    async def _decode_in_context(
+        self, turn: _Turn, samples: np.ndarray, start: int, boundary: float, earlier: list[_Past]
+    ) -> list[str] | None:
+        """One window of the audio before the turn and the turn, its words after `boundary` (samples from
+        the window's start); None when they leave out part of the turn's speech. Prompted with the texts
+        of the turns wholly before the window."""
+        texts = [past.text or "" for past in earlier]
+        options = self._decode_options(self.config, final=True, previous=texts).model_copy(
+            update={"word_timestamps": True}
+        )
+        window = await self.transcription.decode_window(
+            self._decode_context, samples, options, self._model_name(self.config)
+        )
+        cut = boundary / SAMPLE_RATE
+        words = [
+            word
+            for segment in window.segments
+            if not _silent(segment.no_speech_prob, segment.avg_logprob)
+            for word in segment.words
+            if (word.start + word.end) / 2 >= cut
+        ]
+        speech_from = ((turn.speech_from or turn.start) - start) / SAMPLE_RATE
+        speech_to = samples.size / SAMPLE_RATE - TRAILING_PAD / SAMPLE_RATE
+        if not words or (
+            turn.heard_speech
+            and (
+                words[0].start > speech_from + CONTEXT_SLACK_S
+                or words[-1].end < speech_to - CONTEXT_SLACK_S
+                or len(words) < MIN_WORDS_PER_S * (speech_to - speech_from)
+            )
+        ):
+            record_live_decodes("context_fallback")
+            return None
+        return "".join(word.word for word in words).split()
+
+    def _record(self, row_id: str, status: str, seconds: float, model: tuple[str, str] | None = None) -> None:
+        if self._usage is None:
+            return
+        if model is None:
             try:
-                transcript = await self.transcription.transcribe_samples(
-                    self._decode_context,
-                    samples,
-                    self._decode_options(self.config, final=True),
-                    self._model_name(self.config),
-                )
+                served = self.transcription.model(self._model_name(self.config))
+                model = (served.name, served.version)
+            except SamoError:  # no such model (any more): the row keeps the audio all the same
+                model = (self.config.transcription.model or "", "")
+        self._usage(LiveUsage(row_id, status, round(seconds, 3), *model))
+
+    async def _final(
+        self, turn: _Turn, seconds: float, billed_s: float, decode: asyncio.Task[_FinalText], past: _Past
+    ) -> None:
+        recorded = False
+        try:
+            try:
+                final = await decode
                 failure = None
             except SamoError as error:
-                transcript, failure = None, error
-            if failure is not None or transcript is None:
+                final, failure = None, error
+            if failure is not None or final is None:
                 message = failure.message if failure else "transcription failed"
                 detail = ErrorDetail(
                     type="server_error", code=failure.type.value if failure else None, message=message
                 )
+                past.text = ""
                 self._emit(TranscriptionFailed(item_id=turn.item_id, error=detail))
+                recorded = True  # a failed turn is not billed: its row carries the error, no units
+                self._record(turn.item_id, failure.type.value if failure else "server_error", 0.0)
                 return
             had_words = bool(turn.agreement.confirmed)
-            rest = turn.agreement.final(transcript.text.split())
+            rest = turn.agreement.final(final.words)
             if rest:
                 self._emit(Delta(item_id=turn.item_id, delta=joined(rest, after=had_words)))
             text = " ".join(turn.agreement.confirmed)
             self._transcripts.append(text)
-            usage = DurationUsage(seconds=round(samples.size / SAMPLE_RATE, 3))
+            past.text = text
+            usage = DurationUsage(seconds=round(seconds, 3))
             self._emit(Completed(item_id=turn.item_id, transcript=text, usage=usage))
+            recorded = True
+            self._record(turn.item_id, "ok", billed_s, final.model)
         finally:
             self._finals_pending -= 1
+            if not recorded:  # cancelled: the session ended before the turn's final decode
+                self._record(turn.item_id, "cancelled", billed_s)
 
     async def _partial_loop(self) -> None:
         """A partial decode of the open turn every `partial_interval_s`, one at a time: one still running
@@ -379,13 +625,19 @@ class LiveSession:
         while True:
             await asyncio.sleep(PARTIAL_TICK_S)
             turn = self._turn
+            interval = (
+                self.options.partial_interval_s
+                if turn is not None and turn.agreement.confirmed
+                else self.options.first_partial_interval_s
+            )
             if (
                 turn is None
                 or not turn.heard_speech
                 or self._finals_pending
-                or self._audio.end - turn.start < MIN_PARTIAL
+                or self._speculation is not None
+                or self._audio.end - (turn.speech_from or turn.start) < FIRST_PARTIAL_SPEECH
                 or self._audio.end <= turn.decoded_to
-                or time.monotonic() - last_start < self.options.partial_interval_s
+                or time.monotonic() - last_start < interval
             ):
                 continue
             last_start = time.monotonic()
@@ -394,7 +646,7 @@ class LiveSession:
                 await asyncio.wait({self._partial})
             took = time.monotonic() - last_start
             record_live_decodes("partial")
-            record_live_decodes("skipped", max(0, math.ceil(took / self.options.partial_interval_s) - 1))
+            record_live_decodes("skipped", max(0, math.ceil(took / interval) - 1))
 
     async def _decode_partial(self, turn: _Turn) -> None:
         end = self._audio.end
@@ -428,12 +680,16 @@ class LiveSession:
         if self._partial is not None and not self._partial.done():
             self._partial.cancel()
 
-    def _decode_options(self, config: LiveConfig, *, final: bool) -> DecodeOptions:
+    def _decode_options(
+        self, config: LiveConfig, *, final: bool, previous: list[str] | None = None
+    ) -> DecodeOptions:
+        """`previous`: the texts before the decoded audio (default: every completed turn's)."""
         transcription = config.transcription
         # The session's own words so far condition the decoder, as Whisper's long-form decoding conditions
         # each window on the text before it: a turn alone is a short clip with no context.
-        previous = " ".join(" ".join(self._transcripts).split()[-PROMPT_WORDS:])
-        prompt = " ".join(part for part in (transcription.prompt, previous) if part)
+        texts = self._transcripts if previous is None else previous
+        previous_words = " ".join(" ".join(texts).split()[-PROMPT_WORDS:])
+        prompt = " ".join(part for part in (transcription.prompt, previous_words) if part)
         return DecodeOptions(
             language=transcription.language or None,
             initial_prompt=prompt[-1000:] or None,
@@ -450,9 +706,10 @@ class LiveSession:
         self.events.put_nowait(event)
 
     async def aclose(self) -> None:
-        """The session is over: stop every decode still running (their Triton calls with them)."""
+        """The session is over: stop every decode still running (their Triton calls with them); the
+        audio after the last committed turn gets its usage row."""
         LIVE_SESSIONS.dec()
-        tasks = [self._partials, self._partial, self._finals]
+        tasks = [self._partials, self._partial, *self._final_tasks]
         for task in tasks:
             if task is not None:
                 task.cancel()
@@ -460,6 +717,10 @@ class LiveSession:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, SamoError):
                     await task
+        rest = self._audio.end - self._billed_to
+        self._billed_to = self._audio.end
+        if rest > 0:
+            self._record(self.session_id, "ok", rest / SAMPLE_RATE)
 
 
 def _ms(position: int) -> int:

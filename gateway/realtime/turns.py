@@ -94,6 +94,11 @@ class TurnDetector:
             return stop
         return None
 
+    @property
+    def silence_from(self) -> int | None:
+        """Where the silence that may end the open turn began (None: speech goes on, or no turn)."""
+        return self._silence_from if self.speaking else None
+
     def end_turn(self, at: int) -> None:
         """The turn ended (its silence began at `at`, or the client committed there): the next one
         starts after `at`."""

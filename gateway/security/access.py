@@ -14,12 +14,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import AsyncIterator
 
 from prometheus_client import CollectorRegistry, Counter
 
 from gateway.errors import ErrorType, SamoError
 from gateway.observability.metrics import BoundedLabels
 from gateway.security.api_keys import ApiKeys, KeyFileError
+from gateway.security.live_slots import LiveSlots, SlotLimit
 from gateway.security.managed_keys import ManagedKeys
 from gateway.security.principal import Credential, Principal
 from gateway.security.quotas import TenantQuotas
@@ -58,6 +60,9 @@ class Access:
         tokens: TokenVerifier | None = None,
         managed: ManagedKeys | None = None,
         quotas: TenantQuotas | None = None,
+        live_slots: LiveSlots | None = None,
+        live_limits: RateLimits | None = None,
+        live_sessions_per_key: int = 0,
         reload_interval_s: float = 2.0,
         registry: CollectorRegistry | None = None,
         max_labels: int = 100,
@@ -67,6 +72,11 @@ class Access:
         self.tokens = tokens
         self.managed = managed
         self.quotas = quotas
+        self.live_slots = live_slots or LiveSlots.open(None, 30.0)
+        """Concurrent live sessions: the tenants' `live_sessions` quota and `live_sessions_per_key`."""
+        self.live_limits = live_limits
+        """`realtime_audio_rate_limit`: live audio seconds per principal."""
+        self.live_sessions_per_key = live_sessions_per_key
         self.reload_interval_s = reload_interval_s
         # A token's or managed key's label is its tenant's: bounded like the tenant metrics.
         self.label = BoundedLabels(max_labels)
@@ -124,12 +134,28 @@ class Access:
             parse_limit("audio_rate_limit", settings.audio_rate_limit),
             storage,
         )
+        live_limits = RateLimits(
+            (),
+            parse_limit("realtime_audio_rate_limit", settings.realtime_audio_rate_limit),
+            storage,
+            name="live rate limit",
+        )
+        quotas = TenantQuotas.from_settings(settings, storage, registry)
+        live_slots = LiveSlots.open(
+            settings.rate_limit_storage,
+            settings.realtime_session_lease_s,
+            retry_after_s=settings.retry_after_s,
+            on_storage_failure=quotas.failures.inc if quotas is not None else None,
+        )
         return cls(
             keys,
             limits,
             tokens=tokens,
             managed=managed,
-            quotas=TenantQuotas.from_settings(settings, storage, registry),
+            quotas=quotas,
+            live_slots=live_slots,
+            live_limits=live_limits if live_limits.enabled else None,
+            live_sessions_per_key=settings.realtime_max_sessions_per_key,
             reload_interval_s=settings.api_keys_reload_s,
             registry=registry,
             max_labels=settings.metrics_max_tenants,
@@ -198,6 +224,62 @@ class Access:
             self.rejections.labels(_reason(error, "audio_rate_limited"), self.label(principal.label)).inc()
             raise
 
+    async def charge_live_audio(self, principal: Principal, seconds: float) -> None:
+        """`charge_audio` for a live session's audio as it arrives, first against the caller's own live
+        audio limit (`realtime_audio_rate_limit`), then as any audio: the caller's audio rate limit and
+        its tenant's `audio_seconds` quota."""
+        if self.live_limits is not None:
+            try:
+                await self.live_limits.charge_audio(f"live:{principal.counter_key}", seconds)
+            except SamoError as error:
+                self.rejections.labels(_reason(error, "audio_rate_limited"), principal.label).inc()
+                raise
+        await self.charge_audio(principal, seconds)
+
+    def live_session(self, principal: Principal) -> contextlib.AbstractAsyncContextManager[None]:
+        """A live session's slots for the block: one of its tenant's `live_sessions` quota and one of
+        the caller's `realtime_max_sessions_per_key`, across replicas (gateway/security/live_slots.py);
+        `rate_limited` when either is full."""
+        limits: list[SlotLimit] = []
+        quota = (
+            self.quotas.live_sessions(principal.tenant) if self.quotas and principal.authenticated else None
+        )
+        if quota and self.quotas is not None:
+            limits.append(
+                SlotLimit(
+                    f"{self.quotas.live_sessions_key(principal.tenant)}:sessions",
+                    quota,
+                    f"tenant quota of {quota} concurrent live sessions reached; close one first",
+                    fail_closed=self.quotas.fail_closed,
+                )
+            )
+        if self.live_sessions_per_key:
+            limit = self.live_sessions_per_key
+            limits.append(
+                SlotLimit(
+                    f"{principal.counter_key}:sessions",
+                    limit,
+                    f"at most {limit} live sessions may be open at once per API key; close one first",
+                    fail_closed=False,
+                )
+            )
+        return self._counted_slots(principal, limits)
+
+    @contextlib.asynccontextmanager
+    async def _counted_slots(self, principal: Principal, limits: list[SlotLimit]) -> AsyncIterator[None]:
+        """The slots, refusals counted in `samo_access_rejections_total` (`over_quota`, `rate_limited`)."""
+        entered = False
+        try:
+            async with self.live_slots.held(limits):
+                entered = True
+                yield
+        except SamoError as error:
+            if not entered:
+                tenant_full = error.type is ErrorType.RATE_LIMITED and error.message.startswith("tenant")
+                reason = "over_quota" if tenant_full else _reason(error, "rate_limited")
+                self.rejections.labels(reason, principal.label).inc()
+            raise
+
     async def hit_quota(self, principal: Principal, scope: Scope) -> None:
         """Count one operation against the caller's tenant quota (the operations' gate calls it: the
         quotas count model work, not `/metrics` scrapes or usage queries); `rate_limited` when spent,
@@ -219,6 +301,7 @@ class Access:
     async def start(self) -> None:
         """Read the managed keys and keep them fresh; reload the key file when it changes, and on SIGHUP
         where this thread may take signals."""
+        await self.live_slots.start()
         if self.managed is not None:
             await self.managed.refresh()
             self._managed_watch = asyncio.create_task(self.managed.watch())
@@ -243,6 +326,7 @@ class Access:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._watch = self._managed_watch = None
+        await self.live_slots.stop()
 
 
 def _reason(error: SamoError, limited: str) -> str:

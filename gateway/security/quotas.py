@@ -1,5 +1,6 @@
-"""Quotas per tenant: requests, audio seconds and generated tokens, counted for the whole tenant (all its
-keys and users) in the rate limits' storage (Redis: across replicas).
+"""Quotas per tenant: requests, audio seconds, generated tokens and concurrent live sessions, counted
+for the whole tenant (all its keys and users) in the rate limits' storage (Redis: across replicas); the
+live sessions as leases (gateway/security/live_slots.py).
 
 The default quota applies to every tenant without one of its own. When the storage cannot be reached,
 requests are refused (503) unless `SAMO_QUOTA_STORAGE_FAILURE=allow`; either way it is logged and
@@ -46,8 +47,11 @@ class TenantQuotas:
                 on_storage_failure=self.failures.inc,
             )
 
+        self.fail_closed = fail_closed
         self.default = limits(default)
         self.by_tenant = {tenant: limits(quota) for tenant, quota in by_tenant.items()}
+        self._live_sessions = {tenant: quota.live_sessions for tenant, quota in by_tenant.items()}
+        self._default_live_sessions = default.live_sessions
 
     @classmethod
     def from_settings(
@@ -55,7 +59,7 @@ class TenantQuotas:
     ) -> TenantQuotas | None:
         default = settings.tenant_quota or QuotaSettings()
         quotas = (default, *settings.tenant_quotas.values())
-        if not any(q.requests or q.audio_seconds or q.generated_tokens for q in quotas):
+        if not any(q.requests or q.audio_seconds or q.generated_tokens or q.live_sessions for q in quotas):
             return None
         return cls(
             default,
@@ -67,6 +71,13 @@ class TenantQuotas:
 
     def of(self, tenant: str) -> RateLimits:
         return self.by_tenant.get(tenant, self.default)
+
+    def live_sessions(self, tenant: str) -> int | None:
+        """The tenant's concurrent live sessions quota (gateway/security/live_slots.py), or None."""
+        return self._live_sessions.get(tenant, self._default_live_sessions)
+
+    def live_sessions_key(self, tenant: str) -> str:
+        return _key(tenant)
 
     async def admit(self, tenant: str, generates: bool) -> None:
         """Count one request; refused while the requests quota is spent, or, for a request that
