@@ -232,7 +232,9 @@ class Access:
             try:
                 await self.live_limits.charge_audio(f"live:{principal.counter_key}", seconds)
             except SamoError as error:
-                self.rejections.labels(_reason(error, "audio_rate_limited"), principal.label).inc()
+                self.rejections.labels(
+                    _reason(error, "audio_rate_limited"), self.label(principal.label)
+                ).inc()
                 raise
         await self.charge_audio(principal, seconds)
 
@@ -277,7 +279,7 @@ class Access:
             if not entered:
                 tenant_full = error.type is ErrorType.RATE_LIMITED and error.message.startswith("tenant")
                 reason = "over_quota" if tenant_full else _reason(error, "rate_limited")
-                self.rejections.labels(reason, principal.label).inc()
+                self.rejections.labels(reason, self.label(principal.label)).inc()
             raise
 
     async def hit_quota(self, principal: Principal, scope: Scope) -> None:
