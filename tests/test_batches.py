@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +25,12 @@ def jsonl(lines: list[dict[str, Any]]) -> bytes:
 
 
 def emotion_line(custom_id: str, texts: list[str], **options: Any) -> dict[str, Any]:
-    return {"custom_id": custom_id, "method": "POST", "url": "/v1/emotions", "body": {"texts": texts, **options}}
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/emotions",
+        "body": {"texts": texts, **options},
+    }
 
 
 def texts(count: int, seed: int) -> list[str]:
@@ -42,7 +47,9 @@ def assert_same_emotions(batched: dict[str, Any], alone: dict[str, Any]) -> None
     for got, expected in zip(batched["results"], alone["results"], strict=True):
         assert (got["tokens"], got["truncated"]) == (expected["tokens"], expected["truncated"])
         assert [x["label"] for x in got["labels"]] == [x["label"] for x in expected["labels"]]
-        assert [x["score"] for x in got["labels"]] == pytest.approx([x["score"] for x in expected["labels"]], abs=1e-5)
+        assert [x["score"] for x in got["labels"]] == pytest.approx(
+            [x["score"] for x in expected["labels"]], abs=1e-5
+        )
         assert got["scores"] == pytest.approx(expected["scores"], abs=1e-5)
         assert got.keys() == expected.keys()
 
@@ -91,7 +98,11 @@ def test_the_openai_sdk_runs_a_batch_whose_answers_equal_the_synchronous_ones(
     done = wait_for(client, batch.id)
     assert done.status == "completed"
     assert done.request_counts is not None
-    assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (26, 24, 2)
+    assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (
+        26,
+        24,
+        2,
+    )
 
     output = read_lines(client, done.output_file_id)
     assert [line["custom_id"] for line in output] == [f"entry-{i}" for i in range(24)]  # input order
@@ -113,3 +124,174 @@ def test_the_openai_sdk_runs_a_batch_whose_answers_equal_the_synchronous_ones(
         client.batches.retrieve(batch.id)  # deleted with its input file, outputs included
     with pytest.raises(openai.NotFoundError):
         client.files.retrieve(done.output_file_id or "")
+
+
+def upload(client: openai.OpenAI, lines: list[dict[str, Any]]) -> str:
+    return client.files.create(file=("lines.jsonl", jsonl(lines)), purpose="batch").id
+
+
+def create(client: openai.OpenAI, file_id: str, endpoint: str = "/v1/emotions", **extra: Any) -> Any:
+    return client.batches.create(
+        input_file_id=file_id,
+        endpoint=endpoint,  # pyright: ignore[reportArgumentType]  # SAMO's endpoints
+        completion_window="24h",
+        extra_body=extra or None,
+    )
+
+
+def test_an_audio_line_refers_to_an_uploaded_recording(client: openai.OpenAI, http: httpx.Client) -> None:
+    audio = client.files.create(file=("jfk.wav", JFK_WAV.read_bytes()), purpose="audio")  # pyright: ignore[reportArgumentType]
+    line = {
+        "custom_id": "speech",
+        "method": "POST",
+        "url": "/v1/audio/transcriptions",
+        "body": {"file_id": audio.id, "response_format": "verbose_json"},
+    }
+    batch = wait_for(client, create(client, upload(client, [line]), "/v1/audio/transcriptions").id, 120)
+    assert batch.status == "completed", read_lines(client, batch.error_file_id)
+    [output] = read_lines(client, batch.output_file_id)
+    synchronous = http.post(
+        "/v1/audio/transcriptions",
+        files={"file": ("jfk.wav", JFK_WAV.read_bytes(), "audio/wav")},
+        data={"response_format": "verbose_json"},
+        timeout=120,
+    )
+    assert output["custom_id"] == "speech"
+    assert output["response"]["body"]["text"] == synchronous.json()["text"]
+    assert "ask not what your country" in output["response"]["body"]["text"].lower()
+
+
+@pytest.mark.parametrize(
+    ("content", "endpoint", "message"),
+    [
+        (
+            b"\xff\xfe not utf-8",
+            "/v1/emotions",
+            "input file: not UTF-8 (byte 0); send JSONL, one request per line",
+        ),
+        (b"\n\n", "/v1/emotions", "input file: no lines; send JSONL, one request per line"),
+        (
+            b"[1, 2]\n",
+            "/v1/emotions",
+            "input file: no valid line; line 1: not a JSON object (custom_id, method, url, body)",
+        ),
+        (
+            jsonl([emotion_line("a", ["x"]), emotion_line("a", ["y"])]),
+            "/v1/emotions",
+            "input file: line 2 repeats the `custom_id` of line 1; each line needs its own",
+        ),
+        (
+            jsonl([emotion_line("a", ["x"])]),
+            "/v1/translate",
+            "endpoint: one of /v1/emotions, /v1/transcribe, /v1/audio/transcriptions, /v1/summarize, "
+            "/v1/journal, not `/v1/translate`",
+        ),
+        (
+            jsonl([emotion_line("a", ["x"])]),
+            "/v1/summarize",
+            "input file: no valid line; line 1: url `/v1/emotions` is not the batch's endpoint `/v1/summarize`",
+        ),
+    ],
+    ids=["not-utf8", "empty", "not-jsonl", "repeated-id", "unknown-endpoint", "other-endpoint"],
+)
+def test_a_file_that_cannot_make_a_batch_is_refused_at_creation(
+    http: httpx.Client, content: bytes, endpoint: str, message: str
+) -> None:
+    file_id = http.post("/v1/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"}).json()[
+        "id"
+    ]
+    response = http.post("/v1/batches", json={"input_file_id": file_id, "endpoint": endpoint})
+    assert response.status_code == 422
+    assert response.json()["error"]["type"] == "invalid_input"
+    assert response.json()["error"]["message"] == message
+    assert http.get("/health/live").status_code == 200
+
+
+def test_files_refused_before_they_are_stored(http: httpx.Client) -> None:
+    wrong = http.post("/v1/files", files={"file": ("a.txt", b"x")}, data={"purpose": "fine-tune"})
+    assert wrong.status_code == 422
+    assert (
+        wrong.json()["error"]["message"]
+        == "purpose: `batch` (a JSONL input file) or `audio` (a recording), not `fine-tune`"
+    )
+    audio = http.post("/v1/files", files={"file": ("a.wav", JFK_WAV.read_bytes())}, data={"purpose": "audio"})
+    refused = http.post("/v1/batches", json={"input_file_id": audio.json()["id"], "endpoint": "/v1/emotions"})
+    assert refused.status_code == 422 and "has purpose `audio`" in refused.json()["error"]["message"]
+    missing = http.post("/v1/batches", json={"input_file_id": "file-nothing", "endpoint": "/v1/emotions"})
+    assert (
+        missing.status_code == 404 and missing.json()["error"]["message"] == "no file with ID `file-nothing`"
+    )
+
+
+def test_a_batch_whose_every_line_failed_is_failed_not_completed(client: openai.OpenAI) -> None:
+    lines = [emotion_line("empty", []), emotion_line("bad-k", ["fine"], top_k=-3)]
+    batch = wait_for(client, create(client, upload(client, lines)).id)
+    assert batch.status == "failed" and batch.output_file_id is None
+    errors = read_lines(client, batch.error_file_id)
+    assert [(e["custom_id"], e["response"]["status_code"], e["error"]["code"]) for e in errors] == [
+        ("empty", 422, "invalid_input"),
+        ("bad-k", 422, "invalid_input"),
+    ]
+
+
+def sse_events(http: httpx.Client, batch_id: str) -> Iterator[dict[str, Any]]:
+    with http.stream("GET", f"/v1/batches/{batch_id}/events", timeout=60) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                yield json.loads(line.removeprefix("data: "))
+
+
+def test_cancel_keeps_finished_lines_and_their_failures_retry_as_a_new_batch(
+    client: openai.OpenAI, http: httpx.Client
+) -> None:
+    entries = texts(300, seed=2)
+    lines = [emotion_line(f"n{i}", [text]) for i, text in enumerate(entries)]
+    batch = create(client, upload(client, lines))
+    seen = []
+    for update in sse_events(http, batch.id):
+        seen.append(update)
+        if update["request_counts"]["completed"] >= 20 and update["status"] == "in_progress":
+            cancelled_at = time.monotonic()
+            assert client.batches.cancel(batch.id).status == "cancelling"
+    assert seen[-1]["status"] == "cancelled"
+    assert time.monotonic() - cancelled_at < 5  # cancelled within seconds
+    counts = [u["request_counts"]["completed"] for u in seen]
+    assert counts == sorted(counts)  # progress only grows
+    done = client.batches.retrieve(batch.id)
+    output, errors = read_lines(client, done.output_file_id), read_lines(client, done.error_file_id)
+    assert done.request_counts is not None and done.request_counts.completed == len(output) >= 20
+    assert len(output) < 300 and len(output) + len(errors) == 300
+    assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
+    finished = {line["custom_id"] for line in output}
+    assert [line["custom_id"] for line in output + errors] != [] and finished.isdisjoint(
+        e["custom_id"] for e in errors
+    )
+
+    # Retry failed lines: a new batch from the cancelled batch's error file runs those lines alone.
+    retried = wait_for(client, create(client, done.error_file_id).id)
+    assert retried.status == "completed" and retried.error_file_id is None
+    again = read_lines(client, retried.output_file_id)
+    assert [line["custom_id"] for line in again] == [e["custom_id"] for e in errors]
+    assert finished | {line["custom_id"] for line in again} == {f"n{i}" for i in range(300)}
+
+
+def test_a_batch_past_its_completion_window_expires_with_its_output_kept(
+    client: openai.OpenAI, gateway: Gateway
+) -> None:
+    entries = texts(200, seed=3)
+    batch = create(client, upload(client, [emotion_line(f"e{i}", [t]) for i, t in enumerate(entries)]))
+    while client.batches.retrieve(batch.id).request_counts.completed < 10:  # pyright: ignore[reportOptionalMemberAccess]
+        time.sleep(0.05)
+    # The window closes now: the batch's deadline moved to the past, as the clock would move it.
+    assert gateway.app is not None
+    database = gateway.app.state.batches.settings.batch_dir / "batches.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            "UPDATE batches SET expires_at = '2000-01-01 00:00:00.000000' WHERE id = ?", (batch.id,)
+        )
+    done = wait_for(client, batch.id, 20)
+    assert done.status == "expired" and done.expired_at is not None
+    output, errors = read_lines(client, done.output_file_id), read_lines(client, done.error_file_id)
+    assert len(output) >= 10 and len(output) + len(errors) == 200
+    assert {e["error"]["code"] for e in errors} == {"batch_expired"}

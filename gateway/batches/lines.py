@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from gateway.batches.metrics import BatchMetrics
 from gateway.batches.parse import AUDIO_FIELD
 from gateway.context import RequestContext
 from gateway.errors import ErrorType, SamoError
@@ -95,8 +96,14 @@ def _dump(model: BaseModel) -> Any:
 
 class LineRunner:
     def __init__(
-        self, operations: Operations, read_audio: AudioReader, retry: RetryPolicy, access: Access | None
+        self,
+        operations: Operations,
+        read_audio: AudioReader,
+        retry: RetryPolicy,
+        access: Access | None,
+        metrics: BatchMetrics,
     ) -> None:
+        self.metrics = metrics
         self.operations = operations
         self.read_audio = read_audio
         self.retry = retry
@@ -122,8 +129,10 @@ class LineRunner:
                 answer = await run_operation(self.operations, context, url, fields, upload)
             except SamoError as error:
                 if error.type in TRANSIENT and attempt < self.retry.attempts:
+                    self.metrics.retries.labels(error.type.value).inc()
                     await asyncio.sleep(self.retry.delay_s(attempt))
                     continue
+                self.metrics.lines.labels(error.type.value).inc()
                 return LineOutcome(
                     False,
                     error_record(
@@ -132,10 +141,12 @@ class LineRunner:
                 )
             except Exception as exc:  # a fault of the gateway's, not the line's: logged without content
                 logger.exception("batch %s line %d failed: %s", batch_id, line, type(exc).__name__)
+                self.metrics.lines.labels(ErrorType.INTERNAL.value).inc()
                 return LineOutcome(
                     False,
                     error_record(batch_id, line, custom_id, "internal", "the line failed to run", 500),
                 )
+            self.metrics.lines.labels("ok").inc()
             return LineOutcome(True, output_record(batch_id, line, custom_id, answer_body(answer)))
 
     async def _upload(self, tenant: str, url: str, body: dict[str, Any]) -> Upload | None:

@@ -90,7 +90,14 @@ def _line(
         payload: Any = json.loads(raw)
     except ValueError:
         return MalformedLine(number, None, "invalid_json_line", f"line {number}: not valid JSON")
-    custom_id = payload.get("custom_id") if isinstance(payload, dict) else None
+    if not isinstance(payload, dict):
+        return MalformedLine(
+            number,
+            None,
+            "invalid_request",
+            f"line {number}: not a JSON object (custom_id, method, url, body)",
+        )
+    custom_id = payload.get("custom_id")
     custom_id = custom_id if isinstance(custom_id, str) and len(custom_id) <= 512 else None
     try:
         request = InputLine.model_validate(payload)

@@ -18,9 +18,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from gateway.batches.crypto import Sealer
 from gateway.batches.lines import AudioReader, LineRunner, RetryPolicy, error_record
 from gateway.batches.maintenance import Maintenance
+from gateway.batches.metrics import BatchMetrics
 from gateway.batches.models import (
     COMPLETION_WINDOWS,
     ENDED,
@@ -96,7 +99,9 @@ class BatchService:
         operations: Operations,
         database: Database | None,
         access: Access | None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
+        self.metrics = BatchMetrics(registry)
         self.settings = settings
         self.operations = operations
         self.database = database
@@ -151,7 +156,9 @@ class BatchService:
                 lock = _beside(database.engine.url.database, RUNNER_LOCK)
             queue = LocalQueue(store, lock, settings.batch_chunk_lines, settings.batch_concurrency)
         retry = RetryPolicy(settings.batch_max_attempts, settings.batch_retry_base_s)
-        lines = LineRunner(self.operations, self._audio_reader(store, sealer), retry, self.access)
+        lines = LineRunner(
+            self.operations, self._audio_reader(store, sealer), retry, self.access, self.metrics
+        )
         runner = BatchRunner(store, sealer, lines, settings.batch_retention_s)
         maintenance = None
         if settings.batch_worker:
@@ -288,11 +295,7 @@ class BatchService:
                 retry_after_s=60,
             )
         source = await self._file(backend, tenant, body.input_file_id)
-        if source.purpose != "batch":
-            raise invalid_input(f"input_file_id: `{source.id}` has purpose `{source.purpose}`, not `batch`")
-        sealed = await asyncio.to_thread(store.content, tenant, source.id)
-        assert sealed is not None
-        data = sealer.open(sealed, file_label(source.id))
+        data = await self._input(backend, tenant, source)
         audio_ids: set[str] = set()
         if operation.takes != "json":
             audio = await asyncio.to_thread(store.files, tenant, "audio", None, 1_000_000)
@@ -360,6 +363,32 @@ class BatchService:
         malformed = sum(isinstance(line, MalformedLine) for line in parsed)
         logger.info("batch %s created: %d lines, %d malformed", batch_id, len(parsed), malformed)
         return await self._batch_object(backend, await self._batch(backend, tenant, batch_id))
+
+    async def _input(self, backend: Backend, tenant: str, source: FileRow) -> bytes:
+        """An input file's lines; for a batch's error file, the original requests of its lines that
+        failed, were cancelled or expired ("retry failed lines": a new batch of them alone)."""
+        store, sealer = backend.store, backend.sealer
+        if source.purpose == "batch":
+            sealed = await asyncio.to_thread(store.content, tenant, source.id)
+            assert sealed is not None
+            return sealer.open(sealed, file_label(source.id))
+        if source.purpose == "batch_output" and source.batch_id is not None:
+            earlier = await asyncio.to_thread(store.batch, source.batch_id, tenant)
+            if earlier is not None and earlier.error_file_id == source.id:
+                requests = await asyncio.to_thread(store.failed_requests, earlier.id)
+                if not requests:
+                    raise invalid_input(
+                        f"input_file_id: the failed lines of `{earlier.id}` were all malformed; fix them and "
+                        "upload a new file"
+                    )
+                return b"".join(
+                    sealer.open(sealed, request_label(earlier.id, number)) + b"\n"
+                    for number, sealed in requests
+                )
+        raise invalid_input(
+            f"input_file_id: `{source.id}` has purpose `{source.purpose}`; use a `batch` file, or a batch's "
+            "error file to retry its failed lines"
+        )
 
     async def _batch(self, backend: Backend, tenant: str, batch_id: str) -> BatchRow:
         row = await asyncio.to_thread(backend.store.batch, batch_id, tenant)

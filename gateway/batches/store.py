@@ -292,6 +292,21 @@ class BatchStore:
         with self.database.engine.begin() as connection:
             return connection.execute(statement).rowcount == 1
 
+    def failed_requests(self, batch_id: str) -> list[tuple[int, bytes]]:
+        """The sealed requests of the lines that did not answer (malformed lines have none), in order."""
+        query = (
+            select(batch_lines.c.line, batch_lines.c.request)
+            .where(
+                batch_lines.c.batch_id == batch_id,
+                batch_lines.c.status != OK,
+                batch_lines.c.status != PENDING,
+                batch_lines.c.request.is_not(None),
+            )
+            .order_by(batch_lines.c.line)
+        )
+        with self.database.engine.connect() as connection:
+            return [(int(line), request) for line, request in connection.execute(query)]
+
     def results(self, batch_id: str) -> list[tuple[int, str, bytes | None]]:
         query = (
             select(batch_lines.c.line, batch_lines.c.status, batch_lines.c.result)
