@@ -5,18 +5,31 @@ The queue across processes (PostgreSQL, SIGKILL) is tests/test_batch_workers.py.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
+import hmac
+import http.server
 import json
 import random
+import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import Gateway, journal_corpus
+from gateway.context import RequestContext
+from gateway.errors import SamoError
+from gateway.security.principal import Principal
+from gateway.security.scopes import Scope
+from samo.triton.local_server import LocalTriton
+from tests.conftest import QUIET_PROBES_S, Gateway, gateway_settings, journal_corpus, running_gateway
 from tests.speech import JFK_WAV
 
 
@@ -295,3 +308,131 @@ def test_a_batch_past_its_completion_window_expires_with_its_output_kept(
     output, errors = read_lines(client, done.output_file_id), read_lines(client, done.error_file_id)
     assert len(output) >= 10 and len(output) + len(errors) == 200
     assert {e["error"]["code"] for e in errors} == {"batch_expired"}
+
+
+WEBHOOK_SECRET = "whsec-test-" + "k" * 24
+DIARY = "I told nobody about the letter from my sister"  # plaintext that must never be stored
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, str]:
+    return {"alice": secrets.token_hex(24), "bob": secrets.token_hex(24)}
+
+
+@pytest.fixture(scope="module")
+def keyed(
+    triton: LocalTriton,
+    serving_repository: Path,
+    keys: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Gateway]:
+    """A gateway with two tenants (each keys-file key is its own tenant) and signed webhooks."""
+    key_file = tmp_path_factory.mktemp("batch-keys") / "keys"
+    key_file.write_text("".join(f"{name}:{key}\n" for name, key in keys.items()))
+    settings = gateway_settings(
+        triton,
+        model_repository=serving_repository,
+        default_summarizer="extractive",
+        health_probe_interval_s=QUIET_PROBES_S,
+        api_keys_file=key_file,
+        batch_webhook_secret=WEBHOOK_SECRET,
+    )
+    with running_gateway(settings) as running:
+        yield running
+
+
+def sdk(gateway: Gateway, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway.http_url}/v1", api_key=key, max_retries=0)
+
+
+def test_a_tenant_sees_only_its_own_files_and_batches(keyed: Gateway, keys: dict[str, str]) -> None:
+    with sdk(keyed, keys["alice"]) as alice, sdk(keyed, keys["bob"]) as bob:
+        audio = alice.files.create(file=("a.wav", JFK_WAV.read_bytes()), purpose="audio")  # pyright: ignore[reportArgumentType]
+        file_id = upload(alice, [emotion_line("one", ["A quiet walk by the river."])])
+        batch = create(alice, file_id)
+        assert [f.id for f in bob.files.list()] == [] and [b.id for b in bob.batches.list()] == []
+        for call in (
+            lambda: bob.files.retrieve(file_id),
+            lambda: bob.files.content(file_id),
+            lambda: bob.files.delete(file_id),
+            lambda: bob.batches.retrieve(batch.id),
+            lambda: bob.batches.cancel(batch.id),
+            lambda: create(bob, file_id),
+        ):
+            with pytest.raises(openai.NotFoundError):
+                call()
+        # Bob's line cannot reach Alice's recording either.
+        line = {"custom_id": "x", "method": "POST", "url": "/v1/transcribe", "body": {"file_id": audio.id}}
+        with pytest.raises(
+            openai.UnprocessableEntityError, match=r"body\.file_id: no audio file with that ID"
+        ):
+            create(bob, upload(bob, [line]), "/v1/transcribe")
+        assert wait_for(alice, batch.id).status == "completed"
+        assert {f.id for f in alice.files.list()} >= {file_id, audio.id}
+
+
+def test_the_batch_scope_gates_every_route(keyed: Gateway) -> None:
+    assert keyed.app is not None
+    service = keyed.app.state.batches
+    caller = Principal("reader", True, tenant="t", scopes=frozenset({Scope.EMOTIONS}))
+    with pytest.raises(SamoError, match="lacks the `batch` scope"):
+        asyncio.run(service.files(RequestContext(principal=caller), None, None, 10))
+    with pytest.raises(SamoError, match="lacks the `batch` scope"):
+        asyncio.run(
+            service.create(
+                RequestContext(principal=caller), {"input_file_id": "f", "endpoint": "/v1/emotions"}
+            )
+        )
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    """Records each webhook; answers 500 to the first (so that it is tried again), 204 after."""
+
+    calls: ClassVar[list[tuple[dict[str, str], bytes]]] = []
+
+    def do_POST(self) -> None:  # http.server's name
+        body = self.rfile.read(int(self.headers["content-length"]))
+        Receiver.calls.append((dict(self.headers.items()), body))
+        self.send_response(500 if len(Receiver.calls) == 1 else 204)
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def test_webhook_signed_retried_and_contents_encrypted_at_rest(keyed: Gateway, keys: dict[str, str]) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hooks/samo"
+    try:
+        with sdk(keyed, keys["alice"]) as alice:
+            file_id = upload(alice, [emotion_line("secret", [DIARY])])
+            batch = create(alice, file_id, webhook_url=url)
+            assert wait_for(alice, batch.id).status == "completed"
+            deadline = time.monotonic() + 30
+            while len(Receiver.calls) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            output = alice.files.content(alice.batches.retrieve(batch.id).output_file_id or "").content
+    finally:
+        server.shutdown()
+    assert len(Receiver.calls) == 2  # a 500, then tried again after the backoff
+    (first, _), (headers, body) = Receiver.calls
+    assert headers["webhook-id"] == first["webhook-id"] == f"{batch.id}.completed"  # the idempotency key
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(WEBHOOK_SECRET.encode(), signed, hashlib.sha256).digest()).decode()
+    assert headers["webhook-signature"] == f"v1,{expected}"
+    event = json.loads(body)
+    assert (event["type"], event["data"]["id"], event["batch"]["request_counts"]["completed"]) == (
+        "batch.completed",
+        batch.id,
+        1,
+    )
+    assert DIARY.encode() not in body
+
+    # At rest: the database holds no plaintext of the entry, its output or the webhook URL.
+    assert keyed.app is not None
+    folder: Path = keyed.app.state.batches.settings.batch_dir
+    stored = b"".join(path.read_bytes() for path in folder.glob("batches.db*"))
+    assert b'"scores"' in output and DIARY.encode() in jsonl([emotion_line("secret", [DIARY])])
+    for plaintext in (DIARY.encode(), b'"scores"', b"/hooks/samo", b"custom_id"):
+        assert plaintext not in stored
