@@ -147,7 +147,10 @@ def ensure_procrastinate_schema(database: Database) -> None:
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
         present = connection.execute(text("SELECT to_regclass('procrastinate_jobs')")).scalar()
         if present is None:
-            connection.exec_driver_sql(SchemaManager.get_schema())
+            # psycopg itself, without parameters: the schema's `%` are PL/pgSQL's, not placeholders.
+            driver = connection.connection.driver_connection
+            assert driver is not None
+            driver.execute(SchemaManager.get_schema())
             logger.info("batch queue: procrastinate schema created")
 
 

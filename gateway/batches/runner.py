@@ -102,6 +102,11 @@ class BatchRunner:
             result = self.sealer.seal(
                 json.dumps(outcome.record).encode(), result_label(chunk.batch_id, number)
             )
+            # The line's usage row is written before the line: a worker killed between the two runs the
+            # line again, and the ledger keeps one row per request ID, so each line is one row.
+            ledger = self.lines.operations.meter.ledger
+            if ledger is not None:
+                await ledger.flush()
             await asyncio.to_thread(
                 self.store.finish_line, chunk.batch_id, number, OK if outcome.ok else FAILED, result
             )
