@@ -316,7 +316,7 @@ DIARY = "I told nobody about the letter from my sister"  # plaintext that must n
 
 @pytest.fixture(scope="module")
 def keys() -> dict[str, str]:
-    return {"alice": secrets.token_hex(24), "bob": secrets.token_hex(24)}
+    return {name: secrets.token_hex(24) for name in ("alice", "bob", "carol")}
 
 
 @pytest.fixture(scope="module")
@@ -336,6 +336,10 @@ def keyed(
         health_probe_interval_s=QUIET_PROBES_S,
         api_keys_file=key_file,
         batch_webhook_secret=WEBHOOK_SECRET,
+        # Carol's tenant may make 4 requests a minute: her batch's later lines meet a real 429.
+        tenant_quotas={"carol": {"requests": "4/minute"}},
+        batch_max_attempts=2,
+        batch_retry_base_s=0.05,
     )
     with running_gateway(settings) as running:
         yield running
@@ -436,3 +440,39 @@ def test_webhook_signed_retried_and_contents_encrypted_at_rest(keyed: Gateway, k
     assert b'"scores"' in output and DIARY.encode() in jsonl([emotion_line("secret", [DIARY])])
     for plaintext in (DIARY.encode(), b'"scores"', b"/hooks/samo", b"custom_id"):
         assert plaintext not in stored
+
+
+def test_transient_errors_are_tried_again_and_permanent_ones_are_not(
+    keyed: Gateway, keys: dict[str, str]
+) -> None:
+    assert keyed.app is not None
+    service = keyed.app.state.batches
+    carol = Principal("carol", True, tenant="carol", scopes=frozenset(Scope))
+    lines = [
+        emotion_line("empty", []),
+        emotion_line("b", ["fine"]),
+        emotion_line("c", ["ok"]),
+        emotion_line("d", ["so"]),
+    ]
+    with sdk(keyed, keys["carol"]) as client:  # requests 1 and 2 of her 4 a minute
+        batch = create(client, upload(client, lines))
+    # Her quota is spent after line 2, so reads go around the HTTP quota, as her principal.
+    deadline = time.monotonic() + 30
+    while (
+        done := asyncio.run(service.batch(RequestContext(principal=carol), batch.id))
+    ).status == "in_progress":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert done.status == "completed"
+    errors, _ = asyncio.run(service.content(RequestContext(principal=carol), done.error_file_id))
+    found = [json.loads(line) for line in errors.splitlines()]
+    assert [(e["custom_id"], e["response"]["status_code"], e["error"]["code"]) for e in found] == [
+        ("empty", 422, "invalid_input"),  # the line's own fault: at once
+        ("c", 429, "rate_limited"),  # transient: tried again after a backoff, then given up
+        ("d", 429, "rate_limited"),
+    ]
+    metrics = httpx.get(
+        f"{keyed.http_url}/metrics", headers={"authorization": f"Bearer {keys['alice']}"}
+    ).text
+    assert 'samo_batch_line_retries_total{error="rate_limited"} 2.0' in metrics
+    assert 'samo_batch_line_retries_total{error="invalid_input"}' not in metrics
