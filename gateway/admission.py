@@ -87,20 +87,23 @@ class Admission:
     def from_settings(cls, settings: GatewaySettings) -> Admission:
         return cls(settings.admission_budget, WorkCosts.from_settings(settings))
 
-    def admit(self, cost: int) -> Ticket:
-        """A ticket holding `cost` units (at most the budget), or OVERLOADED when they do not fit now."""
-        charge = self._reserve(0, cost)
+    def admit(self, cost: int, *, share: float = 1.0) -> Ticket:
+        """A ticket holding `cost` units (at most the budget), or OVERLOADED when they do not fit now.
+        `share` < 1 (batch lines): admitted only while everything in progress, this included, stays
+        within that share of the budget, so the rest stays free for interactive requests."""
+        charge = self._reserve(0, cost, share)
         return Ticket(self, charge, cost, Deadline(self.costs.deadline_s(cost)))
 
-    def _reserve(self, held: int, cost: int) -> int:
+    def _reserve(self, held: int, cost: int, share: float = 1.0) -> int:
         """Raise a holding of `held` units to `cost` (capped at the budget); the new holding."""
         if cost < 1:
             raise ValueError(f"a request costs at least 1 unit, got {cost}")
         charge = min(cost, self.budget)
-        if self.in_use - held + charge > self.budget:
+        limit = self.budget if share >= 1.0 else max(charge, math.floor(self.budget * share))
+        if self.in_use - held + charge > limit:
             raise SamoError(
                 ErrorType.OVERLOADED,
-                f"the gateway is at its work budget ({self.in_use} of {self.budget} units in progress; "
+                f"the gateway is at its work budget ({self.in_use} of {limit} units in progress; "
                 f"this request needs {charge}); retry shortly",
             )
         self.in_use += charge - held

@@ -25,6 +25,9 @@ class RequestContext:
     """Where the caller's audio seconds are counted against its rate limit (None: not counted)."""
     ticket: Ticket | None = None
     """The work units the request holds, set by its operation's admission."""
+    background: bool = False
+    """A batch line: admitted only into the budget's batch share and sent to Triton at the lower priority,
+    so interactive requests go first."""
     probe: bool = False
     """A health probe's call: it may reach a model being reloaded, and its failures are the monitor's
     own verdict rather than a hint to probe again."""

@@ -7,6 +7,7 @@ import os
 
 import uvicorn
 from fastapi import FastAPI
+from pydantic import SecretStr
 from pydantic_settings import NoDecode
 
 from gateway.http.app import create_app
@@ -34,14 +35,20 @@ def _environment_value(value: object, *, comma_separated: bool) -> str:
 
 
 def _settings_to_environment(settings: GatewaySettings) -> None:
-    """Workers are new interpreters: they read this process's settings back from the environment."""
+    """Workers are new interpreters: they read this process's settings back from the environment.
+    Secrets go as their values (a JSON dump masks them as `**********`, which the workers would read)."""
     fields = GatewaySettings.model_fields
+    values = settings.model_dump(mode="json")
+    for name in fields:
+        secret = getattr(settings, name)
+        if isinstance(secret, SecretStr):
+            values[name] = secret.get_secret_value()
     os.environ.update(
         {
             f"{ENV_PREFIX}{name.upper()}": _environment_value(
                 value, comma_separated=any(item is NoDecode for item in fields[name].metadata)
             )
-            for name, value in settings.model_dump(mode="json").items()
+            for name, value in values.items()
             if value is not None
         }
     )

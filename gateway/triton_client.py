@@ -170,6 +170,16 @@ def _server_timeout_us(seconds: float) -> int:
     return max(1, int(seconds * 1_000_000))
 
 
+BATCH_PRIORITY = 2
+"""Triton's priority for batch lines: the exported models' dynamic batchers have two levels
+(`samo.triton.model_config.DynamicBatching.priority_levels`) and run level 1, every interactive request
+(priority 0 means the model's default, 1), before level 2."""
+
+
+def priority_of(context: RequestContext) -> int:
+    return BATCH_PRIORITY if context.background else 0
+
+
 # The key of Triton's restricted protocols (`--grpc-restricted-protocol=<protocols>:samo-triton-key=<value>`);
 # over gRPC, Triton expects it as metadata with its own prefix (its error names the expected header).
 RESTRICTED_HEADER = "samo-triton-key"
@@ -230,6 +240,7 @@ class TritonClient:
                     headers=call.headers,
                     timeout=_server_timeout_us(seconds),
                     client_timeout=seconds,
+                    priority=priority_of(context),
                 )
             except InferenceServerException as exc:
                 raise self._failed(model, _convert(exc, model), admitted, context) from None
@@ -257,6 +268,7 @@ class TritonClient:
                 "outputs": [InferRequestedOutput(n) for n in outputs],
                 "request_id": call.request_id,
                 "timeout": _server_timeout_us(seconds),
+                "priority": priority_of(context),
             }
             await finished.wait()  # closing the request side early could end the stream
 

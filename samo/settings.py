@@ -410,6 +410,81 @@ class GatewaySettings(BaseSettings):
         "`sqlite:///var/samo.db` (embedded) or `postgresql+psycopg://user:password@host/samo`. Its schema is "
         "migrated at start (Alembic). Unset: no managed keys, no ledger.",
     )
+    batch_dir: Path = Field(
+        default=Path("samo-data"),
+        description="Folder of the embedded batch store: without `database_url`, batch jobs keep their files "
+        "and state in `batches.db` (SQLite) here, created on the first batch request; also where a generated "
+        "`batch.key` is kept when `batch_key` is unset.",
+    )
+    batch_key: SecretStr | None = Field(
+        default=None,
+        description="Key that encrypts batch files and outputs at rest (AES-256-GCM): 32 bytes, base64. "
+        "Unset: a key generated once into `batch_dir/batch.key` (mode 0600); set it from the deployment's "
+        "secrets wherever several processes share the database.",
+    )
+    batch_worker: bool = Field(
+        default=True,
+        description="Run batch lines in this gateway process. With PostgreSQL, every process that runs them "
+        "(gateways, `samo worker`) takes jobs from one procrastinate queue; with SQLite, one process per "
+        "database runs them (a lock file elects it).",
+    )
+    batch_concurrency: int = Field(
+        default=4, ge=1, le=256, description="Batch lines one process runs at once."
+    )
+    batch_chunk_lines: int = Field(
+        default=16, ge=1, le=10_000, description="Lines per queued job: a job runs its lines in order."
+    )
+    batch_max_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=50,
+        description="Tries of a line that meets transient errors (overload, rate limits, unavailable, "
+        "timeouts) before it goes to the error file; permanent errors go there at once.",
+    )
+    batch_retry_base_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="First backoff after a transient error, seconds; doubled each try (with jitter), at most "
+        "30 s.",
+    )
+    batch_admission_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Share of `admission_budget` that batch lines may fill: a line is admitted only while the "
+        "work in progress, interactive requests included, leaves it room within this share (spare capacity "
+        "only); otherwise it waits and retries.",
+    )
+    batch_max_file_bytes: int = Field(
+        default=200 << 20, ge=1024, description="Largest file `POST /v1/files` takes, bytes."
+    )
+    batch_max_lines: int = Field(default=50_000, ge=1, description="Most lines in one batch's input file.")
+    batch_max_line_bytes: int = Field(
+        default=1 << 20, ge=256, description="Longest line of a batch input file, bytes."
+    )
+    batch_max_active: int = Field(
+        default=20,
+        ge=1,
+        description="Batches a tenant may have not yet ended (validating, in progress, finalizing, "
+        "cancelling); one more is refused with 429.",
+    )
+    batch_retention_s: float = Field(
+        default=30 * 86400.0,
+        gt=0,
+        description="How long files and batch outputs are kept, seconds (default 30 days); then they are "
+        "deleted with everything derived from them.",
+    )
+    batch_stalled_after_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="PostgreSQL queue: a worker silent (no heartbeat) this long is taken for dead and its jobs "
+        "go back to the queue, seconds. Heartbeats go every third of it.",
+    )
+    batch_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC-SHA256 key that signs batch webhooks (`webhook-signature`, Standard Webhooks). "
+        "Unset: batches may not ask for webhooks.",
+    )
     managed_keys_refresh_s: float = Field(
         default=2.0,
         gt=0,

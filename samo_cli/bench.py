@@ -93,6 +93,24 @@ def bench_emotion_command(
     typer.echo(run_benchmark(options))
 
 
+@bench_app.command("batch-interference")
+def bench_batch_interference_command(
+    repository: Annotated[
+        Path, typer.Option(help="A model repository with the default emotion model (`samo export emotion`).")
+    ] = Path("model_repository"),
+    duration: Annotated[float, typer.Option(help="Seconds per open-loop window.")] = 20.0,
+    fraction: Annotated[float, typer.Option(help="Interactive rate, as a fraction of saturation.")] = 0.5,
+    lines: Annotated[int, typer.Option(help="Lines of the batch that runs beside them.")] = 20_000,
+) -> None:
+    """Interactive p99 at a fraction of the sustainable rate, without and with a large batch running
+    (issue 24's 1.2x target), and how fast the batch went meanwhile."""
+    setup_logging()
+    from load_tests.bench_batch import InterferenceOptions, run_interference
+
+    options = InterferenceOptions(repository, duration_s=duration, fraction=fraction, batch_lines=lines)
+    typer.echo(run_interference(options))
+
+
 @bench_app.command("whisper")
 def bench_whisper_command(
     duration: Annotated[float, typer.Option(help="Seconds per row.")] = 90.0,

@@ -55,6 +55,16 @@ def gateway_command(
     run_gateway(GatewaySettings(**overrides))
 
 
+def worker_command() -> None:
+    """Run batch lines from the shared queue (PostgreSQL: SAMO_DATABASE_URL), without serving HTTP or
+    gRPC; SIGTERM stops it (lines in progress are run again by another worker)."""
+    setup_logging()
+    from gateway.worker import run_worker
+    from samo.settings import GatewaySettings
+
+    run_worker(GatewaySettings())
+
+
 def serve_command(
     repository: RepositoryOption = Path("model_repository"),
     host: str = "127.0.0.1",

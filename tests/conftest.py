@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -386,7 +387,9 @@ def local_triton(triton_install: TritonInstall) -> Callable[..., AbstractContext
 def gateway_settings(triton: LocalTriton | None = None, **overrides: object) -> GatewaySettings:
     """Settings for a test's gateway: free HTTP and gRPC ports and, given `triton`, its gRPC URL and
     repository; `overrides` win."""
-    fields: dict[str, object] = {"port": free_port(), "grpc_port": free_port()}
+    # Batch jobs' embedded store (created on a gateway's first batch request) in a folder of its own.
+    batch_dir = Path(tempfile.mkdtemp(prefix="samo-batches-"))
+    fields: dict[str, object] = {"port": free_port(), "grpc_port": free_port(), "batch_dir": batch_dir}
     if triton is not None:
         fields |= {"triton_grpc_url": triton.grpc_url, "model_repository": triton.repository}
     return GatewaySettings(**(fields | overrides))

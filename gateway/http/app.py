@@ -11,10 +11,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 import samo
+from gateway.batches import BatchService
 from gateway.database import Database
 from gateway.grpc_api.server import start_grpc_server
 from gateway.health.monitor import ModelsHealth
 from gateway.http.access import AccessMiddleware
+from gateway.http.batches import batch_router
 from gateway.http.body_limit import install_body_limits
 from gateway.http.demo import demo_router
 from gateway.http.emotions import DirectEmotions, emotion_router
@@ -54,10 +56,13 @@ def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
         app.state.services = services
         app.state.operations = operations
         app.state.tenancy = Tenancy(managed, ledger)
+        batches = BatchService(settings, operations, database, access, registry)
+        app.state.batches = batches
         services.health.start()
         await access.start()
         if ledger is not None:
             await ledger.start()
+        await batches.start()
         grpc_server = await start_grpc_server(operations, settings, access=access)
         app.state.grpc_port = grpc_server.port
 
@@ -72,6 +77,7 @@ def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
         finally:
             remove_shutdown_hook()
             await grpc_server.stop(settings.shutdown_grace_s)
+            await batches.close()
             await access.stop()
             if ledger is not None:
                 await ledger.stop()
@@ -118,6 +124,7 @@ def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(summarization_router(settings))
     app.include_router(journal_router(settings))
     app.include_router(tenancy_router())
+    app.include_router(batch_router())
     app.include_router(realtime_router(settings))
     if settings.realtime_demo:
         app.include_router(demo_router())

@@ -30,6 +30,8 @@ MULTIPART_OVERHEAD = 64 * 1024
 
 UPLOAD_PATHS = frozenset({"/v1/transcribe", "/v1/audio/transcriptions", "/v1/journal"})
 """Routes that take audio as multipart uploads."""
+FILES_PATH = "/v1/files"
+"""Batch files (`batch_max_file_bytes`)."""
 
 
 class FormLimits(TypedDict, total=False):
@@ -75,8 +77,14 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        upload = scope["path"] in UPLOAD_PATHS and headers.get(b"content-type", b"").startswith(b"multipart/")
-        limit = self.settings.max_audio_bytes + MULTIPART_OVERHEAD if upload else self.settings.max_body_bytes
+        multipart = headers.get(b"content-type", b"").startswith(b"multipart/")
+        upload = scope["path"] in UPLOAD_PATHS and multipart
+        if scope["path"] == FILES_PATH and multipart:
+            limit = self.settings.batch_max_file_bytes + MULTIPART_OVERHEAD
+        elif upload:
+            limit = self.settings.max_audio_bytes + MULTIPART_OVERHEAD
+        else:
+            limit = self.settings.max_body_bytes
         declared = _content_length(headers.get(b"content-length"))
         if declared is not None and declared > limit:
             await error_response(self._error(upload, limit, declared), self.settings)(scope, receive, send)

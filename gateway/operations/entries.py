@@ -171,7 +171,8 @@ class Operations:
         or at once UNAVAILABLE (503) while draining, OVERLOADED (429) when the budget cannot take them."""
         if self.draining:
             raise SamoError(ErrorType.UNAVAILABLE, SHUTTING_DOWN)
-        ticket = self.admission.admit(cost)
+        share = self.services.settings.batch_admission_share if context.background else 1.0
+        ticket = self.admission.admit(cost, share=share)
         context.ticket = ticket
         return ticket
 

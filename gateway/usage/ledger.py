@@ -78,6 +78,7 @@ class UsageLedger:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self._flushing = asyncio.Lock()
         self.dropped = Counter(
             "samo_usage_rows_dropped",
             "Usage rows dropped because the database stayed unreachable and the queue was full.",
@@ -111,7 +112,13 @@ class UsageLedger:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write every queued row; on failure they stay queued for the next try."""
+        """Write every queued row; on failure they stay queued for the next try. When it returns, every
+        row queued before the call is written (or queued again after a failure): a flush already under
+        way is waited for, since it may hold them (a batch line writes its row before its result)."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         if not self._queue:
             return
         batch, self._queue = self._queue, []

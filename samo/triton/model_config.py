@@ -57,6 +57,9 @@ class DynamicBatching:
     max_queue_delay_us: int = 100
     preferred_batch_sizes: tuple[int, ...] = ()
     queue: QueuePolicy = QueuePolicy()
+    priority_levels: int = 2
+    """Queues by priority: level 1 (the default, interactive requests) is always served before level 2
+    (batch lines, which the gateway sends with priority 2); 0 or 1: one queue."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,9 @@ def build_model_config(name: str, contract: ModelContract, options: ServingOptio
             "allow_timeout_override": True,
             "max_queue_size": options.batching.queue.max_queue_size,
         }
+        if options.batching.priority_levels > 1:
+            batching["priority_levels"] = options.batching.priority_levels
+            batching["default_priority_level"] = 1
         config["dynamic_batching"] = batching
     if options.warmup:
         config["model_warmup"] = _warmup(contract, options)
