@@ -69,7 +69,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pyright > $(VENV)/pyright.log 2>&1 & pyright=$$!; \
-	$(BIN)/pytest $(PYTEST_PARALLEL); status=$$?; \
+	$(BIN)/pytest $(PYTEST_PARALLEL) --durations=25; status=$$?; \
 	wait $$pyright || status=1; cat $(VENV)/pyright.log; exit $$status
 
 # The tier that needs no tritonserver and no real weights (markers from tests/conftest.py), for use while

@@ -322,11 +322,18 @@ def _export_serving_models(
     export_whisper_ct2(WhisperCt2ExportOptions(repository=repository))
     export_embedder(EmbedderExportOptions(repository=repository))
     export_summarizer(SummarizerExportOptions(model=str(tiny_t5), name="tiny_t5", repository=repository))
+    # The default Whisper keeps the default layout (two instances on the CPU); the multilingual base and
+    # the ONNX backend are here for what they decode, so one instance each: every Triton a test starts
+    # with them loads two stubs fewer.
     base = multilingual_base_parts()
     export_whisper_ct2(
-        WhisperCt2ExportOptions(model=base[0].parent, parts=base, name="whisper_base", repository=repository)
+        WhisperCt2ExportOptions(
+            model=base[0].parent, parts=base, name="whisper_base", repository=repository, instances=1
+        )
     )
-    export_whisper_onnx(WhisperOnnxExportOptions(model=whisper_tiny_en_hf, repository=repository))
+    export_whisper_onnx(
+        WhisperOnnxExportOptions(model=whisper_tiny_en_hf, repository=repository, instances=1)
+    )
 
 
 @pytest.fixture(scope="session")
