@@ -46,12 +46,11 @@ from load_tests.triton_view import VIEW_COLUMNS, watch
 from load_tests.whisper_split import sampled_split, split_rows, window_counts
 from samo.contracts.whisper import SAMPLE_RATE as RATE
 from samo.evaluation.journal_speech import journal_recording, wav_bytes
-from samo.evaluation.read_speech import read_speech_recording
+from samo.evaluation.read_speech import JFK_TEXT, read_speech_recording
 from samo.evaluation.wer import word_error_rate
 
 logger = logging.getLogger(__name__)
 
-JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 COLUMNS = ("system", "load", "audio_s_per_s", "p50_s", "p95_s", "files", "errors")
 # Per stack row: cores busy, CPU ms per audio second of each part, windows and repairs per audio minute.
 COST_COLUMNS = ("system", "load", *CPU_COLUMNS, "windows_per_audio_min", "repairs_per_audio_min")

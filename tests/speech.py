@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from samo.evaluation.journal_speech import wav_bytes
+from samo.evaluation.read_speech import JFK_TEXT
 from samo.evaluation.wer import word_error_rate
 
 __all__ = ["JFK_TEXT", "JFK_WAV", "RATE", "jfk_samples", "long_speech", "wav_bytes", "word_error_rate"]
 
 JFK_WAV = Path(__file__).parent / "data" / "jfk.wav"
-JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 RATE = 16000
 
 

