@@ -132,25 +132,7 @@ class TritonPythonModel(Backend):
         bodies = []
         for tokenizer, position, result in zip(tokenizers_, positions, results, strict=True):
             audio, _ = items[position]
-            duration = audio.size / SAMPLE_RATE
-            score = float(result.scores[0]) if result.scores else 0.0
-            segments = [
-                {
-                    "start": start,
-                    "end": end,
-                    "text": text,
-                    "avg_logprob": score,
-                    "no_speech_prob": float(result.no_speech_prob),
-                    "tokens": tokens,
-                }
-                for start, end, text, tokens in segments_with_tokens(
-                    result.sequences_ids[0],
-                    tokenizer.timestamp_begin,
-                    tokenizer.eot,
-                    tokenizer.decode,
-                    duration,
-                )
-            ]
+            segments = _segments(result, result.sequences_ids[0], tokenizer, audio.size / SAMPLE_RATE)
             language, probability = languages[position]
             bodies.append({"language": language, "language_probability": probability, "segments": segments})
         if any(wants_cover):
@@ -188,28 +170,11 @@ class TritonPythonModel(Backend):
         )
         changed = set()
         for row, (end, timestamp), result in zip(rows, spans, results, strict=True):
-            tokenizer = tokenizers_[row]
             duration = items[positions[row]][0].size / SAMPLE_RATE
-            score = float(result.scores[0]) if result.scores else 0.0
-            found = segments_with_tokens(
-                [timestamp, *result.sequences_ids[0]],
-                tokenizer.timestamp_begin,
-                tokenizer.eot,
-                tokenizer.decode,
-                duration,
-            )
-            for segment_start, segment_end, text, tokens in found:
-                if segment_start < end:  # past the gap, the decoder goes over covered speech again
-                    bodies[row]["segments"].append(
-                        {
-                            "start": segment_start,
-                            "end": segment_end,
-                            "text": text,
-                            "avg_logprob": score,
-                            "no_speech_prob": float(result.no_speech_prob),
-                            "tokens": tokens,
-                        }
-                    )
+            tokens = [timestamp, *result.sequences_ids[0]]
+            for segment in _segments(result, tokens, tokenizers_[row], duration):
+                if segment["start"] < end:  # past the gap, the decoder goes over covered speech again
+                    bodies[row]["segments"].append(segment)
                     changed.add(row)
         for row in changed:
             bodies[row]["segments"].sort(key=lambda segment: (segment["start"], segment["end"]))
@@ -234,3 +199,21 @@ class TritonPythonModel(Backend):
             for row in rows:
                 for segment in bodies[row]["segments"]:
                     segment.setdefault("words", [])
+
+
+def _segments(result, tokens, tokenizer, duration):
+    """A generate result's segments (their text tokens kept for word alignment), scored as a whole."""
+    score = float(result.scores[0]) if result.scores else 0.0
+    return [
+        {
+            "start": start,
+            "end": end,
+            "text": text,
+            "avg_logprob": score,
+            "no_speech_prob": float(result.no_speech_prob),
+            "tokens": text_tokens,
+        }
+        for start, end, text, text_tokens in segments_with_tokens(
+            tokens, tokenizer.timestamp_begin, tokenizer.eot, tokenizer.decode, duration
+        )
+    ]
