@@ -60,10 +60,21 @@ def py_spy() -> str:
     return found
 
 
-def record(pid: int, seconds: float, rate_hz: int, output: Path, fmt: str) -> subprocess.Popen[bytes]:
-    """Start sampling `pid` (and its worker processes) for `seconds`; returns the running py-spy."""
+def record(
+    pid: int,
+    seconds: float,
+    rate_hz: int,
+    output: Path,
+    fmt: str,
+    *,
+    subprocesses: bool = True,
+    idle: bool = False,
+) -> subprocess.Popen[bytes]:
+    """Start sampling `pid` (and, `subprocesses`, its worker processes) for `seconds`; `idle` keeps the
+    samples of threads that wait. Returns the running py-spy."""
     command = [py_spy(), "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", str(rate_hz)]
-    command += ["--subprocesses", "--nonblocking", "--format", fmt, "--output", str(output)]
+    command += ["--nonblocking", "--format", fmt, "--output", str(output)]
+    command += ["--subprocesses"] * subprocesses + ["--idle"] * idle
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import linecache
 import re
-import subprocess
 import tempfile
 import threading
 from collections import Counter
@@ -25,7 +24,7 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from load_tests.bench_profile import py_spy
+from load_tests.bench_profile import record
 
 # (stage, markers): a sample belongs to the first stage with a marker in one of its frames, looked up
 # from the innermost frame out.
@@ -56,6 +55,7 @@ STUB_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("reading requests (IPC)", ("read_window", "self.input(")),
 )
 OTHER = "other"
+RATE_HZ = 100
 _FRAME = re.compile(r"^.* \((?P<path>.+):(?P<line>\d+)\)$")
 
 
@@ -111,15 +111,6 @@ def split(
     return counts
 
 
-def _record(
-    pid: int, seconds: float, output: Path, *, idle: bool, subprocesses: bool
-) -> subprocess.Popen[bytes]:
-    command = [py_spy(), "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "100"]
-    command += ["--nonblocking", "--format", "raw", "--output", str(output)]
-    command += ["--idle"] * idle + ["--subprocesses"] * subprocesses
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
 def sampled_split(
     gateway_pid: int, triton_pid: int, seconds: float, drive: Callable[[float], object], model_dir: Path
 ) -> dict[str, Counter[str]]:
@@ -130,11 +121,10 @@ def sampled_split(
         folder = Path(workdir)
         load = threading.Thread(target=drive, args=(seconds,))
         load.start()
-        spies = {
-            "gateway": [_record(gateway_pid, seconds, folder / "gateway.txt", idle=False, subprocesses=True)]
-        }
+        spies = {"gateway": [record(gateway_pid, seconds, RATE_HZ, folder / "gateway.txt", "raw")]}
         spies["stubs"] = [
-            _record(pid, seconds, folder / f"stub-{pid}.txt", idle=True, subprocesses=False) for pid in stubs
+            record(pid, seconds, RATE_HZ, folder / f"stub-{pid}.txt", "raw", subprocesses=False, idle=True)
+            for pid in stubs
         ]
         for running in spies.values():
             for spy in running:
