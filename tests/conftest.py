@@ -129,6 +129,12 @@ LONGEST_FIRST = (
 module started last would leave one worker alone for minutes at the end. Order only: no marker."""
 
 
+REPOSITORY_LATER = frozenset({"test_whisper_onnx.py"})
+"""Modules the second worker starts with while the first exports the session's repository (half a
+minute of one core): their tests that need no repository run first, so that worker does not wait idle on
+the export's lock."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
@@ -137,7 +143,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if used & SLOW_FIXTURES:
             item.add_marker(pytest.mark.slow)
     first = {name: rank for rank, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: first.get(item.path.name, len(first)))  # stable: the rest keep their order
+
+    def order(item: pytest.Item) -> tuple[int, bool]:
+        used = getattr(item, "fixturenames", ())
+        waits = item.path.name in REPOSITORY_LATER and "serving_repository" in used
+        return first.get(item.path.name, len(first)), waits
+
+    items.sort(key=order)  # stable: the rest keep their order
 
 
 def journal_corpus() -> list[str]:

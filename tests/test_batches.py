@@ -266,14 +266,20 @@ def test_cancel_keeps_finished_lines_and_their_failures_retry_as_a_new_batch(
         seen.append(update)
         if update["request_counts"]["completed"] >= 20 and update["status"] == "in_progress":
             cancelled_at = time.monotonic()
-            assert client.batches.cancel(batch.id).status == "cancelling"
+            cancelling = client.batches.cancel(batch.id)
+            assert cancelling.status == "cancelling" and cancelling.request_counts is not None
+            answered_at_cancel = cancelling.request_counts.completed
     assert seen[-1]["status"] == "cancelled"
-    assert time.monotonic() - cancelled_at < 5  # cancelled within seconds
+    # Cancelled within seconds (the bound leaves room for a machine shared with other test runs).
+    assert time.monotonic() - cancelled_at < 15
     counts = [u["request_counts"]["completed"] for u in seen]
     assert counts == sorted(counts)  # progress only grows
     done = client.batches.retrieve(batch.id)
     output, errors = read_lines(client, done.output_file_id), read_lines(client, done.error_file_id)
     assert done.request_counts is not None and done.request_counts.completed == len(output) >= 20
+    # No line starts after the cancel: only the lines in flight then (at most the default
+    # `SAMO_BATCH_CONCURRENCY`, 4) still finish.
+    assert len(output) <= answered_at_cancel + 4
     assert len(output) < 300 and len(output) + len(errors) == 300
     assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
     finished = {line["custom_id"] for line in output}

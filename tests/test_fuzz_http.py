@@ -2,7 +2,8 @@
 gateway over real HTTP with the real Triton behind it.
 
 Every operation gets `FUZZ_HTTP_EXAMPLES` generated requests (500 unless lowered; operations with
-nothing to vary, such as `GET /health/live`, get the few that exist; the tenants' routes 50), valid ones and ones that break
+nothing to vary, such as `GET /health/live`, get the few that exist; the tenants' routes 50, the files
+and batches routes 100), valid ones and ones that break
 the schema on purpose (schemathesis' positive and negative modes); multipart audio fields get random
 bytes. Each response must be no 5xx, match the status codes and schemas the document declares, and
 every 4xx must carry the gateway's error body (`gateway/http/errors.py`).
@@ -65,12 +66,18 @@ TENANT_EXAMPLES = min(EXAMPLES, 50)
 """The tenants' routes (managed keys, usage) on the session's gateway, which has no database and no
 admin caller: the gate and validation answer (403, 404, 422) without reaching a model, so fewer suffice."""
 TENANTS = "tenants"
+STORE_EXAMPLES = min(EXAMPLES, 100)
+"""The files and batches routes: they answer from the batch store (validation, unknown IDs, uploads that
+are kept or refused) without reaching a model; what a file's content may hold has its own tests
+(`tests/test_batch_input_limits.py`), so fewer than the model routes suffice."""
+BATCHES = "batches"
 
 # The document of an app built with the default settings, as the session's gateway is (only its ports
 # differ); building it starts nothing.
 schema = schemathesis.openapi.from_dict(create_app(settings=GatewaySettings(grpc_port=0)).openapi())
-model_schema = schema.exclude(tag=TENANTS)
+model_schema = schema.exclude(tag=TENANTS).exclude(tag=BATCHES)
 tenant_schema = schema.include(tag=TENANTS)
+store_schema = schema.include(tag=BATCHES)
 
 
 def fuzz_settings(examples: int) -> settings:
@@ -98,6 +105,14 @@ def test_generated_tenant_requests_get_no_5xx_and_documented_answers(
     _fuzzed(case, gateway, session)
 
 
+@store_schema.parametrize()
+@fuzz_settings(STORE_EXAMPLES)
+def test_generated_store_requests_get_no_5xx_and_documented_answers(
+    case: schemathesis.Case, gateway: Gateway, session: requests.Session
+) -> None:
+    _fuzzed(case, gateway, session)
+
+
 def _fuzzed(case: schemathesis.Case, gateway: Gateway, session: requests.Session) -> None:
     response = case.call(base_url=gateway.http_url, session=session, timeout=120)
     SENT[f"{case.method} {case.path}"] += 1
@@ -120,7 +135,8 @@ def test_every_operation_was_fuzzed(gateway: Gateway) -> None:
     for operation in operations:
         label = f"{operation.method.upper()} {operation.path}"
         has_inputs = operation.body or any(True for _ in operation.iter_parameters())
-        examples = TENANT_EXAMPLES if TENANTS in (operation.tags or ()) else EXAMPLES
+        tags = operation.tags or ()
+        examples = TENANT_EXAMPLES if TENANTS in tags else STORE_EXAMPLES if BATCHES in tags else EXAMPLES
         expected = examples if has_inputs else 1
         assert SENT[label] >= expected, (label, SENT[label], dict(SENT))
     print(f"requests per operation: {dict(SENT)}")  # shown with -s
