@@ -130,6 +130,7 @@ class LiveOptions:
     final_context_s: float = CONTEXT_S
     """Audio before a turn that its final decode hears (0: each turn decoded alone)."""
     partial_beam_size: int = 1
+    final_beam_size: int = 5
     max_bad_events: int = 20
     max_speedup: float = 8.0
 
@@ -705,7 +706,7 @@ class LiveSession:
         return DecodeOptions(
             language=transcription.language or None,
             initial_prompt=prompt[-1000:] or None,
-            beam_size=5 if final else self.options.partial_beam_size,
+            beam_size=self.options.final_beam_size if final else self.options.partial_beam_size,
             without_timestamps=not final,
         )
 
