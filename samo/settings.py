@@ -272,7 +272,7 @@ class GatewaySettings(BaseSettings):
         le=10.0,
         description="Until a live turn has confirmed words, its partial decodes come this often, seconds "
         "(the first once it holds 0.5 s of speech), so its first words are confirmed after two decodes that "
-        "heard two words or more (1.7 to 2.2 s after speech starts on 2 cores); then every "
+        "heard two words or more (2.0 to 2.2 s after speech starts on 2 cores); then every "
         "`realtime_partial_interval_s`.",
     )
     realtime_final_context_s: float = Field(
