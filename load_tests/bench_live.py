@@ -5,7 +5,8 @@ Sessions arrive open loop (start times drawn at random over `arrival_s`), each a
 (espeak-ng journal speech with pauses), sent as 24 kHz PCM in `chunk_s` chunks at the wall clock's pace.
 Per N: time from the start of speech to a turn's first confirmed text, and from the end of speech (the
 last speech frame, before the VAD's silence) to the turn's `completed`, p50/p95/p99 over every turn;
-the final word error rate of the sessions against the file route on the same recordings; Triton's view
+the final word error rate of the sessions against the file route on the same recordings, and which
+decodes made its errors (`load_tests/live_wer.py`: words partials confirmed, words finals added); Triton's view
 (mean batch, queue and compute per window); CPU by process. The verdict: the largest N whose p95
 end-of-speech-to-`completed` stays under 1 s.
 """
@@ -26,6 +27,7 @@ import httpx
 
 from load_tests.cpu_use import CPU_COLUMNS, StackProcesses, cpu_use
 from load_tests.live_client import LiveRun, realtime_url, stream_speech
+from load_tests.live_wer import attributed_errors
 from load_tests.loadgen import format_table
 from load_tests.processes import gateway_stack
 from load_tests.triton_view import watch
@@ -53,6 +55,9 @@ COLUMNS = (
     "final_p99_s",
     "wer_live",
     "wer_file",
+    "early_words",
+    "wer_early",
+    "wer_final_part",
     "triton_batch",
     "triton_queue_ms",
     "triton_compute_ms",
@@ -148,6 +153,7 @@ def measure(
             "final_p99_s": percentile(final, 99),
             "wer_live": word_error_rate(reference, " ".join(run.transcript for run in runs)),
             "wer_file": word_error_rate(reference, " ".join(files[:count])),
+            **attributed_errors(reference, runs).columns(),
             **triton.columns("whisper"),
             **cpu.columns(turns / cpu.wall_s if cpu.wall_s else 0.0),
         }
@@ -237,7 +243,9 @@ def run_live_benchmark(options: LiveBenchOptions) -> str:
         )
         verdict += "\n\n" + format_table(peer_rows, PEER_COLUMNS)
     else:
-        verdict += " No WhisperLive rows: its environment is missing (`make peers-live-env`)."
+        verdict += (
+            " No WhisperLive rows: `--no-peers`, or its environment is missing (`make peers-live-env`)."
+        )
     report = (
         f"# Live transcription benchmark\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
         f"{platform.machine()}; Whisper tiny.en (CTranslate2 int8); {options.seconds:.0f} s of journal speech "

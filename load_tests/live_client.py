@@ -58,6 +58,8 @@ class Item:
 
     item_id: str
     deltas: list[str] = field(default_factory=list)
+    delta_at: list[float] = field(default_factory=list)
+    """When each delta arrived (the run's clock)."""
     completed: str | None = None
     start_ms: int | None = None
     end_ms: int | None = None
@@ -68,6 +70,13 @@ class Item:
     @property
     def text(self) -> str:
         return "".join(self.deltas)
+
+    @property
+    def confirmed_early(self) -> str:
+        """The text its partial decodes confirmed (deltas before its speech stopped); the rest of `text`
+        is its final decode's."""
+        stopped = self.stopped_at if self.stopped_at is not None else float("inf")
+        return "".join(d for d, at in zip(self.deltas, self.delta_at, strict=True) if at < stopped)
 
 
 @dataclass
@@ -95,6 +104,7 @@ class LiveRun:
                     item.end_ms, item.stopped_at = event["audio_end_ms"], at
                 case "conversation.item.input_audio_transcription.delta":
                     item.deltas.append(event["delta"])
+                    item.delta_at.append(at)
                     item.first_delta_at = item.first_delta_at or at
                 case "conversation.item.input_audio_transcription.completed":
                     item.completed, item.completed_at = event["transcript"], at

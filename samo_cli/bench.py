@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -165,6 +166,10 @@ def bench_live_command(
     seconds: Annotated[float, typer.Option(help="Seconds of speech per session.")] = 45.0,
     chunk_ms: Annotated[float, typer.Option(help="Audio per append event, milliseconds (20 to 100).")] = 40.0,
     output: Annotated[Path, typer.Option(help="Folder for the result table.")] = Path("load_tests/results"),
+    peers: Annotated[
+        bool,
+        typer.Option(help="WhisperLive's rows after the stack's, where `make peers-live-env` installed it."),
+    ] = True,
 ) -> None:
     """Live transcription (WS /v1/realtime): N sessions at real-time pace; first-text and finalize
     latency percentiles, word error rate against the file route, Triton's batches, CPU by process."""
@@ -174,6 +179,8 @@ def bench_live_command(
     options = LiveBenchOptions(
         sessions=_counts(sessions), seconds=seconds, chunk_s=chunk_ms / 1000, output_dir=output
     )
+    if not peers:
+        options = dataclasses.replace(options, whisperlive_venv=None)
     typer.echo(run_live_benchmark(options))
 
 

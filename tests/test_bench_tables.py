@@ -1,5 +1,5 @@
 """The benchmark harness's pure parts: sweep settings and its recommendation, the profile summary,
-the Whisper open loop's prebuilt upload bodies, the emotion targets."""
+the Whisper open loop's prebuilt upload bodies, the emotion targets, the live sessions' error attribution."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from exporters.encoder_serving import PREFERRED_BATCH_SIZES, QUEUE_DELAY_US
 from load_tests.bench_emotion import BEST, NAIVE_UNTUNED, SORTED, STACK, naive_label, summarize
 from load_tests.bench_profile import summarize as summarize_profile
 from load_tests.bench_whisper import Clip, multipart_bodies, target_lines
+from load_tests.live_client import COMPLETED, DELTA, LiveRun
+from load_tests.live_wer import EARLY, FINAL, attributed_errors
 from load_tests.sweep import (
     COALESCE_IN_FLIGHT,
     Setting,
@@ -192,3 +194,23 @@ def test_emotion_targets_name_ratios_against_the_compute_limit_and_naive_service
     assert "90% (171.0/s): p50 30.0 ms" in lines[4]
     with pytest.raises(StopIteration):
         next(line for line in summarize("minilm", rows, (1, 32)) if "target 5x" in line)
+
+
+def test_live_errors_are_counted_by_the_decode_that_confirmed_the_word() -> None:
+    def turn(item: str, start: float, early: str, final: str) -> list[tuple[float, dict]]:
+        return [
+            (start, {"type": DELTA, "item_id": item, "delta": early}),
+            (start + 1, {"type": "input_audio_buffer.speech_stopped", "item_id": item, "audio_end_ms": 0}),
+            (start + 2, {"type": DELTA, "item_id": item, "delta": final}),
+            (start + 2, {"type": COMPLETED, "item_id": item, "transcript": early + final}),
+        ]
+
+    # A partial confirmed "meeting" wrongly; the final left out "went" and added "then".
+    events = turn("a", 0, "A meeting with", " my manager better then") + turn("b", 5, "I", " expected it")
+    errors = attributed_errors(
+        "the meeting with my manager went better I expected it", [LiveRun(events, 1000)]
+    )
+    assert errors.reference_words == 10
+    assert errors.words == {EARLY: 4, FINAL: 6}
+    assert errors.errors == {EARLY: 1, FINAL: 2}
+    assert errors.columns()["wer_early"] == 0.1

@@ -48,8 +48,9 @@ from samo.triton.local_server import LocalTriton
 from tests.conftest import QUIET_PROBES_S, Gateway, gateway_settings, running_gateway
 from tests.speech import JFK_TEXT, RATE, jfk_samples, wav_bytes
 
-# Live decodes see each turn alone and confirm words before the turn ends: a little worse than the
-# file route, which sees 30 s windows (the target is +0.02 on the same audio).
+# Live decodes hear at most 28 s (the turn and the turns before it) and confirm words before the turn
+# ends: a little worse than the file route, which sees 30 s windows (the target is +0.02 on
+# the same audio; journal speech measured +0.02 to +0.03 on 2 cores, another CPU decodes other tokens).
 MAX_EXTRA_WER = 0.05
 MIN_RECALL = 0.5
 

@@ -157,6 +157,7 @@ class Operations:
             first_partial_interval_s=settings.realtime_first_partial_interval_s,
             final_context_s=settings.realtime_final_context_s,
             partial_beam_size=settings.realtime_partial_beam_size,
+            final_beam_size=settings.realtime_final_beam_size,
             max_bad_events=settings.realtime_max_bad_events,
             max_speedup=settings.realtime_max_speedup,
         )

@@ -2,8 +2,9 @@
 
 Each partial decode of the open turn gives a hypothesis, a list of words. The words after what is
 already confirmed that this hypothesis and the previous one agree on (their longest common prefix)
-are confirmed and never change again; the rest is the tail, which the next decode may revise
-(whisper_streaming's policy, Macháček et al. 2023). The turn's final decode then confirms everything
+are confirmed and never change again, except the last `STABILITY_MARGIN` words of either; the rest is the
+tail, which the next decode may revise (whisper_streaming's policy, Macháček et al. 2023, with a margin at
+the end of the decoded audio). The turn's final decode then confirms everything
 after the confirmed words. A hypothesis is placed after the confirmed words by aligning the two (edit
 distance, Whisper's punctuation and case ignored), not by counting: a later decode may put a comma or
 a word elsewhere in text already confirmed.
@@ -15,6 +16,11 @@ import re
 from collections.abc import Sequence
 
 _NOT_A_LETTER = re.compile(r"[^\w']+")
+STABILITY_MARGIN = 1
+"""Words at the end of both decodes that are not confirmed even when they agree: a decode's last word is
+at the edge of the audio it heard, often cut off mid-word, and two decodes a fraction of a second apart
+guess it alike ("has to meet a" for "asked me to write"). Confirmed words are followed by this many more
+in both."""
 
 
 def normalized(word: str) -> str:
@@ -67,7 +73,7 @@ class Agreement:
         previous = self._tail
         agreed = 0
         if previous is not None:
-            limit = min(len(new), len(previous))
+            limit = min(len(new), len(previous)) - STABILITY_MARGIN
             while agreed < limit and normalized(new[agreed]) == normalized(previous[agreed]):
                 agreed += 1
         self._confirm(new[:agreed])

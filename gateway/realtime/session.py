@@ -5,12 +5,17 @@ Audio goes through the streaming VAD as it arrives; with `server_vad` a turn ope
 client commits. While a turn is open, a partial decode of the turn so far goes to Triton every
 `partial_interval_s` (one at a time per session; a decode still running when the next is due means
 the next is skipped, so a session that cannot keep up decodes less often rather than later), and
-LocalAgreement-2 (`agreement`) confirms words as `delta` events. A committed turn is decoded once more,
-as a file is (`TranscriptionService.transcribe_samples`: windows at pauses, and speech a window's
-segments leave out decoded again), and its remaining words are confirmed before `completed`. A commit
-cancels the partial in flight, and no partial starts while a final decode is pending: finals never
-wait behind partials in the gateway (a partial Triton is already computing still finishes there first).
-`completed` events go out in turn order. Every decode is prompted with the session's last words.
+LocalAgreement-2 (`agreement`, with a one-word margin at the end of the decoded audio) confirms words
+as `delta` events. Each decode of a turn hears the session's earlier turns before it (up to
+`final_context_s`, whole turns in one window) and is forced to begin with their texts and the turn's
+confirmed words, so it answers only the words after them: the final decode decides everything after the
+last confirmed word. A final that leaves speech out is decoded again alone, as a file is
+(`TranscriptionService.transcribe_samples`: windows at pauses, and speech a window's segments leave out
+decoded again). The final starts speculatively once a little silence follows the speech, and a commit of
+the same audio keeps it. A commit cancels the partial in flight, and no partial starts while a final
+decode is pending or once silence follows the speech: finals never wait behind partials in the gateway
+(a partial Triton is already computing still finishes there first). `completed` events go out in turn
+order. Every decode is prompted with the session's words before the audio it hears.
 
 Every decode is an ordinary Triton request through the transcription service, so live sessions batch
 with each other and with file transcriptions. The session's admission (its work units, held for its
@@ -79,30 +84,30 @@ FIRST_PARTIAL_SPEECH = SAMPLE_RATE // 2
 two, which the next decode confirms or revises."""
 PARTIAL_WINDOW = WINDOW_SAMPLES - 2 * SAMPLE_RATE
 """A turn longer than a window is decoded partially over its last 28 s; its final decode takes all of it."""
-TRAILING_PAD = SAMPLE_RATE // 4
-"""A turn that the VAD ended is decoded up to 250 ms after its last speech frame, not through the whole
+TRAILING_PAD = 5 * FRAME
+"""A turn that the VAD ended is decoded up to 160 ms after its last speech frame, not through the whole
 `silence_duration_ms`: the VAD heard silence there, and Whisper tiny decodes short clips worse with a
 second of silence after them ("ask not" came back "Ask, knock!"). It is also when the final decode
-starts, speculatively: once 250 ms of silence follow the speech, the audio the final will decode is all
-there, so it is decoded while the VAD waits out the rest of `silence_duration_ms`, and dropped if speech
-resumes."""
-SPECULATION_LEAD = 3 * SAMPLE_RATE // 10
-"""A speculative final decode starts this long before the VAD's silence would end the turn: with
-OpenAI's 500 ms, at 250 ms (`TRAILING_PAD`); with a long `silence_duration_ms`, late in it, so that pauses
-inside a turn do not start (and drop) finals and hold up its partials."""
-CONTEXT_S = 10.0
-"""By default (`LiveOptions.final_context_s`), a turn's final decode hears up to 10 s of the session's audio before it (the turns before it, from
-the start of the earliest that fits, else from 10 s back), in one window of at most 28 s with the turn,
-and keeps the words after the boundary between the turn and the one before (word timestamps): a few
-seconds of speech decoded alone, padded to a 30 s window, came out worse than the same words in a
-file's window (live WER +0.06 to +0.09). With 20 s, Whisper tiny's word times in long windows once
-drifted enough to lose three sentences."""
+starts, speculatively: once 160 ms of silence follow the speech, the audio the final will decode is all
+there, so it is decoded while the VAD waits out the rest of `silence_duration_ms` (with OpenAI's 500 ms,
+`completed` can go out 340 ms after the decode began), and dropped if speech resumes."""
+SPECULATION_LEAD = 2 * SAMPLE_RATE // 5
+"""A speculative final decode starts this long before the VAD's silence would end the turn, and not
+before `TRAILING_PAD`: with OpenAI's 500 ms, at 160 ms; with a long `silence_duration_ms`, late in it, so
+that pauses inside a turn do not start (and drop) finals and hold up its partials."""
+CONTEXT_S = 20.0
+"""By default (`LiveOptions.final_context_s`), each decode of a turn hears the session's whole turns that
+began up to 20 s before it, in one window of at most 28 s with the turn, and is forced to begin with
+their texts and the turn's confirmed words (`DecodeOptions.prefix`), so what it answers is the turn's
+words after those: a few seconds of speech decoded alone, padded to a 30 s window, came out worse than
+the same words in a file's window (live WER +0.06 to +0.09), and partials decoded alone confirmed words
+that the final could not take back ("I'm meeting" for "The meeting")."""
 MIN_WORDS_PER_S = 1.0
-"""A context decode that keeps fewer words than this per second of the turn's speech has left some of it
-out (or placed it before the boundary): the turn is decoded alone instead."""
-CONTEXT_SLACK_S = 1.5
-"""A context decode whose words after the boundary start or end this much inside the turn's speech has
-left some of it out: the turn is decoded alone instead, as a file is (no speech the VAD heard is lost)."""
+"""A final decode with fewer words than this per second of the turn's speech has left some of it out
+(Whisper ended the window early): the turn is decoded alone instead, as a file is (no speech the VAD
+heard is lost)."""
+MAX_WORDS_PER_S = 6.0
+"""...and one with more (and 3 more) repeated itself: decoded alone too."""
 PROMPT_WORDS = 40
 """Words of the session's completed turns given to each decode as its prompt."""
 MAX_TURN = 300 * SAMPLE_RATE
@@ -125,6 +130,7 @@ class LiveOptions:
     final_context_s: float = CONTEXT_S
     """Audio before a turn that its final decode hears (0: each turn decoded alone)."""
     partial_beam_size: int = 1
+    final_beam_size: int = 5
     max_bad_events: int = 20
     max_speedup: float = 8.0
 
@@ -163,6 +169,16 @@ class _Past:
     speech_from: int | None
     speech_to: int | None
     text: str | None = None
+
+
+@dataclass(frozen=True)
+class _Context:
+    """The audio a decode of a turn hears before it: from `start`, the turns `inside` (whose texts begin
+    the decoder's forced prefix); the turns `earlier` give its prompt."""
+
+    start: int
+    earlier: list[_Past]
+    inside: list[_Past]
 
 
 @dataclass(frozen=True)
@@ -472,52 +488,48 @@ class LiveSession:
             record_live_decodes("speculation_dropped")
 
     def _start_final_decode(self, turn: _Turn, end: int) -> asyncio.Task[_FinalText]:
-        """The turn's final words, decoded with the audio before it as context where that is possible.
-        Audio positions are fixed now; the prompt, once the turn before is decoded."""
-        start, earlier = self._context_for(turn, end)
+        """The turn's final words, decoded with the turns before it as context where that is possible.
+        Audio positions are fixed now; the texts (prompt and prefix), once the turn before is decoded."""
+        start, earlier, inside = self._context_for(turn, end, decoded_only=False)
         samples = self._audio.read(start, end)
-        alone = samples[turn.start - start :]
-        boundary = None
-        if start < turn.start:
-            previous = self._past[-1]
-            assert previous.speech_to is not None and turn.speech_from is not None
-            boundary = (previous.speech_to + turn.speech_from) / 2 - start
-        before = self._finals
-        return self._track(self._decode_final(turn, samples, alone, start, boundary, earlier, before))
+        context = _Context(start, earlier, inside)
+        return self._track(self._decode_final(turn, samples, context, end, self._finals))
 
-    def _context_for(self, turn: _Turn, end: int) -> tuple[int, list[_Past]]:
-        """Where the final decode of `turn` (up to `end`) starts, and the committed turns wholly before
-        that (whose texts are its prompt). The turn's own start when the VAD placed no boundary between it
-        and the turn before (a client's commit, a cleared turn) or nothing before it is held."""
-        if (
-            not self._context
-            or turn.speech_from is None
-            or not self._past
-            or self._past[-1].speech_to is None
-        ):
-            return turn.start, list(self._past)
+    def _prefixable(self) -> bool:
+        """Whether the session's model takes a forced prefix (CTranslate2): then decodes hear the turns
+        before them and continue after the words already known; otherwise each turn is decoded alone."""
+        try:
+            return self.transcription.model(self._model_name(self.config)).card.backend == "ctranslate2"
+        except SamoError:
+            return False
+
+    def _context_for(
+        self, turn: _Turn, end: int, *, decoded_only: bool
+    ) -> tuple[int, list[_Past], list[_Past]]:
+        """Where a decode of `turn` (up to `end`) starts, the committed turns wholly before that (their
+        texts are its prompt), and those between there and the turn (their texts start its forced prefix):
+        the earliest whole turns that fit in `final_context_s` before the turn and in one window with it.
+        The turn's own start when the VAD placed no boundary between it and the turn before (a client's
+        commit, a cleared turn), nothing before it is held, or (`decoded_only`, a partial) the turn before
+        is still being decoded (or told no words)."""
+        past = list(self._past)
+        if not self._context or turn.speech_from is None or not self._prefixable():
+            return turn.start, past, []
         floor = max(self._audio.start, turn.start - self._context, end - PARTIAL_WINDOW)
-        if floor >= turn.start:
-            return turn.start, list(self._past)
-        start = floor
-        for past in reversed(self._past):  # from the start of the earliest turn that fits, if one does
-            if past.speech_to is None or past.start < floor:
+        inside = 0
+        for held in reversed(past):
+            if held.speech_to is None or held.start < floor or (decoded_only and not held.text):
                 break
-            start = past.start
-        return start, [past for past in self._past if (past.speech_to or past.start) <= start]
+            inside += 1
+        if not inside:
+            return turn.start, past, []
+        return past[-inside].start, past[:-inside], past[-inside:]
 
     async def _decode_final(
-        self,
-        turn: _Turn,
-        samples: np.ndarray,
-        alone: np.ndarray,
-        start: int,
-        boundary: float | None,
-        earlier: list[_Past],
-        before: asyncio.Task[None] | None,
+        self, turn: _Turn, samples: np.ndarray, context: _Context, end: int, before: asyncio.Task[None] | None
     ) -> _FinalText:
-        # The turn before first: its words are this decode's prompt, so a final that started while the
-        # one before was still decoding (a loaded server, audio sent faster than real time) was
+        # The turn before first: its words are this decode's prompt or prefix, so a final that started
+        # while the one before was still decoding (a loaded server, audio sent faster than real time) was
         # prompted differently from the same audio on an idle one (live WER 0.107 against 0.051).
         # Completed events then also go out in turn order. Shielded: dropping a speculative decode must
         # not cancel the turn before.
@@ -527,49 +539,40 @@ class LiveSession:
         name = self._model_name(self.config)
         served = self.transcription.model(name)
         model = (served.name, served.version)
-        if boundary is not None:
-            words = await self._decode_in_context(turn, samples, start, boundary, earlier)
-            if words is not None:
+        if samples.size <= PARTIAL_WINDOW and self._prefixable():
+            samples, context = _without_untold(samples, context, turn.start)
+            words = await self._decode_with_prefix(turn, samples, context, final=True)
+            speech = (end - (turn.speech_from or turn.start) - TRAILING_PAD) / SAMPLE_RATE
+            if _covers(len(words), speech):
                 return _FinalText(words, model)
+            record_live_decodes("context_fallback")
+        # Decoded alone, as a file is (windows at pauses, speech their segments leave out decoded again):
+        # a turn longer than a window, a model without a forced prefix, or a decode that left speech out.
         transcript = await self.transcription.transcribe_samples(
-            self._decode_context, alone, self._decode_options(self.config, final=True), name
+            self._decode_context,
+            samples[turn.start - context.start :],
+            self._decode_options(self.config, final=True),
+            name,
         )
         return _FinalText(transcript.text.split(), (transcript.model.name, transcript.model.version))
 
-    async def _decode_in_context(
-        self, turn: _Turn, samples: np.ndarray, start: int, boundary: float, earlier: list[_Past]
-    ) -> list[str] | None:
-        """One window of the audio before the turn and the turn, its words after `boundary` (samples from
-        the window's start); None when they leave out part of the turn's speech. Prompted with the texts
-        of the turns wholly before the window."""
-        texts = [past.text or "" for past in earlier]
-        options = self._decode_options(self.config, final=True, previous=texts).model_copy(
-            update={"word_timestamps": True}
-        )
+    async def _decode_with_prefix(
+        self, turn: _Turn, samples: np.ndarray, context: _Context, *, final: bool
+    ) -> list[str]:
+        """The turn's words in one window that starts with the turns of `context` (their texts, then the
+        turn's confirmed words, are the decoder's forced prefix), prompted with the texts of the turns
+        before: Whisper continues after the words already known, so the final decides only what follows
+        the last confirmed word, and every decode of the turn hears what came before it."""
+        known = [held.text or "" for held in context.inside] + [" ".join(turn.agreement.confirmed)]
+        prefix = " ".join(" ".join(known).split())
+        options = self._decode_options(
+            self.config, final=final, previous=[held.text or "" for held in context.earlier]
+        ).model_copy(update={"prefix": prefix or None, "without_timestamps": True})
         window = await self.transcription.decode_window(
             self._decode_context, samples, options, self._model_name(self.config)
         )
-        cut = boundary / SAMPLE_RATE
-        words = [
-            word
-            for segment in window.segments
-            if not _silent(segment.no_speech_prob, segment.avg_logprob)
-            for word in segment.words
-            if (word.start + word.end) / 2 >= cut
-        ]
-        speech_from = ((turn.speech_from or turn.start) - start) / SAMPLE_RATE
-        speech_to = samples.size / SAMPLE_RATE - TRAILING_PAD / SAMPLE_RATE
-        if not words or (
-            turn.heard_speech
-            and (
-                words[0].start > speech_from + CONTEXT_SLACK_S
-                or words[-1].end < speech_to - CONTEXT_SLACK_S
-                or len(words) < MIN_WORDS_PER_S * (speech_to - speech_from)
-            )
-        ):
-            record_live_decodes("context_fallback")
-            return None
-        return "".join(word.word for word in words).split()
+        new = " ".join(s.text for s in window.segments if not _silent(s.no_speech_prob, s.avg_logprob))
+        return [*turn.agreement.confirmed, *new.split()]
 
     def _record(self, row_id: str, status: str, seconds: float, model: tuple[str, str] | None = None) -> None:
         if self._usage is None:
@@ -620,7 +623,9 @@ class LiveSession:
 
     async def _partial_loop(self) -> None:
         """A partial decode of the open turn every `partial_interval_s`, one at a time: one still running
-        when the next is due delays it (the session skips decodes rather than queueing them)."""
+        when the next is due delays it (the session skips decodes rather than queueing them). None while a
+        final is pending or once silence follows the speech: the final will say more, and Triton is free
+        for it."""
         last_start = -math.inf
         while True:
             await asyncio.sleep(PARTIAL_TICK_S)
@@ -635,6 +640,7 @@ class LiveSession:
                 or not turn.heard_speech
                 or self._finals_pending
                 or self._speculation is not None
+                or (self._detector is not None and self._detector.silence_from is not None)
                 or self._audio.end - (turn.speech_from or turn.start) < FIRST_PARTIAL_SPEECH
                 or self._audio.end <= turn.decoded_to
                 or time.monotonic() - last_start < interval
@@ -650,26 +656,33 @@ class LiveSession:
 
     async def _decode_partial(self, turn: _Turn) -> None:
         end = self._audio.end
-        start = max(turn.start, end - PARTIAL_WINDOW)
-        samples = self._audio.read(start, end)
+        context = _Context(*self._context_for(turn, end, decoded_only=True))
         turn.decoded_to = end
         try:
-            window = await self.transcription.decode_window(
-                self._decode_context,
-                samples,
-                self._decode_options(self.config, final=False),
-                self._model_name(self.config),
-            )
+            if end - context.start <= PARTIAL_WINDOW and self._prefixable():
+                words = await self._decode_with_prefix(
+                    turn, self._audio.read(context.start, end), context, final=False
+                )
+                from_start = True
+            else:  # a turn longer than a window: its last 28 s alone
+                start = max(turn.start, end - PARTIAL_WINDOW)
+                window = await self.transcription.decode_window(
+                    self._decode_context,
+                    self._audio.read(start, end),
+                    self._decode_options(self.config, final=False),
+                    self._model_name(self.config),
+                )
+                words = " ".join(
+                    s.text for s in window.segments if not _silent(s.no_speech_prob, s.avg_logprob)
+                ).split()
+                from_start = start == turn.start
         except SamoError as error:  # a partial is revisable: the final decode will tell
             logger.info("live partial decode failed (%s); the turn's final decode follows", error.type.value)
             return
         if turn.closed:
             return
-        words = " ".join(
-            s.text for s in window.segments if not _silent(s.no_speech_prob, s.avg_logprob)
-        ).split()
         had_words = bool(turn.agreement.confirmed)
-        confirmed, tail = turn.agreement.hypothesis(words, from_start=start == turn.start)
+        confirmed, tail = turn.agreement.hypothesis(words, from_start=from_start)
         if confirmed:
             self._emit(Delta(item_id=turn.item_id, delta=joined(confirmed, after=had_words)))
         self._emit(
@@ -693,7 +706,7 @@ class LiveSession:
         return DecodeOptions(
             language=transcription.language or None,
             initial_prompt=prompt[-1000:] or None,
-            beam_size=5 if final else self.options.partial_beam_size,
+            beam_size=self.options.final_beam_size if final else self.options.partial_beam_size,
             without_timestamps=not final,
         )
 
@@ -725,6 +738,24 @@ class LiveSession:
 
 def _ms(position: int) -> int:
     return math.floor(position * 1000 / SAMPLE_RATE)
+
+
+def _without_untold(samples: np.ndarray, context: _Context, turn_start: int) -> tuple[np.ndarray, _Context]:
+    """The context from after the last turn in it without a text (its decode failed, or heard no words):
+    a prefix that leaves that turn's speech out would make the decode tell it as this turn's."""
+    untold = [index for index, held in enumerate(context.inside) if not held.text]
+    if not untold:
+        return samples, context
+    cut = untold[-1] + 1
+    start = context.inside[cut].start if cut < len(context.inside) else turn_start
+    trimmed = _Context(start, context.earlier + context.inside[:cut], context.inside[cut:])
+    return samples[start - context.start :], trimmed
+
+
+def _covers(words: int, speech_s: float) -> bool:
+    """Whether a decode's word count fits the turn's speech: too few, it left speech out (Whisper may end
+    a window early); too many, it repeated itself."""
+    return MIN_WORDS_PER_S * speech_s <= words <= MAX_WORDS_PER_S * speech_s + 3
 
 
 def _silent(no_speech_prob: float, avg_logprob: float) -> bool:

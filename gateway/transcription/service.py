@@ -172,6 +172,11 @@ class TranscriptionService:
         if options.temperature > 0 and card.backend == "onnx":
             # The shared seq2seq engine does greedy and beam search; it does not sample.
             raise invalid_input(f"model `{model.name}` (ONNX backend) does not sample: use temperature 0")
+        if options.prefix and (card.backend != "ctranslate2" or not options.without_timestamps):
+            raise invalid_input(
+                f"prefix: model `{model.name}` ({card.backend} backend) takes a forced prefix only "
+                "without timestamps, on a CTranslate2 model"
+            )
         if options.word_timestamps and not card.word_timestamps:
             raise invalid_input(
                 f"word_timestamps: model `{model.name}` ({card.backend} backend) does not compute word "

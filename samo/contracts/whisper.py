@@ -71,6 +71,13 @@ class DecodeOptions(BaseModel):
         description="Words with start/end per segment (backends whose card says `word_timestamps`).",
     )
     # Filled in by the gateway, not a caller: left out of the JSON schema (and the OpenAPI document).
+    prefix: SkipJsonSchema[str | None] = Field(
+        default=None,
+        max_length=2000,
+        description="Text the decoder is forced to begin with (the words of the window's audio that are "
+        "already known: a live session's earlier turns and confirmed words); the answer leaves it out. "
+        "CTranslate2 backends, without timestamps only.",
+    )
     speech: SkipJsonSchema[tuple[tuple[float, float], ...]] = Field(
         default=(),
         max_length=1000,

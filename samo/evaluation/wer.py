@@ -14,10 +14,14 @@ def _normalizer():
     return EnglishTextNormalizer({})
 
 
+def normalized_words(text: str) -> list[str]:
+    """Words after Whisper's English normalization."""
+    return _normalizer()(text).split()
+
+
 def word_error_rate(reference: str, hypothesis: str) -> float:
     """Word-level edit distance over the reference's length, both normalized first."""
-    normalize = _normalizer()
-    ref, hyp = normalize(reference).split(), normalize(hypothesis).split()
+    ref, hyp = normalized_words(reference), normalized_words(hypothesis)
     distance = np.arange(len(hyp) + 1)
     for i, word in enumerate(ref, start=1):
         previous, distance[0] = distance.copy(), i

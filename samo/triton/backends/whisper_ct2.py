@@ -105,7 +105,7 @@ class TritonPythonModel(Backend):
         prompt.extend(tokenizer.sot_sequence)
         if options.without_timestamps:
             prompt.append(tokenizer.no_timestamps)
-        return prompt
+        return prompt + prefix_tokens(tokenizer, options)
 
     def _decode(self, mel, items, languages, positions, beam_size, temperature, responses):
         tokenizers_ = [self._tokenizer(items[p][1], languages[p][0]) for p in positions]
@@ -131,8 +131,10 @@ class TritonPythonModel(Backend):
         results = self.model.generate(features, prompts, **generate)
         bodies = []
         for tokenizer, position, result in zip(tokenizers_, positions, results, strict=True):
-            audio, _ = items[position]
-            segments = _segments(result, result.sequences_ids[0], tokenizer, audio.size / SAMPLE_RATE)
+            audio, options = items[position]
+            # CTranslate2 answers the forced prefix's tokens too: the caller knows them.
+            tokens = result.sequences_ids[0][len(prefix_tokens(tokenizer, options)) :]
+            segments = _segments(result, tokens, tokenizer, audio.size / SAMPLE_RATE)
             language, probability = languages[position]
             bodies.append({"language": language, "language_probability": probability, "segments": segments})
         if any(wants_cover):
@@ -199,6 +201,11 @@ class TritonPythonModel(Backend):
             for row in rows:
                 for segment in bodies[row]["segments"]:
                     segment.setdefault("words", [])
+
+
+def prefix_tokens(tokenizer, options):
+    """The forced prefix's tokens (`DecodeOptions.prefix`), which CTranslate2 answers again before the rest."""
+    return tokenizer.encode(" " + options.prefix.strip()) if options.prefix else []
 
 
 def _segments(result, tokens, tokenizer, duration):
