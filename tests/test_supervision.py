@@ -182,7 +182,7 @@ def _in_flight(base: str) -> dict[str, float]:
 
 def test_sigterm_lets_requests_in_progress_finish(repository: Path, local_triton, samo_process) -> None:
     grace_s = 120.0
-    audio = wav_bytes(long_speech(repeats=8))  # about 100 s of speech: seconds of work in flight
+    audio = wav_bytes(long_speech(repeats=4))  # about 50 s of speech: seconds of work in flight
     with local_triton(repository) as triton:
         env = {
             "SAMO_TRITON_GRPC_URL": triton.grpc_url,
