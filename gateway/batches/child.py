@@ -68,7 +68,7 @@ class RunnerProcess:
                 return
         failures = 0
         while not self._stop.is_set():
-            command = [sys.executable, "-m", "gateway.batches.child", str(os.getpid()), str(self.nice)]
+            command = [sys.executable, "-m", "gateway.worker", str(os.getpid()), str(self.nice)]
             self._process = subprocess.Popen(command, env=self.environment)
             logger.info("batch runner: lines run in process %d at nice %d", self._process.pid, self.nice)
             code = self._process.wait()
@@ -91,23 +91,10 @@ def runner_process(batch_dir: Path, nice: int, environment: Mapping[str, str]) -
         runner.stop()
 
 
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
+    """In the child: SIGKILL when the gateway process that started it dies (Linux)."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
     if os.getppid() != parent:  # it died before the request took effect
         os._exit(1)
-
-
-def main() -> None:
-    parent, nice = int(sys.argv[1]), int(sys.argv[2])
-    _die_with_parent(parent)
-    os.nice(nice)
-    from gateway.worker import run_worker
-    from samo.settings import GatewaySettings
-
-    run_worker(GatewaySettings())
-
-
-if __name__ == "__main__":
-    main()
