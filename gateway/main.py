@@ -66,7 +66,9 @@ def run_gateway(settings: GatewaySettings) -> None:
         _run_gateway(settings)
         return
     environment = {**os.environ, **settings_environment(settings)}
-    with runner_process(settings.batch_dir, settings.batch_runner_nice, environment):
+    with runner_process(
+        settings.batch_dir, settings.batch_runner_nice, settings.batch_runner_concurrency, environment
+    ):
         _run_gateway(settings.model_copy(update={"batch_worker": False}))
 
 

@@ -6,7 +6,9 @@ processes run none (`batch_worker` off for them). Why: a line's CPU in the gatew
 writes, sealing, JSON) competed with interactive requests for the same cores (docs/api/batches.md,
 Measured interference). In a process of its own at nice 10 the kernel gives it about a tenth of a
 contended core against the gateway's nice 0 (CFS weights 110 and 1024) and all of an idle one: spare
-capacity only, while Triton's priority levels order its model work.
+capacity only, while Triton's priority levels order its model work. It runs `batch_runner_concurrency`
+lines at once (1): Triton runs a batch line's model work at the same OS priority as an interactive
+one, so more lines in flight take model time that interactive requests then wait for.
 
 The child starts once the store exists (the first batch request creates it; a gateway with no batch
 never pays for it), is restarted with backoff when it exits, and is killed with the gateway: it is in
@@ -39,10 +41,14 @@ STOP_GRACE_S = 10.0
 class RunnerProcess:
     """Supervises the child from a thread of the gateway's main process."""
 
-    def __init__(self, batch_dir: Path, nice: int, environment: Mapping[str, str]) -> None:
+    def __init__(self, batch_dir: Path, nice: int, concurrency: int, environment: Mapping[str, str]) -> None:
         self.database = batch_dir / EMBEDDED_DATABASE
         self.nice = nice
-        self.environment = {**environment, "SAMO_BATCH_WORKER": "true"}
+        self.environment = {
+            **environment,
+            "SAMO_BATCH_WORKER": "true",
+            "SAMO_BATCH_CONCURRENCY": str(concurrency),
+        }
         self._stop = threading.Event()
         self._process: subprocess.Popen[bytes] | None = None
         self._thread = threading.Thread(target=self._supervise, name="samo-batch-runner", daemon=True)
@@ -82,8 +88,10 @@ class RunnerProcess:
 
 
 @contextlib.contextmanager
-def runner_process(batch_dir: Path, nice: int, environment: Mapping[str, str]) -> Iterator[RunnerProcess]:
-    runner = RunnerProcess(batch_dir, nice, environment)
+def runner_process(
+    batch_dir: Path, nice: int, concurrency: int, environment: Mapping[str, str]
+) -> Iterator[RunnerProcess]:
+    runner = RunnerProcess(batch_dir, nice, concurrency, environment)
     runner.start()
     try:
         yield runner
