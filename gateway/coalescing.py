@@ -14,6 +14,11 @@ request sent alone is tokenized in its own coroutine; requests that wait are tok
 back with its rows. Calls that bring token arrays (`infer`) are joined as arrays, padded to the
 longest row.
 
+Batch lines (`context.background`) use spare capacity only: they wait in a queue of their own, and a
+call takes them only when no interactive request waits, so a call is all interactive or all batch
+lines (sent to Triton at the batch priority, gateway.triton_client.priority_of); and they open at most
+`in_flight - 1` calls (when `in_flight` > 1), so one call is always free for an interactive request.
+
 What a request that leaves does to its neighbours: nothing.
 - Validation happens before the service call: an invalid request never reaches the queue.
 - Cancelled by its client, or past its deadline while waiting: its rows are dropped from the queue;
@@ -102,6 +107,10 @@ class _Waiting:
     encoder: Tokenizing | None = None
     call: _Call | None = None
 
+    @property
+    def background(self) -> bool:
+        return self.context.background
+
     def joins(self, first: _Waiting) -> bool:
         """May go in one call with `first`: texts for the same tokenizer, or arrays of the same inputs."""
         if self.encoder is not None or first.encoder is not None:
@@ -134,6 +143,11 @@ class Coalescer:
         self.batching = batching
         self.in_flight = in_flight
         self._waiting: deque[_Waiting] = deque()
+        """Interactive requests waiting for a call."""
+        self._background: deque[_Waiting] = deque()
+        """Batch lines waiting for a call: taken only when no interactive request waits."""
+        self._background_calls = max(1, in_flight - 1)
+        """Calls that batch lines may open: one is kept for interactive requests."""
         self._open = 0
         """Calls open: sent alone, or a task started (which may not have taken its rows yet)."""
         self._starting = False
@@ -144,7 +158,7 @@ class Coalescer:
         self, context: RequestContext, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
     ) -> dict[str, np.ndarray]:
         shape = _token_rows(inputs)
-        if shape is None or self._sends_at_once():
+        if shape is None or self._sends_at_once(context):
             return await self._alone(context, inputs, outputs, shape[0] if shape else 0)
         future = asyncio.get_running_loop().create_future()
         return await self._queued(_Waiting(context, inputs, outputs, shape[0], shape[1], future))
@@ -154,21 +168,27 @@ class Coalescer:
     ) -> EncodedAnswer:
         """`texts` tokenized by `encoder` and sent: alone and at once below the limit, else joined with
         what waits (one tokenizer call and one Triton call for all of it)."""
-        if self._sends_at_once():
+        if self._sends_at_once(context):
             encoded = encoder.encode(texts)
             return EncodedAnswer(await self._alone(context, encoded.inputs, outputs, len(texts)), encoded)
         future = asyncio.get_running_loop().create_future()
         return await self._queued(_Waiting(context, {}, outputs, len(texts), 0, future, texts, encoder))
 
-    def _sends_at_once(self) -> bool:
-        return self._open < self.in_flight and not self._waiting and not self._starting
+    def _limit(self, background: bool) -> int:
+        return self._background_calls if background else self.in_flight
+
+    def _sends_at_once(self, context: RequestContext) -> bool:
+        """Below its limit with nothing of its rank or above waiting: an interactive request does not
+        wait behind batch lines."""
+        ahead = self._waiting or (context.background and self._background)
+        return self._open < self._limit(context.background) and not ahead and not self._starting
 
     async def _queued(self, request: _Waiting) -> Any:
         deadline = request.context.deadline
         timeout = None if deadline is None else deadline.remaining()  # raises once it has passed
         loop = asyncio.get_running_loop()
         future = request.future
-        self._waiting.append(request)
+        (self._background if request.background else self._waiting).append(request)
         self._start()
         # A timer, not `asyncio.wait_for`: that starts a task per waiting request, on the path that
         # limits a gateway's throughput.
@@ -203,7 +223,9 @@ class Coalescer:
 
     def _start(self) -> None:
         """A call for what waits, if a call may open and none is about to take it."""
-        if self._starting or self._open >= self.in_flight or not self._waiting:
+        if self._starting or not (self._waiting or self._background):
+            return
+        if self._open >= self._limit(background=not self._waiting):
             return
         self._starting = True
         self._open += 1
@@ -230,22 +252,29 @@ class Coalescer:
             self._start()
 
     def _take(self) -> list[_Waiting]:
-        """What waits, in arrival order, up to the card's rows; requests that left are dropped."""
+        """What waits, in arrival order, up to the card's rows; requests that left are dropped.
+        Interactive requests when any wait, else batch lines (never both in one call)."""
+        taken = self._take_from(self._waiting)
+        if taken or self._open > self._background_calls:  # this call holds the interactive slot
+            return taken
+        return self._take_from(self._background)
+
+    def _take_from(self, waiting: deque[_Waiting]) -> list[_Waiting]:
         taken: list[_Waiting] = []
         rows = 0
-        while self._waiting:
-            request = self._waiting[0]
+        while waiting:
+            request = waiting[0]
             if request.future.done():
-                self._waiting.popleft()
+                waiting.popleft()
                 continue
             deadline = request.context.deadline
             if deadline is not None and deadline.left() <= 0:
-                self._waiting.popleft()
+                waiting.popleft()
                 request.future.set_exception(SamoError(ErrorType.DEADLINE_EXCEEDED, EXPIRED_MESSAGE))
                 continue
             if taken and (rows + request.rows > self.batching.max_rows or not request.joins(taken[0])):
                 break
-            self._waiting.popleft()
+            waiting.popleft()
             taken.append(request)
             rows += request.rows
         return taken
@@ -316,7 +345,8 @@ class Coalescer:
 
 
 def _call_context(requests: list[_Waiting]) -> RequestContext:
-    """The joined call's context: the first request's ID, the latest deadline (none if any has none)."""
+    """The joined call's context: the first request's ID, the latest deadline (none if any has none),
+    batch priority when every request is a batch line (calls are never mixed)."""
     first = requests[0].context
     if len(requests) == 1:
         return first
@@ -324,7 +354,8 @@ def _call_context(requests: list[_Waiting]) -> RequestContext:
     latest = None
     if all(ticket is not None for ticket in tickets):
         latest = max((t for t in tickets if t is not None), key=lambda ticket: ticket.deadline.at)
-    return RequestContext(request_id=first.request_id, ticket=latest)
+    background = all(request.background for request in requests)
+    return RequestContext(request_id=first.request_id, ticket=latest, background=background)
 
 
 def _offsets(requests: list[_Waiting]) -> list[int]:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from pydantic_settings import NoDecode
 
+from gateway.batches.child import runner_process
 from gateway.http.app import create_app
 from gateway.observability.logging import configure_logging, logging_config
 from gateway.observability.metrics import shared_across_workers
@@ -34,27 +35,44 @@ def _environment_value(value: object, *, comma_separated: bool) -> str:
     return str(value)
 
 
-def _settings_to_environment(settings: GatewaySettings) -> None:
-    """Workers are new interpreters: they read this process's settings back from the environment.
-    Secrets go as their values (a JSON dump masks them as `**********`, which the workers would read)."""
+def settings_environment(settings: GatewaySettings) -> dict[str, str]:
+    """`settings` as `SAMO_*` variables, as a new interpreter reads them back. Secrets go as their
+    values (a JSON dump masks them as `**********`, which the workers would read)."""
     fields = GatewaySettings.model_fields
     values = settings.model_dump(mode="json")
     for name in fields:
         secret = getattr(settings, name)
         if isinstance(secret, SecretStr):
             values[name] = secret.get_secret_value()
-    os.environ.update(
-        {
-            f"{ENV_PREFIX}{name.upper()}": _environment_value(
-                value, comma_separated=any(item is NoDecode for item in fields[name].metadata)
-            )
-            for name, value in values.items()
-            if value is not None
-        }
-    )
+    return {
+        f"{ENV_PREFIX}{name.upper()}": _environment_value(
+            value, comma_separated=any(item is NoDecode for item in fields[name].metadata)
+        )
+        for name, value in values.items()
+        if value is not None
+    }
+
+
+def _settings_to_environment(settings: GatewaySettings) -> None:
+    """Workers are new interpreters: they read this process's settings back from the environment."""
+    os.environ.update(settings_environment(settings))
 
 
 def run_gateway(settings: GatewaySettings) -> None:
+    """The gateway; with the embedded batch store and `batch_runner_process`, its batch lines in a
+    niced process of their own beside it (gateway.batches.child)."""
+    configure_logging(settings.log_format, settings.log_level)
+    if settings.database_url is not None or not settings.batch_worker or not settings.batch_runner_process:
+        _run_gateway(settings)
+        return
+    environment = {**os.environ, **settings_environment(settings)}
+    with runner_process(
+        settings.batch_dir, settings.batch_runner_nice, settings.batch_runner_concurrency, environment
+    ):
+        _run_gateway(settings.model_copy(update={"batch_worker": False}))
+
+
+def _run_gateway(settings: GatewaySettings) -> None:
     # No access log: request lines are noise at load, and the metrics endpoint counts requests
     # (SAMO_LOG_LEVEL=DEBUG logs one line per request, with its ID).
     # One logging config, applied here and by uvicorn in every worker it spawns.

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 
 from gateway.batches import BatchService
+from gateway.batches.child import die_with_parent
 from gateway.database import Database
 from gateway.observability.logging import configure_logging
 from gateway.observability.metrics import gateway_registry
@@ -65,3 +68,16 @@ def run_worker(settings: GatewaySettings) -> None:
         await work(settings, stop)
 
     asyncio.run(main())
+
+
+def main() -> None:
+    """The embedded store's runner process (gateway.batches.child): `python -m gateway.worker <parent
+    pid> <nice>` dies with its gateway and runs at that nice level."""
+    parent, nice = int(sys.argv[1]), int(sys.argv[2])
+    die_with_parent(parent)
+    os.nice(nice)
+    run_worker(GatewaySettings())
+
+
+if __name__ == "__main__":
+    main()

@@ -94,6 +94,33 @@ def bench_emotion_command(
     typer.echo(run_benchmark(options))
 
 
+@bench_app.command("batch")
+def bench_batch_command(
+    repository: Annotated[
+        Path,
+        typer.Option(help="A model repository with the default emotion and Whisper models (`samo export`)."),
+    ] = Path("model_repository"),
+    texts: Annotated[int, typer.Option(min=1, help="Lines of the journal-text batch.")] = 10_000,
+    voice_notes: Annotated[
+        int, typer.Option(min=0, help="Lines of the voice-note batch (0: texts only).")
+    ] = 200,
+    duration: Annotated[
+        float, typer.Option(help="Seconds of each synchronous closed loop and interactive window.")
+    ] = 20.0,
+    fraction: Annotated[float, typer.Option(help="Interactive rate, as a fraction of the text rate.")] = 0.5,
+) -> None:
+    """The issue's batch benchmark: a text batch and a voice-note batch run to their end, lines/s and
+    audio s/s against the same work sent synchronously at the sustainable rate, and interactive p99
+    without and with the batches running."""
+    setup_logging()
+    from load_tests.bench_batch import BatchBenchOptions, run_batch_bench
+
+    options = BatchBenchOptions(
+        repository, texts=texts, voice_notes=voice_notes, duration_s=duration, fraction=fraction
+    )
+    typer.echo(run_batch_bench(options))
+
+
 @bench_app.command("batch-interference")
 def bench_batch_interference_command(
     repository: Annotated[
@@ -102,13 +129,23 @@ def bench_batch_interference_command(
     duration: Annotated[float, typer.Option(help="Seconds per open-loop window.")] = 20.0,
     fraction: Annotated[float, typer.Option(help="Interactive rate, as a fraction of saturation.")] = 0.5,
     lines: Annotated[int, typer.Option(help="Lines of the batch that runs beside them.")] = 20_000,
+    runner_process: Annotated[
+        bool,
+        typer.Option(
+            "--runner-process/--in-gateway",
+            help="Batch lines in the niced child process (SAMO_BATCH_RUNNER_PROCESS, the default) or in "
+            "the gateway process.",
+        ),
+    ] = True,
 ) -> None:
     """Interactive p99 at a fraction of the sustainable rate, without and with a large batch running
     (issue 24's 1.2x target), and how fast the batch went meanwhile."""
     setup_logging()
-    from load_tests.bench_batch import InterferenceOptions, run_interference
+    from load_tests.bench_batch import BatchBenchOptions, run_interference
 
-    options = InterferenceOptions(repository, duration_s=duration, fraction=fraction, batch_lines=lines)
+    options = BatchBenchOptions(
+        repository, duration_s=duration, fraction=fraction, texts=lines, runner_process=runner_process
+    )
     typer.echo(run_interference(options))
 
 

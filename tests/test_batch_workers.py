@@ -1,7 +1,8 @@
-"""Batch work across processes: two `samo worker` processes on one procrastinate queue in a real
-PostgreSQL (Debian's, started by the test), one SIGKILLed mid-batch; and the embedded SQLite store with
-the gateway itself SIGKILLed mid-batch and restarted. Each time every line is answered exactly once, in
-input order, and the usage ledger holds one row per line."""
+"""Batch work across processes, killed with SIGKILL mid-batch. PostgreSQL (Debian's, started once for
+the module): a gateway and a `samo worker` on one procrastinate queue, the worker killed, then the
+gateway, which is restarted. SQLite (the embedded store): the gateway killed and restarted on the same
+folder. Each time every line is answered exactly once, in input order, and with PostgreSQL the usage
+ledger holds one row per line."""
 
 from __future__ import annotations
 
@@ -11,19 +12,25 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+import yaml
 from sqlalchemy import create_engine, text
 
 from samo.triton.local_server import LocalTriton
-from tests.conftest import QUIET_PROBES_S, SamoProcess, gateway_settings, journal_corpus, running_gateway
+from tests.conftest import QUIET_PROBES_S, SamoProcess, journal_corpus
 from tests.local_services import running_postgres, wait_until
 
-LINES = 160
+ROOT = Path(__file__).resolve().parents[1]
+LINES = 48
+"""Lines of the SQLite test's batch: enough that the gateway is killed with most of them pending."""
+PG_LINES = 96
+"""Lines of the PostgreSQL test's batch, which outlives two kills."""
 
 
 def batch_file(count: int) -> bytes:
@@ -76,83 +83,96 @@ def kill(process: SamoProcess) -> None:
     process.process.wait()
 
 
-def test_a_worker_killed_mid_batch_loses_no_line_and_writes_none_twice(
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """One PostgreSQL for the module (Debian's, started here)."""
+    with running_postgres() as url:
+        yield url
+
+
+def ledger_rows(database: str, batch_id: str) -> tuple[int, int]:
+    """Usage rows of the batch's lines: (rows, distinct request IDs)."""
+    engine = create_engine(database)
+    try:
+        query = "SELECT count(*), count(DISTINCT request_id) FROM usage WHERE request_id LIKE :batch"
+        with engine.connect() as connection:
+            row = connection.execute(text(query), {"batch": f"{batch_id}-%"}).one()
+        return int(row[0]), int(row[1])
+    finally:
+        engine.dispose()
+
+
+def queue_depth(database: str) -> int:
+    """What KEDA's postgresql trigger (k8s/base/worker/scaledobject.yaml) reads to scale the workers."""
+    manifest = next(yaml.safe_load_all((ROOT / "k8s/base/worker/scaledobject.yaml").read_text()))
+    (trigger,) = manifest["spec"]["triggers"]
+    engine = create_engine(database)
+    try:
+        with engine.connect() as connection:
+            return int(connection.execute(text(trigger["metadata"]["query"])).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_on_postgresql_a_worker_then_the_gateway_killed_mid_batch_lose_no_line_and_write_none_twice(
     triton: LocalTriton,
     serving_repository: Path,
     samo_process: Callable[..., AbstractContextManager[SamoProcess]],
+    postgres: str,
     tmp_path: Path,
 ) -> None:
-    key = base64.b64encode(os.urandom(32)).decode()
+    """A gateway and a `samo worker` share procrastinate's queue; the worker is SIGKILLed mid-batch,
+    then the gateway, which is restarted: every line answered once, the dead processes' jobs put back."""
     api_key = secrets.token_hex(24)
     keys_file = tmp_path / "api-keys"
-    keys_file.write_text(f"acme:{api_key}\n")
+    keys_file.write_text(f"acme:{api_key}\n")  # with a database the gateway takes credentials only
+    environment: dict[str, str | None] = {
+        "SAMO_TRITON_GRPC_URL": triton.grpc_url,
+        "SAMO_MODEL_REPOSITORY": str(serving_repository),
+        "SAMO_HEALTH_PROBE_INTERVAL_S": str(QUIET_PROBES_S),
+        "SAMO_DATABASE_URL": postgres,
+        "SAMO_API_KEYS_FILE": str(keys_file),
+        "SAMO_BATCH_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "SAMO_BATCH_STALLED_AFTER_S": "2",
+        "SAMO_BATCH_CHUNK_LINES": "4",
+        "SAMO_BATCH_CONCURRENCY": "2",
+    }
+    headers = {"authorization": f"Bearer {api_key}"}
+    logs = {name: tmp_path / f"{name}.log" for name in ("gateway", "worker", "restarted")}
     with ExitStack() as stack:
-        database = stack.enter_context(running_postgres())
-        common = {
-            "SAMO_DATABASE_URL": database,
-            "SAMO_BATCH_KEY": key,
-            "SAMO_BATCH_STALLED_AFTER_S": "3",
-            "SAMO_BATCH_CHUNK_LINES": "8",
-            "SAMO_BATCH_CONCURRENCY": "2",
-        }
-        # The gateway takes requests only; the two workers share procrastinate's queue.
-        settings = gateway_settings(
-            triton,
-            model_repository=serving_repository,
-            health_probe_interval_s=QUIET_PROBES_S,
-            database_url=database,
-            batch_key=key,
-            batch_worker=False,
-            api_keys_file=keys_file,  # with a database the gateway takes credentials only
+        gateway = stack.enter_context(
+            samo_process("gateway", env=environment, log=logs["gateway"], ready="/health/live")
         )
-        gateway = stack.enter_context(running_gateway(settings))
-        environment: dict[str, str | None] = {
-            **common,
-            "SAMO_TRITON_GRPC_URL": triton.grpc_url,
-            "SAMO_MODEL_REPOSITORY": str(serving_repository),
-            "SAMO_HEALTH_PROBE_INTERVAL_S": str(QUIET_PROBES_S),
-        }
-        logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
-        workers = [
-            stack.enter_context(
-                samo_process(
-                    "worker",
-                    env=environment,
-                    log=log,
-                    ready=lambda _, log=log: "batch worker: running" in log.read_text(),
-                )
-            )
-            for log in logs
-        ]
-        http = stack.enter_context(
-            httpx.Client(
-                base_url=gateway.http_url, timeout=30, headers={"authorization": f"Bearer {api_key}"}
+        worker = stack.enter_context(
+            samo_process(
+                "worker",
+                env=environment,
+                log=logs["worker"],
+                ready=lambda _: "batch worker: running" in logs["worker"].read_text(),
             )
         )
-        batch_id = start_batch(http, LINES)
-        assert wait_until(lambda: completed(http, batch_id) >= 24, timeout_s=60)
-        kill(workers[0])  # mid-batch: it holds jobs, and a line in flight
-        left = completed(http, batch_id)
-        assert left < LINES
-        batch = finished(http, batch_id, timeout_s=90)
-        assert_each_line_once(http, batch, LINES)
-        # The survivor found the dead worker's jobs (its heartbeat stopped) and put them back.
-        assert "jobs of dead workers put back in the queue" in logs[1].read_text()
-        engine = create_engine(database)
-
-        def ledger() -> tuple[int, int]:
-            query = "SELECT count(*), count(DISTINCT request_id) FROM usage WHERE request_id LIKE :batch"
-            with engine.connect() as connection:
-                row = connection.execute(text(query), {"batch": f"{batch_id}-%"}).one()
-            return int(row[0]), int(row[1])
-
-        try:
-            # One usage row per line, the killed worker's lines included (rows are written in batches
-            # every 0.25 s by each process).
-            ok = wait_until(lambda: ledger() == (LINES, LINES), timeout_s=5)
-            assert ok, ledger()
-        finally:
-            engine.dispose()
+        http = stack.enter_context(httpx.Client(base_url=gateway.http_url, timeout=30, headers=headers))
+        batch_id = start_batch(http, PG_LINES)
+        assert wait_until(lambda: completed(http, batch_id) >= 8, timeout_s=60)
+        assert queue_depth(postgres) > 0  # the workers' autoscaler sees the batch's jobs
+        kill(worker)  # mid-batch: it holds jobs, and lines in flight
+        at_kill = completed(http, batch_id)
+        assert wait_until(lambda: completed(http, batch_id) >= at_kill + 8, timeout_s=60)
+        kill(gateway)  # the gateway too, holding jobs of its own
+    with (
+        samo_process(
+            "gateway", env=environment, log=logs["restarted"], ready="/health/live", port=gateway.port
+        ) as restarted,
+        httpx.Client(base_url=restarted.http_url, timeout=30, headers=headers) as http,
+    ):
+        assert completed(http, batch_id) < PG_LINES
+        assert_each_line_once(http, finished(http, batch_id, timeout_s=90), PG_LINES)
+    # The restarted gateway found the dead processes' jobs (their heartbeats stopped) and put them back.
+    assert "jobs of dead workers put back in the queue" in logs["restarted"].read_text()
+    # One usage row per line, the killed processes' lines included (each process writes its rows in
+    # batches every 0.25 s, before the line's result).
+    assert ledger_rows(postgres, batch_id) == (PG_LINES, PG_LINES)
+    assert queue_depth(postgres) == 0  # and scales them to zero once it is done
 
 
 def test_the_embedded_gateway_killed_mid_batch_finishes_it_after_a_restart(
@@ -174,12 +194,11 @@ def test_the_embedded_gateway_killed_mid_batch_finishes_it_after_a_restart(
         httpx.Client(base_url=first.http_url, timeout=30) as http,
     ):
         batch_id = start_batch(http, LINES)
-        assert wait_until(lambda: completed(http, batch_id) >= 16, timeout_s=60)
+        assert wait_until(lambda: completed(http, batch_id) >= 8, timeout_s=60)
         kill(first)
     with (
         samo_process("gateway", env=environment, ready="/health/live", port=first.port) as second,
         httpx.Client(base_url=second.http_url, timeout=30) as http,
     ):
-        done_before = completed(http, batch_id)
-        assert done_before < LINES
+        assert completed(http, batch_id) < LINES
         assert_each_line_once(http, finished(http, batch_id, timeout_s=90), LINES)

@@ -25,6 +25,7 @@ from gateway.observability.metrics import gateway_registry
 from gateway.results import EmotionOptions, EmotionResult, SummaryOptions
 from gateway.services import encoder_batching
 from gateway.summarization.service import EXTRACTIVE, Embedder, SummarizationService
+from gateway.triton_client import BATCH_PRIORITY, priority_of
 from samo.contracts.embedding import EMBEDDINGS, EmbeddingModelCard
 from samo.contracts.emotion import EmotionModelCard
 from samo.contracts.text import ATTENTION_MASK, INPUT_IDS, TOKEN_TYPE_IDS
@@ -524,5 +525,38 @@ def test_a_joined_call_has_no_deadline_of_its_own_when_one_of_its_requests_has_n
         joined = stack.triton.calls[1]
         assert joined.context.request_id == "with" and joined.context.deadline is None
         assert not joined.context.probe and len(joined.ids) == 2
+
+    asyncio.run(run())
+
+
+def test_batch_lines_use_spare_capacity_and_go_to_triton_at_the_batch_priority() -> None:
+    """Batch lines open at most `in_flight - 1` calls, an interactive request never waits behind batch
+    lines queued before it nor joins their call, and a joined call of batch lines keeps their priority."""
+    rng = random.Random(12)
+
+    def line(name: str) -> RequestContext:
+        return RequestContext(request_id=name, background=True)
+
+    async def run() -> None:
+        stack = _stack(in_flight=2)
+        hold = stack.triton.hold = asyncio.Event()
+        detect = stack.emotions.detect
+        lines = [asyncio.create_task(detect(line(f"b{i}"), _texts(rng, 1))) for i in range(5)]
+        await _steps()
+        assert [c.context.request_id for c in stack.triton.calls] == ["b0"]  # one call kept free
+        first = asyncio.create_task(detect(_context("i0"), _texts(rng, 2)))
+        await _steps()
+        assert [c.context.request_id for c in stack.triton.calls] == ["b0", "i0"]  # not behind b1..b4
+        later = [asyncio.create_task(detect(_context(f"i{i}"), _texts(rng, 2))) for i in (1, 2)]
+        await _steps()
+        hold.set()
+        await _soon(asyncio.gather(first, *lines, *later))
+        sent = [(c.context.request_id, priority_of(c.context), len(c.ids)) for c in stack.triton.calls]
+        assert sent == [
+            ("b0", BATCH_PRIORITY, 1),
+            ("i0", 0, 2),
+            ("i1", 0, 4),  # i1 and i2 joined, before the lines that waited longer
+            ("b1", BATCH_PRIORITY, 4),  # b1 to b4 joined, still at the batch priority
+        ]
 
     asyncio.run(run())

