@@ -63,10 +63,16 @@ def completed(http: httpx.Client, batch_id: str) -> int:
     return http.get(f"/v1/batches/{batch_id}").json()["request_counts"]["completed"]
 
 
-def finished(http: httpx.Client, batch_id: str, timeout_s: float) -> dict[str, Any]:
+def finished(
+    http: httpx.Client, batch_id: str, timeout_s: float, logs: tuple[Path, ...] = ()
+) -> dict[str, Any]:
+    """The batch once ended; past `timeout_s`, a failure showing it and the last lines of `logs` (the
+    processes' logs name lines and jobs, never their content)."""
     deadline = time.monotonic() + timeout_s
     while (batch := http.get(f"/v1/batches/{batch_id}").json())["status"] not in ("completed", "failed"):
-        assert time.monotonic() < deadline, batch
+        if time.monotonic() > deadline:
+            tails = {log.name: log.read_text().splitlines()[-15:] for log in logs if log.exists()}
+            raise AssertionError(json.dumps({"batch": batch, "logs": tails}, indent=1))
         time.sleep(0.3)
     return batch
 
@@ -166,13 +172,63 @@ def test_on_postgresql_a_worker_then_the_gateway_killed_mid_batch_lose_no_line_a
         httpx.Client(base_url=restarted.http_url, timeout=30, headers=headers) as http,
     ):
         assert completed(http, batch_id) < PG_LINES
-        assert_each_line_once(http, finished(http, batch_id, timeout_s=90), PG_LINES)
+        batch = finished(http, batch_id, timeout_s=90, logs=tuple(logs.values()))
+        assert_each_line_once(http, batch, PG_LINES)
     # The restarted gateway found the dead processes' jobs (their heartbeats stopped) and put them back.
     assert "jobs of dead workers put back in the queue" in logs["restarted"].read_text()
     # One usage row per line, the killed processes' lines included (each process writes its rows in
     # batches every 0.25 s, before the line's result).
     assert ledger_rows(postgres, batch_id) == (PG_LINES, PG_LINES)
     assert queue_depth(postgres) == 0  # and scales them to zero once it is done
+
+
+def test_on_postgresql_lines_whose_jobs_failed_for_good_are_queued_again(
+    triton: LocalTriton,
+    serving_repository: Path,
+    samo_process: Callable[..., AbstractContextManager[SamoProcess]],
+    postgres: str,
+    tmp_path: Path,
+) -> None:
+    """A batch whose jobs are gone (procrastinate marked them failed) while lines are pending is not
+    stuck: after `SAMO_BATCH_STALLED_AFTER_S` without a job, the maintenance loop queues its pending
+    lines again, and every line is answered once."""
+    api_key = secrets.token_hex(24)
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text(f"acme:{api_key}\n")
+    environment: dict[str, str | None] = {
+        "SAMO_TRITON_GRPC_URL": triton.grpc_url,
+        "SAMO_MODEL_REPOSITORY": str(serving_repository),
+        "SAMO_HEALTH_PROBE_INTERVAL_S": str(QUIET_PROBES_S),
+        "SAMO_DATABASE_URL": postgres,
+        "SAMO_API_KEYS_FILE": str(keys_file),
+        "SAMO_BATCH_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "SAMO_BATCH_STALLED_AFTER_S": "2",
+        "SAMO_BATCH_CHUNK_LINES": "4",
+        "SAMO_BATCH_CONCURRENCY": "1",
+    }
+    log = tmp_path / "gateway.log"
+    with (
+        samo_process("gateway", env=environment, log=log, ready="/health/live") as gateway,
+        httpx.Client(
+            base_url=gateway.http_url, timeout=30, headers={"authorization": f"Bearer {api_key}"}
+        ) as http,
+    ):
+        batch_id = start_batch(http, 24)
+        engine = create_engine(postgres)
+        try:
+            with engine.begin() as connection:
+                failed = connection.execute(
+                    text(
+                        "UPDATE procrastinate_jobs SET status = 'failed' WHERE status = 'todo' "
+                        "AND args->>'batch_id' = :batch"
+                    ),
+                    {"batch": batch_id},
+                ).rowcount
+        finally:
+            engine.dispose()
+        assert failed > 0  # jobs were still waiting: their lines now have none
+        assert_each_line_once(http, finished(http, batch_id, timeout_s=60, logs=(log,)), 24)
+    assert "pending lines had no job; queued again" in log.read_text()
 
 
 def test_the_embedded_gateway_killed_mid_batch_finishes_it_after_a_restart(

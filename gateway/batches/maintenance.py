@@ -7,6 +7,9 @@ change nothing twice):
 - batches past their completion window: pending lines end as `expired`, output kept, then `expired`;
 - batches whose lines are all written but that did not end (their last worker died), or whose
   finalization was cut short: ended now;
+- batches with pending lines but no job waiting or running for them for `batch_stalled_after_s` (a job
+  that failed for good, or one lost between processes): their pending lines queued again (a line is
+  written once whoever runs it, so a job queued once too often costs only a skip);
 - batches left in `validating` by a process that died while queueing them: queued again;
 - ended batches whose webhook is not delivered: delivered;
 - files past their retention: deleted with everything derived from them.
@@ -36,7 +39,13 @@ Notify = Callable[[BatchRow], Coroutine[Any, Any, None]]
 
 class Maintenance:
     def __init__(
-        self, store: BatchStore, runner: BatchRunner, queue: JobQueue, chunk_lines: int, notify: Notify | None
+        self,
+        store: BatchStore,
+        runner: BatchRunner,
+        queue: JobQueue,
+        chunk_lines: int,
+        notify: Notify | None,
+        jobless_after_s: float,
     ) -> None:
         self.store = store
         self.runner = runner
@@ -46,6 +55,8 @@ class Maintenance:
         self._task: asyncio.Task[None] | None = None
         self._notifying: dict[str, asyncio.Task[None]] = {}
         self._retention_at = 0.0
+        self.jobless_after = timedelta(seconds=jobless_after_s)
+        self._jobless_since: dict[str, datetime] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
@@ -69,10 +80,13 @@ class Maintenance:
         await self.queue.recover()
         now = datetime.now(UTC)
         stuck = now - timedelta(seconds=STUCK_S)
-        for batch in await asyncio.to_thread(
+        batches = await asyncio.to_thread(
             self.store.in_status, ("validating", "in_progress", "finalizing", "cancelling")
-        ):
+        )
+        for batch in batches:
             await self._step(batch, now, stuck)
+        for batch_id in self._jobless_since.keys() - {b.id for b in batches if b.status == "in_progress"}:
+            del self._jobless_since[batch_id]
         if self.notify is not None:
             for batch in await asyncio.to_thread(self.store.ended_unsent):
                 if batch.id not in self._notifying:
@@ -97,12 +111,25 @@ class Maintenance:
                 await self.runner.finalize(batch.id)
         elif batch.status == "in_progress":
             await self.runner.finish_if_done(batch.id)
+            await self._queue_orphaned_lines(batch.id, now)
         elif batch.status == "finalizing" and (times["finalizing_at"] or now) <= stuck:
             await self.runner.finalize(batch.id)
         elif batch.status == "validating" and (times["created_at"] or now) <= stuck:
             pending = await asyncio.to_thread(self.store.pending_lines, batch.id)
             await self.queue.enqueue(chunks(batch.id, pending, self.chunk_lines))
             await asyncio.to_thread(self.store.move, batch.id, "in_progress", ("validating",))
+
+    async def _queue_orphaned_lines(self, batch_id: str, now: datetime) -> None:
+        if await self.queue.has_jobs(batch_id):
+            self._jobless_since.pop(batch_id, None)
+            return
+        if now - self._jobless_since.setdefault(batch_id, now) < self.jobless_after:
+            return
+        pending = await asyncio.to_thread(self.store.pending_lines, batch_id)
+        if pending:
+            await self.queue.enqueue(chunks(batch_id, pending, self.chunk_lines))
+            logger.warning("batch %s: %d pending lines had no job; queued again", batch_id, len(pending))
+        self._jobless_since.pop(batch_id, None)
 
     async def retention(self, now: datetime) -> None:
         for tenant, file_id in await asyncio.to_thread(self.store.expired_files, now):

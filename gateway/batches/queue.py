@@ -52,6 +52,11 @@ class JobQueue(Protocol):
         """Jobs of dead workers put back in the queue; how many."""
         ...
 
+    async def has_jobs(self, batch_id: str) -> bool:
+        """Whether a job of the batch waits or runs (the maintenance loop queues the pending lines of a
+        batch that has none again)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -77,6 +82,9 @@ class LocalQueue:
 
     async def recover(self) -> int:
         return 0  # a dead runner's lines are still pending: the next lock holder runs them
+
+    async def has_jobs(self, batch_id: str) -> bool:
+        return True  # the pending lines are the queue
 
     @property
     def holds_lock(self) -> bool:
@@ -227,6 +235,16 @@ class PostgresQueue:
         if recovered:
             logger.warning("batch queue: %d jobs of dead workers put back in the queue", recovered)
         return recovered
+
+    async def has_jobs(self, batch_id: str) -> bool:
+        await self._open()
+        row = await self.app.connector.execute_query_one_async(
+            "SELECT count(*) AS jobs FROM procrastinate_jobs WHERE queue_name = %(queue)s "
+            "AND status IN ('todo', 'doing') AND args->>'batch_id' = %(batch_id)s",
+            queue=QUEUE,
+            batch_id=batch_id,
+        )
+        return bool(row["jobs"])
 
     async def close(self) -> None:
         if self._worker is not None:

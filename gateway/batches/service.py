@@ -164,7 +164,9 @@ class BatchService:
         if settings.batch_worker:
             await queue.start_worker(runner.run_chunk)
             notify = self._notify if settings.batch_webhook_secret is not None else None
-            maintenance = Maintenance(store, runner, queue, settings.batch_chunk_lines, notify)
+            maintenance = Maintenance(
+                store, runner, queue, settings.batch_chunk_lines, notify, settings.batch_stalled_after_s
+            )
             maintenance.start()
         return Backend(store, sealer, queue, runner, maintenance, database, own)
 
