@@ -120,6 +120,28 @@ def queue_depth(database: str) -> int:
         engine.dispose()
 
 
+def postgres_environment(
+    triton: LocalTriton, repository: Path, database: str, folder: Path, *, concurrency: int
+) -> tuple[dict[str, str | None], dict[str, str]]:
+    """The processes' settings on the module's PostgreSQL (with a database the gateway takes
+    credentials only: one key, written in `folder`), and the headers that carry the key."""
+    api_key = secrets.token_hex(24)
+    keys_file = folder / "api-keys"
+    keys_file.write_text(f"acme:{api_key}\n")
+    environment: dict[str, str | None] = {
+        "SAMO_TRITON_GRPC_URL": triton.grpc_url,
+        "SAMO_MODEL_REPOSITORY": str(repository),
+        "SAMO_HEALTH_PROBE_INTERVAL_S": str(QUIET_PROBES_S),
+        "SAMO_DATABASE_URL": database,
+        "SAMO_API_KEYS_FILE": str(keys_file),
+        "SAMO_BATCH_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "SAMO_BATCH_STALLED_AFTER_S": "2",
+        "SAMO_BATCH_CHUNK_LINES": "4",
+        "SAMO_BATCH_CONCURRENCY": str(concurrency),
+    }
+    return environment, {"authorization": f"Bearer {api_key}"}
+
+
 def test_on_postgresql_a_worker_then_the_gateway_killed_mid_batch_lose_no_line_and_write_none_twice(
     triton: LocalTriton,
     serving_repository: Path,
@@ -129,21 +151,7 @@ def test_on_postgresql_a_worker_then_the_gateway_killed_mid_batch_lose_no_line_a
 ) -> None:
     """A gateway and a `samo worker` share procrastinate's queue; the worker is SIGKILLed mid-batch,
     then the gateway, which is restarted: every line answered once, the dead processes' jobs put back."""
-    api_key = secrets.token_hex(24)
-    keys_file = tmp_path / "api-keys"
-    keys_file.write_text(f"acme:{api_key}\n")  # with a database the gateway takes credentials only
-    environment: dict[str, str | None] = {
-        "SAMO_TRITON_GRPC_URL": triton.grpc_url,
-        "SAMO_MODEL_REPOSITORY": str(serving_repository),
-        "SAMO_HEALTH_PROBE_INTERVAL_S": str(QUIET_PROBES_S),
-        "SAMO_DATABASE_URL": postgres,
-        "SAMO_API_KEYS_FILE": str(keys_file),
-        "SAMO_BATCH_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "SAMO_BATCH_STALLED_AFTER_S": "2",
-        "SAMO_BATCH_CHUNK_LINES": "4",
-        "SAMO_BATCH_CONCURRENCY": "2",
-    }
-    headers = {"authorization": f"Bearer {api_key}"}
+    environment, headers = postgres_environment(triton, serving_repository, postgres, tmp_path, concurrency=2)
     logs = {name: tmp_path / f"{name}.log" for name in ("gateway", "worker", "restarted")}
     with ExitStack() as stack:
         gateway = stack.enter_context(
@@ -192,26 +200,11 @@ def test_on_postgresql_lines_whose_jobs_failed_for_good_are_queued_again(
     """A batch whose jobs are gone (procrastinate marked them failed) while lines are pending is not
     stuck: after `SAMO_BATCH_STALLED_AFTER_S` without a job, the maintenance loop queues its pending
     lines again, and every line is answered once."""
-    api_key = secrets.token_hex(24)
-    keys_file = tmp_path / "api-keys"
-    keys_file.write_text(f"acme:{api_key}\n")
-    environment: dict[str, str | None] = {
-        "SAMO_TRITON_GRPC_URL": triton.grpc_url,
-        "SAMO_MODEL_REPOSITORY": str(serving_repository),
-        "SAMO_HEALTH_PROBE_INTERVAL_S": str(QUIET_PROBES_S),
-        "SAMO_DATABASE_URL": postgres,
-        "SAMO_API_KEYS_FILE": str(keys_file),
-        "SAMO_BATCH_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "SAMO_BATCH_STALLED_AFTER_S": "2",
-        "SAMO_BATCH_CHUNK_LINES": "4",
-        "SAMO_BATCH_CONCURRENCY": "1",
-    }
+    environment, headers = postgres_environment(triton, serving_repository, postgres, tmp_path, concurrency=1)
     log = tmp_path / "gateway.log"
     with (
         samo_process("gateway", env=environment, log=log, ready="/health/live") as gateway,
-        httpx.Client(
-            base_url=gateway.http_url, timeout=30, headers={"authorization": f"Bearer {api_key}"}
-        ) as http,
+        httpx.Client(base_url=gateway.http_url, timeout=30, headers=headers) as http,
     ):
         batch_id = start_batch(http, 24)
         engine = create_engine(postgres)
