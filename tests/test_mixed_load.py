@@ -1,8 +1,8 @@
-"""Correctness under mixed concurrent load: 600 requests over every endpoint, HTTP and gRPC mixed,
+"""Correctness under mixed concurrent load: 400 requests over every endpoint, HTTP and gRPC mixed,
 48 at a time, each compared with the answer the same request got alone beforehand (scores within 1e-5,
 texts and transcripts equal). Requests batched together by Triton must not see each other's inputs.
 
-`MIXED_LOAD_REQUESTS` (default 600) sets how many are sent under load; more for a longer run.
+`MIXED_LOAD_REQUESTS` (default 400) sets how many are sent under load; more for a longer run.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from gateway.grpc_api import samo_v1_pb2_grpc
 from tests.conftest import Gateway, journal_corpus
 from tests.speech import RATE, jfk_samples, wav_bytes
 
-REQUESTS = int(os.environ.get("MIXED_LOAD_REQUESTS", "600"))
+REQUESTS = int(os.environ.get("MIXED_LOAD_REQUESTS", "400"))
 CONCURRENCY = 48
 AUDIO_SHARE = 0.025
 """Share of requests that carry audio (each costs Whisper a 30 s window, 100x an emotion request)."""
