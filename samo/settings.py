@@ -280,7 +280,8 @@ class GatewaySettings(BaseSettings):
         ge=0.0,
         le=20.0,
         description="Seconds before a live turn from which its decodes (partial and final) hear the session's "
-        "earlier turns, whole, in one window with the turn, forced to begin with their texts and the turn's "
+        "earlier turns, whole, in one window with the turn (those of its last half, or the turn before when "
+        "none began there), forced to begin with their texts and the turn's "
         "confirmed words (CTranslate2 models); 0: each turn decoded alone. With 20 s and a stability margin, "
         "journal speech came within +0.02 of the file route's word error rate (from +0.10 with turns decoded "
         "alone); a longer window costs decode time.",
