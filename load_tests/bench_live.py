@@ -148,11 +148,7 @@ def measure(
             "turns": turns,
             "first_text_p50_s": percentile(first, 50),
             "first_text_p95_s": percentile(first, 95),
-            "final_p50_s": percentile(final, 50),
-            "final_p95_s": percentile(final, 95),
-            "final_p99_s": percentile(final, 99),
-            "wer_live": word_error_rate(reference, " ".join(run.transcript for run in runs)),
-            "wer_file": word_error_rate(reference, " ".join(files[:count])),
+            **finalize_and_wer(final, reference, [run.transcript for run in runs], files[:count]),
             **attributed_errors(reference, runs).columns(),
             **triton.columns("whisper"),
             **cpu.columns(turns / cpu.wall_s if cpu.wall_s else 0.0),
@@ -160,6 +156,20 @@ def measure(
         rows.append(row)
         logger.info("live sessions=%d: %s", count, row)
     return rows, recordings, files
+
+
+def finalize_and_wer(
+    final: list[float], reference: str, live: list[str], files: list[str]
+) -> dict[str, object]:
+    """The columns the stack's rows and the peer's share: end of speech to `completed` (p50/p95/p99) and
+    the word error rate of the live transcripts and of the file route on the same recordings."""
+    return {
+        "final_p50_s": percentile(final, 50),
+        "final_p95_s": percentile(final, 95),
+        "final_p99_s": percentile(final, 99),
+        "wer_live": word_error_rate(reference, " ".join(live)),
+        "wer_file": word_error_rate(reference, " ".join(files)),
+    }
 
 
 def measure_whisperlive(
@@ -183,11 +193,7 @@ def measure_whisperlive(
             "sessions": count,
             "segments": len(final),
             "never_completed": sum(run.never_completed for run in runs),
-            "final_p50_s": percentile(final, 50),
-            "final_p95_s": percentile(final, 95),
-            "final_p99_s": percentile(final, 99),
-            "wer_live": word_error_rate(reference, " ".join(run.transcript for run in runs)),
-            "wer_file": word_error_rate(reference, " ".join(files[:count])),
+            **finalize_and_wer(final, reference, [run.transcript for run in runs], files[:count]),
         }
         rows.append(row)
         logger.info("WhisperLive sessions=%d: %s", count, row)

@@ -85,8 +85,7 @@ class Maintenance:
         )
         for batch in batches:
             await self._step(batch, now, stuck)
-        for batch_id in self._jobless_since.keys() - {b.id for b in batches if b.status == "in_progress"}:
-            del self._jobless_since[batch_id]
+        await self._queue_orphaned_lines({b.id for b in batches if b.status == "in_progress"}, now)
         if self.notify is not None:
             for batch in await asyncio.to_thread(self.store.ended_unsent):
                 if batch.id not in self._notifying:
@@ -111,7 +110,6 @@ class Maintenance:
                 await self.runner.finalize(batch.id)
         elif batch.status == "in_progress":
             await self.runner.finish_if_done(batch.id)
-            await self._queue_orphaned_lines(batch.id, now)
         elif batch.status == "finalizing" and (times["finalizing_at"] or now) <= stuck:
             await self.runner.finalize(batch.id)
         elif batch.status == "validating" and (times["created_at"] or now) <= stuck:
@@ -119,17 +117,18 @@ class Maintenance:
             await self.queue.enqueue(chunks(batch.id, pending, self.chunk_lines))
             await asyncio.to_thread(self.store.move, batch.id, "in_progress", ("validating",))
 
-    async def _queue_orphaned_lines(self, batch_id: str, now: datetime) -> None:
-        if await self.queue.has_jobs(batch_id):
-            self._jobless_since.pop(batch_id, None)
-            return
-        if now - self._jobless_since.setdefault(batch_id, now) < self.jobless_after:
-            return
-        pending = await asyncio.to_thread(self.store.pending_lines, batch_id)
-        if pending:
-            await self.queue.enqueue(chunks(batch_id, pending, self.chunk_lines))
-            logger.warning("batch %s: %d pending lines had no job; queued again", batch_id, len(pending))
-        self._jobless_since.pop(batch_id, None)
+    async def _queue_orphaned_lines(self, in_progress: set[str], now: datetime) -> None:
+        """One query per tick for all batches in progress: which have no job waiting or running."""
+        jobless = in_progress - await self.queue.with_jobs(in_progress)
+        self._jobless_since = {b: self._jobless_since.get(b, now) for b in jobless}
+        for batch_id, since in self._jobless_since.items():
+            if now - since < self.jobless_after:
+                continue
+            pending = await asyncio.to_thread(self.store.pending_lines, batch_id)
+            if pending:
+                await self.queue.enqueue(chunks(batch_id, pending, self.chunk_lines))
+                logger.warning("batch %s: %d pending lines had no job; queued again", batch_id, len(pending))
+            self._jobless_since[batch_id] = now  # and again only after another quiet spell
 
     async def retention(self, now: datetime) -> None:
         for tenant, file_id in await asyncio.to_thread(self.store.expired_files, now):

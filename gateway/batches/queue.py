@@ -52,9 +52,9 @@ class JobQueue(Protocol):
         """Jobs of dead workers put back in the queue; how many."""
         ...
 
-    async def has_jobs(self, batch_id: str) -> bool:
-        """Whether a job of the batch waits or runs (the maintenance loop queues the pending lines of a
-        batch that has none again)."""
+    async def with_jobs(self, batch_ids: set[str]) -> set[str]:
+        """Those of `batch_ids` with a job waiting or running (the maintenance loop queues the pending
+        lines of a batch that has none again)."""
         ...
 
     async def close(self) -> None: ...
@@ -83,8 +83,8 @@ class LocalQueue:
     async def recover(self) -> int:
         return 0  # a dead runner's lines are still pending: the next lock holder runs them
 
-    async def has_jobs(self, batch_id: str) -> bool:
-        return True  # the pending lines are the queue
+    async def with_jobs(self, batch_ids: set[str]) -> set[str]:
+        return batch_ids  # the pending lines are the queue
 
     @property
     def holds_lock(self) -> bool:
@@ -236,15 +236,18 @@ class PostgresQueue:
             logger.warning("batch queue: %d jobs of dead workers put back in the queue", recovered)
         return recovered
 
-    async def has_jobs(self, batch_id: str) -> bool:
+    async def with_jobs(self, batch_ids: set[str]) -> set[str]:
+        if not batch_ids:
+            return set()
         await self._open()
-        row = await self.app.connector.execute_query_one_async(
-            "SELECT count(*) AS jobs FROM procrastinate_jobs WHERE queue_name = %(queue)s "
-            "AND status IN ('todo', 'doing') AND args->>'batch_id' = %(batch_id)s",
+        rows = await self.app.connector.execute_query_all_async(
+            "SELECT DISTINCT args->>'batch_id' AS batch_id FROM procrastinate_jobs "
+            "WHERE queue_name = %(queue)s AND status IN ('todo', 'doing') "
+            "AND args->>'batch_id' = ANY(%(batch_ids)s)",
             queue=QUEUE,
-            batch_id=batch_id,
+            batch_ids=list(batch_ids),
         )
-        return bool(row["jobs"])
+        return {row["batch_id"] for row in rows}
 
     async def close(self) -> None:
         if self._worker is not None:
