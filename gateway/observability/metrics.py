@@ -119,6 +119,7 @@ LIVE_DECODES = Counter(
     "samo_live_decodes",
     "Decodes of live sessions' turns, by kind: `partial` (the open turn again), `skipped` (partials that a "
     "session's previous, slower decode made it miss: it cannot keep up), `final` (a committed turn), "
+    "`repeated` (a partial with more words than its speech can hold, Whisper repeating itself: not used), "
     "`speculative` (a final decode started when silence began), `speculation_dropped` (speech resumed: its "
     "decode was wasted), `context_fallback` (a final heard with the turns before it left speech out and was "
     "decoded alone).",

@@ -158,6 +158,7 @@ class Operations:
             final_context_s=settings.realtime_final_context_s,
             partial_beam_size=settings.realtime_partial_beam_size,
             final_beam_size=settings.realtime_final_beam_size,
+            window_padding_s=settings.realtime_window_padding_s,
             max_bad_events=settings.realtime_max_bad_events,
             max_speedup=settings.realtime_max_speedup,
         )

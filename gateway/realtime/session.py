@@ -9,7 +9,9 @@ LocalAgreement-2 (`agreement`, with a one-word margin at the end of the decoded 
 as `delta` events. Each decode of a turn hears the session's earlier turns before it (up to
 `final_context_s`, whole turns in one window) and is forced to begin with their texts and the turn's
 confirmed words, so it answers only the words after them: the final decode decides everything after the
-last confirmed word. A final that leaves speech out is decoded again alone, as a file is
+last confirmed word. These decodes encode their audio and a few seconds of silence (a window of at least
+`MIN_ENCODER_WINDOW_S`), not Whisper's 30 s: several times faster, and a partial that repeats itself is
+not used. A final that leaves speech out is decoded again alone, as a file is
 (`TranscriptionService.transcribe_samples`: windows at pauses, and speech a window's segments leave out
 decoded again). The final starts speculatively once a little silence follows the speech, and a commit of
 the same audio keeps it. A commit cancels the partial in flight, and no partial starts while a final
@@ -106,6 +108,13 @@ that the final could not take back ("I'm meeting" for "The meeting"). CTranslate
 forced prefix token by token, so every earlier turn costs decode time: with all the turns of 20 s, one
 session's end of speech to `completed` measured p50 1.05 to 1.14 s, with those of 10 s 0.96 s (WER 0.12
 against 0.13; with 5 s, 0.14)."""
+MIN_ENCODER_WINDOW_S = 10.0
+"""The shortest window a live decode's encoder hears (`LiveOptions.window_padding_s`). Journal sentences
+decoded alone (tiny.en, beam 5) with 3 s of silence after them: WER 0.233 in a window of the audio and the
+silence only, 0.219 in one of at least 8 s, 0.085 in one of at least 10 s, 0.109 in Whisper's 30 s."""
+ENCODER_WINDOW_STEP_S = 2.0
+"""Encoder windows are a multiple of this long (10, 12, ... 30 s), so that the decodes of sessions
+share batches: the backend decodes windows of one length together."""
 MIN_WORDS_PER_S = 1.0
 """A final decode with fewer words than this per second of the turn's speech has left some of it out
 (Whisper ended the window early): the turn is decoded alone instead, as a file is (no speech the VAD
@@ -135,6 +144,9 @@ class LiveOptions:
     """Audio before a turn that its final decode hears (0: each turn decoded alone)."""
     partial_beam_size: int = 1
     final_beam_size: int = 5
+    window_padding_s: float = 3.0
+    """Silence after the audio that a decode continuing after known words encodes, in a window of at
+    least `MIN_ENCODER_WINDOW_S` (0: a 30 s window)."""
     max_bad_events: int = 20
     max_speedup: float = 8.0
 
@@ -575,12 +587,29 @@ class LiveSession:
         prefix = " ".join(" ".join(known).split())
         options = self._decode_options(
             self.config, final=final, previous=[held.text or "" for held in context.earlier]
-        ).model_copy(update={"prefix": prefix or None, "without_timestamps": True})
+        ).model_copy(
+            update={
+                "prefix": prefix or None,
+                "without_timestamps": True,
+                "window_s": self._encoder_window_s(samples.size),
+            }
+        )
         window = await self.transcription.decode_window(
             self._decode_context, samples, options, self._model_name(self.config)
         )
         new = " ".join(s.text for s in window.segments if not _silent(s.no_speech_prob, s.avg_logprob))
         return [*turn.agreement.confirmed, *new.split()]
+
+    def _encoder_window_s(self, samples: int) -> float | None:
+        """How much the encoder of a decode of `samples` hears: the audio, `window_padding_s` of silence
+        after it and at least `MIN_ENCODER_WINDOW_S`; None (0 padding): a 30 s window."""
+        if not self.options.window_padding_s:
+            return None
+        seconds = max(MIN_ENCODER_WINDOW_S, samples / SAMPLE_RATE + self.options.window_padding_s)
+        # In steps: Triton batches only windows of one encoder length.
+        return min(
+            math.ceil(seconds / ENCODER_WINDOW_STEP_S) * ENCODER_WINDOW_STEP_S, WINDOW_SAMPLES / SAMPLE_RATE
+        )
 
     def _record(self, row_id: str, status: str, seconds: float, model: tuple[str, str] | None = None) -> None:
         if self._usage is None:
@@ -672,8 +701,9 @@ class LiveSession:
                     turn, self._audio.read(context.start, end), context, final=False
                 )
                 from_start = True
+                heard_from = turn.start
             else:  # a turn longer than a window: its last 28 s alone
-                start = max(turn.start, end - PARTIAL_WINDOW)
+                start = heard_from = max(turn.start, end - PARTIAL_WINDOW)
                 window = await self.transcription.decode_window(
                     self._decode_context,
                     self._audio.read(start, end),
@@ -688,6 +718,11 @@ class LiveSession:
             logger.info("live partial decode failed (%s); the turn's final decode follows", error.type.value)
             return
         if turn.closed:
+            return
+        if _repeated(len(words), (end - max(heard_from, turn.speech_from or turn.start)) / SAMPLE_RATE):
+            # Whisper looping on audio cut off mid-speech ("my therapist my therapist ..."): two such
+            # decodes would agree, and confirmed words never go back.
+            record_live_decodes("repeated")
             return
         had_words = bool(turn.agreement.confirmed)
         confirmed, tail = turn.agreement.hypothesis(words, from_start=from_start)
@@ -763,7 +798,12 @@ def _without_untold(samples: np.ndarray, context: _Context, turn_start: int) -> 
 def _covers(words: int, speech_s: float) -> bool:
     """Whether a decode's word count fits the turn's speech: too few, it left speech out (Whisper may end
     a window early); too many, it repeated itself."""
-    return MIN_WORDS_PER_S * speech_s <= words <= MAX_WORDS_PER_S * speech_s + 3
+    return MIN_WORDS_PER_S * speech_s <= words and not _repeated(words, speech_s)
+
+
+def _repeated(words: int, speech_s: float) -> bool:
+    """Whether a decode told more words than `speech_s` of speech can hold: Whisper repeated itself."""
+    return words > MAX_WORDS_PER_S * speech_s + 3
 
 
 def _silent(no_speech_prob: float, avg_logprob: float) -> bool:

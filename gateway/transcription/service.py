@@ -177,6 +177,11 @@ class TranscriptionService:
                 f"prefix: model `{model.name}` ({card.backend} backend) takes a forced prefix only "
                 "without timestamps, on a CTranslate2 model"
             )
+        if options.window_s is not None and card.backend != "ctranslate2":
+            raise invalid_input(
+                f"window_s: model `{model.name}` ({card.backend} backend) encodes whole 30 s windows "
+                "only; a shorter encoder window needs a CTranslate2 model"
+            )
         if options.word_timestamps and not card.word_timestamps:
             raise invalid_input(
                 f"word_timestamps: model `{model.name}` ({card.backend} backend) does not compute word "

@@ -78,6 +78,15 @@ class DecodeOptions(BaseModel):
         "already known: a live session's earlier turns and confirmed words); the answer leaves it out. "
         "CTranslate2 backends, without timestamps only.",
     )
+    window_s: SkipJsonSchema[float | None] = Field(
+        default=None,
+        gt=0.0,
+        le=WINDOW_SECONDS,
+        description="Seconds the encoder hears: the window's audio padded with silence to this length "
+        "(rounded up to whole seconds, never shorter than the audio) instead of to 30 s. A short window "
+        "encodes several times faster and its decoder steps attend to fewer frames. None: the 30 s window "
+        "Whisper was trained on. CTranslate2 backends only.",
+    )
     speech: SkipJsonSchema[tuple[tuple[float, float], ...]] = Field(
         default=(),
         max_length=1000,

@@ -12,6 +12,8 @@ encoder output. The decoder context (`context_tokens`, from the model's position
 into config.pbtxt by the exporter.
 """
 
+import math
+
 import ctranslate2
 import numpy as np
 import tokenizers
@@ -62,21 +64,33 @@ class TritonPythonModel(Backend):
 
     def run(self, items, senders=None):
         responses = [None] * len(items)
-        mel = np.stack([self._mel(audio) for audio, _ in items])
+        mel = [self._mel(audio, options) for audio, options in items]
         languages = self._languages(mel, items)
         groups = {}
         for position, (_, options) in enumerate(items):
             # CTranslate2 decodes a batch together only when its prompts have the same number of
-            # tokens after <|startoftranscript|>: <|notimestamps|> is one of them.
-            key = (options.beam_size, options.temperature, options.without_timestamps)
+            # tokens after <|startoftranscript|>: <|notimestamps|> is one of them. Windows of one
+            # encoder length only (`window_s`): padded to a neighbour's length, a window would decode
+            # differently from alone.
+            key = (
+                options.beam_size,
+                options.temperature,
+                options.without_timestamps,
+                mel[position].shape[-1],
+            )
             groups.setdefault(key, []).append(position)
-        for (beam_size, temperature, _), positions in groups.items():
+        for (beam_size, temperature, _, _), positions in groups.items():
             self._decode(mel, items, languages, positions, beam_size, temperature, responses)
         return responses
 
-    def _mel(self, audio):
+    def _mel(self, audio, options):
+        """The window's log-mel frames: its audio padded to the 30 s window, or to `window_s` (whole
+        seconds, never less than the audio)."""
         features = self.features(audio)
         frames = WINDOW_SAMPLES // self.features.hop_length
+        if options.window_s is not None:
+            seconds = math.ceil(max(options.window_s, audio.size / SAMPLE_RATE))
+            frames = min(frames, seconds * SAMPLE_RATE // self.features.hop_length)
         if features.shape[-1] < frames:
             features = np.pad(features, ((0, 0), (0, frames - features.shape[-1])))
         return features[:, :frames]
@@ -88,7 +102,10 @@ class TritonPythonModel(Backend):
         languages = [(options.language, 1.0) for _, options in items]
         unknown = [i for i, (language, _) in enumerate(languages) if not language]
         if unknown:
-            detected = self.model.detect_language(ctranslate2.StorageView.from_array(mel[unknown]))
+            # From the 30 s window, whatever `window_s` the decode uses: as faster-whisper detects.
+            window = WINDOW_SAMPLES // self.features.hop_length
+            whole = [np.pad(mel[i], ((0, 0), (0, window - mel[i].shape[-1]))) for i in unknown]
+            detected = self.model.detect_language(ctranslate2.StorageView.from_array(np.stack(whole)))
             for i, candidates in zip(unknown, detected, strict=True):
                 token, probability = candidates[0]
                 languages[i] = (token[2:-2], float(probability))
@@ -113,7 +130,7 @@ class TritonPythonModel(Backend):
         sampling = {"sampling_temperature": temperature, "sampling_topk": 0} if temperature > 0 else {}
         wants_words = [items[p][1].word_timestamps for p in positions]
         wants_cover = [bool(items[p][1].speech) and not items[p][1].without_timestamps for p in positions]
-        features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[positions]))
+        features = ctranslate2.StorageView.from_array(_stacked(mel, positions))
         encoded = None
         if any(wants_words) or any(wants_cover):
             # Encode once: generate, the gaps' second decode and align all read the encoder output.
@@ -201,6 +218,11 @@ class TritonPythonModel(Backend):
             for row in rows:
                 for segment in bodies[row]["segments"]:
                     segment.setdefault("words", [])
+
+
+def _stacked(mel, positions):
+    """The windows' frames as one batch (each of a length the others share, or the 30 s window)."""
+    return np.ascontiguousarray(np.stack([mel[p] for p in positions]))
 
 
 def prefix_tokens(tokenizer, options):
