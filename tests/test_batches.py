@@ -464,9 +464,12 @@ def test_transient_errors_are_tried_again_and_permanent_ones_are_not(
         batch = create(client, upload(client, lines))
     # Her quota is spent after line 2, so reads go around the HTTP quota, as her principal.
     deadline = time.monotonic() + 30
-    while (
-        done := asyncio.run(service.batch(RequestContext(principal=carol), batch.id))
-    ).status not in ("completed", "failed", "expired", "cancelled"):  # in_progress, then finalizing
+    while (done := asyncio.run(service.batch(RequestContext(principal=carol), batch.id))).status not in (
+        "completed",
+        "failed",
+        "expired",
+        "cancelled",
+    ):  # in_progress, then finalizing
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert done.status == "completed"
