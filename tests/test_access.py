@@ -25,7 +25,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from gateway.client import GrpcClient, HttpClient
 from gateway.errors import ErrorType, SamoError
 from gateway.grpc_api import samo_v1_pb2, samo_v1_pb2_grpc
-from gateway.security.api_keys import KeyFileError, parse_key_file
+from gateway.security import api_keys as api_keys_module
+from gateway.security.api_keys import ApiKeys, KeyFileError, parse_key_file
 from load_tests.processes import free_port
 from samo.settings import GatewaySettings
 from samo.triton.local_server import LocalTriton
@@ -104,6 +105,25 @@ def test_key_file_parses_names_and_refuses_bad_lines_without_quoting_keys() -> N
             parse_key_file(text)
         assert secret not in str(caught.value)
         assert "line" in str(caught.value)
+
+
+@pytest.mark.parametrize("caught", ["", "cut off mid-key"])
+def test_a_key_file_caught_while_it_is_written_in_place_is_not_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caught: str
+) -> None:
+    keys = _keys()
+    path = tmp_path / "keys"
+    path.write_text(f"alice:{keys['alice']}\n")
+    api_keys = ApiKeys(path)
+    whole = f"alice:{keys['alice']}\nbob:{keys['bob']}\n"
+    # The poll reads the file truncated, or with bob's key cut to 20 characters (it parses), and the
+    # writer finishes while the poll waits to read it again.
+    path.write_text("" if not caught else whole[: whole.index("bob:") + 4 + 20])
+    monkeypatch.setattr(api_keys_module.time, "sleep", lambda seconds: path.write_text(whole))
+    assert api_keys.reload(settle_s=0.2) is False
+    assert api_keys.names == ("alice",)
+    assert api_keys.reload(settle_s=0.2) is True
+    assert api_keys.names == ("alice", "bob") and api_keys.name_for(keys["bob"]) == "bob"
 
 
 # A gateway with API keys (and CORS for one origin).

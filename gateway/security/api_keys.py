@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import logging
 import re
+import time
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -18,6 +19,9 @@ logger = logging.getLogger(__name__)
 # Names appear in metrics labels, logs and rate-limit keys: keep them plain.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MIN_KEY_CHARS = 16
+SETTLE_S = 0.2
+"""A changed key file is loaded once it reads the same twice this far apart (SIGHUP loads at once: the
+operator says the file is written)."""
 
 
 class KeyFileError(ValueError):
@@ -77,12 +81,21 @@ class ApiKeys:
     def names(self) -> tuple[str, ...]:
         return tuple(self._keys)
 
-    def reload(self) -> bool:
-        """Read the file again; True when the keys changed. A file that cannot be used keeps the old keys."""
+    def reload(self, settle_s: float = 0.0) -> bool:
+        """Read the file again; True when the keys changed. A file that cannot be used keeps the old keys.
+
+        `settle_s`: a changed file is read again after this long and loaded only if it reads the same. A
+        file written in place (an editor, `echo >`) can be read empty or cut off mid-key, and a key cut
+        to 16 characters or more parses: loaded, it would lock its owner out until the next good write.
+        """
         try:
             source = self.path.read_bytes()
             if source == self._source:
                 return False
+            if settle_s:
+                time.sleep(settle_s)
+                if self.path.read_bytes() != source:
+                    return False  # still being written: the next poll reads it whole
             keys = parse_key_file(source.decode())
         except (OSError, UnicodeDecodeError, KeyFileError) as exc:
             logger.warning("API key file %s not reloaded, the previous keys stay: %s", self.path, _safe(exc))
@@ -100,7 +113,7 @@ class ApiKeys:
         """
         while True:
             await asyncio.sleep(interval_s)
-            await asyncio.to_thread(self.reload)
+            await asyncio.to_thread(self.reload, SETTLE_S)
 
     def _warn_if_empty(self) -> None:
         if not self._keys:
