@@ -83,11 +83,16 @@ class TritonPythonModel(Backend):
             self._decode(mel, items, languages, positions, beam_size, temperature, responses)
         return responses
 
+    @property
+    def _window_frames(self):
+        """Log-mel frames of Whisper's 30 s window."""
+        return WINDOW_SAMPLES // self.features.hop_length
+
     def _mel(self, audio, options):
         """The window's log-mel frames: its audio padded to the 30 s window, or to `window_s` (whole
         seconds, never less than the audio)."""
         features = self.features(audio)
-        frames = WINDOW_SAMPLES // self.features.hop_length
+        frames = self._window_frames
         if options.window_s is not None:
             seconds = math.ceil(max(options.window_s, audio.size / SAMPLE_RATE))
             frames = min(frames, seconds * SAMPLE_RATE // self.features.hop_length)
@@ -103,7 +108,7 @@ class TritonPythonModel(Backend):
         unknown = [i for i, (language, _) in enumerate(languages) if not language]
         if unknown:
             # From the 30 s window, whatever `window_s` the decode uses: as faster-whisper detects.
-            window = WINDOW_SAMPLES // self.features.hop_length
+            window = self._window_frames
             whole = [np.pad(mel[i], ((0, 0), (0, window - mel[i].shape[-1]))) for i in unknown]
             detected = self.model.detect_language(ctranslate2.StorageView.from_array(np.stack(whole)))
             for i, candidates in zip(unknown, detected, strict=True):
@@ -130,7 +135,7 @@ class TritonPythonModel(Backend):
         sampling = {"sampling_temperature": temperature, "sampling_topk": 0} if temperature > 0 else {}
         wants_words = [items[p][1].word_timestamps for p in positions]
         wants_cover = [bool(items[p][1].speech) and not items[p][1].without_timestamps for p in positions]
-        features = ctranslate2.StorageView.from_array(_stacked(mel, positions))
+        features = ctranslate2.StorageView.from_array(np.stack([mel[p] for p in positions]))
         encoded = None
         if any(wants_words) or any(wants_cover):
             # Encode once: generate, the gaps' second decode and align all read the encoder output.
@@ -218,11 +223,6 @@ class TritonPythonModel(Backend):
             for row in rows:
                 for segment in bodies[row]["segments"]:
                     segment.setdefault("words", [])
-
-
-def _stacked(mel, positions):
-    """The windows' frames as one batch (each of a length the others share, or the 30 s window)."""
-    return np.ascontiguousarray(np.stack([mel[p] for p in positions]))
 
 
 def prefix_tokens(tokenizer, options):
