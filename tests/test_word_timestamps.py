@@ -74,14 +74,16 @@ def test_without_word_timestamps_segments_have_no_words(http: httpx.Client) -> N
 PROBABILITY_TOLERANCE = 0.02
 """Between a request alone and batched: int8 kernels give batch-dependent numerics (0.9929 against 0.9923
 seen on an AVX-512 machine), far less than what another clip's words would differ by."""
-TIME_TOLERANCE_S = 0.04
-"""Two of Whisper's 20 ms timestamp frames."""
+TIMESTAMP_FRAME_S = 0.02
+"""Whisper's timestamp resolution."""
+TIME_TOLERANCE_FRAMES = 2
+"""Compared in whole frames: 2.4 - 2.36 is 0.04000000000000004 in floats, two frames apart."""
 
 
 def _mismatch(first: dict, second: dict) -> str | None:
     """How `second` is not the answer `first` gave for the same clip and options; None if it is.
 
-    Text and words must be equal; each word's start and end within `TIME_TOLERANCE_S` and its
+    Text and words must be equal; each word's start and end within `TIME_TOLERANCE_FRAMES` and its
     probability within `PROBABILITY_TOLERANCE`."""
     if second["text"] != first["text"]:
         return f"text {second['text']!r} != {first['text']!r}"
@@ -89,13 +91,15 @@ def _mismatch(first: dict, second: dict) -> str | None:
     if [w["word"] for w in words[1]] != [w["word"] for w in words[0]]:
         return f"words {[w['word'] for w in words[1]]} != {[w['word'] for w in words[0]]}"
     for expected, got in zip(*words, strict=True):
-        for key, tolerance in (
-            ("start", TIME_TOLERANCE_S),
-            ("end", TIME_TOLERANCE_S),
-            ("probability", PROBABILITY_TOLERANCE),
-        ):
-            if abs(got[key] - expected[key]) > tolerance:
-                return f"{got['word']!r}: {key} {got[key]} != {expected[key]} (tolerance {tolerance})"
+        for key in ("start", "end"):
+            frames = round(abs(got[key] - expected[key]) / TIMESTAMP_FRAME_S)
+            if frames > TIME_TOLERANCE_FRAMES:
+                return f"{got['word']!r}: {key} {got[key]} != {expected[key]} ({frames} frames apart)"
+        if abs(got["probability"] - expected["probability"]) > PROBABILITY_TOLERANCE:
+            return (
+                f"{got['word']!r}: probability {got['probability']} != {expected['probability']}"
+                f" (tolerance {PROBABILITY_TOLERANCE})"
+            )
     return None
 
 
