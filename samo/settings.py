@@ -301,9 +301,10 @@ class GatewaySettings(BaseSettings):
         description="Beam size of a live turn's final decode (continuing after its confirmed words). Greedy "
         "finals decode about twice as fast on CPU and cost word errors (journal speech, one session: live WER "
         "0.18 against 0.13 with beam 5, the file route's 0.11). With the short encoder windows of "
-        "`realtime_window_padding_s`, one session: beam 3 p95 end of speech to `completed` 0.75 and 0.77 s at WER "
-        "0.14 (2 runs), beam 5 0.82 to 1.03 s at 0.13 to 0.14 (5 runs); set 3 where the 0.8 s matters more than "
-        "a word in a hundred.",
+        "`realtime_window_padding_s`, one session: beam 3 p95 end of speech to `completed` 0.66 to 0.77 s at WER "
+        "0.14 to 0.16 (5 runs), beam 5 0.75 to 1.03 s at 0.13 to 0.14 (8 runs, 0.75 to 0.78 in the same hour as "
+        "beam 3's 0.66 to 0.73); set 3 where a steady margin under 0.8 s matters more than a word or two in a "
+        "hundred.",
     )
     realtime_window_padding_s: float = Field(
         default=3.0,
