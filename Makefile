@@ -60,7 +60,8 @@ serve: $(STAMP) $(REPOSITORY)/emotion/config.pbtxt $(REPOSITORY)/whisper/config.
 
 # Every check and every test. pytest runs on PYTEST_WORKERS processes (pytest-xdist; a module's tests stay
 # on one worker, so its stack starts once; modules in the order tests/conftest.py gives, longest first)
-# and pyright beside it, on the CPU time that pytest's processes spend waiting for servers; pyright's
+# and pyright beside it at the lowest CPU priority (nice 19), so it runs on the CPU time that pytest's
+# processes leave while they wait for servers and real-time audio instead of taking it from them; pyright's
 # report follows pytest's.
 PYTEST_WORKERS ?= 2
 PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
@@ -68,7 +69,7 @@ PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pyright > $(VENV)/pyright.log 2>&1 & pyright=$$!; \
+	nice -n 19 $(BIN)/pyright > $(VENV)/pyright.log 2>&1 & pyright=$$!; \
 	$(BIN)/pytest $(PYTEST_PARALLEL) --durations=25; status=$$?; \
 	wait $$pyright || status=1; cat $(VENV)/pyright.log; exit $$status
 
