@@ -56,6 +56,7 @@ def create_app(*, settings: GatewaySettings | None = None) -> FastAPI:
         app.state.services = services
         app.state.operations = operations
         app.state.tenancy = Tenancy(managed, ledger)
+        app.state.access = access
         batches = BatchService(settings, operations, database, access, registry)
         app.state.batches = batches
         services.health.start()
