@@ -9,9 +9,9 @@ Its protocol (`whisperlivekit/basic_server.py`, `/asr`, `mode=full`): the server
 (`--pcm-input`, no ffmpeg) and an empty binary message at the end; the server sends the whole transcript
 on each change, `{"status": ..., "lines": [{"speaker", "text", "start", "end"}, ...],
 "buffer_transcription": ..., ...}` (times as `H:MM:SS.cc`), and `{"type": "ready_to_stop"}` once it has
-transcribed all the audio. `lines` hold only committed words (LocalAgreement: the prefix two successive
-decodes agree on, or everything at the start of a VAD pause), which never change; `buffer_transcription`
-is the tail not yet committed. Lines split only at pauses over `--pause-segmentation-seconds` (5 s) or at
+transcribed all the audio. `lines` hold only committed words (LocalAgreement: the words two successive
+decodes of its audio buffer agree on, and the rest at the end of the stream), which never change;
+`buffer_transcription` is the tail not yet committed. Lines split only at pauses over `--pause-segmentation-seconds` (5 s) or at
 speaker changes, so a line grows while the user speaks: its unit of text that will not change is the
 committed word. A commit here is the words one message adds to `lines`; its finalize latency runs from the
 end of its last word's audio (the last speech line's `end`) to that message.
@@ -131,7 +131,8 @@ def installed_version(venv: Path = WHISPERLIVEKIT_VENV) -> str:
 
 def server_command(venv: Path, model_dir: Path, port: int) -> list[str]:
     """Its server on `model_dir`: faster-whisper, LocalAgreement, English, raw PCM, its Silero VAC (the
-    ONNX file it ships); CTranslate2 picks the compute type (`auto`: int8 on this CPU), it has no flag."""
+    ONNX file it ships); CTranslate2 picks the compute type (`auto`: int8_float32 on this CPU), it has no
+    flag."""
     return [
         str(venv / "bin" / "whisperlivekit-server"),
         *("--host", "127.0.0.1", "--port", str(port)),
