@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 REPOSITORY ?= model_repository
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test test-fast typecheck docs lint peers-env peers-live-env bench-emotion bench-whisper bench-summarizer bench-sweep bench-overhead loadtest clean-repository lock
+.PHONY: install serve test test-fast typecheck docs lint peers-env peers-live-env peers-livekit-env bench-emotion bench-whisper bench-summarizer bench-sweep bench-overhead loadtest clean-repository lock
 
 # uv installs the environment: about 15 s from a cold cache where pip took 2 minutes (measured on
 # this 2-core machine, same versions resolved), a sixth of a fresh `make test`.
@@ -122,6 +122,28 @@ $(PEERS_LIVE_STAMP): | $(STAMP)
 	touch $(PEERS_LIVE_STAMP)
 
 peers-live-env: $(PEERS_LIVE_STAMP)
+
+# WhisperLiveKit, the second peer of `samo bench live` (load_tests/whisperlivekit_peer.py), in an environment of
+# its own. Its requirements pull torchaudio, for which the resolver picks 2.11.1 beside torch 2.13 (its library
+# then fails to load: `OSError: Could not load ... _torchaudio.so`); its faster-whisper path never imports it. So
+# whisperlivekit without dependencies, then what that path imports: torch for its Silero VAD wrapper (the ONNX
+# file ships in the package, run by onnxruntime), faster-whisper 1.2.0 as for WhisperLive, soundfile, librosa
+# (its start-up warm-up reads a wav with it; librosa brings numba, which its vendored Whisper imports),
+# tiktoken, and its FastAPI server. Raw PCM input (`--pcm-input`), so no ffmpeg.
+WHISPERLIVEKIT_VERSION ?= 0.2.26
+PEERS_LIVEKIT_VENV := .venv-peers/whisperlivekit
+PEERS_LIVEKIT_STAMP := $(PEERS_LIVEKIT_VENV)/.installed
+PEERS_LIVEKIT_INSTALL := $(BIN)/uv pip install --quiet --python $(PEERS_LIVEKIT_VENV)/bin/python
+
+$(PEERS_LIVEKIT_STAMP): | $(STAMP)
+	$(BIN)/uv venv --quiet --clear --python $(PYTHON) $(PEERS_LIVEKIT_VENV)
+	$(PEERS_LIVEKIT_INSTALL) $(TORCH_SOURCE) torch==2.13.0
+	$(PEERS_LIVEKIT_INSTALL) --no-deps whisperlivekit==$(WHISPERLIVEKIT_VERSION)
+	$(PEERS_LIVEKIT_INSTALL) $(TORCH_SOURCE) torch==2.13.0 faster-whisper==1.2.0 onnxruntime 'numpy<2.5' \
+		soundfile librosa tiktoken fastapi uvicorn websockets python-multipart
+	touch $(PEERS_LIVEKIT_STAMP)
+
+peers-livekit-env: $(PEERS_LIVEKIT_STAMP)
 
 bench-emotion: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/samo bench emotion

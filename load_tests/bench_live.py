@@ -8,7 +8,8 @@ last speech frame, before the VAD's silence) to the turn's `completed`, p50/p95/
 the final word error rate of the sessions against the file route on the same recordings, and which
 decodes made its errors (`load_tests/live_wer.py`: words partials confirmed, words finals added); Triton's view
 (mean batch, queue and compute per window); CPU by process. The verdict: the largest N whose p95
-end-of-speech-to-`completed` stays under 1 s.
+end-of-speech-to-`completed` stays under 1 s. Then the peers, where their environments are installed:
+WhisperLive (`load_tests/whisperlive_peer.py`) and WhisperLiveKit (`load_tests/whisperlivekit_peer.py`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ from load_tests.whisperlive_peer import (
     PeerRun,
     stream_to_whisperlive,
     whisperlive_server,
+)
+from load_tests.whisperlivekit_peer import (
+    WHISPERLIVEKIT_VENV,
+    LiveKitRun,
+    installed_version,
+    stream_to_whisperlivekit,
+    whisperlivekit_server,
 )
 from samo.evaluation.journal_speech import JournalRecording, journal_recording, wav_bytes
 from samo.evaluation.wer import word_error_rate
@@ -68,6 +76,7 @@ PEER_COLUMNS = (
     "system",
     "sessions",
     "segments",
+    "never_completed",
     "final_p50_s",
     "final_p95_s",
     "final_p99_s",
@@ -86,6 +95,8 @@ class LiveBenchOptions:
     output_dir: Path = Path("load_tests/results")
     whisperlive_venv: Path | None = WHISPERLIVE_VENV
     """WhisperLive's environment (`make peers-live-env`) for its peer rows; None or missing: no peer rows."""
+    whisperlivekit_venv: Path | None = WHISPERLIVEKIT_VENV
+    """WhisperLiveKit's environment (`make peers-livekit-env`) for its rows; None or missing: no rows."""
 
 
 def percentile(values: list[float], q: int) -> float:
@@ -210,13 +221,68 @@ async def _peer_sessions(
     return await asyncio.gather(*(one(r, d) for r, d in zip(recordings, starts, strict=True)))
 
 
+def measure_whisperlivekit(
+    model_dir: Path, recordings: list[JournalRecording], files: list[str], options: LiveBenchOptions
+) -> list[dict]:
+    """WhisperLiveKit on the same model folder, the same recordings at the same pace and arrivals as
+    WhisperLive's rows: per N, from the end of each commit's last word in the audio to the message that
+    commits it, and the final word error rate. One server for every N (it has no client limit to set),
+    warmed up by one session on the first 5 s of speech, as the stack is."""
+    assert options.whisperlivekit_venv is not None
+    system = f"WhisperLiveKit {installed_version(options.whisperlivekit_venv)}"
+    rows = []
+    pace = PeerPace(chunk_s=options.chunk_s)
+    with whisperlivekit_server(model_dir, venv=options.whisperlivekit_venv) as url:
+        asyncio.run(stream_to_whisperlivekit(url, recordings[0].samples[: 5 * 16000], pace))
+        for count in options.sessions:
+            rng = random.Random(count)
+            starts = sorted(rng.uniform(0, options.arrival_s) for _ in range(count))
+            runs = asyncio.run(_livekit_sessions(url, recordings[:count], starts, pace))
+            final = [v for run in runs for v in run.finalize_latencies()]
+            reference = " ".join(r.text for r in recordings[:count])
+            row: dict[str, object] = {
+                "system": system,
+                "sessions": count,
+                "segments": len(final),
+                "never_completed": sum(run.never_completed for run in runs),
+                **finalize_and_wer(final, reference, [run.transcript for run in runs], files[:count]),
+            }
+            unfinished = sum(not run.stopped for run in runs)
+            if unfinished:
+                logger.warning("WhisperLiveKit sessions=%d: %d never said ready_to_stop", count, unfinished)
+            rows.append(row)
+            logger.info("WhisperLiveKit sessions=%d: %s", count, row)
+    return rows
+
+
+async def _livekit_sessions(
+    url: str, recordings: list[JournalRecording], starts: list[float], pace: PeerPace
+) -> list[LiveKitRun]:
+    async def one(recording: JournalRecording, delay: float) -> LiveKitRun:
+        await asyncio.sleep(delay)
+        return await stream_to_whisperlivekit(url, recording.samples, pace)
+
+    return await asyncio.gather(*(one(r, d) for r, d in zip(recordings, starts, strict=True)))
+
+
+def _installed(venv: Path | None) -> bool:
+    return venv is not None and (venv / "bin" / "python").exists()
+
+
+def _peer_verdict(name: str, rows: list[dict]) -> str:
+    largest = _largest_within(rows)
+    return f" {name}: " + (
+        f"largest N under {LIMIT_S:.0f} s: {largest}." if largest else f"no N under {LIMIT_S:.0f} s."
+    )
+
+
 def _largest_within(rows: list[dict]) -> int | None:
     within = [int(str(row["sessions"])) for row in rows if float(str(row["final_p95_s"])) < LIMIT_S]
     return max(within) if within else None
 
 
 def run_live_benchmark(options: LiveBenchOptions) -> str:
-    from exporters.whisper.ct2_export import WhisperCt2ExportOptions, export_whisper_ct2
+    from exporters.whisper.ct2_export import WhisperCt2ExportOptions, embedded_model_dir, export_whisper_ct2
 
     with tempfile.TemporaryDirectory(prefix="samo-bench-live-") as workdir:
         repository = Path(workdir) / "repository"
@@ -225,33 +291,34 @@ def run_live_benchmark(options: LiveBenchOptions) -> str:
         with gateway_stack(repository, settings=settings) as stack:
             processes = StackProcesses(stack.gateway_pid, stack.triton_pid)
             rows, recordings, files = measure(stack.gateway_url, stack.triton_grpc_url, processes, options)
-        peer_rows: list[dict] = []
-        venv = options.whisperlive_venv
-        if venv is not None and (venv / "bin" / "python").exists():
-            from exporters.whisper.ct2_export import embedded_model_dir
-
-            peer_rows = measure_whisperlive(embedded_model_dir(), recordings, files, options)
+        whisperlive_rows: list[dict] = []
+        if _installed(options.whisperlive_venv):
+            whisperlive_rows = measure_whisperlive(embedded_model_dir(), recordings, files, options)
+        livekit_rows: list[dict] = []
+        if _installed(options.whisperlivekit_venv):
+            livekit_rows = measure_whisperlivekit(embedded_model_dir(), recordings, files, options)
     largest = _largest_within(rows)
     verdict = (
         f"Largest N with p95 end of speech to `completed` under {LIMIT_S:.0f} s: {largest}."
         if largest
         else f"No N kept p95 end of speech to `completed` under {LIMIT_S:.0f} s."
     )
-    if peer_rows:
-        peer_largest = _largest_within(peer_rows)
-        verdict += (
-            " WhisperLive (same model folder, recordings and pace, after the stack in the same run): "
-            + (
-                f"largest N under {LIMIT_S:.0f} s: {peer_largest}."
-                if peer_largest
-                else f"no N under {LIMIT_S:.0f} s."
-            )
-        )
-        verdict += "\n\n" + format_table(peer_rows, PEER_COLUMNS)
+    if whisperlive_rows or livekit_rows:
+        verdict += " Peers on the same model folder, recordings and pace, after the stack in the same run."
+    if whisperlive_rows:
+        verdict += _peer_verdict("WhisperLive (end of a segment to `completed`)", whisperlive_rows)
     else:
         verdict += (
             " No WhisperLive rows: `--no-peers`, or its environment is missing (`make peers-live-env`)."
         )
+    if livekit_rows:
+        verdict += _peer_verdict("WhisperLiveKit (end of a commit's last word to its message)", livekit_rows)
+    else:
+        verdict += (
+            " No WhisperLiveKit rows: `--no-peers`, or its environment is missing (`make peers-livekit-env`)."
+        )
+    if whisperlive_rows or livekit_rows:
+        verdict += "\n\n" + format_table(whisperlive_rows + livekit_rows, PEER_COLUMNS)
     report = (
         f"# Live transcription benchmark\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
         f"{platform.machine()}; Whisper tiny.en (CTranslate2 int8); {options.seconds:.0f} s of journal speech "

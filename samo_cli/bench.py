@@ -205,7 +205,10 @@ def bench_live_command(
     output: Annotated[Path, typer.Option(help="Folder for the result table.")] = Path("load_tests/results"),
     peers: Annotated[
         bool,
-        typer.Option(help="WhisperLive's rows after the stack's, where `make peers-live-env` installed it."),
+        typer.Option(
+            help="WhisperLive's and WhisperLiveKit's rows after the stack's, where `make peers-live-env` and "
+            "`make peers-livekit-env` installed them."
+        ),
     ] = True,
 ) -> None:
     """Live transcription (WS /v1/realtime): N sessions at real-time pace; first-text and finalize
@@ -217,7 +220,7 @@ def bench_live_command(
         sessions=_counts(sessions), seconds=seconds, chunk_s=chunk_ms / 1000, output_dir=output
     )
     if not peers:
-        options = dataclasses.replace(options, whisperlive_venv=None)
+        options = dataclasses.replace(options, whisperlive_venv=None, whisperlivekit_venv=None)
     typer.echo(run_live_benchmark(options))
 
 

@@ -108,11 +108,17 @@ SERVER_FIXTURES = frozenset({"triton_install", "local_triton", "samo_process", "
 (the session's Triton and the stacks below use them too): a test that uses one, directly or through
 other fixtures, is marked `integration`."""
 SLOW_FIXTURES = frozenset(
-    {"serving_repository", "whisper_tiny_en_ct2", "whisper_base_parts", "fresh_virtualenv"}
+    {
+        "serving_repository",
+        "whisper_tiny_en_ct2",
+        "whisper_base_parts",
+        "fresh_virtualenv",
+        "whisperlivekit_url",
+    }
 )
 """The fixtures that export real model weights (the session's repository), hand them to a test that
-exports or converts them, or make a fresh virtualenv: a test that uses one, directly or through other
-fixtures, is marked `slow`."""
+exports or converts them, make a fresh virtualenv, or run a peer's server on real weights: a test that
+uses one, directly or through other fixtures, is marked `slow`."""
 
 
 LONGEST_FIRST = (
