@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -62,6 +63,39 @@ def server_process(
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def port_open(port: int) -> bool:
+    """Something on 127.0.0.1 accepts connections on `port`."""
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def port_server_process(
+    command: Sequence[str], port: int, *, name: str, env: Mapping[str, str], log: Path, timeout_s: float = 120
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server with no readiness URL (a WebSocket-only peer): ready once `port` accepts connections; its
+    output in `log`, whose end is in the error if it exits or does not listen within `timeout_s`; stopped
+    (SIGTERM, then SIGKILL) on exit."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(list(command), env=dict(env), stdout=output, stderr=output)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not port_open(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{name} did not start (exit code {process.poll()}):\n{tail}")
+            time.sleep(0.2)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
             process.wait()
 
 

@@ -19,8 +19,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
-import subprocess
 import tempfile
 import time
 import uuid
@@ -32,6 +30,7 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from load_tests.processes import port_server_process
 from samo.free_ports import free_port
 
 WHISPERLIVE_VENV = Path(".venv-peers/whisperlive")
@@ -70,12 +69,6 @@ class PeerRun:
         return [at - (self.speech_sent_at + end) for _, end, _, at in self.completed.values()]
 
 
-def _port_open(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-        return True
-    return False
-
-
 def vad_model(venv: Path) -> Path:
     found = sorted(venv.glob("lib/python*/site-packages/silero_vad/data/silero_vad.onnx"))
     if not found:
@@ -101,23 +94,14 @@ def whisperlive_server(model_dir: Path, max_clients: int, venv: Path = WHISPERLI
             f"max_clients={max_clients}, max_connection_time=3600)"
         )
         environment = {**os.environ, "HOME": home, "OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1"}
-        process = subprocess.Popen(
-            [str(python), "-c", code], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while not _port_open(port):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"WhisperLive did not start (exit code {process.poll()})")
-                time.sleep(0.2)
+        with port_server_process(
+            [str(python), "-c", code],
+            port,
+            name="WhisperLive",
+            env=environment,
+            log=Path(home) / "server.log",
+        ):
             yield f"ws://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 @dataclass(frozen=True)
@@ -126,13 +110,24 @@ class PeerPace:
     trailing_silence_s: float = 2.0
     timeout_s: float = 600.0
 
+    def padded(self, samples: np.ndarray) -> np.ndarray:
+        """Speech (16 kHz) as float32, then `trailing_silence_s` of silence."""
+        silence = np.zeros(int(self.trailing_silence_s * SAMPLE_RATE), np.float32)
+        return np.concatenate([samples.astype(np.float32), silence])
+
+    async def send(
+        self, websocket: ClientConnection, audio: bytes, bytes_per_sample: int, started: float
+    ) -> None:
+        """`audio` in `chunk_s` frames, each sent when the wall clock since `started` reaches it."""
+        step = bytes_per_sample * int(self.chunk_s * SAMPLE_RATE)
+        for index, offset in enumerate(range(0, len(audio), step)):
+            await asyncio.sleep(max(0.0, started + index * self.chunk_s - time.monotonic()))
+            await websocket.send(audio[offset : offset + step])
+
 
 async def stream_to_whisperlive(url: str, samples: np.ndarray, model: str, pace: PeerPace) -> PeerRun:
     """Speech (16 kHz float32) at real-time pace in `chunk_s` frames, then silence and END_OF_AUDIO."""
-    audio = np.concatenate(
-        [samples.astype(np.float32), np.zeros(int(pace.trailing_silence_s * SAMPLE_RATE), np.float32)]
-    )
-    step = int(pace.chunk_s * SAMPLE_RATE)
+    audio = pace.padded(samples).tobytes()
     uid = str(uuid.uuid4())
     options = {"uid": uid, "language": "en", "task": "transcribe", "model": model, "use_vad": True}
     async with connect(url, max_size=None, open_timeout=60) as websocket:
@@ -142,11 +137,8 @@ async def stream_to_whisperlive(url: str, samples: np.ndarray, model: str, pace:
         run = PeerRun(speech_sent_at=time.monotonic())
         sent = asyncio.Event()
         receiver = asyncio.create_task(_receive(websocket, run, sent))
-        started = run.speech_sent_at
         with contextlib.suppress(ConnectionClosed):
-            for index, offset in enumerate(range(0, audio.size, step)):
-                await asyncio.sleep(max(0.0, started + index * pace.chunk_s - time.monotonic()))
-                await websocket.send(audio[offset : offset + step].tobytes())
+            await pace.send(websocket, audio, 4, run.speech_sent_at)
             await websocket.send(b"END_OF_AUDIO")
         sent.set()
         with contextlib.suppress(TimeoutError):

@@ -24,8 +24,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,7 +34,8 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from load_tests.whisperlive_peer import QUIET_S, SAMPLE_RATE, PeerPace
+from load_tests.processes import port_server_process
+from load_tests.whisperlive_peer import QUIET_S, PeerPace
 from samo.free_ports import free_port
 
 logger = logging.getLogger(__name__)
@@ -115,12 +114,6 @@ class LiveKitRun:
         return [commit.at - (self.speech_sent_at + commit.end_s) for commit in self.commits]
 
 
-def _port_open(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-        return True
-    return False
-
-
 def installed_version(venv: Path = WHISPERLIVEKIT_VENV) -> str:
     """The `whisperlivekit` version in `venv`, from its dist-info folder's name."""
     found = sorted(venv.glob("lib/python*/site-packages/whisperlivekit-*.dist-info"))
@@ -151,7 +144,6 @@ def whisperlivekit_server(model_dir: Path, venv: Path = WHISPERLIVEKIT_VENV) -> 
         raise FileNotFoundError(f"{venv} has no whisperlivekit-server: run `make peers-livekit-env`")
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="samo-whisperlivekit-") as home:
-        log = Path(home) / "server.log"
         environment = {
             **os.environ,
             "HOME": home,
@@ -159,25 +151,15 @@ def whisperlivekit_server(model_dir: Path, venv: Path = WHISPERLIVEKIT_VENV) -> 
             "HF_HUB_OFFLINE": "1",
             "NUMBA_CACHE_DIR": home,
         }
-        with log.open("wb") as output:
-            process = subprocess.Popen(
-                server_command(venv, model_dir, port), env=environment, stdout=output, stderr=output
-            )
-        try:
-            deadline = time.monotonic() + 180
-            while not _port_open(port):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    tail = log.read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"WhisperLiveKit did not start (exit code {process.poll()}):\n{tail}")
-                time.sleep(0.2)
+        with port_server_process(
+            server_command(venv, model_dir, port),
+            port,
+            name="WhisperLiveKit",
+            env=environment,
+            log=Path(home) / "server.log",
+            timeout_s=180,
+        ):
             yield f"ws://127.0.0.1:{port}/asr"
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def pcm16(samples: np.ndarray) -> bytes:
@@ -188,23 +170,15 @@ def pcm16(samples: np.ndarray) -> bytes:
 async def stream_to_whisperlivekit(url: str, samples: np.ndarray, pace: PeerPace) -> LiveKitRun:
     """Speech (16 kHz float32) at real-time pace in `chunk_s` frames, then silence and the empty message
     that ends the stream; returns once the server said `ready_to_stop`, closed, or went quiet."""
-    audio = pcm16(
-        np.concatenate(
-            [samples.astype(np.float32), np.zeros(int(pace.trailing_silence_s * SAMPLE_RATE), np.float32)]
-        )
-    )
-    step = 2 * int(pace.chunk_s * SAMPLE_RATE)
+    audio = pcm16(pace.padded(samples))
     async with connect(url, max_size=None, open_timeout=60) as websocket:
         while json.loads(await asyncio.wait_for(websocket.recv(), 120)).get("type") != "config":
             pass
         run = LiveKitRun(speech_sent_at=time.monotonic())
         sent = asyncio.Event()
         receiver = asyncio.create_task(_receive(websocket, run, sent))
-        started = run.speech_sent_at
         with contextlib.suppress(ConnectionClosed):
-            for index, offset in enumerate(range(0, len(audio), step)):
-                await asyncio.sleep(max(0.0, started + index * pace.chunk_s - time.monotonic()))
-                await websocket.send(audio[offset : offset + step])
+            await pace.send(websocket, audio, 2, run.speech_sent_at)
             await websocket.send(b"")
         sent.set()
         with contextlib.suppress(TimeoutError):

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from load_tests.processes import free_port
+from load_tests.processes import free_port, port_server_process
 from samo.evaluation.wer import word_error_rate
 from tests.conftest import Gateway
 from tests.speech import JFK_TEXT, RATE, jfk_samples, wav_bytes
@@ -45,7 +45,7 @@ def browser(gateway: Gateway, microphone: Path, tmp_path: Path) -> Iterator[str]
     """Chromium showing /demo/live?autostart=1; yields its page's DevTools WebSocket URL."""
     assert CHROMIUM is not None
     port = free_port()
-    process = subprocess.Popen(
+    with port_server_process(
         [
             CHROMIUM,
             "--headless=new",
@@ -59,12 +59,14 @@ def browser(gateway: Gateway, microphone: Path, tmp_path: Path) -> Iterator[str]
             f"--user-data-dir={tmp_path / 'profile'}",
             f"{gateway.http_url}/demo/live?autostart=1",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+        port,
+        name="Chromium",
+        env=os.environ,
+        log=tmp_path / "chromium.log",
+        timeout_s=30,
+    ):
         deadline = time.monotonic() + 30
-        while True:
+        while True:  # DevTools listens before the page is listed
             try:
                 pages = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=2).json()
                 page = next(p for p in pages if p.get("type") == "page" and "/demo/live" in p.get("url", ""))
@@ -74,13 +76,6 @@ def browser(gateway: Gateway, microphone: Path, tmp_path: Path) -> Iterator[str]
                     raise
                 time.sleep(0.2)
         yield page["webSocketDebuggerUrl"]
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 class Page:
